@@ -1,0 +1,178 @@
+//! Body layouts of the rpc frame kinds (`Call`, `Send`, `Error`, `GoAway`).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::WireError;
+
+/// Longest command name in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// The body of a `Call` or `Send`: `name_len u8 | name (UTF-8) | payload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallBody {
+    /// Command name, shared with the frame body.
+    name: Bytes,
+    /// Payload: UTF-8 text, or an encoded DataFrame when the frame has the DATAFRAME flag.
+    pub payload: Bytes,
+}
+
+impl CallBody {
+    /// Splits a call body without copying.
+    pub fn parse(body: &Bytes) -> Result<CallBody, WireError> {
+        let Some(&n) = body.first() else {
+            return Err(WireError::Malformed { what: "call body", why: "empty" });
+        };
+        let n = n as usize;
+        if n == 0 {
+            return Err(WireError::Malformed { what: "call body", why: "empty command name" });
+        }
+        if body.len() < 1 + n {
+            return Err(WireError::Malformed { what: "call body", why: "name runs past the end" });
+        }
+        std::str::from_utf8(&body[1..1 + n]).map_err(|_| WireError::InvalidUtf8("command name"))?;
+        Ok(CallBody { name: body.slice(1..1 + n), payload: body.slice(1 + n..) })
+    }
+
+    /// The command name.
+    pub fn name(&self) -> &str {
+        // Validated in `parse`.
+        std::str::from_utf8(&self.name).unwrap_or_default()
+    }
+
+    /// Writes the name prefix of a call body; the caller appends the payload.
+    pub fn put_name(out: &mut BytesMut, name: &str) -> Result<(), WireError> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(WireError::Malformed { what: "command name", why: "must be 1 to 255 bytes" });
+        }
+        out.put_u8(name.len() as u8);
+        out.put_slice(name.as_bytes());
+        Ok(())
+    }
+}
+
+macro_rules! codes {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $n:expr, $text:expr;)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $v,)*
+            /// A code this build does not know (sent by a newer peer).
+            Other(u16),
+        }
+        impl $name {
+            /// The numeric code on the wire.
+            pub fn code(self) -> u16 {
+                match self { $($name::$v => $n,)* $name::Other(c) => c }
+            }
+            /// Decodes a numeric code.
+            pub fn from_code(c: u16) -> Self {
+                match c { $($n => $name::$v,)* other => $name::Other(other) }
+            }
+            /// A short description.
+            pub fn describe(self) -> &'static str {
+                match self { $($name::$v => $text,)* $name::Other(_) => "unknown code" }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{} ({})", self.describe(), self.code())
+            }
+        }
+    };
+}
+
+codes! {
+    /// Why a call failed, carried by an `Error` frame.
+    ErrorCode {
+        /// No handler is registered under the name.
+        UnknownCommand = 1, "unknown command";
+        /// The handler panicked.
+        HandlerPanicked = 2, "handler panicked";
+        /// The handler dropped its responder without answering.
+        NoReply = 3, "handler gave no reply";
+        /// The payload is not what the command takes (text vs DataFrame, or undecodable).
+        BadPayload = 4, "bad payload";
+        /// The receiver is over a limit (in-flight calls, queue space).
+        Overloaded = 5, "overloaded";
+        /// The receiver is shutting down and takes no new calls.
+        ShuttingDown = 6, "shutting down";
+        /// The handler returned an error.
+        Application = 7, "handler error";
+        /// The reply would exceed the frame size limit.
+        ReplyTooLarge = 8, "reply too large";
+    }
+}
+
+codes! {
+    /// Why a connection is being closed, carried by a `GoAway` frame.
+    GoAwayCode {
+        /// Orderly close.
+        Normal = 0, "normal close";
+        /// The peer sent something that is not valid protocol.
+        ProtocolError = 1, "protocol error";
+        /// The peer sent a frame over the size limit.
+        FrameTooLarge = 2, "frame too large";
+        /// Nothing was received within the idle timeout.
+        IdleTimeout = 3, "idle timeout";
+        /// The server is at its connection limit.
+        ServerFull = 4, "server full";
+        /// The server is shutting down.
+        ShuttingDown = 5, "shutting down";
+        /// The peer does not read fast enough; its queue is full.
+        SlowConsumer = 6, "slow consumer";
+    }
+}
+
+/// Writes a `code u16 LE | message UTF-8` body (used by `Error` and `GoAway`).
+pub fn put_code_message(out: &mut BytesMut, code: u16, message: &str) {
+    out.put_u16_le(code);
+    out.put_slice(message.as_bytes());
+}
+
+/// Reads a `code u16 LE | message UTF-8` body.
+pub fn parse_code_message(body: &[u8]) -> Result<(u16, &str), WireError> {
+    if body.len() < 2 {
+        return Err(WireError::Malformed { what: "error body", why: "shorter than its 2-byte code" });
+    }
+    let code = u16::from_le_bytes([body[0], body[1]]);
+    let msg = std::str::from_utf8(&body[2..]).map_err(|_| WireError::InvalidUtf8("error message"))?;
+    Ok((code, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_body_round_trip_and_errors() {
+        let mut out = BytesMut::new();
+        CallBody::put_name(&mut out, "echo").unwrap();
+        out.put_slice(b"hi");
+        let b = CallBody::parse(&out.freeze()).unwrap();
+        assert_eq!(b.name(), "echo");
+        assert_eq!(&b.payload[..], b"hi");
+
+        assert!(CallBody::parse(&Bytes::new()).is_err());
+        assert!(CallBody::parse(&Bytes::from_static(&[0])).is_err());
+        assert!(CallBody::parse(&Bytes::from_static(&[5, b'a'])).is_err());
+        assert_eq!(
+            CallBody::parse(&Bytes::from_static(&[1, 0xff])),
+            Err(WireError::InvalidUtf8("command name"))
+        );
+        assert!(CallBody::put_name(&mut BytesMut::new(), "").is_err());
+        assert!(CallBody::put_name(&mut BytesMut::new(), &"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for c in 0..20u16 {
+            assert_eq!(ErrorCode::from_code(c).code(), c);
+            assert_eq!(GoAwayCode::from_code(c).code(), c);
+        }
+        let mut out = BytesMut::new();
+        put_code_message(&mut out, ErrorCode::UnknownCommand.code(), "no such command: x");
+        assert_eq!(parse_code_message(&out).unwrap(), (1, "no such command: x"));
+        assert!(parse_code_message(&[1]).is_err());
+        assert!(parse_code_message(&[1, 0, 0xff]).is_err());
+    }
+}

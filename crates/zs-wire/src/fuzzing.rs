@@ -1,0 +1,70 @@
+//! Bodies of the fuzz targets under `fuzz/`, as plain functions so that ordinary tests run
+//! them too (over a corpus and random inputs) on the stable toolchain.
+//!
+//! Each returns normally for every input; a panic is a bug. Whatever decodes must also
+//! re-encode to an equal value.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::body::{parse_code_message, CallBody};
+use crate::{DataFrame, FrameDecoder, FrameWriter, Kind, Limits};
+
+/// Feeds `data` to a frame decoder in pieces, then decodes each frame's body.
+pub fn frame_stream(data: &[u8]) {
+    let limits = Limits { max_frame_len: 1 << 16, ..Limits::default() };
+    let mut dec = FrameDecoder::new(limits);
+    let mut buf = BytesMut::new();
+    // Split points come from the data itself so the fuzzer explores partial reads.
+    let step = 1 + data.first().map_or(0, |b| *b as usize % 17);
+    for chunk in data.chunks(step) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(frame)) => check_frame(&frame, &limits),
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn check_frame(frame: &crate::Frame, limits: &Limits) {
+    let h = frame.header;
+    assert_eq!(h.len as usize, frame.body.len());
+    let mut out = BytesMut::new();
+    let mut w = FrameWriter::begin(&mut out, h.kind, h.flags, h.channel, h.request);
+    w.body().extend_from_slice(&frame.body);
+    w.finish(limits.max_frame_len).expect("a decoded frame re-encodes");
+    let mut again = FrameDecoder::new(*limits);
+    assert_eq!(again.decode(&mut out).expect("re-decodes").as_ref(), Some(frame));
+    match h.kind {
+        Kind::Call | Kind::Send => {
+            if let Ok(call) = CallBody::parse(&frame.body) {
+                assert!(!call.name().is_empty());
+                if h.flags.contains(crate::Flags::DATAFRAME) {
+                    dataframe(&call.payload);
+                }
+            }
+        }
+        Kind::Error | Kind::GoAway => {
+            let _ = parse_code_message(&frame.body);
+        }
+        _ => {}
+    }
+}
+
+/// Decodes `data` as a DataFrame; whatever decodes must re-encode to an equal frame.
+pub fn dataframe(data: &[u8]) {
+    let limits = Limits { max_elements: 1 << 14, max_depth: 16, ..Limits::default() };
+    let bytes = Bytes::copy_from_slice(data);
+    if let Ok(df) = DataFrame::decode(&bytes, &limits) {
+        let _ = df.to_json();
+        let mut r = df.reader();
+        while r.remaining() > 0 {
+            let _ = r.read_i64().or_else(|_| r.read_value().map(|_| 0));
+        }
+        let again = DataFrame::decode(&df.to_bytes(), &limits).expect("re-encoded frame decodes");
+        // NaN is never equal to itself; compare encodings instead of values.
+        assert_eq!(again.to_bytes(), df.to_bytes());
+    }
+}
