@@ -1,1 +1,39 @@
+//! zserver runtime: long-connection servers and clients that talk with named commands.
+//!
+//! ```no_run
+//! use zs::{Client, Router, Server, ServerConfig};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let mut router = Router::new();
+//! router.console("hello", |_peer, name| format!("hello, {name}"));
+//! let server = Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
+//!
+//! let client = Client::connect(server.local_addr()).await?;
+//! assert_eq!(client.call_console("hello", "world").await.unwrap(), "hello, world");
+//! # Ok(()) }
+//! ```
+//!
+//! Layers (see `docs/ARCHITECTURE.md`): [`transport`] carries bytes, the connection driver
+//! runs the wire protocol of `zs-wire`, and [`rpc`] holds commands, payloads and responders.
 
+mod blocking;
+mod client;
+pub mod config;
+mod connection;
+mod error;
+mod peer;
+pub mod rpc;
+mod server;
+mod stats;
+pub mod transport;
+
+pub use blocking::BlockingClient;
+pub use client::Client;
+pub use config::{ClientConfig, ConnectionConfig, ServerConfig};
+pub use connection::CloseReason;
+pub use error::{CallError, HandlerError};
+pub use peer::Peer;
+pub use rpc::{Form, Responder, Router, Text};
+pub use server::{Server, ServerHandle};
+pub use stats::{Stats, StatsSnapshot};
+pub use zs_wire::{self as wire, DataFrame, ErrorCode, GoAwayCode, Limits, Value};

@@ -1,0 +1,86 @@
+//! `Client`: one connection to a server, with its own router for calls the server makes.
+
+use std::io;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::ToSocketAddrs;
+use tokio::sync::watch;
+
+use crate::config::ClientConfig;
+use crate::connection::{CloseReason, Connection};
+use crate::peer::Peer;
+use crate::rpc::Router;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::connect;
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A connection to a server. Derefs to its [`Peer`] for calls; dropping it closes the
+/// connection.
+pub struct Client {
+    peer: Peer,
+    closed: watch::Receiver<Option<CloseReason>>,
+}
+
+impl Client {
+    /// Connects with default settings and no commands of its own.
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Client> {
+        Client::connect_with(addr, Router::new(), ClientConfig::default()).await
+    }
+
+    /// Connects with a router (commands the server may call: push) and settings.
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        router: Router,
+        config: ClientConfig,
+    ) -> io::Result<Client> {
+        let stream = connect(addr, config.connect_timeout).await?;
+        let (remote, local) = (stream.peer_addr()?, stream.local_addr()?);
+        let stats = Arc::new(Stats::default());
+        stats.bump(|s| &s.connections_opened);
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer::new(id, remote, local, Arc::new(config.connection), stats);
+        let (tx, closed) = watch::channel(None);
+        let conn = Connection::new(stream, peer.clone(), Arc::new(router));
+        tokio::spawn(async move {
+            let reason = conn.run().await;
+            let _ = tx.send(Some(reason));
+        });
+        Ok(Client { peer, closed })
+    }
+
+    /// The connection's peer handle (clone it to use from other tasks).
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// This client's statistics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.peer.inner.stats.snapshot()
+    }
+
+    /// Waits until the connection has closed and tells why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.closed.clone();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or(CloseReason::PeerClosed),
+            Err(_) => CloseReason::Io("connection task ended".into()),
+        };
+        reason
+    }
+}
+
+impl Deref for Client {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.peer.close();
+    }
+}

@@ -1,0 +1,101 @@
+//! Configuration with documented defaults. Every queue and buffer has a bound here.
+
+use std::time::Duration;
+
+use zs_wire::Limits;
+
+/// Per-connection settings, the same on both ends.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Frame and DataFrame decoding limits (default: 16 MiB frames, depth 32, 1 Mi values).
+    pub limits: Limits,
+    /// Default timeout of a call (default 30 s).
+    pub call_timeout: Duration,
+    /// Send a ping after this long without receiving anything (default 20 s; `None` = never).
+    pub keepalive_interval: Option<Duration>,
+    /// Close the connection after this long without receiving anything (default 60 s;
+    /// `None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// Most received calls being handled at once (async, delayed, HPC); beyond it the
+    /// connection stops reading until some finish (default 1024).
+    pub max_in_flight: usize,
+    /// Most bytes of frames queued for sending from other tasks; callers wait for space,
+    /// broadcasts to a full queue disconnect the slow peer (default 8 MiB).
+    pub max_queued_bytes: usize,
+    /// Most bytes of unwritten output before the connection stops reading and executing
+    /// (default 4 MiB; a larger single frame is still written).
+    pub max_write_buffer: usize,
+    /// Bytes requested from the socket per read (default 16 KiB). The buffer exists only
+    /// while data is being processed: an idle connection holds none.
+    pub read_chunk: usize,
+    /// Most received frames waiting behind an ordered handler (default 1024); beyond it the
+    /// connection stops reading.
+    pub max_ordered_queue: usize,
+    /// Execute every command of the connection strictly in arrival order, one at a time,
+    /// as the original did (default false: handlers run concurrently).
+    pub ordered: bool,
+    /// On graceful shutdown, how long in-flight handlers may take to reply (default 10 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            limits: Limits::default(),
+            call_timeout: Duration::from_secs(30),
+            keepalive_interval: Some(Duration::from_secs(20)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_in_flight: 1024,
+            max_queued_bytes: 8 << 20,
+            max_write_buffer: 4 << 20,
+            read_chunk: 16 << 10,
+            max_ordered_queue: 1024,
+            ordered: false,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Settings of each connection.
+    pub connection: ConnectionConfig,
+    /// Most connections held at once; one more is told `ServerFull` and closed
+    /// (default 100,000).
+    pub max_connections: usize,
+    /// Name of the built-in console command that answers with the statistics as JSON
+    /// (default `Some("stats")`; `None` = not served).
+    pub stats_command: Option<String>,
+    /// Set `SO_REUSEPORT` so several processes can serve one port (default false).
+    pub reuse_port: bool,
+    /// Listen backlog (default 4096).
+    pub backlog: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            connection: ConnectionConfig::default(),
+            max_connections: 100_000,
+            stats_command: Some("stats".into()),
+            reuse_port: false,
+            backlog: 4096,
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Settings of the connection.
+    pub connection: ConnectionConfig,
+    /// How long connecting may take (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig { connection: ConnectionConfig::default(), connect_timeout: Duration::from_secs(10) }
+    }
+}

@@ -1,0 +1,592 @@
+//! The connection driver: one task per connection, no other task per request.
+//!
+//! Each wake-up reads what the socket has, decodes and dispatches every whole frame in
+//! it, runs cheap (inline) handlers at once, and writes every reply that is ready with
+//! one `write`. Frames from other tasks (calls, delayed replies, broadcasts) arrive through
+//! the peer's bounded outbox and join the same write. Buffers exist only while there is
+//! data: an idle connection holds none.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use tokio::time::{Instant, Sleep};
+use zs_wire::body::{parse_code_message, CallBody};
+use zs_wire::{ErrorCode, Flags, Frame, FrameDecoder, GoAwayCode, Kind, WireError};
+
+use crate::config::ConnectionConfig;
+use crate::error::HandlerError;
+use crate::peer::{remote_error, Peer};
+use crate::rpc::outbox::Out;
+use crate::rpc::{encode, Command, Exec, Form, Payload, RawResponder, Router};
+use crate::stats::LocalStats;
+use crate::transport::Link;
+
+/// Why a connection closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The other end closed the socket.
+    PeerClosed,
+    /// The other end said goodbye with a reason.
+    PeerGoAway {
+        /// Its reason code.
+        code: GoAwayCode,
+        /// Its message.
+        message: String,
+    },
+    /// This end closed it, telling the other end why.
+    Local {
+        /// The reason code sent.
+        code: GoAwayCode,
+        /// The message sent.
+        message: String,
+    },
+    /// The socket failed.
+    Io(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
+            CloseReason::PeerGoAway { code, message } => write!(f, "peer closed: {message} [{code}]"),
+            CloseReason::Local { code, message } => write!(f, "closed: {message} [{code}]"),
+            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+/// An async handler's result.
+struct Finished {
+    request: u32,
+    ordered: bool,
+    result: Result<Payload, HandlerError>,
+}
+
+enum Event {
+    Outbox,
+    Readable,
+    Finished(Finished),
+    Writable,
+    Timer,
+    Failed(io::Error),
+}
+
+type Step = Result<(), CloseReason>;
+
+pub(crate) struct Connection<L: Link> {
+    link: L,
+    peer: Peer,
+    config: Arc<ConnectionConfig>,
+    router: Arc<Router>,
+    decoder: FrameDecoder,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Async handlers in progress; created on first use.
+    tasks: Option<FuturesUnordered<BoxFuture<'static, Finished>>>,
+    /// Calls being handled off the inline path (async, delayed, HPC).
+    in_flight: usize,
+    /// An ordered call is in progress; later ordered frames wait in `ordered_queue`.
+    ordered_busy: bool,
+    ordered_queue: VecDeque<Frame>,
+    draining: Option<Instant>,
+    last_rx: Instant,
+    last_write: Instant,
+    ping_out: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+    local: LocalStats,
+}
+
+impl<L: Link> Connection<L> {
+    pub(crate) fn new(link: L, peer: Peer, router: Arc<Router>) -> Self {
+        let config = peer.inner.config.clone();
+        let now = Instant::now();
+        let mut c = Connection {
+            link,
+            decoder: FrameDecoder::new(config.limits),
+            config,
+            peer,
+            router,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            tasks: None,
+            in_flight: 0,
+            ordered_busy: false,
+            ordered_queue: VecDeque::new(),
+            draining: None,
+            last_rx: now,
+            last_write: now,
+            ping_out: false,
+            timer: None,
+            local: LocalStats::default(),
+        };
+        c.rearm_timer();
+        c
+    }
+
+    /// Runs the connection until it closes, then fails its pending calls and runs the
+    /// disconnect hooks.
+    pub(crate) async fn run(mut self) -> CloseReason {
+        for hook in &self.router.on_connect {
+            if catch_unwind(AssertUnwindSafe(|| hook(&self.peer))).is_err() {
+                tracing::error!(peer = self.peer.id(), "on_connect hook panicked");
+            }
+        }
+        let reason = self.serve().await;
+        self.linger().await;
+        match &reason {
+            CloseReason::Local { code: GoAwayCode::Normal | GoAwayCode::ShuttingDown, .. }
+            | CloseReason::PeerClosed
+            | CloseReason::PeerGoAway { .. } => {
+                tracing::debug!(peer = self.peer.id(), remote = %self.peer.remote_addr(), %reason, "connection closed")
+            }
+            _ => {
+                tracing::info!(peer = self.peer.id(), remote = %self.peer.remote_addr(), %reason, "connection closed")
+            }
+        }
+        self.peer.mark_closed(reason.to_string());
+        self.local.connections_closed += 1;
+        self.local.flush(&self.peer.inner.stats);
+        for hook in &self.router.on_disconnect {
+            if catch_unwind(AssertUnwindSafe(|| hook(&self.peer, &reason))).is_err() {
+                tracing::error!(peer = self.peer.id(), "on_disconnect hook panicked");
+            }
+        }
+        reason
+    }
+
+    async fn serve(&mut self) -> CloseReason {
+        loop {
+            if let Err(reason) = self.flush() {
+                return reason;
+            }
+            self.local.flush(&self.peer.inner.stats);
+            if self.draining.is_some() && self.drained() {
+                return self.close_local(GoAwayCode::ShuttingDown, "shutting down");
+            }
+            let step = match poll_fn(|cx| self.poll_event(cx)).await {
+                Event::Outbox => self.on_outbox(),
+                Event::Readable => self.on_readable(),
+                Event::Finished(f) => self.on_finished(f),
+                Event::Writable => Ok(()),
+                Event::Timer => self.on_timer(),
+                Event::Failed(e) => Err(CloseReason::Io(e.to_string())),
+            };
+            if let Err(reason) = step {
+                return reason;
+            }
+        }
+    }
+
+    fn can_read(&self) -> bool {
+        self.wbuf.len() < self.config.max_write_buffer
+            && self.in_flight < self.config.max_in_flight
+            && self.ordered_queue.len() < self.config.max_ordered_queue
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.wbuf.len() < self.config.max_write_buffer && self.peer.inner.outbox.poll_ready(cx) {
+            return Poll::Ready(Event::Outbox);
+        }
+        if self.can_read() {
+            match self.link.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::Readable),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(tasks) = self.tasks.as_mut().filter(|t| !t.is_empty()) {
+            if let Poll::Ready(Some(f)) = tasks.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Finished(f));
+            }
+        }
+        if !self.wbuf.is_empty() {
+            match self.link.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::Writable),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(t) = self.timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Writes what the socket takes now.
+    fn flush(&mut self) -> Step {
+        while !self.wbuf.is_empty() {
+            match self.link.try_write(&self.wbuf) {
+                Ok(0) => return Err(CloseReason::Io("socket accepts no more data".into())),
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    self.local.bytes_out += n as u64;
+                    self.last_write = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CloseReason::Io(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// After the loop ends, gives buffered output (replies, the goaway) a short while to
+    /// leave.
+    async fn linger(&mut self) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        while !self.wbuf.is_empty() && Instant::now() < deadline {
+            let ready = tokio::time::timeout_at(deadline, poll_fn(|cx| self.link.poll_write_ready(cx))).await;
+            if !matches!(ready, Ok(Ok(()))) || self.flush().is_err() {
+                break;
+            }
+        }
+        self.local.flush(&self.peer.inner.stats);
+    }
+
+    fn on_readable(&mut self) -> Step {
+        let want = self.decoder.wanted(self.rbuf.len()).max(self.config.read_chunk);
+        self.rbuf.reserve(want);
+        match self.link.try_read_buf(&mut self.rbuf) {
+            Ok(0) => Err(CloseReason::PeerClosed),
+            Ok(n) => {
+                self.local.bytes_in += n as u64;
+                self.last_rx = Instant::now();
+                self.process_frames()
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more to read: going idle, so hold no buffers.
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                }
+                if self.wbuf.is_empty() {
+                    self.wbuf = BytesMut::new();
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(CloseReason::Io(e.to_string())),
+        }
+    }
+
+    fn process_frames(&mut self) -> Step {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    self.local.frames_in += 1;
+                    self.on_frame(frame)?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.protocol_error(e)),
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, e: WireError) -> CloseReason {
+        self.local.protocol_errors += 1;
+        let code = match e {
+            WireError::FrameTooLarge { .. } => GoAwayCode::FrameTooLarge,
+            _ => GoAwayCode::ProtocolError,
+        };
+        tracing::warn!(peer = self.peer.id(), remote = %self.peer.remote_addr(), error = %e, "protocol error");
+        self.close_local(code, &e.to_string())
+    }
+
+    /// Queues a goaway for the other end and ends the loop.
+    fn close_local(&mut self, code: GoAwayCode, message: &str) -> CloseReason {
+        encode::goaway(&mut self.wbuf, code, message);
+        let _ = self.flush();
+        CloseReason::Local { code, message: message.to_owned() }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Step {
+        let h = frame.header;
+        if h.channel != 0 {
+            return Err(self.protocol_error(WireError::UnexpectedChannel(h.channel)));
+        }
+        match h.kind {
+            Kind::Call => self.on_command(frame, false, false),
+            Kind::Send => self.on_command(frame, true, false),
+            Kind::Reply => {
+                self.peer.resolve(h.request, Ok((h.flags, frame.body)));
+                Ok(())
+            }
+            Kind::Error => match parse_code_message(&frame.body) {
+                Ok((code, message)) => {
+                    self.peer.resolve(h.request, Err(remote_error(code, message)));
+                    Ok(())
+                }
+                Err(e) => Err(self.protocol_error(e)),
+            },
+            Kind::Ping => {
+                encode::control(&mut self.wbuf, Kind::Pong, h.request);
+                self.local.frames_out += 1;
+                Ok(())
+            }
+            Kind::Pong => {
+                self.ping_out = false;
+                Ok(())
+            }
+            Kind::GoAway => match parse_code_message(&frame.body) {
+                Ok((code, message)) => Err(CloseReason::PeerGoAway {
+                    code: GoAwayCode::from_code(code),
+                    message: message.to_owned(),
+                }),
+                Err(e) => Err(self.protocol_error(e)),
+            },
+        }
+    }
+
+    fn count_command(&mut self, direct: bool, flags: Flags) {
+        let s = &mut self.local;
+        match (direct, Form::of(flags)) {
+            (false, Form::Console) => s.console_in += 1,
+            (false, Form::Stream) => s.stream_in += 1,
+            (true, Form::Console) => s.direct_console_in += 1,
+            (true, Form::Stream) => s.direct_stream_in += 1,
+        }
+    }
+
+    fn on_command(&mut self, frame: Frame, direct: bool, from_queue: bool) -> Step {
+        let call = match CallBody::parse(&frame.body) {
+            Ok(c) => c,
+            Err(e) => return Err(self.protocol_error(e)),
+        };
+        let request = frame.header.request;
+        if direct != (request == 0) {
+            let why = if direct { "a send carries a request id" } else { "a call has no request id" };
+            return Err(self.protocol_error(WireError::Malformed { what: "command frame", why }));
+        }
+        if !from_queue {
+            self.count_command(direct, frame.header.flags);
+        }
+        let Some(cmd) = self.router.get(call.name()).cloned() else {
+            self.local.unknown_commands += 1;
+            let msg = format!("unknown command: {}", call.name());
+            return self.refuse(request, ErrorCode::UnknownCommand, &msg);
+        };
+        if cmd.direct != direct {
+            let msg = if cmd.direct {
+                format!("command `{}` is one-way: send it, do not call it", cmd.name)
+            } else {
+                format!("command `{}` replies: call it, do not send it", cmd.name)
+            };
+            return self.refuse(request, ErrorCode::BadPayload, &msg);
+        }
+        if self.draining.is_some() && !direct {
+            return self.refuse(request, ErrorCode::ShuttingDown, "shutting down");
+        }
+        let ordered = cmd.ordered || self.config.ordered;
+        if ordered && self.ordered_busy {
+            self.ordered_queue.push_back(frame);
+            return Ok(());
+        }
+        let payload = match Payload::decode(cmd.form, frame.header.flags, call.payload, &self.config.limits) {
+            Ok(p) => p,
+            Err(why) => {
+                let msg = format!("command `{}` {why}", cmd.name);
+                return self.refuse(request, ErrorCode::BadPayload, &msg);
+            }
+        };
+        self.start(&cmd, request, ordered, payload);
+        Ok(())
+    }
+
+    /// Answers a call with an error, or logs a refused direct command; the connection
+    /// goes on.
+    fn refuse(&mut self, request: u32, code: ErrorCode, message: &str) -> Step {
+        if request == 0 {
+            tracing::debug!(peer = self.peer.id(), %code, message, "direct command refused");
+        } else {
+            self.write_result(request, &Err(HandlerError::with_code(code, message)));
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, cmd: &Command, request: u32, ordered: bool, payload: Payload) {
+        let peer = &self.peer;
+        match &cmd.exec {
+            Exec::Inline(f) => {
+                let r = catch_unwind(AssertUnwindSafe(|| f(peer, payload)))
+                    .unwrap_or_else(|_| Err(panicked(peer, &cmd.name)));
+                match (request, r) {
+                    (0, Err(e)) => {
+                        tracing::warn!(peer = peer.id(), command = %cmd.name, error = %e, "direct command failed")
+                    }
+                    (0, Ok(_)) => {}
+                    (request, r) => self.write_result(request, &r),
+                }
+            }
+            Exec::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(peer.clone(), payload))) {
+                Ok(fut) => {
+                    let (peer, name) = (peer.clone(), cmd.name.clone());
+                    let task = async move {
+                        let result = AssertUnwindSafe(fut)
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| Err(panicked(&peer, &name)));
+                        Finished { request, ordered, result }
+                    };
+                    self.tasks.get_or_insert_with(FuturesUnordered::new).push(task.boxed());
+                    self.hold(ordered);
+                }
+                Err(_) => {
+                    let e = panicked(peer, &cmd.name);
+                    self.write_result(request, &Err(e));
+                }
+            },
+            Exec::Delayed(f) => {
+                let responder = RawResponder::new(peer.clone(), request, ordered);
+                self.hold(ordered);
+                // A panic drops the responder while unwinding; it answers `HandlerPanicked`.
+                let peer = &self.peer;
+                if catch_unwind(AssertUnwindSafe(|| f(peer, payload, responder))).is_err() {
+                    tracing::error!(peer = peer.id(), command = %cmd.name, "handler panicked");
+                }
+            }
+            Exec::Hpc(f) => {
+                let responder = RawResponder::new(peer.clone(), request, ordered);
+                self.hold(ordered);
+                let (f, name) = (f.clone(), cmd.name.clone());
+                tokio::task::spawn_blocking(move || {
+                    let peer = responder.peer().clone();
+                    if !peer.is_connected() {
+                        return responder.skip();
+                    }
+                    let r = catch_unwind(AssertUnwindSafe(|| f(&peer, payload)))
+                        .unwrap_or_else(|_| Err(panicked(&peer, &name)));
+                    responder.finish(r);
+                });
+            }
+        }
+    }
+
+    /// A call is now in flight off the inline path.
+    fn hold(&mut self, ordered: bool) {
+        self.in_flight += 1;
+        if ordered {
+            self.ordered_busy = true;
+        }
+    }
+
+    /// A call in flight has finished.
+    fn release(&mut self, ordered: bool) -> Step {
+        self.in_flight -= 1;
+        if ordered {
+            self.ordered_busy = false;
+            while !self.ordered_busy {
+                let Some(frame) = self.ordered_queue.pop_front() else { break };
+                let direct = frame.header.kind == Kind::Send;
+                self.on_command(frame, direct, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_result(&mut self, request: u32, r: &Result<Payload, HandlerError>) {
+        if r.is_err() {
+            self.local.errors_out += 1;
+        }
+        self.local.frames_out += 1;
+        encode::result(&mut self.wbuf, request, r, self.config.limits.max_frame_len);
+    }
+
+    fn on_finished(&mut self, f: Finished) -> Step {
+        if f.request != 0 {
+            self.write_result(f.request, &f.result);
+        }
+        self.release(f.ordered)
+    }
+
+    fn on_outbox(&mut self) -> Step {
+        let mut queue = VecDeque::new();
+        self.peer.inner.outbox.drain(&mut queue);
+        for out in queue {
+            match out {
+                Out::Frame(frame) => self.put(&frame),
+                Out::Done { frame, ordered } => {
+                    if let Some(frame) = frame {
+                        self.put(&frame);
+                    }
+                    self.release(ordered)?;
+                }
+                Out::Close(code, message) => return Err(self.close_local(code, &message)),
+                Out::Shutdown => {
+                    if self.draining.is_none() {
+                        self.draining = Some(Instant::now() + self.config.drain_timeout);
+                        self.rearm_timer();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, frame: &Bytes) {
+        self.local.frames_out += 1;
+        self.wbuf.extend_from_slice(frame);
+    }
+
+    fn drained(&self) -> bool {
+        self.in_flight == 0 && self.ordered_queue.is_empty() && self.wbuf.is_empty()
+    }
+
+    fn on_timer(&mut self) -> Step {
+        let now = Instant::now();
+        if self.draining.is_some_and(|d| now >= d) {
+            return Err(self.close_local(GoAwayCode::ShuttingDown, "shutting down (drain timeout)"));
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            if now >= self.last_rx + idle {
+                self.local.idle_timeouts += 1;
+                return Err(
+                    self.close_local(GoAwayCode::IdleTimeout, &format!("nothing received for {idle:?}"))
+                );
+            }
+            if !self.wbuf.is_empty() && now >= self.last_write + idle {
+                let msg = format!("peer has not read for {idle:?}");
+                return Err(self.close_local(GoAwayCode::SlowConsumer, &msg));
+            }
+        }
+        if let Some(every) = self.config.keepalive_interval {
+            if !self.ping_out && now >= self.last_rx + every {
+                encode::control(&mut self.wbuf, Kind::Ping, 0);
+                self.local.frames_out += 1;
+                self.ping_out = true;
+            }
+        }
+        self.rearm_timer();
+        Ok(())
+    }
+
+    /// Sets the timer to the earliest of: next keepalive, idle timeout, drain deadline.
+    fn rearm_timer(&mut self) {
+        let c = &self.config;
+        let keepalive = c.keepalive_interval.filter(|_| !self.ping_out).map(|d| self.last_rx + d);
+        let idle = c.idle_timeout.map(|d| self.last_rx + d);
+        let stall = c.idle_timeout.filter(|_| !self.wbuf.is_empty()).map(|d| self.last_write + d);
+        let next = [keepalive, idle, stall, self.draining].into_iter().flatten().min();
+        match (next, self.timer.as_mut()) {
+            (Some(at), Some(t)) => t.as_mut().reset(at),
+            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            (None, _) => self.timer = None,
+        }
+    }
+}
+
+fn panicked(peer: &Peer, command: &str) -> HandlerError {
+    peer.inner.stats.bump(|s| &s.handler_panics);
+    tracing::error!(peer = peer.id(), command, "handler panicked");
+    HandlerError::with_code(ErrorCode::HandlerPanicked, format!("handler of `{command}` panicked"))
+}

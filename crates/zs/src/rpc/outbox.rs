@@ -1,0 +1,153 @@
+//! The bounded queue through which other tasks hand frames to a connection's task.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::Context;
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
+use zs_wire::GoAwayCode;
+
+/// An instruction to a connection's task.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// Write an encoded frame.
+    Frame(Bytes),
+    /// A delayed, async-elsewhere or HPC handler finished: write its reply (if any) and
+    /// release its in-flight slot (and the ordered lane, if it held it).
+    Done { frame: Option<Bytes>, ordered: bool },
+    /// Close the connection with a reason.
+    Close(GoAwayCode, String),
+    /// Stop taking calls, finish those in flight, then close.
+    Shutdown,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The connection is gone.
+    Closed,
+    /// The queue is at its byte limit.
+    Full,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Out>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// Many producers (any task or thread), one consumer (the connection's task). Frames are
+/// bounded by bytes; control messages are bounded by the in-flight limit.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Set when the queue goes from empty to non-empty; cleared by the consumer.
+    ready: AtomicBool,
+    consumer: AtomicWaker,
+    space: Notify,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Outbox {
+            state: Mutex::default(),
+            ready: AtomicBool::new(false),
+            consumer: AtomicWaker::new(),
+            space: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue(&self, st: &mut State, out: Out) {
+        if let Out::Frame(b) = &out {
+            st.bytes += b.len();
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue.push_back(out);
+        if was_empty {
+            self.ready.store(true, Ordering::Release);
+            self.consumer.wake();
+        }
+    }
+
+    /// Queues a frame if there is room (an empty queue always takes one frame); gives the
+    /// frame back if not.
+    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), (PushError, Bytes)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((PushError::Closed, frame));
+        }
+        if st.bytes > 0 && st.bytes + frame.len() > self.max_bytes {
+            return Err((PushError::Full, frame));
+        }
+        self.enqueue(&mut st, Out::Frame(frame));
+        Ok(())
+    }
+
+    /// Queues a frame, waiting for room.
+    pub(crate) async fn push(&self, mut frame: Bytes) -> Result<(), PushError> {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain in between is not missed.
+            notified.as_mut().enable();
+            match self.try_push(frame) {
+                Ok(()) => return Ok(()),
+                Err((PushError::Closed, _)) => return Err(PushError::Closed),
+                Err((PushError::Full, back)) => frame = back,
+            }
+            notified.await;
+        }
+    }
+
+    /// Queues a control message; fails only if the connection is gone.
+    pub(crate) fn push_control(&self, out: Out) -> Result<(), PushError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        self.enqueue(&mut st, out);
+        Ok(())
+    }
+
+    /// Registers the consumer's waker and tells whether anything is queued.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> bool {
+        self.consumer.register(cx.waker());
+        self.ready.swap(false, Ordering::Acquire)
+    }
+
+    /// Moves everything queued into `into` (an empty deque) and wakes waiting producers.
+    pub(crate) fn drain(&self, into: &mut VecDeque<Out>) {
+        let mut st = self.lock();
+        std::mem::swap(&mut st.queue, into);
+        let freed = std::mem::take(&mut st.bytes);
+        drop(st);
+        if freed > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Marks the connection gone: queued items are dropped, producers fail from now on.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue = VecDeque::new();
+        st.bytes = 0;
+        drop(st);
+        self.space.notify_waiters();
+    }
+
+    /// Whether the connection is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}

@@ -1,0 +1,274 @@
+//! `Router`: commands by name, and connection life-cycle hooks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use zs_wire::DataFrame;
+
+use super::responder::{RawResponder, Responder};
+use super::{Form, IntoReply, Payload, PayloadType, Text};
+use crate::connection::CloseReason;
+use crate::error::HandlerError;
+use crate::peer::Peer;
+
+pub(crate) type SyncFn = dyn Fn(&Peer, Payload) -> Result<Payload, HandlerError> + Send + Sync;
+pub(crate) type AsyncFn =
+    dyn Fn(Peer, Payload) -> BoxFuture<'static, Result<Payload, HandlerError>> + Send + Sync;
+pub(crate) type DelayedFn = dyn Fn(&Peer, Payload, RawResponder) + Send + Sync;
+type ConnectHook = dyn Fn(&Peer) + Send + Sync;
+type DisconnectHook = dyn Fn(&Peer, &CloseReason) + Send + Sync;
+
+/// How a handler runs.
+pub(crate) enum Exec {
+    /// On the connection's task, at once (cheap handlers).
+    Inline(Box<SyncFn>),
+    /// As a future polled by the connection's task, concurrently with other calls.
+    Async(Box<AsyncFn>),
+    /// Inline, but the reply comes later through a `Responder`.
+    Delayed(Box<DelayedFn>),
+    /// On the blocking worker pool; the reply is skipped if the peer has gone.
+    Hpc(Arc<SyncFn>),
+}
+
+/// A registered command.
+pub(crate) struct Command {
+    pub(crate) name: Box<str>,
+    pub(crate) form: Form,
+    /// One-way: no reply is sent.
+    pub(crate) direct: bool,
+    /// Calls run one at a time in arrival order.
+    pub(crate) ordered: bool,
+    pub(crate) exec: Exec,
+}
+
+/// Commands registered by name (case-insensitive, as in ZServer4D), and hooks run when a
+/// connection opens and closes. Servers and clients both have one: either end can call
+/// the other.
+#[derive(Default)]
+pub struct Router {
+    commands: HashMap<Box<str>, Arc<Command>>,
+    pub(crate) on_connect: Vec<Box<ConnectHook>>,
+    pub(crate) on_disconnect: Vec<Box<DisconnectHook>>,
+}
+
+/// Options of a command just registered.
+pub struct CommandOptions<'a> {
+    command: &'a mut Command,
+}
+
+impl CommandOptions<'_> {
+    /// Run this command's calls one at a time in arrival order: the next does not start
+    /// until the previous one has replied (the original's behaviour).
+    pub fn ordered(self) -> Self {
+        self.command.ordered = true;
+        self
+    }
+}
+
+fn typed<P: PayloadType>(p: Payload) -> P {
+    // The connection decodes a payload of the command's form before calling it.
+    P::from_payload(p).expect("payload of the registered form")
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    /// Whether a command of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The command registered under `name`, compared case-insensitively.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Command>> {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.commands.get(name.to_ascii_lowercase().as_str())
+        } else {
+            self.commands.get(name)
+        }
+    }
+
+    fn add(&mut self, name: &str, form: Form, direct: bool, exec: Exec) -> CommandOptions<'_> {
+        assert!(!name.is_empty() && name.len() <= 255, "command name must be 1 to 255 bytes: {name:?}");
+        let key: Box<str> = name.to_ascii_lowercase().into();
+        assert!(!self.commands.contains_key(&key), "command `{name}` is registered twice");
+        let command = Command { name: name.into(), form, direct, ordered: false, exec };
+        let slot = self.commands.entry(key).or_insert(Arc::new(command));
+        CommandOptions { command: Arc::get_mut(slot).expect("just inserted") }
+    }
+
+    fn sync<P: PayloadType, R: IntoReply<P>>(
+        f: impl Fn(&Peer, P) -> R + Send + Sync + 'static,
+    ) -> impl Fn(&Peer, Payload) -> Result<Payload, HandlerError> + Send + Sync + 'static {
+        move |peer, p| f(peer, typed(p)).into_reply().map(P::into_payload)
+    }
+
+    fn add_sync<P: PayloadType, R: IntoReply<P>>(
+        &mut self,
+        name: &str,
+        direct: bool,
+        f: impl Fn(&Peer, P) -> R + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add(name, P::FORM, direct, Exec::Inline(Box::new(Self::sync(f))))
+    }
+
+    fn add_async<P: PayloadType, R: IntoReply<P>, F>(
+        &mut self,
+        name: &str,
+        direct: bool,
+        f: impl Fn(Peer, P) -> F + Send + Sync + 'static,
+    ) -> CommandOptions<'_>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        let exec = move |peer, p| f(peer, typed(p)).map(|r| r.into_reply().map(P::into_payload)).boxed();
+        self.add(name, P::FORM, direct, Exec::Async(Box::new(exec)))
+    }
+
+    fn add_delayed<P: PayloadType>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, P, Responder<P>) + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        let exec = move |peer: &Peer, p, raw| f(peer, typed(p), Responder::new(raw));
+        self.add(name, P::FORM, false, Exec::Delayed(Box::new(exec)))
+    }
+
+    fn add_hpc<P: PayloadType, R: IntoReply<P>>(
+        &mut self,
+        name: &str,
+        direct: bool,
+        f: impl Fn(&Peer, P) -> R + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add(name, P::FORM, direct, Exec::Hpc(Arc::new(Self::sync(f))))
+    }
+
+    /// Console command: text in, text out; runs at once on the connection's task, so it
+    /// must be quick and must not block.
+    pub fn console<R: IntoReply<Text>>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, Text) -> R + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_sync(name, false, f)
+    }
+
+    /// Stream command: DataFrame in, DataFrame out; runs at once on the connection's task.
+    pub fn stream<R: IntoReply<DataFrame>>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, DataFrame) -> R + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_sync(name, false, f)
+    }
+
+    /// Direct (one-way) console command: no reply.
+    pub fn direct_console(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, Text) + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_sync(name, true, move |peer: &Peer, t: Text| {
+            f(peer, t);
+            Text::default()
+        })
+    }
+
+    /// Direct (one-way) stream command: no reply.
+    pub fn direct_stream(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, DataFrame) + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_sync(name, true, move |peer: &Peer, d: DataFrame| {
+            f(peer, d);
+            DataFrame::new()
+        })
+    }
+
+    /// Async console command: the future runs concurrently with the connection's other
+    /// calls (it may await other calls, timers, IO).
+    pub fn console_async<R: IntoReply<Text>, F: Future<Output = R> + Send + 'static>(
+        &mut self,
+        name: &str,
+        f: impl Fn(Peer, Text) -> F + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_async(name, false, f)
+    }
+
+    /// Async stream command.
+    pub fn stream_async<R: IntoReply<DataFrame>, F: Future<Output = R> + Send + 'static>(
+        &mut self,
+        name: &str,
+        f: impl Fn(Peer, DataFrame) -> F + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_async(name, false, f)
+    }
+
+    /// Console command with a delayed reply: the handler keeps the `Responder` and answers
+    /// later from any task or thread.
+    pub fn console_delayed(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, Text, Responder<Text>) + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_delayed(name, f)
+    }
+
+    /// Stream command with a delayed reply.
+    pub fn stream_delayed(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, DataFrame, Responder<DataFrame>) + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_delayed(name, f)
+    }
+
+    /// HPC console command: a heavy or blocking handler run on the worker pool; the reply
+    /// is sent when it is done, and skipped if the peer has gone.
+    pub fn hpc_console<R: IntoReply<Text>>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, Text) -> R + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_hpc(name, false, f)
+    }
+
+    /// HPC stream command.
+    pub fn hpc_stream<R: IntoReply<DataFrame>>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, DataFrame) -> R + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_hpc(name, false, f)
+    }
+
+    /// HPC direct stream command: run on the worker pool, no reply.
+    pub fn hpc_direct_stream(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, DataFrame) + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        self.add_hpc(name, true, move |peer: &Peer, d: DataFrame| {
+            f(peer, d);
+            DataFrame::new()
+        })
+    }
+
+    /// Runs when a connection opens, before any of its frames is handled.
+    pub fn on_connect(&mut self, f: impl Fn(&Peer) + Send + Sync + 'static) -> &mut Self {
+        self.on_connect.push(Box::new(f));
+        self
+    }
+
+    /// Runs once when a connection has closed, with the reason.
+    pub fn on_disconnect(&mut self, f: impl Fn(&Peer, &CloseReason) + Send + Sync + 'static) -> &mut Self {
+        self.on_disconnect.push(Box::new(f));
+        self
+    }
+}

@@ -1,0 +1,211 @@
+//! `Server`: accepts TCP connections (IPv4 and IPv6) and serves a router on each.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{watch, Notify};
+use zs_wire::{DataFrame, GoAwayCode, Kind};
+
+use crate::config::{ConnectionConfig, ServerConfig};
+use crate::connection::Connection;
+use crate::error::CallError;
+use crate::peer::Peer;
+use crate::rpc::{encode, Payload, Router, Text};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::{bind_listeners, Link};
+
+/// Starts servers.
+pub struct Server;
+
+impl Server {
+    /// Listens on every address `addr` resolves to and serves `router` on each connection
+    /// until [`ServerHandle::shutdown`].
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        mut router: Router,
+        config: ServerConfig,
+    ) -> io::Result<ServerHandle> {
+        let listeners = bind_listeners(addr, config.reuse_port, config.backlog).await?;
+        if let Some(name) = config.stats_command.as_deref().filter(|n| !router.contains(n)) {
+            router.console(name, |peer, _| peer.inner.stats.snapshot().to_json().to_string());
+        }
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            addrs: listeners.iter().map(TcpListener::local_addr).collect::<io::Result<_>>()?,
+            connection: Arc::new(config.connection.clone()),
+            config,
+            router: Arc::new(router),
+            stats: Arc::new(Stats::default()),
+            peers: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            stop,
+            all_closed: Notify::new(),
+        });
+        for listener in listeners {
+            tokio::spawn(accept_loop(shared.clone(), listener));
+        }
+        Ok(ServerHandle { shared })
+    }
+}
+
+struct Shared {
+    addrs: Vec<SocketAddr>,
+    config: ServerConfig,
+    connection: Arc<ConnectionConfig>,
+    router: Arc<Router>,
+    stats: Arc<Stats>,
+    peers: RwLock<HashMap<u64, Peer>>,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+    stop: watch::Sender<bool>,
+    all_closed: Notify,
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => admit(&shared, stream),
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn admit(shared: &Arc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
+    let full = shared.peers.read().unwrap_or_else(|p| p.into_inner()).len() >= shared.config.max_connections;
+    if full || shared.stopping.load(Ordering::Acquire) {
+        shared.stats.bump(|s| &s.connections_refused);
+        let (code, msg) = if full {
+            (GoAwayCode::ServerFull, "server is at its connection limit")
+        } else {
+            (GoAwayCode::ShuttingDown, "server is shutting down")
+        };
+        tracing::warn!(%remote, msg, "connection refused");
+        let mut out = BytesMut::new();
+        encode::goaway(&mut out, code, msg);
+        let _ = Link::try_write(&stream, &out);
+        return;
+    }
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let peer = Peer::new(id, remote, local, shared.connection.clone(), shared.stats.clone());
+    shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
+    shared.stats.bump(|s| &s.connections_opened);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        Connection::new(stream, peer, shared.router.clone()).run().await;
+        let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.remove(&id);
+        if peers.is_empty() {
+            shared.all_closed.notify_waiters();
+        }
+    });
+}
+
+/// A running server: its addresses, peers, statistics, broadcast and shutdown.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// The first address listened on (with the real port if 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.addrs[0]
+    }
+
+    /// Every address listened on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.addrs
+    }
+
+    /// The connected peers.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The peer with this id, if connected.
+    pub fn peer(&self, id: u64) -> Option<Peer> {
+        self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    /// Number of connected peers.
+    pub fn connection_count(&self) -> usize {
+        self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The server's statistics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Sends a direct console command to every peer `filter` accepts; the frame is encoded
+    /// once and shared. A peer whose queue is full is disconnected as a slow consumer.
+    /// Returns how many peers it was queued for.
+    pub fn broadcast_console(
+        &self,
+        name: &str,
+        text: impl Into<Text>,
+        filter: impl Fn(&Peer) -> bool,
+    ) -> Result<usize, CallError> {
+        self.broadcast(name, Payload::Text(text.into()), filter)
+    }
+
+    /// Sends a direct stream command to every peer `filter` accepts (see
+    /// [`broadcast_console`](Self::broadcast_console)).
+    pub fn broadcast_stream(
+        &self,
+        name: &str,
+        frame: DataFrame,
+        filter: impl Fn(&Peer) -> bool,
+    ) -> Result<usize, CallError> {
+        self.broadcast(name, Payload::Frame(frame), filter)
+    }
+
+    fn broadcast(
+        &self,
+        name: &str,
+        payload: Payload,
+        filter: impl Fn(&Peer) -> bool,
+    ) -> Result<usize, CallError> {
+        let max = self.shared.connection.limits.max_frame_len;
+        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, max)?;
+        let sent =
+            self.peers().iter().filter(|p| filter(p)).filter(|p| p.offer(frame.clone()).is_ok()).count();
+        self.shared.stats.commands_out.fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(sent)
+    }
+
+    /// Stops accepting, lets every connection finish the calls in flight (up to the drain
+    /// timeout), tells peers it is shutting down, and returns when all are closed.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.shared.stop.send(true);
+        loop {
+            let closed = self.shared.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            let peers = self.peers();
+            if peers.is_empty() {
+                return;
+            }
+            peers.iter().for_each(Peer::shutdown);
+            closed.await;
+        }
+    }
+}

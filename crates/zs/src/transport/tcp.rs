@@ -1,0 +1,68 @@
+//! TCP over IPv4 and IPv6.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{lookup_host, TcpListener, TcpStream, ToSocketAddrs};
+
+/// Binds a listener on every address `addr` resolves to (e.g. `localhost` gives both
+/// `127.0.0.1` and `::1`).
+pub(crate) async fn bind_listeners(
+    addr: impl ToSocketAddrs,
+    reuse_port: bool,
+    backlog: u32,
+) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for a in lookup_host(addr).await? {
+        match bind_one(a, reuse_port, backlog) {
+            Ok(l) => out.push(l),
+            Err(e) => last_err = Some(io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"))),
+        }
+    }
+    match (out.is_empty(), last_err) {
+        (true, Some(e)) => Err(e),
+        (true, None) => Err(io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")),
+        _ => Ok(out),
+    }
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Connects with a timeout, to the first address of `addr` that answers.
+pub(crate) async fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
+    let attempt = async {
+        let mut last_err = None;
+        for a in lookup_host(addr).await? {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = Some(io::Error::new(e.kind(), format!("cannot connect to {a}: {e}"))),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))
+    };
+    let stream = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}"))
+    })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

@@ -1,0 +1,60 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zs::wire::{Flags, FrameDecoder, FrameWriter, Kind};
+use zs::{ServerConfig, ServerHandle};
+
+/// Generous bound for anything that should happen "at once" on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Starts a server on an ephemeral loopback port.
+pub async fn serve(router: zs::Router) -> ServerHandle {
+    serve_with(router, ServerConfig::default()).await
+}
+
+pub async fn serve_with(router: zs::Router, config: ServerConfig) -> ServerHandle {
+    zs::Server::bind("127.0.0.1:0", router, config).await.expect("bind")
+}
+
+/// Runs `f` with the test's patience as a timeout.
+pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not happen within {PATIENCE:?}"))
+}
+
+/// Encodes one raw frame.
+pub fn raw_frame(kind: Kind, flags: Flags, request: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    let mut w = FrameWriter::begin(&mut out, kind, flags, 0, request);
+    w.body().extend_from_slice(body);
+    w.finish(u32::MAX).unwrap();
+    out.to_vec()
+}
+
+/// A raw call body: name then payload.
+pub fn call_body(name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![name.len() as u8];
+    b.extend_from_slice(name.as_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+/// Writes `bytes` on a raw socket, then reads every frame until the server closes.
+pub async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<zs::wire::Frame> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    within("server closes the connection", s.read_to_end(&mut buf)).await.ok();
+    let mut dec = FrameDecoder::default();
+    let mut b = bytes::BytesMut::from(&buf[..]);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = dec.decode(&mut b) {
+        frames.push(f);
+    }
+    frames
+}
