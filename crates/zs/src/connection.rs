@@ -83,6 +83,11 @@ enum Event {
 
 type Step = Result<(), CloseReason>;
 
+/// How long a closing connection waits for its last output to leave.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most input discarded while lingering.
+const LINGER_DISCARD: usize = 16 << 20;
+
 pub(crate) struct Connection<L: Link> {
     link: L,
     peer: Peer,
@@ -142,7 +147,7 @@ impl<L: Link> Connection<L> {
             }
         }
         let reason = self.serve().await;
-        self.linger().await;
+        self.linger(&reason).await;
         match &reason {
             CloseReason::Local { code: GoAwayCode::Normal | GoAwayCode::ShuttingDown, .. }
             | CloseReason::PeerClosed
@@ -166,10 +171,12 @@ impl<L: Link> Connection<L> {
 
     async fn serve(&mut self) -> CloseReason {
         loop {
+            // Counts are published before the replies leave, so a peer that has its reply
+            // sees them.
+            self.local.flush(&self.peer.inner.stats);
             if let Err(reason) = self.flush() {
                 return reason;
             }
-            self.local.flush(&self.peer.inner.stats);
             if self.draining.is_some() && self.drained() {
                 return self.close_local(GoAwayCode::ShuttingDown, "shutting down");
             }
@@ -243,9 +250,11 @@ impl<L: Link> Connection<L> {
     }
 
     /// After the loop ends, gives buffered output (replies, the goaway) a short while to
-    /// leave.
-    async fn linger(&mut self) {
-        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    /// leave. When this end closed, it also half-closes and discards what the peer still
+    /// sends for a moment: closing with unread input would reset the connection and the
+    /// peer would lose the goaway that tells it why.
+    async fn linger(&mut self, reason: &CloseReason) {
+        let deadline = Instant::now() + LINGER;
         while !self.wbuf.is_empty() && Instant::now() < deadline {
             let ready = tokio::time::timeout_at(deadline, poll_fn(|cx| self.link.poll_write_ready(cx))).await;
             if !matches!(ready, Ok(Ok(()))) || self.flush().is_err() {
@@ -253,6 +262,25 @@ impl<L: Link> Connection<L> {
             }
         }
         self.local.flush(&self.peer.inner.stats);
+        if !matches!(reason, CloseReason::Local { .. }) || self.link.shutdown_write().is_err() {
+            return;
+        }
+        self.rbuf = BytesMut::new();
+        let mut discarded = 0;
+        while discarded < LINGER_DISCARD && Instant::now() < deadline {
+            let ready = tokio::time::timeout_at(deadline, poll_fn(|cx| self.link.poll_read_ready(cx))).await;
+            if !matches!(ready, Ok(Ok(()))) {
+                return;
+            }
+            self.rbuf.clear();
+            self.rbuf.reserve(64 << 10);
+            match self.link.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
     }
 
     fn on_readable(&mut self) -> Step {

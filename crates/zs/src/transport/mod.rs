@@ -22,6 +22,8 @@ pub trait Link: Send + Sync + 'static {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes as much of `buf` as the link takes now; `WouldBlock` if none.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Closes the sending direction (the other end reads end-of-stream).
+    fn shutdown_write(&self) -> io::Result<()>;
     /// The other end's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// This end's address.
@@ -40,6 +42,9 @@ impl Link for tokio::net::TcpStream {
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         tokio::net::TcpStream::try_write(self, buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
     }
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpStream::peer_addr(self)
