@@ -45,7 +45,7 @@ impl Client {
         let (tx, closed) = watch::channel(None);
         let conn = Connection::new(stream, peer.clone(), Arc::new(router));
         tokio::spawn(async move {
-            let reason = conn.run().await;
+            let reason = conn.run(|| {}).await;
             let _ = tx.send(Some(reason));
         });
         Ok(Client { peer, closed })

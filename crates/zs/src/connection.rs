@@ -138,9 +138,9 @@ impl<L: Link> Connection<L> {
         c
     }
 
-    /// Runs the connection until it closes, then fails its pending calls and runs the
-    /// disconnect hooks.
-    pub(crate) async fn run(mut self) -> CloseReason {
+    /// Runs the connection until it closes; then fails its pending calls, calls
+    /// `unregister` (the owner forgets the peer), and runs the disconnect hooks.
+    pub(crate) async fn run(mut self, unregister: impl FnOnce()) -> CloseReason {
         for hook in &self.router.on_connect {
             if catch_unwind(AssertUnwindSafe(|| hook(&self.peer))).is_err() {
                 tracing::error!(peer = self.peer.id(), "on_connect hook panicked");
@@ -161,6 +161,7 @@ impl<L: Link> Connection<L> {
         self.peer.mark_closed(reason.to_string());
         self.local.connections_closed += 1;
         self.local.flush(&self.peer.inner.stats);
+        unregister();
         for hook in &self.router.on_disconnect {
             if catch_unwind(AssertUnwindSafe(|| hook(&self.peer, &reason))).is_err() {
                 tracing::error!(peer = self.peer.id(), "on_disconnect hook panicked");

@@ -108,12 +108,14 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
     shared.stats.bump(|s| &s.connections_opened);
     let shared = shared.clone();
     tokio::spawn(async move {
-        Connection::new(stream, peer, shared.router.clone()).run().await;
-        let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
-        peers.remove(&id);
-        if peers.is_empty() {
-            shared.all_closed.notify_waiters();
-        }
+        let unregister = || {
+            let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
+            peers.remove(&id);
+            if peers.is_empty() {
+                shared.all_closed.notify_waiters();
+            }
+        };
+        Connection::new(stream, peer, shared.router.clone()).run(unregister).await;
     });
 }
 
