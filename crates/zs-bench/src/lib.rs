@@ -1,1 +1,17 @@
+//! zserver benchmarks: a load generator that drives our server and, in the same run, the
+//! floor (a plain tokio server doing the least work possible) so that figures are ratios
+//! measured side by side on one machine.
 
+pub mod codec;
+mod driver;
+pub mod floor;
+pub mod idle;
+pub mod rpc;
+mod stats;
+
+pub use stats::Figures;
+
+/// Raises this process's open-file limit to its hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}

@@ -1,1 +1,66 @@
-fn main() {}
+//! `zs`: serve, call and benchmark zserver.
+
+mod bench;
+mod call;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// zserver: long-connection servers that talk with named commands.
+#[derive(Parser)]
+#[command(name = "zs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the built-in commands (echo, echo_stream, stats) until Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// Call a command on a server and print the reply.
+    Call(call::CallArgs),
+    /// Run a benchmark against our server and the floor, side by side.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Cmd::Serve(a) => serve::run(a),
+        Cmd::Call(a) => call::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-thread runtime for a command.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))
+}
+
+/// Parses a duration in seconds (fractions allowed).
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a number of seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}

@@ -1,0 +1,160 @@
+//! `zs bench rpc`: closed-loop echo calls against our server and the floor, side by side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::runtime::Runtime;
+use zs::{Client, Router, ServerConfig, Text};
+
+use crate::codec::{FloorCodec, OursCodec};
+use crate::driver::{self, Load};
+use crate::floor;
+use crate::stats::{histogram, Figures};
+
+/// Options of the rpc scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcOptions {
+    /// Connections.
+    pub connections: usize,
+    /// Calls in flight per connection.
+    pub depth: usize,
+    /// Payload bytes per call.
+    pub payload: usize,
+    /// Measured time per entry and round.
+    pub duration: Duration,
+    /// Rounds; each entry's figure is its median round.
+    pub rounds: usize,
+}
+
+/// The result: one JSON object with the headline `ratio` (ours / floor req/s).
+#[derive(Debug, Clone, Serialize)]
+pub struct RpcReport {
+    /// Always "rpc".
+    pub scenario: &'static str,
+    /// Connections.
+    pub connections: usize,
+    /// Calls in flight per connection.
+    pub depth: usize,
+    /// Payload bytes per call.
+    pub payload: usize,
+    /// Seconds per entry and round.
+    pub duration_s: f64,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Our server, driven by the raw pipelined driver.
+    pub ours: Figures,
+    /// Our server, driven through our `Client` API (one task per call in flight).
+    pub ours_client: Figures,
+    /// A plain tokio length-prefixed echo answering each read's frames with one write.
+    pub floor: Figures,
+    /// `ours.req_per_s / floor.req_per_s`.
+    pub ratio: f64,
+}
+
+/// Runs the scenario. Servers get their own two-thread runtime, the load generator
+/// another, in this one process (so both servers share the machine the same way).
+pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
+    let servers = runtime("zs-bench-server")?;
+    let load_rt = runtime("zs-bench-load")?;
+    let (ours_addr, floor_addr) = servers
+        .block_on(async {
+            let mut router = Router::new();
+            router.console("echo", |_, t| t);
+            let ours = zs::Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
+            let floor_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let floor_addr = floor_listener.local_addr()?;
+            tokio::spawn(floor::echo_server(floor_listener));
+            std::mem::forget(ours.clone()); // served until the process ends
+            Ok::<_, std::io::Error>((ours.local_addr(), floor_addr))
+        })
+        .map_err(|e| e.to_string())?;
+    let load = Load {
+        connections: opts.connections,
+        depth: opts.depth,
+        payload: opts.payload,
+        duration: opts.duration,
+    };
+    let (mut floor_runs, mut ours_runs, mut client_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.rounds.max(1) {
+        floor_runs.push(load_rt.block_on(driver::run::<FloorCodec>(floor_addr, load))?);
+        ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(ours_addr, load))?);
+        client_runs.push(load_rt.block_on(client_api(ours_addr, load))?);
+    }
+    let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
+    Ok(RpcReport {
+        scenario: "rpc",
+        connections: opts.connections,
+        depth: opts.depth,
+        payload: opts.payload,
+        duration_s: opts.duration.as_secs_f64(),
+        rounds: opts.rounds.max(1),
+        ratio: ours.req_per_s / floor.req_per_s.max(1e-9),
+        ours,
+        ours_client,
+        floor,
+    })
+}
+
+fn runtime(name: &str) -> Result<Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn median(mut runs: Vec<Figures>) -> Figures {
+    runs.sort_by(|a, b| a.req_per_s.total_cmp(&b.req_per_s));
+    runs[runs.len() / 2]
+}
+
+/// The same load through our `Client`: `depth` tasks per connection, each awaiting its
+/// call before making the next.
+async fn client_api(addr: SocketAddr, load: Load) -> Result<Figures, String> {
+    let mut clients = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        clients.push(Arc::new(Client::connect(addr).await.map_err(|e| e.to_string())?));
+    }
+    let payload = Text::from("x".repeat(load.payload));
+    let start = Instant::now();
+    let deadline = start + load.duration;
+    let mut tasks = Vec::new();
+    for c in &clients {
+        for _ in 0..load.depth {
+            let (c, payload) = (c.clone(), payload.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut h = histogram();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    c.call_console("echo", payload.clone()).await.map_err(|e| e.to_string())?;
+                    h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                }
+                Ok::<_, String>(h)
+            }));
+        }
+    }
+    let mut all = histogram();
+    for t in tasks {
+        all.add(&t.await.map_err(|e| e.to_string())??).map_err(|e| e.to_string())?;
+    }
+    Ok(Figures::from(&all, start.elapsed()))
+}
+
+/// A readable table of the report.
+pub fn table(r: &RpcReport) -> String {
+    let mut s = format!(
+        "rpc: {} connections x {} in flight, {}-byte payload, {:.0} s per entry, {} round(s) (median)\n",
+        r.connections, r.depth, r.payload, r.duration_s, r.rounds
+    );
+    s += &format!("{:<22}{:>12}{:>10}{:>10}{:>10}\n", "", "req/s", "p50 µs", "p99 µs", "p99.9 µs");
+    for (name, f) in
+        [("floor (tokio echo)", &r.floor), ("ours", &r.ours), ("ours (Client API)", &r.ours_client)]
+    {
+        s += &format!("{:<22}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
+    }
+    s += &format!("ratio ours/floor: {:.2}", r.ratio);
+    s
+}

@@ -1,0 +1,122 @@
+//! `zs bench`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use zs_bench::{idle, rpc};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Closed-loop echo calls: ours against a plain tokio echo (the floor) in the same run.
+    Rpc {
+        /// Connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Calls in flight per connection.
+        #[arg(long, default_value_t = 8)]
+        depth: usize,
+        /// Seconds per measured entry.
+        #[arg(long, default_value = "5", value_parser = crate::seconds)]
+        duration: Duration,
+        /// Payload bytes per call.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Rounds (each entry reports its median round).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold idle connections and report the server's memory per connection.
+    Idle {
+        /// Connections to hold.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Client processes (each holds at most 20,000 open files).
+        #[arg(long, default_value_t = 2)]
+        procs: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (internal) The client process of `zs bench idle`.
+    #[command(hide = true)]
+    IdleClient {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        connections: usize,
+    },
+}
+
+fn check(what: &str, v: usize, max: usize) -> Result<(), String> {
+    if v == 0 || v > max {
+        return Err(format!("--{what} must be between 1 and {max}, not {v}"));
+    }
+    Ok(())
+}
+
+fn print(json: bool, value: &impl serde::Serialize, table: impl FnOnce() -> String) -> Result<(), String> {
+    if json {
+        println!("{}", serde_json::to_string(value).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", table());
+    }
+    Ok(())
+}
+
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    match args.scenario {
+        Scenario::Rpc { connections, depth, duration, payload, rounds, json } => {
+            check("connections", connections, 5_000)?;
+            check("depth", depth, 1_024)?;
+            check("payload", payload, 1 << 20)?;
+            check("rounds", rounds, 20)?;
+            if duration.is_zero() || duration > Duration::from_secs(600) {
+                return Err("--duration must be between 0 and 600 seconds".into());
+            }
+            zs_bench::raise_fd_limit();
+            let report = rpc::run(rpc::RpcOptions { connections, depth, payload, duration, rounds })?;
+            print(json, &report, || rpc::table(&report))
+        }
+        Scenario::Idle { connections, procs, json } => {
+            check("connections", connections, 1_000_000)?;
+            check("procs", procs, 200)?;
+            if connections / procs > 19_000 {
+                return Err(format!(
+                    "{connections} connections over {procs} processes exceeds 19,000 per process"
+                ));
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let r = idle::run(idle::IdleOptions { connections, procs }, &exe)?;
+            print(json, &r, || {
+                format!(
+                    "idle: held {} of {} connections ({} client processes) in {:.1} s\n\
+                     server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection",
+                    r.held,
+                    r.connections,
+                    r.procs,
+                    r.establish_s,
+                    r.server_rss_before as f64 / 1e6,
+                    r.server_rss_after as f64 / 1e6,
+                    r.server_rss_bytes_per_conn
+                )
+            })
+        }
+        Scenario::IdleClient { addr, connections } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(idle::client(&addr, connections))
+        }
+    }
+}

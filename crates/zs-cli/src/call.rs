@@ -1,0 +1,69 @@
+//! `zs call`.
+
+use std::time::Duration;
+
+use clap::Args;
+use zs::{Client, ClientConfig, DataFrame, Router};
+
+#[derive(Args)]
+pub struct CallArgs {
+    /// Server address, e.g. 127.0.0.1:9818.
+    addr: String,
+    /// Command name.
+    command: String,
+    /// Text to send (empty if absent).
+    #[arg(default_value = "")]
+    text: String,
+    /// Send TEXT as a one-string DataFrame (stream form) and print the reply as JSON.
+    #[arg(long)]
+    stream: bool,
+    /// Send as a direct (one-way) command and expect no reply.
+    #[arg(long)]
+    direct: bool,
+    /// Seconds to wait for the connection and for the reply.
+    #[arg(long, default_value = "10", value_parser = crate::seconds)]
+    timeout: Duration,
+}
+
+pub fn run(args: CallArgs) -> Result<(), String> {
+    let rt = crate::runtime()?;
+    rt.block_on(async {
+        let config = ClientConfig { connect_timeout: args.timeout, ..ClientConfig::default() };
+        let client = Client::connect_with(args.addr.as_str(), Router::new(), config).await.map_err(|e| {
+            match e.to_string() {
+                // The transport's message already names the address it tried.
+                m if m.contains(&args.addr) => m,
+                m => format!("cannot connect to {}: {m}", args.addr),
+            }
+        })?;
+        let fail = |e: zs::CallError| format!("{} failed: {e}", args.command);
+        match (args.stream, args.direct) {
+            (false, false) => {
+                let reply = client
+                    .call_console_timeout(&args.command, args.text, args.timeout)
+                    .await
+                    .map_err(fail)?;
+                println!("{reply}");
+            }
+            (true, false) => {
+                let mut df = DataFrame::new();
+                df.write_str(args.text);
+                let reply =
+                    client.call_stream_timeout(&args.command, df, args.timeout).await.map_err(fail)?;
+                println!("{}", reply.to_json());
+            }
+            (false, true) => client.send_console(&args.command, args.text).await.map_err(fail)?,
+            (true, true) => {
+                let mut df = DataFrame::new();
+                df.write_str(args.text);
+                client.send_stream(&args.command, df).await.map_err(fail)?;
+            }
+        }
+        if args.direct {
+            // Closing politely flushes the one-way command before the process exits.
+            client.close();
+            let _ = tokio::time::timeout(args.timeout, client.closed()).await;
+        }
+        Ok(())
+    })
+}
