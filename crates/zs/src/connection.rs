@@ -147,7 +147,8 @@ impl<L: Link> Connection<L> {
             }
         }
         let reason = self.serve().await;
-        self.linger(&reason).await;
+        // Boxed: its timers are needed only while closing, not in every idle connection.
+        Box::pin(self.linger(&reason)).await;
         match &reason {
             CloseReason::Local { code: GoAwayCode::Normal | GoAwayCode::ShuttingDown, .. }
             | CloseReason::PeerClosed
@@ -239,7 +240,7 @@ impl<L: Link> Connection<L> {
                 Ok(0) => return Err(CloseReason::Io("socket accepts no more data".into())),
                 Ok(n) => {
                     self.wbuf.advance(n);
-                    self.local.bytes_out += n as u64;
+                    self.local.bytes_out = self.local.bytes_out.saturating_add(n as u32);
                     self.last_write = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -290,7 +291,7 @@ impl<L: Link> Connection<L> {
         match self.link.try_read_buf(&mut self.rbuf) {
             Ok(0) => Err(CloseReason::PeerClosed),
             Ok(n) => {
-                self.local.bytes_in += n as u64;
+                self.local.bytes_in = self.local.bytes_in.saturating_add(n as u32);
                 self.last_rx = Instant::now();
                 self.process_frames()
             }

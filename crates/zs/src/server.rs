@@ -106,17 +106,18 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
     let peer = Peer::new(id, remote, local, shared.connection.clone(), shared.stats.clone());
     shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
+    let router = shared.router.clone();
     let shared = shared.clone();
-    tokio::spawn(async move {
-        let unregister = || {
-            let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
-            peers.remove(&id);
-            if peers.is_empty() {
-                shared.all_closed.notify_waiters();
-            }
-        };
-        Connection::new(stream, peer, shared.router.clone()).run(unregister).await;
-    });
+    let unregister = move || {
+        let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.remove(&id);
+        if peers.is_empty() {
+            shared.all_closed.notify_waiters();
+        }
+    };
+    // The task is the connection's `run` future itself: its state is all an idle
+    // connection costs, so nothing else is captured beside it.
+    tokio::spawn(Connection::new(stream, peer, router).run(unregister));
 }
 
 /// A running server: its addresses, peers, statistics, broadcast and shutdown.

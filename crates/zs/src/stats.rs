@@ -15,9 +15,10 @@ macro_rules! counters {
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
         pub struct StatsSnapshot { $($(#[$m])* pub $name: u64,)* }
 
-        /// Counts of one connection not yet added to the shared [`Stats`].
+        /// Counts of one connection not yet added to the shared [`Stats`]; published at
+        /// least once per read, so 32 bits suffice (a read is at most one frame's size).
         #[derive(Debug, Default)]
-        pub(crate) struct LocalStats { $(pub(crate) $name: u64,)* }
+        pub(crate) struct LocalStats { $(pub(crate) $name: u32,)* }
 
         impl Stats {
             /// Reads every counter.
@@ -29,7 +30,7 @@ macro_rules! counters {
         impl LocalStats {
             /// Adds the local counts to `to` and zeroes them.
             pub(crate) fn flush(&mut self, to: &Stats) {
-                $(if self.$name != 0 { to.$name.fetch_add(std::mem::take(&mut self.$name), Relaxed); })*
+                $(if self.$name != 0 { to.$name.fetch_add(u64::from(std::mem::take(&mut self.$name)), Relaxed); })*
             }
         }
     };
