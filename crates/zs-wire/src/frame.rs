@@ -309,3 +309,22 @@ mod tests {
         assert_eq!(&out[..], b"keep");
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::body::CallBody;
+
+    /// The example in docs/PROTOCOL.md §7, byte for byte.
+    #[test]
+    fn protocol_doc_example() {
+        let mut out = BytesMut::new();
+        let mut w = FrameWriter::begin(&mut out, Kind::Call, Flags::NONE, 0, 1);
+        CallBody::put_name(w.body(), "echo").unwrap();
+        w.body().put_slice(b"hi");
+        w.finish(u32::MAX).unwrap();
+        let doc = "5a 01 01 00 00 00 00 00 01 00 00 00 07 00 00 00 04 65 63 68 6f 68 69";
+        let hex: Vec<String> = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.join(" "), doc);
+    }
+}

@@ -210,19 +210,24 @@ impl Peer {
             }
             pending.calls.insert(request, tx);
         }
-        // Removes the entry if the call is abandoned (timeout or the caller dropped it).
-        struct Forget<'a>(&'a Peer, u32);
+        // Removes the entry if the call is abandoned (timeout, or the caller dropped it);
+        // a reply has already removed it.
+        struct Forget<'a>(&'a Peer, u32, bool);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
-                let mut p = self.0.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-                p.calls.remove(&self.1);
+                if !self.2 {
+                    let mut p = self.0.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    p.calls.remove(&self.1);
+                }
             }
         }
-        let _forget = Forget(self, request);
+        let mut forget = Forget(self, request, false);
         self.inner.stats.bump(|s| &s.commands_out);
         let exchange = async {
             self.inner.outbox.push(frame).await.map_err(|_| self.disconnected())?;
-            rx.await.unwrap_or_else(|_| Err(self.disconnected()))
+            let reply = rx.await;
+            forget.2 = true;
+            reply.unwrap_or_else(|_| Err(self.disconnected()))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,

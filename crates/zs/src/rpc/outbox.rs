@@ -95,6 +95,12 @@ impl Outbox {
 
     /// Queues a frame, waiting for room.
     pub(crate) async fn push(&self, mut frame: Bytes) -> Result<(), PushError> {
+        // Fast path: room now, no waiter registration.
+        match self.try_push(frame) {
+            Ok(()) => return Ok(()),
+            Err((PushError::Closed, _)) => return Err(PushError::Closed),
+            Err((PushError::Full, back)) => frame = back,
+        }
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);

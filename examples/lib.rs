@@ -1,0 +1,1 @@
+//! Examples of zserver, one capability per program: `cargo run -p zs-examples --example NAME`.
