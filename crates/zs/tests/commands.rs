@@ -183,12 +183,7 @@ async fn hpc_runs_on_workers_and_skips_gone_peers() {
     let leaving = Client::connect(server.local_addr()).await.unwrap();
     let pending = leaving.peer().clone();
     let call = tokio::spawn(async move { pending.call_console("blocked", "").await });
-    within("call reaches the server", async {
-        while server.stats().console_in < 18 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    wait_until("call reaches the server", || server.stats().console_in >= 18).await;
     drop(leaving);
     assert!(matches!(call.await.unwrap(), Err(zs::CallError::Disconnected(_))));
     gate_tx.send(()).unwrap();
@@ -218,14 +213,7 @@ fn blocking_client_from_sync_code() {
     assert_eq!(err, zs::CallError::Timeout(Duration::from_millis(100)));
     client.send_console("echo", "x").unwrap();
     drop(client);
-    rt.block_on(async {
-        within("close", async {
-            while server.connection_count() > 0 {
-                tokio::task::yield_now().await
-            }
-        })
-        .await
-    });
+    rt.block_on(wait_until("blocking client closed", || server.connection_count() == 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,12 +228,7 @@ async fn broadcast_to_500_peers_and_a_filtered_set() {
         r.direct_stream("news_df", move |_, df| t2.send((i, df.to_json().to_string())).unwrap());
         clients.push(Client::connect_with(server.local_addr(), r, ClientConfig::default()).await.unwrap());
     }
-    within("all connected", async {
-        while server.connection_count() < 500 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    wait_until("all connected", || server.connection_count() == 500).await;
     assert_eq!(server.broadcast_console("news", "hello all", |_| true).unwrap(), 500);
     let mut got = vec![false; 500];
     for _ in 0..500 {

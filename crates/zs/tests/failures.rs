@@ -93,12 +93,7 @@ async fn every_pending_call_fails_at_once_when_the_connection_drops() {
             tokio::spawn(async move { p.call_console_timeout("never", "", Duration::from_secs(3600)).await })
         })
         .collect();
-    within("calls reach the server", async {
-        while server.stats().console_in < 50 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    wait_until("calls reach the server", || server.stats().console_in >= 50).await;
     // The server side goes away (all its peers closed), not the client.
     for p in server.peers() {
         p.close();
@@ -219,10 +214,5 @@ async fn a_peer_that_never_reads_is_bounded_and_cut_off() {
     // The server stops reading once its output is full, so this write stalls: bounded.
     let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(&flood)).await;
     assert_eq!(bystander.call_console("big", "").await.unwrap().len(), 32 << 10);
-    within("slow peer is cut off", async {
-        while server.connection_count() > 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_until("slow peer is cut off", || server.connection_count() <= 1).await;
 }

@@ -98,12 +98,7 @@ async fn connections_over_the_limit_are_told_the_server_is_full() {
     assert!(matches!(reason, CloseReason::PeerGoAway { code: GoAwayCode::ServerFull, .. }), "{reason}");
     assert_eq!(server.stats().connections_refused, 1);
     held.pop();
-    within("slot freed", async {
-        while server.connection_count() > 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    wait_until("slot freed", || server.connection_count() <= 2).await;
     let again = Client::connect(server.local_addr()).await.unwrap();
     assert_eq!(again.call_console("echo", "in").await.unwrap(), "in");
 }
@@ -135,12 +130,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
             tokio::spawn(async move { p.call_console("work", i.to_string()).await })
         })
         .collect();
-    within("calls start", async {
-        while started.load(Ordering::SeqCst) < 4 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    wait_until("calls start", || started.load(Ordering::SeqCst) >= 4).await;
     within("shutdown", server.shutdown()).await;
     for (i, c) in calls.into_iter().enumerate() {
         assert_eq!(c.await.unwrap().unwrap(), format!("done {i}").as_str(), "in-flight call finished");

@@ -78,14 +78,15 @@ impl<'a> Decoder<'a> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
-    fn len8(&mut self) -> Result<usize, WireError> {
-        Ok(self.be::<1>()?[0] as usize)
-    }
-    fn len16(&mut self) -> Result<usize, WireError> {
-        Ok(u16::from_be_bytes(self.be()?) as usize)
-    }
-    fn len32(&mut self) -> Result<usize, WireError> {
-        Ok(u32::from_be_bytes(self.be()?) as usize)
+    /// The length that follows a str, bin, array or map marker of 8, 16 or 32 bits.
+    fn var_len(&mut self, m: Marker) -> Result<usize, WireError> {
+        Ok(match m {
+            Marker::Str8 | Marker::Bin8 => self.be::<1>()?[0] as usize,
+            Marker::Str16 | Marker::Bin16 | Marker::Array16 | Marker::Map16 => {
+                u16::from_be_bytes(self.be()?) as usize
+            }
+            _ => u32::from_be_bytes(self.be()?) as usize,
+        })
     }
 
     fn count(&mut self, n: usize) -> Result<(), WireError> {
@@ -113,8 +114,7 @@ impl<'a> Decoder<'a> {
         let m = Marker::from_u8(self.be::<1>()?[0]);
         match m {
             Marker::FixArray(n) => Ok(n as usize),
-            Marker::Array16 => self.len16(),
-            Marker::Array32 => self.len32(),
+            Marker::Array16 | Marker::Array32 => self.var_len(m),
             _ => Err(WireError::Malformed { what: WHAT, why: "does not start with an array" }),
         }
     }
@@ -173,46 +173,22 @@ impl<'a> Decoder<'a> {
             Marker::F32 => Value::F32(f32::from_be_bytes(self.be()?)),
             Marker::F64 => Value::F64(f64::from_be_bytes(self.be()?)),
             Marker::FixStr(n) => self.string(n as usize)?,
-            Marker::Str8 => {
-                let n = self.len8()?;
+            Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                let n = self.var_len(m)?;
                 self.string(n)?
             }
-            Marker::Str16 => {
-                let n = self.len16()?;
-                self.string(n)?
-            }
-            Marker::Str32 => {
-                let n = self.len32()?;
-                self.string(n)?
-            }
-            Marker::Bin8 => {
-                let n = self.len8()?;
-                self.bytes(n)?
-            }
-            Marker::Bin16 => {
-                let n = self.len16()?;
-                self.bytes(n)?
-            }
-            Marker::Bin32 => {
-                let n = self.len32()?;
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
+                let n = self.var_len(m)?;
                 self.bytes(n)?
             }
             Marker::FixArray(n) => Value::Array(self.array(n as usize, nested(self)?)?),
-            Marker::Array16 => {
-                let n = self.len16()?;
-                Value::Array(self.array(n, nested(self)?)?)
-            }
-            Marker::Array32 => {
-                let n = self.len32()?;
+            Marker::Array16 | Marker::Array32 => {
+                let n = self.var_len(m)?;
                 Value::Array(self.array(n, nested(self)?)?)
             }
             Marker::FixMap(n) => self.map(n as usize, nested(self)?)?,
-            Marker::Map16 => {
-                let n = self.len16()?;
-                self.map(n, nested(self)?)?
-            }
-            Marker::Map32 => {
-                let n = self.len32()?;
+            Marker::Map16 | Marker::Map32 => {
+                let n = self.var_len(m)?;
                 self.map(n, nested(self)?)?
             }
             other => return Err(WireError::UnsupportedMarker(other.to_u8())),

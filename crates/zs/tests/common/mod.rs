@@ -27,6 +27,16 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
         .unwrap_or_else(|_| panic!("{what}: did not happen within {PATIENCE:?}"))
 }
 
+/// Polls `cond` every few milliseconds until it holds (bounded by the test's patience).
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
 /// Encodes one raw frame.
 pub fn raw_frame(kind: Kind, flags: Flags, request: u32, body: &[u8]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
