@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! zserver benchmarks: a load generator that drives our server and, in the same run, the
 //! floor (a plain tokio server doing the least work possible) so that figures are ratios
 //! measured side by side on one machine.

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! zserver wire format, sans IO: frame headers and bodies, the `DataFrame` value list,
 //! hard limits and decoding errors. Nothing here touches a socket or an executor, so every
 //! decoder can be fuzzed and property-tested on plain byte buffers.

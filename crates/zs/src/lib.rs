@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! zserver runtime: long-connection servers and clients that talk with named commands.
 //!
 //! ```no_run

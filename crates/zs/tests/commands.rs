@@ -274,3 +274,31 @@ async fn ordered_commands_run_one_at_a_time_in_arrival_order() {
     let expect: Vec<String> = (0..5).flat_map(|i| [format!("start {i}"), format!("end {i}")]).collect();
     assert_eq!(*log.lock().unwrap(), expect);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_connection_runs_every_command_in_arrival_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut r = Router::new();
+    for name in ["a", "b"] {
+        let l = log.clone();
+        // Delayed replies from threads that answer in reverse order of arrival.
+        r.console_delayed(name, move |_, t: Text, responder| {
+            let l = l.clone();
+            let n: u64 = t.parse().unwrap();
+            l.lock().unwrap().push(format!("start {n}"));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(60 - n * 10));
+                l.lock().unwrap().push(format!("end {n}"));
+                responder.reply(t);
+            });
+        });
+    }
+    let mut config = zs::ServerConfig::default();
+    config.connection.ordered = true;
+    let server = serve_with(r, config).await;
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let calls = (0..5u64).map(|i| client.call_console(if i % 2 == 0 { "a" } else { "b" }, i.to_string()));
+    assert!(futures_util::future::join_all(calls).await.iter().all(Result::is_ok));
+    let expect: Vec<String> = (0..5).flat_map(|i| [format!("start {i}"), format!("end {i}")]).collect();
+    assert_eq!(*log.lock().unwrap(), expect);
+}
