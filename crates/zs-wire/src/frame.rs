@@ -37,6 +37,20 @@ pub enum Kind {
     Pong = 0x06,
     /// The sender is closing the connection, with a reason code and message.
     GoAway = 0x07,
+    /// Opens a bulk stream (request id = stream id); see `bulk::StreamOpen`.
+    StreamOpen = 0x10,
+    /// A chunk of a stream; may carry the COMPRESSED flag (zstd).
+    StreamData = 0x11,
+    /// The stream's end: byte count and BLAKE3 hash.
+    StreamEnd = 0x12,
+    /// The receiver grants the sender more bytes of window.
+    StreamCredit = 0x13,
+    /// The receiver's verdict on a stream: code 0 for success, else an error.
+    StreamResult = 0x14,
+    /// The sender abandons a stream, with a reason.
+    StreamCancel = 0x15,
+    /// The poster of batch streams asks the receiver to drop them.
+    BatchClear = 0x16,
 }
 
 impl Kind {
@@ -50,6 +64,13 @@ impl Kind {
             0x05 => Kind::Ping,
             0x06 => Kind::Pong,
             0x07 => Kind::GoAway,
+            0x10 => Kind::StreamOpen,
+            0x11 => Kind::StreamData,
+            0x12 => Kind::StreamEnd,
+            0x13 => Kind::StreamCredit,
+            0x14 => Kind::StreamResult,
+            0x15 => Kind::StreamCancel,
+            0x16 => Kind::BatchClear,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -64,13 +85,21 @@ impl Kind {
             Kind::Ping => "ping",
             Kind::Pong => "pong",
             Kind::GoAway => "goaway",
+            Kind::StreamOpen => "stream-open",
+            Kind::StreamData => "stream-data",
+            Kind::StreamEnd => "stream-end",
+            Kind::StreamCredit => "stream-credit",
+            Kind::StreamResult => "stream-result",
+            Kind::StreamCancel => "stream-cancel",
+            Kind::BatchClear => "batch-clear",
         }
     }
 
     /// Flag bits this kind may carry.
     fn allowed_flags(self) -> u8 {
         match self {
-            Kind::Call | Kind::Send | Kind::Reply => Flags::DATAFRAME.0,
+            Kind::Call | Kind::Send | Kind::Reply => Flags::DATAFRAME.0 | Flags::COMPRESSED.0,
+            Kind::StreamData => Flags::COMPRESSED.0,
             _ => 0,
         }
     }
@@ -85,7 +114,7 @@ impl Flags {
     pub const NONE: Flags = Flags(0);
     /// The payload is an encoded `DataFrame` (stream form); without it the payload is UTF-8 text.
     pub const DATAFRAME: Flags = Flags(0x01);
-    /// Reserved for per-frame compression; rejected until negotiated by a later layer.
+    /// The payload is compressed: lz4 (size-prefixed block) on rpc frames, zstd on stream data.
     pub const COMPRESSED: Flags = Flags(0x02);
 
     /// Whether every bit of `other` is set.
@@ -292,7 +321,9 @@ mod tests {
         assert_eq!(dec.decode(&mut bad), Err(WireError::UnknownKind(0x77)));
         let mut bad = one(Kind::Ping, Flags::DATAFRAME, 1, b"");
         assert!(matches!(dec.decode(&mut bad), Err(WireError::InvalidFlags { .. })));
-        let mut bad = one(Kind::Call, Flags::COMPRESSED, 1, b"");
+        let mut bad = one(Kind::Call, Flags(0x04), 1, b"");
+        assert!(matches!(dec.decode(&mut bad), Err(WireError::InvalidFlags { .. })));
+        let mut bad = one(Kind::StreamEnd, Flags::COMPRESSED, 1, b"");
         assert!(matches!(dec.decode(&mut bad), Err(WireError::InvalidFlags { .. })));
         // Oversize is refused on the header alone, before the body arrives.
         let mut big = one(Kind::Call, Flags::NONE, 1, &[0u8; 11]);

@@ -68,3 +68,30 @@ pub fn dataframe(data: &[u8]) {
         assert_eq!(again.to_bytes(), df.to_bytes());
     }
 }
+
+/// Decodes `data` as every bulk body and as compressed payloads; what decodes re-encodes.
+pub fn bulk_and_compressed(data: &[u8]) {
+    use crate::bulk::{parse_batch_clear, parse_credit, StreamEnd, StreamOpen};
+    use crate::compress::{lz4, unlz4, unzstd};
+    if let Ok(open) = StreamOpen::parse(data) {
+        let mut out = BytesMut::new();
+        open.encode(&mut out).expect("a parsed open re-encodes");
+        assert_eq!(&out[..], data);
+    }
+    if let Ok(end) = StreamEnd::parse(data) {
+        let mut out = BytesMut::new();
+        end.encode(&mut out);
+        assert_eq!(&out[..], data);
+    }
+    let _ = parse_credit(data);
+    let _ = parse_batch_clear(data);
+    if let Ok(plain) = unlz4(data, 1 << 16) {
+        assert!(plain.len() <= 1 << 16);
+        if let Some(c) = lz4(&plain) {
+            assert_eq!(unlz4(&c, 1 << 16).expect("round trip"), plain);
+        }
+    }
+    if let Ok(plain) = unzstd(data, 1 << 16) {
+        assert!(plain.len() <= 1 << 16);
+    }
+}

@@ -6,6 +6,8 @@
 //! The byte layouts are specified in `docs/PROTOCOL.md`.
 
 pub mod body;
+pub mod bulk;
+pub mod compress;
 pub mod dataframe;
 mod error;
 pub mod frame;

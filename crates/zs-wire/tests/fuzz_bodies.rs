@@ -54,3 +54,10 @@ fn dataframe_target() {
         fuzzing::dataframe(&input);
     }
 }
+
+#[test]
+fn bulk_and_compressed_target() {
+    for input in inputs("bulk", 20_000) {
+        fuzzing::bulk_and_compressed(&input);
+    }
+}

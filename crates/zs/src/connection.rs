@@ -368,6 +368,16 @@ impl<L: Link> Connection<L> {
                 self.ping_out = false;
                 Ok(())
             }
+            Kind::StreamOpen
+            | Kind::StreamData
+            | Kind::StreamEnd
+            | Kind::StreamCredit
+            | Kind::StreamResult
+            | Kind::StreamCancel
+            | Kind::BatchClear => Err(self.protocol_error(WireError::Malformed {
+                what: "frame",
+                why: "bulk transfers are not enabled",
+            })),
             Kind::GoAway => match parse_code_message(&frame.body) {
                 Ok((code, message)) => Err(CloseReason::PeerGoAway {
                     code: GoAwayCode::from_code(code),

@@ -1,0 +1,172 @@
+//! Bodies of the bulk-transfer frames (kinds 0x10-0x16): big streams, complete buffers and
+//! batch streams all travel as a stream: Open, Data..., End, answered by Credit and Result.
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use crate::WireError;
+
+/// Bytes a sender may send on a new stream before the receiver grants more (protocol constant).
+pub const INITIAL_WINDOW: u32 = 256 << 10;
+/// `total` of a stream whose length is not known in advance.
+pub const UNKNOWN_LEN: u64 = u64::MAX;
+/// `key` of a `BatchClear` that clears every parked stream.
+pub const ALL_BATCHES: u64 = u64::MAX;
+
+/// What the receiver does with a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamMode {
+    /// A big stream: the handler reads it as it arrives.
+    Stream = 0,
+    /// A complete buffer: the handler gets the whole message once it is in.
+    Buffer = 1,
+    /// A batch stream: parked at the receiver under `key` until a command consumes it.
+    Batch = 2,
+}
+
+/// The body of a `StreamOpen` frame (the request id is the stream id).
+///
+/// `mode u8 | total u64 | offset u64 | key u64 | name_len u8 | name`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOpen {
+    /// What the receiver does with it.
+    pub mode: StreamMode,
+    /// Bytes that will be sent, or [`UNKNOWN_LEN`].
+    pub total: u64,
+    /// Where in the source the data starts (for resumed transfers).
+    pub offset: u64,
+    /// Batch key (batch mode), else 0.
+    pub key: u64,
+    /// Command name (empty for batch mode).
+    pub name: String,
+}
+
+const OPEN_FIXED: usize = 1 + 8 + 8 + 8 + 1;
+
+impl StreamOpen {
+    /// Appends the body.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), WireError> {
+        if self.name.len() > 255 || (self.name.is_empty() && self.mode != StreamMode::Batch) {
+            return Err(WireError::Malformed { what: "stream open", why: "name must be 1 to 255 bytes" });
+        }
+        out.put_u8(self.mode as u8);
+        out.put_u64_le(self.total);
+        out.put_u64_le(self.offset);
+        out.put_u64_le(self.key);
+        out.put_u8(self.name.len() as u8);
+        out.put_slice(self.name.as_bytes());
+        Ok(())
+    }
+
+    /// Parses the body.
+    pub fn parse(mut b: &[u8]) -> Result<StreamOpen, WireError> {
+        let bad = |why| WireError::Malformed { what: "stream open", why };
+        if b.len() < OPEN_FIXED {
+            return Err(bad("shorter than its fixed fields"));
+        }
+        let mode = match b.get_u8() {
+            0 => StreamMode::Stream,
+            1 => StreamMode::Buffer,
+            2 => StreamMode::Batch,
+            _ => return Err(bad("unknown mode")),
+        };
+        let (total, offset, key) = (b.get_u64_le(), b.get_u64_le(), b.get_u64_le());
+        let n = b.get_u8() as usize;
+        if b.len() != n {
+            return Err(bad("name length does not match the body"));
+        }
+        if n == 0 && mode != StreamMode::Batch {
+            return Err(bad("empty command name"));
+        }
+        let name = std::str::from_utf8(b).map_err(|_| WireError::InvalidUtf8("stream name"))?.to_owned();
+        Ok(StreamOpen { mode, total, offset, key, name })
+    }
+}
+
+/// The body of a `StreamEnd` frame: `bytes u64 | blake3 [32]`, over the uncompressed data
+/// sent in this transfer (from its offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamEnd {
+    /// Uncompressed bytes sent.
+    pub bytes: u64,
+    /// BLAKE3 hash of those bytes.
+    pub hash: [u8; 32],
+}
+
+impl StreamEnd {
+    /// Appends the body.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.bytes);
+        out.put_slice(&self.hash);
+    }
+
+    /// Parses the body.
+    pub fn parse(mut b: &[u8]) -> Result<StreamEnd, WireError> {
+        if b.len() != 40 {
+            return Err(WireError::Malformed { what: "stream end", why: "must be 40 bytes" });
+        }
+        let bytes = b.get_u64_le();
+        Ok(StreamEnd { bytes, hash: b.try_into().expect("32 bytes") })
+    }
+}
+
+/// Parses a `StreamCredit` body: `grant u32`, at least 1.
+pub fn parse_credit(b: &[u8]) -> Result<u32, WireError> {
+    let arr: [u8; 4] =
+        b.try_into().map_err(|_| WireError::Malformed { what: "stream credit", why: "must be 4 bytes" })?;
+    match u32::from_le_bytes(arr) {
+        0 => Err(WireError::Malformed { what: "stream credit", why: "grants nothing" }),
+        n => Ok(n),
+    }
+}
+
+/// Parses a `BatchClear` body: `key u64` ([`ALL_BATCHES`] for all).
+pub fn parse_batch_clear(b: &[u8]) -> Result<u64, WireError> {
+    let arr: [u8; 8] =
+        b.try_into().map_err(|_| WireError::Malformed { what: "batch clear", why: "must be 8 bytes" })?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_round_trip_and_errors() {
+        for (mode, name) in
+            [(StreamMode::Stream, "upload"), (StreamMode::Buffer, "b"), (StreamMode::Batch, "")]
+        {
+            let o = StreamOpen { mode, total: 12, offset: 3, key: 9, name: name.into() };
+            let mut out = BytesMut::new();
+            o.encode(&mut out).unwrap();
+            assert_eq!(StreamOpen::parse(&out).unwrap(), o);
+        }
+        let o = StreamOpen { mode: StreamMode::Stream, total: 0, offset: 0, key: 0, name: String::new() };
+        assert!(o.encode(&mut BytesMut::new()).is_err());
+        let mut out = BytesMut::new();
+        StreamOpen { mode: StreamMode::Stream, total: 1, offset: 0, key: 0, name: "x".into() }
+            .encode(&mut out)
+            .unwrap();
+        let mut bad = out.clone();
+        bad[0] = 7;
+        assert!(StreamOpen::parse(&bad).is_err(), "unknown mode");
+        assert!(StreamOpen::parse(&out[..out.len() - 1]).is_err(), "truncated name");
+        let mut bad = out.clone();
+        bad[OPEN_FIXED] = 0xff;
+        assert_eq!(StreamOpen::parse(&bad), Err(WireError::InvalidUtf8("stream name")));
+        assert!(StreamOpen::parse(&out[..5]).is_err());
+    }
+
+    #[test]
+    fn end_credit_clear() {
+        let e = StreamEnd { bytes: 5, hash: [7; 32] };
+        let mut out = BytesMut::new();
+        e.encode(&mut out);
+        assert_eq!(StreamEnd::parse(&out).unwrap(), e);
+        assert!(StreamEnd::parse(&out[..39]).is_err());
+        assert_eq!(parse_credit(&9u32.to_le_bytes()), Ok(9));
+        assert!(parse_credit(&0u32.to_le_bytes()).is_err());
+        assert!(parse_credit(&[1, 2]).is_err());
+        assert_eq!(parse_batch_clear(&ALL_BATCHES.to_le_bytes()), Ok(ALL_BATCHES));
+        assert!(parse_batch_clear(&[0; 7]).is_err());
+    }
+}
