@@ -29,7 +29,12 @@ pub fn unlz4(data: &[u8], max: u32) -> Result<Vec<u8>, WireError> {
     if size > max {
         return Err(WireError::FrameTooLarge { len: size.into(), max });
     }
-    lz4_flex::decompress_size_prepended(data).map_err(|_| bad("corrupt lz4 block"))
+    let out = lz4_flex::decompress_size_prepended(data).map_err(|_| bad("corrupt lz4 block"))?;
+    // lz4_flex accepts a block that decodes to fewer bytes than it declares.
+    if out.len() != size as usize {
+        return Err(bad("decodes to another size than it declares"));
+    }
+    Ok(out)
 }
 
 /// zstd (level 1) of a chunk, if worth it.
@@ -77,6 +82,7 @@ mod tests {
         assert_eq!(unlz4(&c, 1000), Err(WireError::FrameTooLarge { len: 100_000, max: 1000 }));
         assert!(unlz4(&[1, 0], 10).is_err());
         assert!(unlz4(&[5, 0, 0, 0, 0xff], 10).is_err());
+        assert!(unlz4(&[9, 0, 0, 0, 1], 10).is_err(), "declares 9 bytes, decodes to none");
         let z = zstd(&big).unwrap();
         assert!(unzstd(&z, 1000).is_err());
         assert!(unzstd(b"not zstd", 1000).is_err());

@@ -254,6 +254,11 @@ impl<'a> FrameWriter<'a> {
         FrameWriter { out, start }
     }
 
+    /// Sets more flag bits on the frame being written.
+    pub fn add_flags(&mut self, flags: Flags) {
+        self.out[self.start + 3] |= flags.0;
+    }
+
     /// The buffer that receives the body.
     pub fn body(&mut self) -> &mut BytesMut {
         self.out

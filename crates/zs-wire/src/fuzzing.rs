@@ -87,6 +87,7 @@ pub fn bulk_and_compressed(data: &[u8]) {
     let _ = parse_batch_clear(data);
     if let Ok(plain) = unlz4(data, 1 << 16) {
         assert!(plain.len() <= 1 << 16);
+        assert_eq!(plain.len() as u64, u64::from(u32::from_le_bytes(data[..4].try_into().unwrap())));
         if let Some(c) = lz4(&plain) {
             assert_eq!(unlz4(&c, 1 << 16).expect("round trip"), plain);
         }

@@ -31,6 +31,9 @@ pub struct ConnectionConfig {
     /// Most received frames waiting behind an ordered handler (default 1024); beyond it the
     /// connection stops reading.
     pub max_ordered_queue: usize,
+    /// Compress call and reply payloads of 1 KiB or more with lz4 when it saves at least
+    /// a tenth (default true).
+    pub compress_frames: bool,
     /// Execute every command of the connection strictly in arrival order, one at a time,
     /// as the original did (default false: handlers run concurrently).
     pub ordered: bool,
@@ -50,6 +53,7 @@ impl Default for ConnectionConfig {
             max_write_buffer: 4 << 20,
             read_chunk: 16 << 10,
             max_ordered_queue: 1024,
+            compress_frames: true,
             ordered: false,
             drain_timeout: Duration::from_secs(10),
         }

@@ -539,7 +539,7 @@ impl<L: Link> Connection<L> {
             self.local.errors_out += 1;
         }
         self.local.frames_out += 1;
-        encode::result(&mut self.wbuf, request, r, self.config.limits.max_frame_len);
+        encode::result(&mut self.wbuf, request, r, &self.config);
     }
 
     fn on_finished(&mut self, f: Finished) -> Step {

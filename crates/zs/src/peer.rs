@@ -166,7 +166,7 @@ impl Peer {
     }
 
     async fn send_payload(&self, name: &str, p: Payload) -> Result<(), CallError> {
-        let frame = encode::call_bytes(Kind::Send, 0, name, &p, self.inner.config.limits.max_frame_len)?;
+        let frame = encode::call_bytes(Kind::Send, 0, name, &p, &self.inner.config)?;
         self.inner.stats.bump(|s| &s.commands_out);
         self.inner.outbox.push(frame).await.map_err(|_| self.disconnected())
     }
@@ -200,8 +200,7 @@ impl Peer {
 
     async fn call_raw(&self, name: &str, p: Payload, timeout: Duration) -> Result<(Flags, Bytes), CallError> {
         let request = self.next_request();
-        let frame =
-            encode::call_bytes(Kind::Call, request, name, &p, self.inner.config.limits.max_frame_len)?;
+        let frame = encode::call_bytes(Kind::Call, request, name, &p, &self.inner.config)?;
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());

@@ -186,8 +186,7 @@ impl ServerHandle {
         payload: Payload,
         filter: impl Fn(&Peer) -> bool,
     ) -> Result<usize, CallError> {
-        let max = self.shared.connection.limits.max_frame_len;
-        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, max)?;
+        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, &self.shared.connection)?;
         let sent =
             self.peers().iter().filter(|p| filter(p)).filter(|p| p.offer(frame.clone()).is_ok()).count();
         self.shared.stats.commands_out.fetch_add(sent as u64, Ordering::Relaxed);

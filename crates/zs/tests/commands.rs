@@ -302,3 +302,29 @@ async fn an_ordered_connection_runs_every_command_in_arrival_order() {
     let expect: Vec<String> = (0..5).flat_map(|i| [format!("start {i}"), format!("end {i}")]).collect();
     assert_eq!(*log.lock().unwrap(), expect);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_are_compressed_on_the_wire() {
+    let mut r = Router::new();
+    r.console("echo", |_, t| t);
+    r.stream("echo_stream", |_, df| df);
+    let server = serve(r).await;
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let text = "zserver compresses repetitive payloads. ".repeat(2500); // 100 KB
+    assert_eq!(client.call_console("echo", text.clone()).await.unwrap(), text.as_str());
+    let mut df = DataFrame::new();
+    df.write_str(text.clone()).write_bytes(vec![7u8; 50_000]);
+    assert_eq!(client.call_stream("echo_stream", df.clone()).await.unwrap(), df);
+    let s = server.stats();
+    assert!(s.bytes_in < 60_000, "250 KB of payload crossed as {} bytes", s.bytes_in);
+
+    // A corrupt compressed payload is an error reply, not a dead connection.
+    let bad =
+        raw_frame(zs::wire::Kind::Call, zs::wire::Flags::COMPRESSED, 1, &call_body("echo", &[9, 0, 0, 0, 1]));
+    let mut stream = bad;
+    stream.extend(raw_frame(zs::wire::Kind::GoAway, zs::wire::Flags::NONE, 0, &[0, 0]));
+    let frames = raw_exchange(server.local_addr(), &stream).await;
+    assert_eq!(frames[0].header.kind, zs::wire::Kind::Error);
+    let (code, msg) = zs::wire::body::parse_code_message(&frames[0].body).unwrap();
+    assert_eq!(zs::ErrorCode::from_code(code), zs::ErrorCode::BadPayload, "{msg}");
+}

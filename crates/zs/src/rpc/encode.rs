@@ -5,7 +5,21 @@ use zs_wire::body::{put_code_message, CallBody};
 use zs_wire::{ErrorCode, Flags, FrameWriter, GoAwayCode, Kind, WireError, HEADER_LEN};
 
 use super::Payload;
+use crate::config::ConnectionConfig;
 use crate::error::HandlerError;
+
+/// Writes a payload into the frame body, lz4-compressed when enabled and worth it.
+fn put_payload(w: &mut FrameWriter<'_>, p: &Payload, compress: bool) {
+    let start = w.body().len();
+    p.encode(w.body());
+    if compress && w.body().len() - start >= zs_wire::compress::MIN_LEN {
+        if let Some(c) = zs_wire::compress::lz4(&w.body()[start..]) {
+            w.body().truncate(start);
+            w.body().extend_from_slice(&c);
+            w.add_flags(Flags::COMPRESSED);
+        }
+    }
+}
 
 /// Appends a `Call` (or `Send`, with request 0) frame.
 pub(crate) fn call(
@@ -14,7 +28,7 @@ pub(crate) fn call(
     request: u32,
     name: &str,
     payload: &Payload,
-    max: u32,
+    config: &ConnectionConfig,
 ) -> Result<(), WireError> {
     let mut w = FrameWriter::begin(out, kind, payload.form().flags(), 0, request);
     let start = w.body().len();
@@ -22,8 +36,8 @@ pub(crate) fn call(
         w.body().truncate(start - HEADER_LEN);
         return Err(e);
     }
-    payload.encode(w.body());
-    w.finish(max)
+    put_payload(&mut w, payload, config.compress_frames);
+    w.finish(config.limits.max_frame_len)
 }
 
 /// A `Call` or `Send` frame as shareable bytes.
@@ -32,10 +46,10 @@ pub(crate) fn call_bytes(
     request: u32,
     name: &str,
     payload: &Payload,
-    max: u32,
+    config: &ConnectionConfig,
 ) -> Result<Bytes, WireError> {
     let mut out = BytesMut::with_capacity(HEADER_LEN + 1 + name.len() + payload.size_hint());
-    call(&mut out, kind, request, name, payload, max)?;
+    call(&mut out, kind, request, name, payload, config)?;
     Ok(out.freeze())
 }
 
@@ -49,12 +63,17 @@ pub(crate) fn error(out: &mut BytesMut, request: u32, code: ErrorCode, message: 
 
 /// Appends the reply to a call: a `Reply`, or an `Error` for a handler error or a reply
 /// over the frame size limit.
-pub(crate) fn result(out: &mut BytesMut, request: u32, result: &Result<Payload, HandlerError>, max: u32) {
+pub(crate) fn result(
+    out: &mut BytesMut,
+    request: u32,
+    result: &Result<Payload, HandlerError>,
+    config: &ConnectionConfig,
+) {
     match result {
         Ok(p) => {
             let mut w = FrameWriter::begin(out, Kind::Reply, p.form().flags(), 0, request);
-            p.encode(w.body());
-            if let Err(e) = w.finish(max) {
+            put_payload(&mut w, p, config.compress_frames);
+            if let Err(e) = w.finish(config.limits.max_frame_len) {
                 error(out, request, ErrorCode::ReplyTooLarge, &e.to_string());
             }
         }
@@ -63,10 +82,14 @@ pub(crate) fn result(out: &mut BytesMut, request: u32, result: &Result<Payload, 
 }
 
 /// The reply to a call as shareable bytes.
-pub(crate) fn result_bytes(request: u32, r: &Result<Payload, HandlerError>, max: u32) -> Bytes {
+pub(crate) fn result_bytes(
+    request: u32,
+    r: &Result<Payload, HandlerError>,
+    config: &ConnectionConfig,
+) -> Bytes {
     let hint = r.as_ref().map_or(64, Payload::size_hint);
     let mut out = BytesMut::with_capacity(HEADER_LEN + hint);
-    result(&mut out, request, r, max);
+    result(&mut out, request, r, config);
     out.freeze()
 }
 

@@ -57,6 +57,11 @@ impl Payload {
         if got != want {
             return Err(format!("takes {}, got {}", want.name(), got.name()));
         }
+        let bytes = if flags.contains(Flags::COMPRESSED) {
+            Bytes::from(zs_wire::compress::unlz4(&bytes, limits.max_frame_len).map_err(|e| e.to_string())?)
+        } else {
+            bytes
+        };
         match got {
             Form::Console => {
                 Text::from_utf8(bytes).map(Payload::Text).map_err(|_| "text is not UTF-8".into())

@@ -44,7 +44,7 @@ impl RawResponder {
             if result.is_err() {
                 self.peer.inner.stats.bump(|s| &s.errors_out);
             }
-            encode::result_bytes(self.request, &result, self.peer.inner.config.limits.max_frame_len)
+            encode::result_bytes(self.request, &result, &self.peer.inner.config)
         });
         if result.is_err() && self.request == 0 {
             tracing::warn!(peer = self.peer.id(), error = ?result.err(), "direct command handler failed");
