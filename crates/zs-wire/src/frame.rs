@@ -254,6 +254,11 @@ impl<'a> FrameWriter<'a> {
         FrameWriter { out, start }
     }
 
+    /// Offset of this frame's first header byte in the output buffer.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
     /// Sets more flag bits on the frame being written.
     pub fn add_flags(&mut self, flags: Flags) {
         self.out[self.start + 3] |= flags.0;

@@ -8,17 +8,24 @@ use super::Payload;
 use crate::config::ConnectionConfig;
 use crate::error::HandlerError;
 
-/// Writes a payload into the frame body, lz4-compressed when enabled and worth it.
-fn put_payload(w: &mut FrameWriter<'_>, p: &Payload, compress: bool) {
+/// Writes a payload into the frame body, lz4-compressed when enabled and worth it. The
+/// limit applies to the uncompressed payload, which is what the receiver must hold.
+fn put_payload(w: &mut FrameWriter<'_>, p: &Payload, config: &ConnectionConfig) -> Result<(), WireError> {
     let start = w.body().len();
     p.encode(w.body());
-    if compress && w.body().len() - start >= zs_wire::compress::MIN_LEN {
+    let len = w.body().len() - start;
+    let max = config.limits.max_frame_len;
+    if len > max as usize {
+        return Err(WireError::FrameTooLarge { len: len as u64, max });
+    }
+    if config.compress_frames && len >= zs_wire::compress::MIN_LEN {
         if let Some(c) = zs_wire::compress::lz4(&w.body()[start..]) {
             w.body().truncate(start);
             w.body().extend_from_slice(&c);
             w.add_flags(Flags::COMPRESSED);
         }
     }
+    Ok(())
 }
 
 /// Appends a `Call` (or `Send`, with request 0) frame.
@@ -31,13 +38,19 @@ pub(crate) fn call(
     config: &ConnectionConfig,
 ) -> Result<(), WireError> {
     let mut w = FrameWriter::begin(out, kind, payload.form().flags(), 0, request);
-    let start = w.body().len();
     if let Err(e) = CallBody::put_name(w.body(), name) {
-        w.body().truncate(start - HEADER_LEN);
+        let start = w.start();
+        w.body().truncate(start);
         return Err(e);
     }
-    put_payload(&mut w, payload, config.compress_frames);
-    w.finish(config.limits.max_frame_len)
+    let frame_start = w.start();
+    match put_payload(&mut w, payload, config) {
+        Ok(()) => w.finish(config.limits.max_frame_len),
+        Err(e) => {
+            w.body().truncate(frame_start);
+            Err(e)
+        }
+    }
 }
 
 /// A `Call` or `Send` frame as shareable bytes.
@@ -72,8 +85,10 @@ pub(crate) fn result(
     match result {
         Ok(p) => {
             let mut w = FrameWriter::begin(out, Kind::Reply, p.form().flags(), 0, request);
-            put_payload(&mut w, p, config.compress_frames);
-            if let Err(e) = w.finish(config.limits.max_frame_len) {
+            let start = w.start();
+            let written = put_payload(&mut w, p, config).and_then(|()| w.finish(config.limits.max_frame_len));
+            if let Err(e) = written {
+                out.truncate(start);
                 error(out, request, ErrorCode::ReplyTooLarge, &e.to_string());
             }
         }
