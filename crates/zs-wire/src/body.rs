@@ -100,6 +100,12 @@ codes! {
         Application = 7, "handler error";
         /// The reply would exceed the frame size limit.
         ReplyTooLarge = 8, "reply too large";
+        /// A stream's data does not match the BLAKE3 hash (or byte count) its sender computed.
+        ChecksumMismatch = 9, "checksum mismatch";
+        /// A transfer was cancelled by one of its ends.
+        Cancelled = 10, "cancelled";
+        /// A complete buffer over the size limit, or a batch stream over the budget.
+        TooLarge = 11, "too large";
     }
 }
 

@@ -39,6 +39,22 @@ pub struct ConnectionConfig {
     pub ordered: bool,
     /// On graceful shutdown, how long in-flight handlers may take to reply (default 10 s).
     pub drain_timeout: Duration,
+    /// Receive window of each incoming stream: bytes the sender may have in flight
+    /// (default 1 MiB; at least the protocol's 256 KiB initial window).
+    pub stream_window: u32,
+    /// Most incoming streams at once on a connection; more are refused (default 256).
+    pub max_streams: usize,
+    /// Largest complete buffer accepted; a larger one is refused on its announcement,
+    /// before anything is allocated (default 64 MiB).
+    pub max_buffer_len: u64,
+    /// Bytes of batch streams a peer may have parked here at once (default 64 MiB).
+    pub batch_budget: u64,
+    /// Most bytes of stream chunks queued for sending on a connection; senders wait for
+    /// room (default 4 MiB).
+    pub max_queued_bulk_bytes: usize,
+    /// Most bytes of stream chunks written per wake-up after all small frames, so calls
+    /// never wait behind bulk data (default 256 KiB).
+    pub bulk_quantum: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -56,6 +72,12 @@ impl Default for ConnectionConfig {
             compress_frames: true,
             ordered: false,
             drain_timeout: Duration::from_secs(10),
+            stream_window: 1 << 20,
+            max_streams: 256,
+            max_buffer_len: 64 << 20,
+            batch_budget: 64 << 20,
+            max_queued_bulk_bytes: 4 << 20,
+            bulk_quantum: 256 << 10,
         }
     }
 }

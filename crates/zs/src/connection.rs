@@ -6,7 +6,7 @@
 //! the peer's bounded outbox and join the same write. Buffers exist only while there is
 //! data: an idle connection holds none.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -21,8 +21,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::time::{Instant, Sleep};
 use zs_wire::body::{parse_code_message, CallBody};
+use zs_wire::bulk::{parse_batch_clear, parse_credit, StreamEnd, StreamMode, StreamOpen, UNKNOWN_LEN};
 use zs_wire::{ErrorCode, Flags, Frame, FrameDecoder, GoAwayCode, Kind, WireError};
 
+use crate::bulk;
 use crate::config::ConnectionConfig;
 use crate::error::HandlerError;
 use crate::peer::{remote_error, Peer};
@@ -109,6 +111,18 @@ pub(crate) struct Connection<L: Link> {
     ping_out: bool,
     timer: Option<Pin<Box<Sleep>>>,
     local: LocalStats,
+    /// Incoming streams; created on first use.
+    streams: Option<Box<Streams>>,
+    /// Stream chunks are still queued in the outbox's bulk lane.
+    bulk_more: bool,
+}
+
+/// Incoming streams of a connection.
+#[derive(Default)]
+struct Streams {
+    entries: HashMap<u32, bulk::Entry>,
+    /// Bytes of complete buffers being received (bounded by `max_buffer_len`).
+    buffers: u64,
 }
 
 impl<L: Link> Connection<L> {
@@ -133,6 +147,8 @@ impl<L: Link> Connection<L> {
             ping_out: false,
             timer: None,
             local: LocalStats::default(),
+            streams: None,
+            bulk_more: false,
         };
         c.rearm_timer();
         c
@@ -217,6 +233,11 @@ impl<L: Link> Connection<L> {
             if let Poll::Ready(Some(f)) = tasks.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Finished(f));
             }
+        }
+        // More stream chunks, once what is buffered is nearly out: calls never wait behind
+        // more than one quantum of bulk data.
+        if self.bulk_more && self.wbuf.len() < self.config.bulk_quantum {
+            return Poll::Ready(Event::Outbox);
         }
         if !self.wbuf.is_empty() {
             match self.link.poll_write_ready(cx) {
@@ -368,16 +389,44 @@ impl<L: Link> Connection<L> {
                 self.ping_out = false;
                 Ok(())
             }
-            Kind::StreamOpen
-            | Kind::StreamData
-            | Kind::StreamEnd
-            | Kind::StreamCredit
-            | Kind::StreamResult
-            | Kind::StreamCancel
-            | Kind::BatchClear => Err(self.protocol_error(WireError::Malformed {
-                what: "frame",
-                why: "bulk transfers are not enabled",
-            })),
+            Kind::StreamOpen => self.on_stream_open(frame),
+            Kind::StreamData => {
+                let compressed = h.flags.contains(Flags::COMPRESSED);
+                self.deliver(h.request, bulk::Incoming::Data { bytes: frame.body, compressed })
+            }
+            Kind::StreamEnd => match StreamEnd::parse(&frame.body) {
+                Ok(end) => self.deliver(h.request, bulk::Incoming::End(end)),
+                Err(e) => Err(self.protocol_error(e)),
+            },
+            Kind::StreamCancel => match parse_code_message(&frame.body) {
+                Ok((_, why)) => self.deliver(h.request, bulk::Incoming::Cancel(why.to_owned())),
+                Err(e) => Err(self.protocol_error(e)),
+            },
+            Kind::StreamCredit => match parse_credit(&frame.body) {
+                Ok(n) => {
+                    if let Some(out) = self.peer.outgoing(h.request) {
+                        out.grant(n);
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(self.protocol_error(e)),
+            },
+            Kind::StreamResult => match parse_code_message(&frame.body) {
+                Ok((code, message)) => {
+                    if let Some(out) = self.peer.outgoing(h.request) {
+                        out.finish(if code == 0 { Ok(()) } else { Err(remote_error(code, message)) });
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(self.protocol_error(e)),
+            },
+            Kind::BatchClear => match parse_batch_clear(&frame.body) {
+                Ok(key) => {
+                    self.peer.clear_batches(key);
+                    Ok(())
+                }
+                Err(e) => Err(self.protocol_error(e)),
+            },
             Kind::GoAway => match parse_code_message(&frame.body) {
                 Ok((code, message)) => Err(CloseReason::PeerGoAway {
                     code: GoAwayCode::from_code(code),
@@ -416,6 +465,10 @@ impl<L: Link> Connection<L> {
             let msg = format!("unknown command: {}", call.name());
             return self.refuse(request, ErrorCode::UnknownCommand, &msg);
         };
+        if matches!(cmd.exec, Exec::BigStream(_) | Exec::Buffer(_)) {
+            let msg = format!("command `{}` receives bulk transfers, not calls", cmd.name);
+            return self.refuse(request, ErrorCode::BadPayload, &msg);
+        }
         if cmd.direct != direct {
             let msg = if cmd.direct {
                 format!("command `{}` is one-way: send it, do not call it", cmd.name)
@@ -495,6 +548,7 @@ impl<L: Link> Connection<L> {
                     tracing::error!(peer = peer.id(), command = %cmd.name, "handler panicked");
                 }
             }
+            Exec::BigStream(_) | Exec::Buffer(_) => unreachable!("refused in on_command"),
             Exec::Hpc(f) => {
                 let responder = RawResponder::new(peer.clone(), request, ordered);
                 self.hold(ordered);
@@ -534,6 +588,91 @@ impl<L: Link> Connection<L> {
         Ok(())
     }
 
+    fn on_stream_open(&mut self, frame: Frame) -> Step {
+        let id = frame.header.request;
+        let open = match StreamOpen::parse(&frame.body) {
+            Ok(o) if id != 0 => o,
+            Ok(_) => {
+                return Err(
+                    self.protocol_error(WireError::Malformed { what: "stream open", why: "stream id 0" })
+                )
+            }
+            Err(e) => return Err(self.protocol_error(e)),
+        };
+        if self.streams.as_ref().is_some_and(|s| s.entries.contains_key(&id)) {
+            return Err(
+                self.protocol_error(WireError::Malformed { what: "stream open", why: "stream id in use" })
+            );
+        }
+        self.local.streams_in += 1;
+        match self.admit_stream(&open) {
+            Ok((sink, reserved)) => {
+                let entry = bulk::accept(&self.peer, id, open, sink, reserved);
+                let streams = self.streams.get_or_insert_with(Box::default);
+                streams.buffers += reserved;
+                streams.entries.insert(id, entry);
+            }
+            Err((code, message)) => {
+                tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
+                self.local.errors_out += 1;
+                self.local.frames_out += 1;
+                encode::stream_result(&mut self.wbuf, id, code, &message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides whether an announced stream is taken, and by what; checks every size limit
+    /// before anything is allocated for it.
+    fn admit_stream(&mut self, open: &StreamOpen) -> Result<(bulk::Sink, u64), (ErrorCode, String)> {
+        let c = &self.config;
+        let (count, buffers) = self.streams.as_deref().map_or((0, 0), |s| (s.entries.len(), s.buffers));
+        if count >= c.max_streams {
+            return Err((ErrorCode::Overloaded, format!("more than {} incoming streams", c.max_streams)));
+        }
+        let known = (open.total != UNKNOWN_LEN).then_some(open.total);
+        if open.mode == StreamMode::Batch {
+            let total = known.ok_or((ErrorCode::BadPayload, "a batch stream needs a known length".into()))?;
+            self.peer.reserve_batch(total).map_err(|m| (ErrorCode::TooLarge, m))?;
+            return Ok((bulk::Sink::Batch, 0));
+        }
+        let Some(cmd) = self.router.get(&open.name) else {
+            self.local.unknown_commands += 1;
+            return Err((ErrorCode::UnknownCommand, format!("unknown command: {}", open.name)));
+        };
+        match (&cmd.exec, open.mode) {
+            (Exec::BigStream(h), StreamMode::Stream) => Ok((bulk::Sink::Handler(h.clone()), 0)),
+            (Exec::Buffer(h), StreamMode::Buffer) => {
+                let total =
+                    known.ok_or((ErrorCode::BadPayload, "a complete buffer needs a known length".into()))?;
+                if total > c.max_buffer_len {
+                    let msg =
+                        format!("a buffer of {total} bytes exceeds the limit of {} bytes", c.max_buffer_len);
+                    return Err((ErrorCode::TooLarge, msg));
+                }
+                if buffers + total > c.max_buffer_len {
+                    let msg = format!("complete buffers in progress would exceed {} bytes", c.max_buffer_len);
+                    return Err((ErrorCode::Overloaded, msg));
+                }
+                Ok((bulk::Sink::Buffer(h.clone()), total))
+            }
+            (_, mode) => {
+                let what = if mode == StreamMode::Stream { "big streams" } else { "complete buffers" };
+                Err((ErrorCode::BadPayload, format!("command `{}` does not take {what}", cmd.name)))
+            }
+        }
+    }
+
+    /// Routes a stream frame to its receiver; frames of streams already refused or
+    /// finished are dropped.
+    fn deliver(&mut self, id: u32, item: bulk::Incoming) -> Step {
+        let Some(entry) = self.streams.as_mut().and_then(|s| s.entries.get_mut(&id)) else { return Ok(()) };
+        match entry.deliver(item) {
+            Ok(()) => Ok(()),
+            Err(why) => Err(self.protocol_error(WireError::Malformed { what: "stream", why })),
+        }
+    }
+
     fn write_result(&mut self, request: u32, r: &Result<Payload, HandlerError>) {
         if r.is_err() {
             self.local.errors_out += 1;
@@ -552,6 +691,13 @@ impl<L: Link> Connection<L> {
     fn on_outbox(&mut self) -> Step {
         let mut queue = VecDeque::new();
         self.peer.inner.outbox.drain(&mut queue);
+        self.on_queue(queue)?;
+        let room = self.config.bulk_quantum.saturating_sub(self.wbuf.len());
+        self.bulk_more = room > 0 && self.peer.inner.outbox.drain_bulk(&mut self.wbuf, room);
+        Ok(())
+    }
+
+    fn on_queue(&mut self, queue: VecDeque<Out>) -> Step {
         for out in queue {
             match out {
                 Out::Frame(frame) => self.put(&frame),
@@ -566,6 +712,13 @@ impl<L: Link> Connection<L> {
                     if self.draining.is_none() {
                         self.draining = Some(Instant::now() + self.config.drain_timeout);
                         self.rearm_timer();
+                    }
+                }
+                Out::StreamDone(id) => {
+                    if let Some(s) = self.streams.as_mut() {
+                        if let Some(e) = s.entries.remove(&id) {
+                            s.buffers -= e.reserved;
+                        }
                     }
                 }
             }

@@ -30,6 +30,12 @@ pub enum CallError {
     /// The peer's outbound queue is full (broadcast to a slow consumer).
     #[error("outbound queue full")]
     QueueFull,
+    /// This end cancelled the transfer.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// Reading the data to send failed, or it did not match its announced length.
+    #[error("source: {0}")]
+    Source(String),
 }
 
 impl CallError {

@@ -18,6 +18,7 @@
 //! runs the wire protocol of `zs-wire`, and [`rpc`] holds commands, payloads and responders.
 
 mod blocking;
+pub mod bulk;
 mod client;
 pub mod config;
 mod connection;
@@ -29,6 +30,7 @@ mod stats;
 pub mod transport;
 
 pub use blocking::BlockingClient;
+pub use bulk::{IncomingStream, Progress, StreamOptions, Transfer};
 pub use client::Client;
 pub use config::{ClientConfig, ConnectionConfig, ServerConfig};
 pub use connection::CloseReason;

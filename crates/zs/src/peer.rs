@@ -7,9 +7,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
-use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
+use zs_wire::bulk::{StreamMode, StreamOpen, ALL_BATCHES, UNKNOWN_LEN};
+use zs_wire::{DataFrame, ErrorCode, Flags, FrameWriter, GoAwayCode, Kind};
+
+use crate::bulk::{BulkState, OutStream, StreamOptions, Transfer};
 
 use crate::config::ConnectionConfig;
 use crate::error::CallError;
@@ -36,6 +40,8 @@ pub(crate) struct PeerShared {
     pending: Mutex<Pending>,
     next_request: AtomicU32,
     state: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+    /// Streams being sent, batch streams parked here; created on first use.
+    bulk: Mutex<Option<Box<BulkState>>>,
 }
 
 /// A handle to one connection (either end). Cheap to clone, `Send + Sync`: call the peer,
@@ -59,7 +65,7 @@ impl Peer {
         config: Arc<ConnectionConfig>,
         stats: Arc<Stats>,
     ) -> Peer {
-        let outbox = Outbox::new(config.max_queued_bytes);
+        let outbox = Outbox::new(config.max_queued_bytes, config.max_queued_bulk_bytes);
         Peer {
             inner: Arc::new(PeerShared {
                 id,
@@ -71,6 +77,7 @@ impl Peer {
                 pending: Mutex::default(),
                 next_request: AtomicU32::new(1),
                 state: Mutex::new(None),
+                bulk: Mutex::new(None),
             }),
         }
     }
@@ -189,7 +196,7 @@ impl Peer {
         CallError::Disconnected(p.closed.clone().unwrap_or_else(|| "connection closed".into()))
     }
 
-    fn next_request(&self) -> u32 {
+    pub(crate) fn next_request(&self) -> u32 {
         loop {
             let r = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
             if r != 0 {
@@ -250,10 +257,15 @@ impl Peer {
         }
     }
 
-    /// Marks the connection gone: every pending call fails at once with `why`, and
-    /// nothing more can be queued.
+    /// Marks the connection gone: every pending call and outgoing stream fails at once
+    /// with `why`, parked batch streams are dropped, and nothing more can be queued.
     pub(crate) fn mark_closed(&self, why: String) {
         self.inner.outbox.close();
+        if let Some(bulk) = self.bulk().take() {
+            for out in bulk.outgoing.values() {
+                out.finish(Err(CallError::Disconnected(why.clone())));
+            }
+        }
         let calls = {
             let mut p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
             p.closed = Some(why.clone());
@@ -267,6 +279,143 @@ impl Peer {
     /// Asks the connection to stop taking calls, finish those in flight, and close.
     pub(crate) fn shutdown(&self) {
         let _ = self.inner.outbox.push_control(Out::Shutdown);
+    }
+}
+
+/// Bulk transfers (see [`crate::bulk`]).
+impl Peer {
+    fn bulk(&self) -> std::sync::MutexGuard<'_, Option<Box<BulkState>>> {
+        self.inner.bulk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_bulk<T>(&self, f: impl FnOnce(&mut BulkState) -> T) -> T {
+        f(self.bulk().get_or_insert_with(Box::default))
+    }
+
+    /// Sends a big stream from any `AsyncRead` to a command registered with
+    /// [`Router::big_stream`](crate::Router::big_stream). Runs in its own task (call from
+    /// within a tokio runtime); the returned [`Transfer`] reports progress, can cancel, and
+    /// resolves to the bytes sent once the receiver has verified them.
+    pub fn send_big_stream<R>(&self, name: &str, reader: R, opts: StreamOptions) -> Transfer
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let open = StreamOpen {
+            mode: StreamMode::Stream,
+            total: opts.len.unwrap_or(UNKNOWN_LEN),
+            offset: opts.offset,
+            key: 0,
+            name: name.to_owned(),
+        };
+        crate::bulk::send::start(self, open, reader, opts)
+    }
+
+    /// Sends one binary message to a command registered with
+    /// [`Router::complete_buffer`](crate::Router::complete_buffer). A message over the
+    /// receiver's `max_buffer_len` is refused before it is sent.
+    pub fn send_complete_buffer(&self, name: &str, data: Bytes) -> Transfer {
+        let len = data.len() as u64;
+        let open =
+            StreamOpen { mode: StreamMode::Buffer, total: len, offset: 0, key: 0, name: name.to_owned() };
+        crate::bulk::send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
+    }
+
+    /// Parks `data` at the peer under `key` (a batch stream), for a later command there to
+    /// take with [`take_batch`](Self::take_batch). Refused if it would exceed the peer's
+    /// batch budget.
+    pub fn post_batch(&self, key: u64, data: Bytes) -> Transfer {
+        let len = data.len() as u64;
+        let open = StreamOpen { mode: StreamMode::Batch, total: len, offset: 0, key, name: String::new() };
+        crate::bulk::send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
+    }
+
+    /// Asks the peer to drop the batch streams this end parked there (`None`: all of them).
+    pub async fn clear_remote_batches(&self, key: Option<u64>) -> Result<(), CallError> {
+        let mut buf = BytesMut::new();
+        let mut w = FrameWriter::begin(&mut buf, Kind::BatchClear, Flags::NONE, 0, 0);
+        w.body().extend_from_slice(&key.unwrap_or(ALL_BATCHES).to_le_bytes());
+        let _ = w.finish(u32::MAX);
+        self.inner.outbox.push(buf.freeze()).await.map_err(|_| self.disconnected())
+    }
+
+    /// Takes the batch stream the peer parked here under `key`.
+    pub fn take_batch(&self, key: u64) -> Option<Bytes> {
+        self.with_bulk(|b| {
+            let data = b.batches.remove(&key)?;
+            b.batch_bytes -= data.len() as u64;
+            Some(data)
+        })
+    }
+
+    /// Keys of the batch streams parked here by the peer.
+    pub fn batch_keys(&self) -> Vec<u64> {
+        let mut keys: Vec<u64> = self.with_bulk(|b| b.batches.keys().copied().collect());
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Drops batch streams parked here (`ALL_BATCHES` for all).
+    pub(crate) fn clear_batches(&self, key: u64) {
+        self.with_bulk(|b| {
+            if key == ALL_BATCHES {
+                b.batches.clear();
+                b.batch_bytes = 0;
+            } else if let Some(d) = b.batches.remove(&key) {
+                b.batch_bytes -= d.len() as u64;
+            }
+        });
+    }
+
+    /// Reserves `n` bytes of the batch budget for an incoming batch stream.
+    pub(crate) fn reserve_batch(&self, n: u64) -> Result<(), String> {
+        let budget = self.inner.config.batch_budget;
+        self.with_bulk(|b| {
+            if b.batch_bytes + n > budget {
+                return Err(format!(
+                    "a batch stream of {n} bytes exceeds the budget: {} of {budget} bytes in use",
+                    b.batch_bytes
+                ));
+            }
+            b.batch_bytes += n;
+            Ok(())
+        })
+    }
+
+    /// Parks a received batch stream (its bytes were reserved when it was announced); a
+    /// stream under an existing key replaces it.
+    pub(crate) fn park_batch(&self, key: u64, data: Bytes, reserved: u64) {
+        self.with_bulk(|b| {
+            b.batch_bytes = b.batch_bytes - reserved + data.len() as u64;
+            if let Some(old) = b.batches.insert(key, data) {
+                b.batch_bytes -= old.len() as u64;
+            }
+        });
+    }
+
+    /// Returns a reservation of a batch stream that did not arrive.
+    pub(crate) fn release_batch_reservation(&self, n: u64) {
+        self.with_bulk(|b| b.batch_bytes -= n);
+    }
+
+    pub(crate) fn register_outgoing(&self, id: u32, out: Arc<OutStream>) {
+        if self.is_connected() {
+            self.with_bulk(|b| b.outgoing.insert(id, out));
+        } else {
+            out.finish(Err(self.disconnected()));
+        }
+    }
+
+    pub(crate) fn forget_outgoing(&self, id: u32) {
+        self.with_bulk(|b| b.outgoing.remove(&id));
+    }
+
+    pub(crate) fn outgoing(&self, id: u32) -> Option<Arc<OutStream>> {
+        self.bulk().as_ref()?.outgoing.get(&id).cloned()
+    }
+
+    /// Why the connection closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<String> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).closed.clone()
     }
 }
 

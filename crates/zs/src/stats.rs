@@ -73,6 +73,8 @@ counters! {
     call_timeouts,
     /// Connections closed by the idle timeout.
     idle_timeouts,
+    /// Streams announced to this end (big streams, complete buffers, batch streams).
+    streams_in,
 }
 
 impl StatsSnapshot {

@@ -119,3 +119,10 @@ pub(crate) fn goaway(out: &mut BytesMut, code: GoAwayCode, message: &str) {
 pub(crate) fn control(out: &mut BytesMut, kind: Kind, request: u32) {
     let _ = FrameWriter::begin(out, kind, Flags::NONE, 0, request).finish(0);
 }
+
+/// Appends a `StreamResult` frame: code 0 for success, else an error code and message.
+pub(crate) fn stream_result(out: &mut BytesMut, stream: u32, code: ErrorCode, message: &str) {
+    let mut w = FrameWriter::begin(out, Kind::StreamResult, Flags::NONE, 0, stream);
+    put_code_message(w.body(), code.code(), message);
+    let _ = w.finish(u32::MAX);
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::Context;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use zs_wire::GoAwayCode;
@@ -22,6 +22,8 @@ pub(crate) enum Out {
     Close(GoAwayCode, String),
     /// Stop taking calls, finish those in flight, then close.
     Shutdown,
+    /// An incoming stream's receiver is done with it: forget its id.
+    StreamDone(u32),
 }
 
 /// Why a frame was not queued.
@@ -37,6 +39,9 @@ pub(crate) enum PushError {
 struct State {
     queue: VecDeque<Out>,
     bytes: usize,
+    /// Stream chunks, written after every small frame (bounded by `max_bulk_bytes`).
+    bulk: VecDeque<Bytes>,
+    bulk_bytes: usize,
     closed: bool,
 }
 
@@ -50,17 +55,24 @@ pub(crate) struct Outbox {
     consumer: AtomicWaker,
     space: Notify,
     max_bytes: usize,
+    max_bulk_bytes: usize,
 }
 
 impl Outbox {
-    pub(crate) fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize, max_bulk_bytes: usize) -> Self {
         Outbox {
             state: Mutex::default(),
             ready: AtomicBool::new(false),
             consumer: AtomicWaker::new(),
             space: Notify::new(),
             max_bytes,
+            max_bulk_bytes,
         }
+    }
+
+    fn signal(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.consumer.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -71,11 +83,10 @@ impl Outbox {
         if let Out::Frame(b) = &out {
             st.bytes += b.len();
         }
-        let was_empty = st.queue.is_empty();
+        let was_empty = st.queue.is_empty() && st.bulk.is_empty();
         st.queue.push_back(out);
         if was_empty {
-            self.ready.store(true, Ordering::Release);
-            self.consumer.wake();
+            self.signal();
         }
     }
 
@@ -94,9 +105,36 @@ impl Outbox {
     }
 
     /// Queues a frame, waiting for room.
-    pub(crate) async fn push(&self, mut frame: Bytes) -> Result<(), PushError> {
+    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_lane(frame, false).await
+    }
+
+    /// Queues a stream chunk (or a stream's end) in the bulk lane, waiting for room.
+    pub(crate) async fn push_bulk(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_lane(frame, true).await
+    }
+
+    fn try_push_bulk(&self, frame: Bytes) -> Result<(), (PushError, Bytes)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((PushError::Closed, frame));
+        }
+        if st.bulk_bytes > 0 && st.bulk_bytes + frame.len() > self.max_bulk_bytes {
+            return Err((PushError::Full, frame));
+        }
+        let was_empty = st.queue.is_empty() && st.bulk.is_empty();
+        st.bulk_bytes += frame.len();
+        st.bulk.push_back(frame);
+        if was_empty {
+            self.signal();
+        }
+        Ok(())
+    }
+
+    async fn push_lane(&self, mut frame: Bytes, bulk: bool) -> Result<(), PushError> {
+        let attempt = |f| if bulk { self.try_push_bulk(f) } else { self.try_push(f) };
         // Fast path: room now, no waiter registration.
-        match self.try_push(frame) {
+        match attempt(frame) {
             Ok(()) => return Ok(()),
             Err((PushError::Closed, _)) => return Err(PushError::Closed),
             Err((PushError::Full, back)) => frame = back,
@@ -106,7 +144,7 @@ impl Outbox {
             tokio::pin!(notified);
             // Registered before the check, so a drain in between is not missed.
             notified.as_mut().enable();
-            match self.try_push(frame) {
+            match attempt(frame) {
                 Ok(()) => return Ok(()),
                 Err((PushError::Closed, _)) => return Err(PushError::Closed),
                 Err((PushError::Full, back)) => frame = back,
@@ -131,7 +169,8 @@ impl Outbox {
         self.ready.swap(false, Ordering::Acquire)
     }
 
-    /// Moves everything queued into `into` (an empty deque) and wakes waiting producers.
+    /// Moves every small frame and control message into `into` (an empty deque) and wakes
+    /// producers waiting for room.
     pub(crate) fn drain(&self, into: &mut VecDeque<Out>) {
         let mut st = self.lock();
         std::mem::swap(&mut st.queue, into);
@@ -142,12 +181,33 @@ impl Outbox {
         }
     }
 
+    /// Appends queued stream chunks to `out` up to `quantum` bytes (at least one chunk);
+    /// returns whether chunks remain.
+    pub(crate) fn drain_bulk(&self, out: &mut BytesMut, quantum: usize) -> bool {
+        let mut st = self.lock();
+        let mut taken = 0;
+        while taken < quantum.max(1) {
+            let Some(chunk) = st.bulk.pop_front() else { break };
+            taken += chunk.len();
+            out.extend_from_slice(&chunk);
+        }
+        st.bulk_bytes -= taken;
+        let more = !st.bulk.is_empty();
+        drop(st);
+        if taken > 0 {
+            self.space.notify_waiters();
+        }
+        more
+    }
+
     /// Marks the connection gone: queued items are dropped, producers fail from now on.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
         st.queue = VecDeque::new();
         st.bytes = 0;
+        st.bulk = VecDeque::new();
+        st.bulk_bytes = 0;
         drop(st);
         self.space.notify_waiters();
     }

@@ -18,6 +18,11 @@ pub(crate) type SyncFn = dyn Fn(&Peer, Payload) -> Result<Payload, HandlerError>
 pub(crate) type AsyncFn =
     dyn Fn(Peer, Payload) -> BoxFuture<'static, Result<Payload, HandlerError>> + Send + Sync;
 pub(crate) type DelayedFn = dyn Fn(&Peer, Payload, RawResponder) + Send + Sync;
+/// Handler of a big stream: reads the stream, returns when done with it.
+pub(crate) type BulkHandler =
+    dyn Fn(Peer, crate::bulk::IncomingStream) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
+/// Handler of a complete buffer.
+pub(crate) type BufferHandler = dyn Fn(&Peer, bytes::Bytes) -> Result<(), HandlerError> + Send + Sync;
 type ConnectHook = dyn Fn(&Peer) + Send + Sync;
 type DisconnectHook = dyn Fn(&Peer, &CloseReason) + Send + Sync;
 
@@ -31,6 +36,10 @@ pub(crate) enum Exec {
     Delayed(Box<DelayedFn>),
     /// On the blocking worker pool; the reply is skipped if the peer has gone.
     Hpc(Arc<SyncFn>),
+    /// Receives big streams (not calls).
+    BigStream(Arc<BulkHandler>),
+    /// Receives complete buffers (not calls).
+    Buffer(Arc<BufferHandler>),
 }
 
 /// A registered command.
@@ -258,6 +267,37 @@ impl Router {
             f(peer, d);
             DataFrame::new()
         })
+    }
+
+    /// Big-stream command: receives streams of any size sent with
+    /// [`Peer::send_big_stream`]; the handler reads the [`IncomingStream`] (chunks or
+    /// `AsyncRead`) and returns when done. The sender learns the outcome: success only if
+    /// the whole stream arrived, matched its BLAKE3 hash, and the handler returned `Ok`.
+    ///
+    /// [`IncomingStream`]: crate::bulk::IncomingStream
+    pub fn big_stream<F, E>(
+        &mut self,
+        name: &str,
+        f: impl Fn(Peer, crate::bulk::IncomingStream) -> F + Send + Sync + 'static,
+    ) -> CommandOptions<'_>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let exec = move |peer, stream| f(peer, stream).map(|r| r.map_err(Into::into)).boxed();
+        self.add(name, Form::Stream, true, Exec::BigStream(Arc::new(exec)))
+    }
+
+    /// Complete-buffer command: receives one binary message sent with
+    /// [`Peer::send_complete_buffer`], whole and verified, up to
+    /// `ConnectionConfig::max_buffer_len`.
+    pub fn complete_buffer<E: Into<HandlerError>>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, bytes::Bytes) -> Result<(), E> + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        let exec = move |peer: &Peer, data| f(peer, data).map_err(Into::into);
+        self.add(name, Form::Stream, true, Exec::Buffer(Arc::new(exec)))
     }
 
     /// Runs when a connection opens, before any of its frames is handled.

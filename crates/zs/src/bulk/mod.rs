@@ -1,0 +1,70 @@
+//! Bulk data: big streams, complete buffers and batch streams.
+//!
+//! All three travel as a *stream*: `StreamOpen`, `StreamData`... , `StreamEnd` from the
+//! sender, `StreamCredit` and a final `StreamResult` from the receiver (docs/PROTOCOL.md §8).
+//! - **Flow control**: the sender may have at most the receiver's window in flight; the
+//!   receiver grants more as its handler consumes data, so a slow reader slows the sender
+//!   and memory stays bounded on both ends.
+//! - **Fairness**: chunks go through a separate lane of the connection's outbox that is
+//!   written after every small frame, at most `bulk_quantum` bytes per wake-up.
+//! - **Integrity**: BLAKE3 over the data sent, checked on arrival; zstd per chunk when it
+//!   pays; a start offset for resuming a broken transfer.
+
+mod receive;
+pub(crate) mod send;
+mod state;
+
+pub use receive::IncomingStream;
+pub(crate) use receive::{accept, Entry, Incoming, Sink};
+pub use send::Transfer;
+pub(crate) use state::{BulkState, OutStream};
+
+/// Largest chunk a sender puts in one frame.
+pub const MAX_CHUNK: usize = 256 << 10;
+
+/// Compression of a transfer's chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// zstd (level 1) for chunks that shrink by a tenth or more; stops trying after four
+    /// chunks in a row that do not (incompressible data costs almost nothing).
+    #[default]
+    Auto,
+    /// Send as is.
+    None,
+}
+
+/// How to send a big stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// Bytes that will be sent, if known (the receiver sees it as the total; a source that
+    /// ends early or runs longer fails the transfer).
+    pub len: Option<u64>,
+    /// Offset in the source where this transfer starts, for resuming (the receiver sees it).
+    pub offset: u64,
+    /// Chunk compression.
+    pub compression: Compression,
+    /// Bytes per chunk (default 64 KiB, at most 256 KiB).
+    pub chunk_size: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { len: None, offset: 0, compression: Compression::Auto, chunk_size: 64 << 10 }
+    }
+}
+
+impl StreamOptions {
+    /// Options with a known length.
+    pub fn with_len(len: u64) -> Self {
+        StreamOptions { len: Some(len), ..StreamOptions::default() }
+    }
+}
+
+/// How far a transfer has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Bytes handed over so far (uncompressed).
+    pub done: u64,
+    /// Bytes in all, if known.
+    pub total: Option<u64>,
+}

@@ -1,0 +1,336 @@
+//! Receiving a stream: the connection routes chunks to an `IncomingStream`, which
+//! decompresses, hashes and grants credit as its handler consumes them. A task per stream
+//! runs the handler (or collects a complete buffer or batch) and sends the verdict.
+
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+use zs_wire::body::put_code_message;
+use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW, UNKNOWN_LEN};
+use zs_wire::{ErrorCode, Flags, FrameWriter, Kind};
+
+use super::MAX_CHUNK;
+use crate::error::{CallError, HandlerError};
+use crate::peer::Peer;
+use crate::rpc::outbox::Out;
+use crate::rpc::{BufferHandler, BulkHandler};
+
+/// What the connection hands an incoming stream.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A chunk as received (zstd if `compressed`).
+    Data { bytes: Bytes, compressed: bool },
+    /// The sender's end: byte count and hash.
+    End(StreamEnd),
+    /// The sender gave up.
+    Cancel(String),
+}
+
+/// The connection's record of an incoming stream.
+pub(crate) struct Entry {
+    tx: mpsc::UnboundedSender<Incoming>,
+    /// Wire bytes received so far.
+    received: u64,
+    /// Credit granted beyond the initial window (shared with the consumer).
+    granted: Arc<AtomicU64>,
+    ended: bool,
+    /// Bytes of the connection's complete-buffer budget this stream holds.
+    pub(crate) reserved: u64,
+}
+
+impl Entry {
+    /// Routes a frame's content; `Err` if the sender broke the protocol.
+    pub(crate) fn deliver(&mut self, item: Incoming) -> Result<(), &'static str> {
+        if self.ended {
+            return Err("stream frame after the stream's end");
+        }
+        match &item {
+            Incoming::Data { bytes, .. } => {
+                self.received += bytes.len() as u64;
+                if self.received > u64::from(INITIAL_WINDOW) + self.granted.load(Ordering::Acquire) {
+                    return Err("sender exceeded the stream window");
+                }
+            }
+            Incoming::End(_) | Incoming::Cancel(_) => self.ended = true,
+        }
+        // The receiver may have finished early; its verdict is on the way to the sender.
+        let _ = self.tx.send(item);
+        Ok(())
+    }
+}
+
+/// A stream arriving for a big-stream handler: read it as chunks ([`next_chunk`]) or as an
+/// [`AsyncRead`]. Data is verified against the sender's BLAKE3 hash at the end; a
+/// mismatch, a cancel by the sender or a lost connection is an error of the last read.
+///
+/// [`next_chunk`]: IncomingStream::next_chunk
+pub struct IncomingStream {
+    peer: Peer,
+    id: u32,
+    name: String,
+    total: Option<u64>,
+    offset: u64,
+    rx: mpsc::UnboundedReceiver<Incoming>,
+    hasher: blake3::Hasher,
+    received: u64,
+    window: u32,
+    ungranted: u64,
+    granted: Arc<AtomicU64>,
+    current: Bytes,
+    outcome: Arc<Mutex<Option<Result<(), CallError>>>>,
+}
+
+impl std::fmt::Debug for IncomingStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingStream").field("name", &self.name).field("received", &self.received).finish()
+    }
+}
+
+impl IncomingStream {
+    /// The command it was sent to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes the sender announced, if it knew.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Offset in the sender's source where this transfer starts (resumed transfers).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The peer sending it.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The next chunk; `None` at the verified end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, CallError>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    fn finished(&self) -> Option<Result<(), CallError>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn finish(&self, r: Result<(), CallError>) -> Option<Result<Bytes, CallError>> {
+        let out = r.clone().err().map(Err);
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(r);
+        out
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CallError>>> {
+        if let Some(done) = self.finished() {
+            return Poll::Ready(done.err().map(Err));
+        }
+        let item = match ready!(self.rx.poll_recv(cx)) {
+            Some(item) => item,
+            None => {
+                let why = self.peer.close_reason().unwrap_or_else(|| "connection closed".into());
+                return Poll::Ready(self.finish(Err(CallError::Disconnected(why))));
+            }
+        };
+        Poll::Ready(match item {
+            Incoming::Data { bytes, compressed } => {
+                self.grant(bytes.len() as u64);
+                let data = if compressed {
+                    match zs_wire::compress::unzstd(&bytes, MAX_CHUNK) {
+                        Ok(d) => Bytes::from(d),
+                        Err(e) => return Poll::Ready(self.finish(Err(bad_data(e.to_string())))),
+                    }
+                } else {
+                    bytes
+                };
+                self.hasher.update(&data);
+                self.received += data.len() as u64;
+                if self.total.is_some_and(|t| self.received > t) {
+                    return Poll::Ready(self.finish(Err(bad_data("more data than announced".into()))));
+                }
+                Some(Ok(data))
+            }
+            Incoming::End(end) => {
+                let hash_ok = end.hash == *self.hasher.finalize().as_bytes();
+                let len_ok = end.bytes == self.received && self.total.is_none_or(|t| t == self.received);
+                if hash_ok && len_ok {
+                    self.finish(Ok(()))
+                } else {
+                    let msg = format!(
+                        "received {} bytes, sender sent {} (announced {:?}); hash {}",
+                        self.received,
+                        end.bytes,
+                        self.total,
+                        if hash_ok { "matches" } else { "differs" }
+                    );
+                    self.finish(Err(CallError::Remote { code: ErrorCode::ChecksumMismatch, message: msg }))
+                }
+            }
+            Incoming::Cancel(why) => self.finish(Err(CallError::Remote {
+                code: ErrorCode::Cancelled,
+                message: format!("sender cancelled: {why}"),
+            })),
+        })
+    }
+
+    /// Gives the sender more window once a quarter of it has been consumed.
+    fn grant(&mut self, n: u64) {
+        self.ungranted += n;
+        if self.ungranted >= u64::from(self.window / 4) {
+            let n = std::mem::take(&mut self.ungranted);
+            send_credit(&self.peer, self.id, &self.granted, n);
+        }
+    }
+
+    /// Reads the whole stream into memory, refusing more than `limit` bytes.
+    async fn collect(mut self, limit: u64) -> Result<Bytes, CallError> {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = self.next_chunk().await {
+            let chunk = chunk?;
+            if all.len() as u64 + chunk.len() as u64 > limit {
+                return Err(CallError::Remote {
+                    code: ErrorCode::TooLarge,
+                    message: format!("more than {limit} bytes"),
+                });
+            }
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
+    }
+}
+
+fn bad_data(message: String) -> CallError {
+    CallError::Remote { code: ErrorCode::ChecksumMismatch, message }
+}
+
+fn send_credit(peer: &Peer, id: u32, granted: &AtomicU64, n: u64) {
+    let n = n.min(u64::from(u32::MAX)) as u32;
+    if n == 0 {
+        return;
+    }
+    // Count the grant before the sender can use it.
+    granted.fetch_add(u64::from(n), Ordering::AcqRel);
+    let mut buf = BytesMut::new();
+    let mut w = FrameWriter::begin(&mut buf, Kind::StreamCredit, Flags::NONE, 0, id);
+    w.body().extend_from_slice(&n.to_le_bytes());
+    let _ = w.finish(u32::MAX);
+    let _ = peer.inner.outbox.push_control(Out::Frame(buf.freeze()));
+}
+
+impl AsyncRead for IncomingStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.current.is_empty() {
+            match ready!(self.poll_chunk(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+            }
+        }
+        let n = self.current.len().min(buf.remaining());
+        let chunk = self.current.split_to(n);
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What the receiving task does with a stream.
+pub(crate) enum Sink {
+    Handler(Arc<BulkHandler>),
+    Buffer(Arc<BufferHandler>),
+    Batch,
+}
+
+/// Accepts an announced stream: returns the connection's entry and starts the task that
+/// consumes it and answers the sender.
+pub(crate) fn accept(peer: &Peer, id: u32, open: StreamOpen, sink: Sink, reserved: u64) -> Entry {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let granted = Arc::new(AtomicU64::new(0));
+    let window = peer.inner.config.stream_window.max(INITIAL_WINDOW);
+    let stream = IncomingStream {
+        peer: peer.clone(),
+        id,
+        name: open.name,
+        total: (open.total != UNKNOWN_LEN).then_some(open.total),
+        offset: open.offset,
+        rx,
+        hasher: blake3::Hasher::new(),
+        received: 0,
+        window,
+        ungranted: 0,
+        granted: granted.clone(),
+        current: Bytes::new(),
+        outcome: Arc::default(),
+    };
+    // Raise the sender's window from the protocol's initial one to ours.
+    send_credit(peer, id, &granted, u64::from(window - INITIAL_WINDOW));
+    tokio::spawn(consume(stream, open.key, sink));
+    Entry { tx, received: 0, granted, ended: false, reserved }
+}
+
+async fn consume(stream: IncomingStream, key: u64, sink: Sink) {
+    let (peer, id, outcome) = (stream.peer.clone(), stream.id, stream.outcome.clone());
+    let total = stream.total.unwrap_or(0);
+    let handled: Result<(), HandlerError> = match sink {
+        Sink::Handler(h) => {
+            let fut = h(peer.clone(), stream);
+            AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(|_| Err(panicked()))
+        }
+        Sink::Buffer(h) => match stream.collect(total).await {
+            Ok(data) => std::panic::catch_unwind(AssertUnwindSafe(|| h(&peer, data)))
+                .unwrap_or_else(|_| Err(panicked())),
+            Err(_) => Ok(()), // the stream's own outcome says why
+        },
+        Sink::Batch => {
+            let parked = stream.collect(total).await;
+            if let Ok(data) = parked {
+                peer.park_batch(key, data, total);
+            } else {
+                peer.release_batch_reservation(total);
+            }
+            Ok(())
+        }
+    };
+    let stream_outcome = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let verdict: Result<(), (ErrorCode, String)> = match (stream_outcome, handled) {
+        (Some(Err(e)), _) => Err(match e {
+            CallError::Remote { code, message } => (code, message),
+            other => (ErrorCode::Cancelled, other.to_string()),
+        }),
+        (_, Err(h)) => Err((h.code, h.message)),
+        (None, Ok(())) => {
+            Err((ErrorCode::Cancelled, "the handler returned before the end of the stream".into()))
+        }
+        (Some(Ok(())), Ok(())) => Ok(()),
+    };
+    let mut buf = BytesMut::new();
+    let mut w = FrameWriter::begin(&mut buf, Kind::StreamResult, Flags::NONE, 0, id);
+    match &verdict {
+        Ok(()) => put_code_message(w.body(), 0, ""),
+        Err((code, msg)) => put_code_message(w.body(), code.code(), msg),
+    }
+    let _ = w.finish(u32::MAX);
+    let _ = peer.inner.outbox.push_control(Out::Frame(buf.freeze()));
+    let _ = peer.inner.outbox.push_control(Out::StreamDone(id));
+}
+
+fn panicked() -> HandlerError {
+    HandlerError::with_code(ErrorCode::HandlerPanicked, "stream handler panicked")
+}
