@@ -3,11 +3,13 @@
 //! floor (a plain tokio server doing the least work possible) so that figures are ratios
 //! measured side by side on one machine.
 
+pub mod bulk;
 pub mod codec;
 mod driver;
 pub mod floor;
 pub mod idle;
 pub mod rpc;
+pub mod source;
 mod stats;
 
 pub use stats::Figures;

@@ -97,7 +97,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     })
 }
 
-fn runtime(name: &str) -> Result<Runtime, String> {
+pub(crate) fn runtime(name: &str) -> Result<Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(name)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{idle, rpc};
+use zs_bench::{bulk, idle, rpc};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -34,6 +34,21 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Big streams against a plain tokio TCP copy of the same bytes, in the same run.
+    Bulk {
+        /// Bytes per stream (suffixes K, M, G for KiB, MiB, GiB).
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Streams, all at once.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// Connections the streams are spread over.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Hold idle connections and report the server's memory per connection.
     Idle {
         /// Connections to hold.
@@ -54,6 +69,19 @@ enum Scenario {
         #[arg(long)]
         connections: usize,
     },
+}
+
+/// Parses a byte count with an optional K, M or G suffix (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.trim().to_ascii_uppercase().chars().last() {
+        Some('K') => (&s[..s.len() - 1], 10),
+        Some('M') => (&s[..s.len() - 1], 20),
+        Some('G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 =
+        digits.trim().parse().map_err(|_| format!("`{s}` is not a size (e.g. 4096, 64K, 16M, 1G)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn check(what: &str, v: usize, max: usize) -> Result<(), String> {
@@ -85,6 +113,16 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             zs_bench::raise_fd_limit();
             let report = rpc::run(rpc::RpcOptions { connections, depth, payload, duration, rounds })?;
             print(json, &report, || rpc::table(&report))
+        }
+        Scenario::Bulk { size, streams, connections, json } => {
+            check("streams", streams, 10_000)?;
+            check("connections", connections, 1_000)?;
+            if size == 0 || size.saturating_mul(streams as u64) > 1 << 40 {
+                return Err("--size times --streams must be between 1 byte and 1 TiB".into());
+            }
+            zs_bench::raise_fd_limit();
+            let r = bulk::run(bulk::BulkOptions { size, streams, connections })?;
+            print(json, &r, || bulk::table(&r))
         }
         Scenario::Idle { connections, procs, json } => {
             check("connections", connections, 1_000_000)?;

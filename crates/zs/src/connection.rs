@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -27,6 +27,7 @@ use zs_wire::{ErrorCode, Flags, Frame, FrameDecoder, GoAwayCode, Kind, WireError
 use crate::bulk;
 use crate::config::ConnectionConfig;
 use crate::error::HandlerError;
+use crate::output::Output;
 use crate::peer::{remote_error, Peer};
 use crate::rpc::outbox::Out;
 use crate::rpc::{encode, Command, Exec, Form, Payload, RawResponder, Router};
@@ -85,6 +86,10 @@ enum Event {
 
 type Step = Result<(), CloseReason>;
 
+/// Largest read asked of the socket while data keeps coming.
+const MAX_READ: usize = 256 << 10;
+/// Frames from other tasks this large are written from their own buffer, not copied.
+const ZERO_COPY_MIN: usize = 4 << 10;
 /// How long a closing connection waits for its last output to leave.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most input discarded while lingering.
@@ -97,7 +102,9 @@ pub(crate) struct Connection<L: Link> {
     router: Arc<Router>,
     decoder: FrameDecoder,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    out: Output,
+    /// Bytes to ask the socket for next; grows while reads come back full.
+    read_hint: usize,
     /// Async handlers in progress; created on first use.
     tasks: Option<FuturesUnordered<BoxFuture<'static, Finished>>>,
     /// Calls being handled off the inline path (async, delayed, HPC).
@@ -136,7 +143,8 @@ impl<L: Link> Connection<L> {
             peer,
             router,
             rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
+            out: Output::default(),
+            read_hint: 0,
             tasks: None,
             in_flight: 0,
             ordered_busy: false,
@@ -213,13 +221,13 @@ impl<L: Link> Connection<L> {
     }
 
     fn can_read(&self) -> bool {
-        self.wbuf.len() < self.config.max_write_buffer
+        self.out.len() < self.config.max_write_buffer
             && self.in_flight < self.config.max_in_flight
             && self.ordered_queue.len() < self.config.max_ordered_queue
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.wbuf.len() < self.config.max_write_buffer && self.peer.inner.outbox.poll_ready(cx) {
+        if self.out.len() < self.config.max_write_buffer && self.peer.inner.outbox.poll_ready(cx) {
             return Poll::Ready(Event::Outbox);
         }
         if self.can_read() {
@@ -236,10 +244,10 @@ impl<L: Link> Connection<L> {
         }
         // More stream chunks, once what is buffered is nearly out: calls never wait behind
         // more than one quantum of bulk data.
-        if self.bulk_more && self.wbuf.len() < self.config.bulk_quantum {
+        if self.bulk_more && self.out.len() < self.config.bulk_quantum {
             return Poll::Ready(Event::Outbox);
         }
-        if !self.wbuf.is_empty() {
+        if !self.out.is_empty() {
             match self.link.poll_write_ready(cx) {
                 Poll::Ready(Ok(())) => return Poll::Ready(Event::Writable),
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
@@ -256,11 +264,10 @@ impl<L: Link> Connection<L> {
 
     /// Writes what the socket takes now.
     fn flush(&mut self) -> Step {
-        while !self.wbuf.is_empty() {
-            match self.link.try_write(&self.wbuf) {
+        while !self.out.is_empty() {
+            match self.out.write_to(&self.link) {
                 Ok(0) => return Err(CloseReason::Io("socket accepts no more data".into())),
                 Ok(n) => {
-                    self.wbuf.advance(n);
                     self.local.bytes_out = self.local.bytes_out.saturating_add(n as u32);
                     self.last_write = Instant::now();
                 }
@@ -278,7 +285,7 @@ impl<L: Link> Connection<L> {
     /// peer would lose the goaway that tells it why.
     async fn linger(&mut self, reason: &CloseReason) {
         let deadline = Instant::now() + LINGER;
-        while !self.wbuf.is_empty() && Instant::now() < deadline {
+        while !self.out.is_empty() && Instant::now() < deadline {
             let ready = tokio::time::timeout_at(deadline, poll_fn(|cx| self.link.poll_write_ready(cx))).await;
             if !matches!(ready, Ok(Ok(()))) || self.flush().is_err() {
                 break;
@@ -307,11 +314,15 @@ impl<L: Link> Connection<L> {
     }
 
     fn on_readable(&mut self) -> Step {
-        let want = self.decoder.wanted(self.rbuf.len()).max(self.config.read_chunk);
+        let hint = self.read_hint.max(self.config.read_chunk);
+        let want = self.decoder.wanted(self.rbuf.len()).max(hint);
         self.rbuf.reserve(want);
+        let spare = self.rbuf.capacity() - self.rbuf.len();
         match self.link.try_read_buf(&mut self.rbuf) {
             Ok(0) => Err(CloseReason::PeerClosed),
             Ok(n) => {
+                // Streaming: fewer, larger reads, and fewer partial frames to move.
+                self.read_hint = if n == spare { (hint * 2).min(MAX_READ) } else { hint };
                 self.local.bytes_in = self.local.bytes_in.saturating_add(n as u32);
                 self.last_rx = Instant::now();
                 self.process_frames()
@@ -321,9 +332,8 @@ impl<L: Link> Connection<L> {
                 if self.rbuf.is_empty() {
                     self.rbuf = BytesMut::new();
                 }
-                if self.wbuf.is_empty() {
-                    self.wbuf = BytesMut::new();
-                }
+                self.out.release_if_empty();
+                self.read_hint = 0;
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
@@ -356,7 +366,7 @@ impl<L: Link> Connection<L> {
 
     /// Queues a goaway for the other end and ends the loop.
     fn close_local(&mut self, code: GoAwayCode, message: &str) -> CloseReason {
-        encode::goaway(&mut self.wbuf, code, message);
+        encode::goaway(self.out.small(), code, message);
         let _ = self.flush();
         CloseReason::Local { code, message: message.to_owned() }
     }
@@ -381,7 +391,7 @@ impl<L: Link> Connection<L> {
                 Err(e) => Err(self.protocol_error(e)),
             },
             Kind::Ping => {
-                encode::control(&mut self.wbuf, Kind::Pong, h.request);
+                encode::control(self.out.small(), Kind::Pong, h.request);
                 self.local.frames_out += 1;
                 Ok(())
             }
@@ -616,7 +626,7 @@ impl<L: Link> Connection<L> {
                 tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
                 self.local.errors_out += 1;
                 self.local.frames_out += 1;
-                encode::stream_result(&mut self.wbuf, id, code, &message);
+                encode::stream_result(self.out.small(), id, code, &message);
             }
         }
         Ok(())
@@ -678,7 +688,7 @@ impl<L: Link> Connection<L> {
             self.local.errors_out += 1;
         }
         self.local.frames_out += 1;
-        encode::result(&mut self.wbuf, request, r, &self.config);
+        encode::result(self.out.small(), request, r, &self.config);
     }
 
     fn on_finished(&mut self, f: Finished) -> Step {
@@ -692,18 +702,25 @@ impl<L: Link> Connection<L> {
         let mut queue = VecDeque::new();
         self.peer.inner.outbox.drain(&mut queue);
         self.on_queue(queue)?;
-        let room = self.config.bulk_quantum.saturating_sub(self.wbuf.len());
-        self.bulk_more = room > 0 && self.peer.inner.outbox.drain_bulk(&mut self.wbuf, room);
+        let room = self.config.bulk_quantum.saturating_sub(self.out.len());
+        let mut chunks = 0;
+        let out = &mut self.out;
+        self.bulk_more = room > 0
+            && self.peer.inner.outbox.drain_bulk(room, |chunk| {
+                chunks += 1;
+                out.push_frame(chunk);
+            });
+        self.local.frames_out += chunks;
         Ok(())
     }
 
     fn on_queue(&mut self, queue: VecDeque<Out>) -> Step {
         for out in queue {
             match out {
-                Out::Frame(frame) => self.put(&frame),
+                Out::Frame(frame) => self.put(frame),
                 Out::Done { frame, ordered } => {
                     if let Some(frame) = frame {
-                        self.put(&frame);
+                        self.put(frame);
                     }
                     self.release(ordered)?;
                 }
@@ -726,13 +743,17 @@ impl<L: Link> Connection<L> {
         Ok(())
     }
 
-    fn put(&mut self, frame: &Bytes) {
+    fn put(&mut self, frame: Bytes) {
         self.local.frames_out += 1;
-        self.wbuf.extend_from_slice(frame);
+        if frame.len() >= ZERO_COPY_MIN {
+            self.out.push_frame(frame);
+        } else {
+            self.out.small().extend_from_slice(&frame);
+        }
     }
 
     fn drained(&self) -> bool {
-        self.in_flight == 0 && self.ordered_queue.is_empty() && self.wbuf.is_empty()
+        self.in_flight == 0 && self.ordered_queue.is_empty() && self.out.is_empty()
     }
 
     fn on_timer(&mut self) -> Step {
@@ -747,14 +768,14 @@ impl<L: Link> Connection<L> {
                     self.close_local(GoAwayCode::IdleTimeout, &format!("nothing received for {idle:?}"))
                 );
             }
-            if !self.wbuf.is_empty() && now >= self.last_write + idle {
+            if !self.out.is_empty() && now >= self.last_write + idle {
                 let msg = format!("peer has not read for {idle:?}");
                 return Err(self.close_local(GoAwayCode::SlowConsumer, &msg));
             }
         }
         if let Some(every) = self.config.keepalive_interval {
             if !self.ping_out && now >= self.last_rx + every {
-                encode::control(&mut self.wbuf, Kind::Ping, 0);
+                encode::control(self.out.small(), Kind::Ping, 0);
                 self.local.frames_out += 1;
                 self.ping_out = true;
             }
@@ -768,7 +789,7 @@ impl<L: Link> Connection<L> {
         let c = &self.config;
         let keepalive = c.keepalive_interval.filter(|_| !self.ping_out).map(|d| self.last_rx + d);
         let idle = c.idle_timeout.map(|d| self.last_rx + d);
-        let stall = c.idle_timeout.filter(|_| !self.wbuf.is_empty()).map(|d| self.last_write + d);
+        let stall = c.idle_timeout.filter(|_| !self.out.is_empty()).map(|d| self.last_write + d);
         let next = [keepalive, idle, stall, self.draining].into_iter().flatten().min();
         match (next, self.timer.as_mut()) {
             (Some(at), Some(t)) => t.as_mut().reset(at),

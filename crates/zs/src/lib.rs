@@ -23,6 +23,7 @@ mod client;
 pub mod config;
 mod connection;
 mod error;
+mod output;
 mod peer;
 pub mod rpc;
 mod server;

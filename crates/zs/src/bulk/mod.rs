@@ -43,13 +43,13 @@ pub struct StreamOptions {
     pub offset: u64,
     /// Chunk compression.
     pub compression: Compression,
-    /// Bytes per chunk (default 64 KiB, at most 256 KiB).
+    /// Bytes per chunk (default and most: 256 KiB).
     pub chunk_size: usize,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { len: None, offset: 0, compression: Compression::Auto, chunk_size: 64 << 10 }
+        StreamOptions { len: None, offset: 0, compression: Compression::Auto, chunk_size: 256 << 10 }
     }
 }
 

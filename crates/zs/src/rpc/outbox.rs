@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::Context;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use zs_wire::GoAwayCode;
@@ -181,15 +181,15 @@ impl Outbox {
         }
     }
 
-    /// Appends queued stream chunks to `out` up to `quantum` bytes (at least one chunk);
+    /// Hands queued stream chunks to `out` up to `quantum` bytes (at least one chunk);
     /// returns whether chunks remain.
-    pub(crate) fn drain_bulk(&self, out: &mut BytesMut, quantum: usize) -> bool {
+    pub(crate) fn drain_bulk(&self, quantum: usize, mut out: impl FnMut(Bytes)) -> bool {
         let mut st = self.lock();
         let mut taken = 0;
         while taken < quantum.max(1) {
             let Some(chunk) = st.bulk.pop_front() else { break };
             taken += chunk.len();
-            out.extend_from_slice(&chunk);
+            out(chunk);
         }
         st.bulk_bytes -= taken;
         let more = !st.bulk.is_empty();

@@ -22,6 +22,8 @@ pub trait Link: Send + Sync + 'static {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes as much of `buf` as the link takes now; `WouldBlock` if none.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes as much of `bufs`, in order, as the link takes now; `WouldBlock` if none.
+    fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
     /// Closes the sending direction (the other end reads end-of-stream).
     fn shutdown_write(&self) -> io::Result<()>;
     /// The other end's address.
@@ -42,6 +44,9 @@ impl Link for tokio::net::TcpStream {
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         tokio::net::TcpStream::try_write(self, buf)
+    }
+    fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+        tokio::net::TcpStream::try_write_vectored(self, bufs)
     }
     fn shutdown_write(&self) -> io::Result<()> {
         socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)

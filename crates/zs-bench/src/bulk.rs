@@ -1,0 +1,251 @@
+//! `zs bench bulk`: big streams against a plain tokio TCP copy of the same bytes, with
+//! small calls on the same connection during the transfer, and the peak memory growth.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use zs::{Client, IncomingStream, Router, ServerConfig, StreamOptions};
+
+use crate::source::Noise;
+use crate::stats::histogram;
+
+/// Options of the bulk scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkOptions {
+    /// Bytes per stream.
+    pub size: u64,
+    /// Streams in all, run at once.
+    pub streams: usize,
+    /// Connections the streams are spread over.
+    pub connections: usize,
+}
+
+/// Throughput of one entry.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Throughput {
+    /// Bytes moved per second.
+    pub bytes_per_s: f64,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// 64-byte echo calls made on the first connection while our streams ran.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CallsDuring {
+    /// Calls completed.
+    pub completed: u64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// Slowest, µs.
+    pub max_us: u64,
+}
+
+/// The result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkReport {
+    /// Always "bulk".
+    pub scenario: &'static str,
+    /// Bytes per stream.
+    pub size: u64,
+    /// Streams.
+    pub streams: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Our big streams.
+    pub ours: Throughput,
+    /// Plain tokio TCP copies of the same bytes over as many connections.
+    pub floor: Throughput,
+    /// `ours.bytes_per_s / floor.bytes_per_s`.
+    pub ratio: f64,
+    /// Small calls during our transfer.
+    pub calls_during: CallsDuring,
+    /// Resident memory of this process (both ends) before our transfer, bytes.
+    pub rss_before: u64,
+    /// Peak resident memory during our transfer minus `rss_before`, bytes.
+    pub peak_rss_growth: u64,
+}
+
+/// Runs the scenario in this process (both ends on one 2-thread runtime each).
+pub fn run(opts: BulkOptions) -> Result<BulkReport, String> {
+    let server_rt = crate::rpc::runtime("zs-bench-server")?;
+    let load_rt = crate::rpc::runtime("zs-bench-load")?;
+    let (ours_addr, floor_addr) = server_rt
+        .block_on(async {
+            let mut r = Router::new();
+            r.big_stream("sink", |_p, mut s: IncomingStream| async move {
+                while let Some(c) = s.next_chunk().await {
+                    c?;
+                }
+                Ok::<_, zs::CallError>(())
+            });
+            r.console("echo", |_, t| t);
+            let ours = zs::Server::bind("127.0.0.1:0", r, ServerConfig::default()).await?;
+            let floor = TcpListener::bind("127.0.0.1:0").await?;
+            let floor_addr = floor.local_addr()?;
+            tokio::spawn(floor_sink(floor));
+            std::mem::forget(ours.clone());
+            Ok::<_, std::io::Error>((ours.local_addr(), floor_addr))
+        })
+        .map_err(|e| e.to_string())?;
+    let floor = load_rt.block_on(floor_copy(floor_addr, opts))?;
+    let rss_before = reset_peak_rss()?;
+    let (ours, calls_during) = load_rt.block_on(ours_streams(ours_addr, opts))?;
+    let peak = peak_rss()?;
+    Ok(BulkReport {
+        scenario: "bulk",
+        size: opts.size,
+        streams: opts.streams,
+        connections: opts.connections,
+        ratio: ours.bytes_per_s / floor.bytes_per_s.max(1e-9),
+        ours,
+        floor,
+        calls_during,
+        rss_before,
+        peak_rss_growth: peak.saturating_sub(rss_before),
+    })
+}
+
+fn total(opts: BulkOptions) -> u64 {
+    opts.size * opts.streams as u64
+}
+
+/// The floor's server: read and discard until the end, then answer one byte.
+async fn floor_sink(listener: TcpListener) {
+    while let Ok((mut s, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 << 10];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    let _ = s.write_all(b"k").await;
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The floor: each connection writes its share of the bytes in 256 KiB writes.
+async fn floor_copy(addr: SocketAddr, opts: BulkOptions) -> Result<Throughput, String> {
+    let per_conn = total(opts) / opts.connections as u64;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..opts.connections)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let mut src = Noise::new(per_conn, i as u64 + 1);
+                let mut buf = vec![0u8; 256 << 10];
+                while src.left() > 0 {
+                    let n = (src.left() as usize).min(buf.len());
+                    src.fill(&mut buf[..n]);
+                    s.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+                }
+                s.shutdown().await.map_err(|e| e.to_string())?;
+                let mut ack = [0u8; 1];
+                s.read_exact(&mut ack).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Throughput { bytes_per_s: (per_conn * opts.connections as u64) as f64 / seconds, seconds })
+}
+
+async fn ours_streams(addr: SocketAddr, opts: BulkOptions) -> Result<(Throughput, CallsDuring), String> {
+    let mut clients = Vec::new();
+    for _ in 0..opts.connections {
+        clients.push(Arc::new(Client::connect(addr).await.map_err(|e| e.to_string())?));
+    }
+    let (stop_tx, stop) = watch::channel(false);
+    let caller = clients[0].clone();
+    let calls = tokio::spawn(async move {
+        let mut h = histogram();
+        let payload = zs::Text::from("x".repeat(64));
+        while !*stop.borrow() {
+            let t = Instant::now();
+            if caller.call_console("echo", payload.clone()).await.is_err() {
+                break;
+            }
+            h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        h
+    });
+    let start = Instant::now();
+    let transfers: Vec<_> = (0..opts.streams)
+        .map(|i| {
+            let c = &clients[i % clients.len()];
+            c.send_big_stream("sink", Noise::new(opts.size, i as u64 + 1), StreamOptions::with_len(opts.size))
+        })
+        .collect();
+    for t in transfers {
+        t.finish().await.map_err(|e| e.to_string())?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let h = calls.await.map_err(|e| e.to_string())?;
+    let calls = CallsDuring {
+        completed: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
+    };
+    Ok((Throughput { bytes_per_s: total(opts) as f64 / seconds, seconds }, calls))
+}
+
+fn status_kb(field: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))
+}
+
+/// Resets the kernel's peak-RSS mark and returns the current RSS.
+fn reset_peak_rss() -> Result<u64, String> {
+    std::fs::write("/proc/self/clear_refs", "5").map_err(|e| format!("cannot reset peak RSS: {e}"))?;
+    status_kb("VmRSS:")
+}
+
+fn peak_rss() -> Result<u64, String> {
+    status_kb("VmHWM:")
+}
+
+/// A readable table of the report.
+pub fn table(r: &BulkReport) -> String {
+    let gb = |b: f64| b / 1e9;
+    format!(
+        "bulk: {} stream(s) of {} bytes over {} connection(s)\n\
+         {:<24}{:>10.2} GB/s  ({:.2} s)\n\
+         {:<24}{:>10.2} GB/s  ({:.2} s)\n\
+         ratio ours/floor: {:.2}\n\
+         64-byte calls during the transfer: {} done, p50 {} µs, p99 {} µs, max {} µs\n\
+         peak RSS growth (both ends): {:.1} MB",
+        r.streams,
+        r.size,
+        r.connections,
+        "floor (tokio TCP copy)",
+        gb(r.floor.bytes_per_s),
+        r.floor.seconds,
+        "ours (big streams)",
+        gb(r.ours.bytes_per_s),
+        r.ours.seconds,
+        r.ratio,
+        r.calls_during.completed,
+        r.calls_during.p50_us,
+        r.calls_during.p99_us,
+        r.calls_during.max_us,
+        r.peak_rss_growth as f64 / 1e6
+    )
+}

@@ -1,0 +1,59 @@
+//! A generated data source: fast, incompressible, the same bytes for every reader.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// `len` bytes of xorshift noise (zstd gives up on it at once, as on real media files).
+#[derive(Debug, Clone)]
+pub struct Noise {
+    left: u64,
+    state: u64,
+}
+
+impl Noise {
+    /// A source of `len` bytes from `seed`.
+    pub fn new(len: u64, seed: u64) -> Self {
+        Noise { left: len, state: seed | 1 }
+    }
+
+    /// Fills `out` (and counts it off).
+    pub fn fill(&mut self, out: &mut [u8]) {
+        let mut x = self.state;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut words = out.chunks_exact_mut(8);
+        for word in &mut words {
+            word.copy_from_slice(&next().to_le_bytes());
+        }
+        let tail = words.into_remainder();
+        let last = next().to_le_bytes();
+        tail.copy_from_slice(&last[..tail.len()]);
+        self.state = x;
+        self.left -= out.len() as u64;
+    }
+
+    /// Bytes left.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+}
+
+impl AsyncRead for Noise {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = (buf.remaining() as u64).min(self.left) as usize;
+        self.fill(buf.initialize_unfilled_to(n));
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,88 @@
+//! A connection's pending output: whole frames in order, written with one vectored write.
+//! Small frames are appended to one buffer; large ones (stream chunks) are queued as the
+//! shared `Bytes` they already are, so they go out without a copy.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::transport::Link;
+
+/// Most segments handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    /// Frames queued ahead of `small`, in order.
+    segments: VecDeque<Bytes>,
+    segment_bytes: usize,
+    /// Small frames being accumulated; always written after `segments`.
+    small: BytesMut,
+}
+
+impl Output {
+    /// The buffer small frames are encoded into.
+    pub(crate) fn small(&mut self) -> &mut BytesMut {
+        &mut self.small
+    }
+
+    /// Queues a whole frame without copying it.
+    pub(crate) fn push_frame(&mut self, frame: Bytes) {
+        if !self.small.is_empty() {
+            let before = self.small.split().freeze();
+            self.segment_bytes += before.len();
+            self.segments.push_back(before);
+        }
+        self.segment_bytes += frame.len();
+        self.segments.push_back(frame);
+    }
+
+    /// Bytes not yet written.
+    pub(crate) fn len(&self) -> usize {
+        self.segment_bytes + self.small.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes as much as the link takes now; `Ok(0)` if it takes nothing (would block).
+    pub(crate) fn write_to(&mut self, link: &impl Link) -> io::Result<usize> {
+        let n = if self.segments.is_empty() {
+            link.try_write(&self.small)?
+        } else {
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
+            iov.extend(self.segments.iter().take(MAX_IOV - 1).map(|s| IoSlice::new(s)));
+            if iov.len() < MAX_IOV && !self.small.is_empty() {
+                iov.push(IoSlice::new(&self.small));
+            }
+            link.try_write_vectored(&iov)?
+        };
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                self.small.advance(n);
+                return;
+            };
+            let take = n.min(front.len());
+            front.advance(take);
+            self.segment_bytes -= take;
+            n -= take;
+            if front.is_empty() {
+                self.segments.pop_front();
+            }
+        }
+    }
+
+    /// Drops the buffers if nothing is pending (an idle connection holds none).
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            *self = Output::default();
+        }
+    }
+}
