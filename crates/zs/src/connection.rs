@@ -104,7 +104,7 @@ pub(crate) struct Connection<L: Link> {
     rbuf: BytesMut,
     out: Output,
     /// Bytes to ask the socket for next; grows while reads come back full.
-    read_hint: usize,
+    read_hint: u32,
     /// Async handlers in progress; created on first use.
     tasks: Option<FuturesUnordered<BoxFuture<'static, Finished>>>,
     /// Calls being handled off the inline path (async, delayed, HPC).
@@ -164,7 +164,14 @@ impl<L: Link> Connection<L> {
 
     /// Runs the connection until it closes; then fails its pending calls, calls
     /// `unregister` (the owner forgets the peer), and runs the disconnect hooks.
-    pub(crate) async fn run(mut self, unregister: impl FnOnce()) -> CloseReason {
+    pub(crate) fn run(self, unregister: impl FnOnce()) -> impl Future<Output = CloseReason> {
+        // An async fn stores a by-value argument twice in its state (once as the argument,
+        // once as the body's local); boxed, the duplicate is a pointer. This keeps an idle
+        // connection's task small.
+        Box::new(self).run_boxed(unregister)
+    }
+
+    async fn run_boxed(mut self: Box<Self>, unregister: impl FnOnce()) -> CloseReason {
         for hook in &self.router.on_connect {
             if catch_unwind(AssertUnwindSafe(|| hook(&self.peer))).is_err() {
                 tracing::error!(peer = self.peer.id(), "on_connect hook panicked");
@@ -184,7 +191,7 @@ impl<L: Link> Connection<L> {
             }
         }
         self.peer.mark_closed(reason.to_string());
-        self.local.connections_closed += 1;
+        self.peer.inner.stats.bump(|s| &s.connections_closed);
         self.local.flush(&self.peer.inner.stats);
         unregister();
         for hook in &self.router.on_disconnect {
@@ -314,7 +321,7 @@ impl<L: Link> Connection<L> {
     }
 
     fn on_readable(&mut self) -> Step {
-        let hint = self.read_hint.max(self.config.read_chunk);
+        let hint = (self.read_hint as usize).max(self.config.read_chunk);
         let want = self.decoder.wanted(self.rbuf.len()).max(hint);
         self.rbuf.reserve(want);
         let spare = self.rbuf.capacity() - self.rbuf.len();
@@ -322,7 +329,7 @@ impl<L: Link> Connection<L> {
             Ok(0) => Err(CloseReason::PeerClosed),
             Ok(n) => {
                 // Streaming: fewer, larger reads, and fewer partial frames to move.
-                self.read_hint = if n == spare { (hint * 2).min(MAX_READ) } else { hint };
+                self.read_hint = if n == spare { (hint * 2).min(MAX_READ) as u32 } else { hint as u32 };
                 self.local.bytes_in = self.local.bytes_in.saturating_add(n as u32);
                 self.last_rx = Instant::now();
                 self.process_frames()
@@ -355,7 +362,7 @@ impl<L: Link> Connection<L> {
     }
 
     fn protocol_error(&mut self, e: WireError) -> CloseReason {
-        self.local.protocol_errors += 1;
+        self.peer.inner.stats.bump(|s| &s.protocol_errors);
         let code = match e {
             WireError::FrameTooLarge { .. } => GoAwayCode::FrameTooLarge,
             _ => GoAwayCode::ProtocolError,
@@ -471,7 +478,7 @@ impl<L: Link> Connection<L> {
             self.count_command(direct, frame.header.flags);
         }
         let Some(cmd) = self.router.get(call.name()).cloned() else {
-            self.local.unknown_commands += 1;
+            self.peer.inner.stats.bump(|s| &s.unknown_commands);
             let msg = format!("unknown command: {}", call.name());
             return self.refuse(request, ErrorCode::UnknownCommand, &msg);
         };
@@ -614,7 +621,7 @@ impl<L: Link> Connection<L> {
                 self.protocol_error(WireError::Malformed { what: "stream open", why: "stream id in use" })
             );
         }
-        self.local.streams_in += 1;
+        self.peer.inner.stats.bump(|s| &s.streams_in);
         match self.admit_stream(&open) {
             Ok((sink, reserved)) => {
                 let entry = bulk::accept(&self.peer, id, open, sink, reserved);
@@ -624,7 +631,7 @@ impl<L: Link> Connection<L> {
             }
             Err((code, message)) => {
                 tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
-                self.local.errors_out += 1;
+                self.peer.inner.stats.bump(|s| &s.errors_out);
                 self.local.frames_out += 1;
                 encode::stream_result(self.out.small(), id, code, &message);
             }
@@ -647,7 +654,7 @@ impl<L: Link> Connection<L> {
             return Ok((bulk::Sink::Batch, 0));
         }
         let Some(cmd) = self.router.get(&open.name) else {
-            self.local.unknown_commands += 1;
+            self.peer.inner.stats.bump(|s| &s.unknown_commands);
             return Err((ErrorCode::UnknownCommand, format!("unknown command: {}", open.name)));
         };
         match (&cmd.exec, open.mode) {
@@ -685,7 +692,7 @@ impl<L: Link> Connection<L> {
 
     fn write_result(&mut self, request: u32, r: &Result<Payload, HandlerError>) {
         if r.is_err() {
-            self.local.errors_out += 1;
+            self.peer.inner.stats.bump(|s| &s.errors_out);
         }
         self.local.frames_out += 1;
         encode::result(self.out.small(), request, r, &self.config);
@@ -763,7 +770,7 @@ impl<L: Link> Connection<L> {
         }
         if let Some(idle) = self.config.idle_timeout {
             if now >= self.last_rx + idle {
-                self.local.idle_timeouts += 1;
+                self.peer.inner.stats.bump(|s| &s.idle_timeouts);
                 return Err(
                     self.close_local(GoAwayCode::IdleTimeout, &format!("nothing received for {idle:?}"))
                 );

@@ -16,7 +16,6 @@ const MAX_IOV: usize = 64;
 pub(crate) struct Output {
     /// Frames queued ahead of `small`, in order.
     segments: VecDeque<Bytes>,
-    segment_bytes: usize,
     /// Small frames being accumulated; always written after `segments`.
     small: BytesMut,
 }
@@ -31,16 +30,14 @@ impl Output {
     pub(crate) fn push_frame(&mut self, frame: Bytes) {
         if !self.small.is_empty() {
             let before = self.small.split().freeze();
-            self.segment_bytes += before.len();
             self.segments.push_back(before);
         }
-        self.segment_bytes += frame.len();
         self.segments.push_back(frame);
     }
 
-    /// Bytes not yet written.
+    /// Bytes not yet written (segments are few: a quantum of chunks at most).
     pub(crate) fn len(&self) -> usize {
-        self.segment_bytes + self.small.len()
+        self.segments.iter().map(Bytes::len).sum::<usize>() + self.small.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -71,7 +68,6 @@ impl Output {
             };
             let take = n.min(front.len());
             front.advance(take);
-            self.segment_bytes -= take;
             n -= take;
             if front.is_empty() {
                 self.segments.pop_front();

@@ -27,7 +27,7 @@ type ReplySender = oneshot::Sender<Result<(Flags, Bytes), CallError>>;
 #[derive(Default)]
 struct Pending {
     calls: HashMap<u32, ReplySender>,
-    closed: Option<String>,
+    closed: Option<Box<str>>,
 }
 
 pub(crate) struct PeerShared {
@@ -65,7 +65,7 @@ impl Peer {
         config: Arc<ConnectionConfig>,
         stats: Arc<Stats>,
     ) -> Peer {
-        let outbox = Outbox::new(config.max_queued_bytes, config.max_queued_bulk_bytes);
+        let outbox = Outbox::new();
         Peer {
             inner: Arc::new(PeerShared {
                 id,
@@ -175,13 +175,17 @@ impl Peer {
     async fn send_payload(&self, name: &str, p: Payload) -> Result<(), CallError> {
         let frame = encode::call_bytes(Kind::Send, 0, name, &p, &self.inner.config)?;
         self.inner.stats.bump(|s| &s.commands_out);
-        self.inner.outbox.push(frame).await.map_err(|_| self.disconnected())
+        self.inner
+            .outbox
+            .push(frame, self.inner.config.max_queued_bytes)
+            .await
+            .map_err(|_| self.disconnected())
     }
 
     /// Broadcast path: queue an already-encoded frame without waiting. A full queue
     /// closes this (slow) peer.
     pub(crate) fn offer(&self, frame: Bytes) -> Result<(), CallError> {
-        match self.inner.outbox.try_push(frame) {
+        match self.inner.outbox.try_push(frame, self.inner.config.max_queued_bytes) {
             Ok(()) => Ok(()),
             Err((PushError::Closed, _)) => Err(self.disconnected()),
             Err((PushError::Full, _)) => {
@@ -193,7 +197,7 @@ impl Peer {
 
     fn disconnected(&self) -> CallError {
         let p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        CallError::Disconnected(p.closed.clone().unwrap_or_else(|| "connection closed".into()))
+        CallError::Disconnected(p.closed.as_deref().unwrap_or("connection closed").to_owned())
     }
 
     pub(crate) fn next_request(&self) -> u32 {
@@ -212,7 +216,7 @@ impl Peer {
         {
             let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(why) = &pending.closed {
-                return Err(CallError::Disconnected(why.clone()));
+                return Err(CallError::Disconnected(why.to_string()));
             }
             pending.calls.insert(request, tx);
         }
@@ -230,7 +234,11 @@ impl Peer {
         let mut forget = Forget(self, request, false);
         self.inner.stats.bump(|s| &s.commands_out);
         let exchange = async {
-            self.inner.outbox.push(frame).await.map_err(|_| self.disconnected())?;
+            self.inner
+                .outbox
+                .push(frame, self.inner.config.max_queued_bytes)
+                .await
+                .map_err(|_| self.disconnected())?;
             let reply = rx.await;
             forget.2 = true;
             reply.unwrap_or_else(|_| Err(self.disconnected()))
@@ -268,7 +276,7 @@ impl Peer {
         }
         let calls = {
             let mut p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.closed = Some(why.clone());
+            p.closed = Some(why.as_str().into());
             std::mem::take(&mut p.calls)
         };
         for (_, tx) in calls {
@@ -335,7 +343,11 @@ impl Peer {
         let mut w = FrameWriter::begin(&mut buf, Kind::BatchClear, Flags::NONE, 0, 0);
         w.body().extend_from_slice(&key.unwrap_or(ALL_BATCHES).to_le_bytes());
         let _ = w.finish(u32::MAX);
-        self.inner.outbox.push(buf.freeze()).await.map_err(|_| self.disconnected())
+        self.inner
+            .outbox
+            .push(buf.freeze(), self.inner.config.max_queued_bytes)
+            .await
+            .map_err(|_| self.disconnected())
     }
 
     /// Takes the batch stream the peer parked here under `key`.
@@ -415,7 +427,7 @@ impl Peer {
 
     /// Why the connection closed, once it has.
     pub(crate) fn close_reason(&self) -> Option<String> {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).closed.clone()
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).closed.as_deref().map(str::to_owned)
     }
 }
 

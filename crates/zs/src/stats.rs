@@ -15,22 +15,10 @@ macro_rules! counters {
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
         pub struct StatsSnapshot { $($(#[$m])* pub $name: u64,)* }
 
-        /// Counts of one connection not yet added to the shared [`Stats`]; published at
-        /// least once per read, so 32 bits suffice (a read is at most one frame's size).
-        #[derive(Debug, Default)]
-        pub(crate) struct LocalStats { $(pub(crate) $name: u32,)* }
-
         impl Stats {
             /// Reads every counter.
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
-            }
-        }
-
-        impl LocalStats {
-            /// Adds the local counts to `to` and zeroes them.
-            pub(crate) fn flush(&mut self, to: &Stats) {
-                $(if self.$name != 0 { to.$name.fetch_add(u64::from(std::mem::take(&mut self.$name)), Relaxed); })*
             }
         }
     };
@@ -77,6 +65,40 @@ counters! {
     streams_in,
 }
 
+/// The per-frame counts of one connection not yet added to the shared [`Stats`];
+/// published at least once per read, so 32 bits suffice. Rare events (errors, timeouts)
+/// go straight to the shared counters.
+#[derive(Debug, Default)]
+pub(crate) struct LocalStats {
+    pub(crate) frames_in: u32,
+    pub(crate) frames_out: u32,
+    pub(crate) bytes_in: u32,
+    pub(crate) bytes_out: u32,
+    pub(crate) console_in: u32,
+    pub(crate) stream_in: u32,
+    pub(crate) direct_console_in: u32,
+    pub(crate) direct_stream_in: u32,
+}
+
+impl LocalStats {
+    /// Adds the local counts to `to` and zeroes them.
+    pub(crate) fn flush(&mut self, to: &Stats) {
+        let add = |c: &AtomicU64, v: &mut u32| {
+            if *v != 0 {
+                c.fetch_add(u64::from(std::mem::take(v)), Relaxed);
+            }
+        };
+        add(&to.frames_in, &mut self.frames_in);
+        add(&to.frames_out, &mut self.frames_out);
+        add(&to.bytes_in, &mut self.bytes_in);
+        add(&to.bytes_out, &mut self.bytes_out);
+        add(&to.console_in, &mut self.console_in);
+        add(&to.stream_in, &mut self.stream_in);
+        add(&to.direct_console_in, &mut self.direct_console_in);
+        add(&to.direct_stream_in, &mut self.direct_stream_in);
+    }
+}
+
 impl StatsSnapshot {
     /// Connections open now.
     pub fn connections_active(&self) -> u64 {
@@ -94,7 +116,8 @@ impl StatsSnapshot {
 }
 
 impl Stats {
-    /// Adds `n` to a counter chosen by a closure (for events outside a connection's batch).
+    /// Adds one to a counter chosen by a closure (rare events, and those outside a
+    /// connection's batch).
     pub(crate) fn bump(&self, counter: impl Fn(&Stats) -> &AtomicU64) {
         counter(self).fetch_add(1, Relaxed);
     }

@@ -91,6 +91,12 @@ impl Sender<'_> {
         buf.freeze()
     }
 
+    /// Queues a frame in the bulk lane, after the chunks before it.
+    async fn push_bulk(&self, frame: Bytes) -> Result<(), CallError> {
+        let max = self.peer.inner.config.max_queued_bulk_bytes;
+        self.peer.inner.outbox.push_bulk(frame, max).await.map_err(|_| self.gone())
+    }
+
     fn gone(&self) -> CallError {
         CallError::Disconnected(self.peer.close_reason().unwrap_or_else(|| "connection closed".into()))
     }
@@ -100,7 +106,7 @@ impl Sender<'_> {
         let cancel = self.frame(Kind::StreamCancel, |b| {
             put_code_message(b, ErrorCode::Cancelled.code(), &err.to_string())
         });
-        let _ = self.peer.inner.outbox.push_bulk(cancel).await;
+        let _ = self.push_bulk(cancel).await;
         err
     }
 
@@ -128,7 +134,12 @@ impl Sender<'_> {
         if let Err(e) = open.encode(&mut BytesMut::new()) {
             return Err(CallError::Encode(e));
         }
-        self.peer.inner.outbox.push(open_frame).await.map_err(|_| self.gone())?;
+        self.peer
+            .inner
+            .outbox
+            .push(open_frame, self.peer.inner.config.max_queued_bytes)
+            .await
+            .map_err(|_| self.gone())?;
         let chunk = opts.chunk_size.clamp(1, MAX_CHUNK);
         let mut hasher = blake3::Hasher::new();
         let (mut sent, mut incompressible) = (0u64, 0u32);
@@ -176,7 +187,7 @@ impl Sender<'_> {
             if let Err(stop) = self.out.take_credit(wire as u64).await {
                 return Err(self.stopped(stop, sent).await);
             }
-            self.peer.inner.outbox.push_bulk(buf.freeze()).await.map_err(|_| self.gone())?;
+            self.push_bulk(buf.freeze()).await?;
             self.progress.send_modify(|p| p.done = sent);
         }
         if let Some(len) = opts.len.filter(|&len| sent != len) {
@@ -184,12 +195,7 @@ impl Sender<'_> {
             return Err(self.abandon(CallError::Source(msg)).await);
         }
         let end = StreamEnd { bytes: sent, hash: *hasher.finalize().as_bytes() };
-        self.peer
-            .inner
-            .outbox
-            .push_bulk(self.frame(Kind::StreamEnd, |b| end.encode(b)))
-            .await
-            .map_err(|_| self.gone())?;
+        self.push_bulk(self.frame(Kind::StreamEnd, |b| end.encode(b))).await?;
         match self.out.outcome().await {
             Stop::Answered(Ok(())) => Ok(sent),
             stop => Err(self.stopped(stop, sent).await),

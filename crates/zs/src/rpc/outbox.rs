@@ -39,10 +39,21 @@ pub(crate) enum PushError {
 struct State {
     queue: VecDeque<Out>,
     bytes: usize,
-    /// Stream chunks, written after every small frame (bounded by `max_bulk_bytes`).
-    bulk: VecDeque<Bytes>,
-    bulk_bytes: usize,
+    /// Stream chunks, written after every small frame; created on first use.
+    bulk: Option<Box<BulkLane>>,
     closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct BulkLane {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.bulk.as_ref().is_none_or(|b| b.chunks.is_empty())
+    }
 }
 
 /// Many producers (any task or thread), one consumer (the connection's task). Frames are
@@ -54,19 +65,15 @@ pub(crate) struct Outbox {
     ready: AtomicBool,
     consumer: AtomicWaker,
     space: Notify,
-    max_bytes: usize,
-    max_bulk_bytes: usize,
 }
 
 impl Outbox {
-    pub(crate) fn new(max_bytes: usize, max_bulk_bytes: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Outbox {
             state: Mutex::default(),
             ready: AtomicBool::new(false),
             consumer: AtomicWaker::new(),
             space: Notify::new(),
-            max_bytes,
-            max_bulk_bytes,
         }
     }
 
@@ -83,56 +90,58 @@ impl Outbox {
         if let Out::Frame(b) = &out {
             st.bytes += b.len();
         }
-        let was_empty = st.queue.is_empty() && st.bulk.is_empty();
+        let was_empty = st.is_empty();
         st.queue.push_back(out);
         if was_empty {
             self.signal();
         }
     }
 
-    /// Queues a frame if there is room (an empty queue always takes one frame); gives the
-    /// frame back if not.
-    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), (PushError, Bytes)> {
+    /// Queues a frame if there is room under `max` bytes (an empty queue always takes one
+    /// frame); gives the frame back if not.
+    pub(crate) fn try_push(&self, frame: Bytes, max: usize) -> Result<(), (PushError, Bytes)> {
         let mut st = self.lock();
         if st.closed {
             return Err((PushError::Closed, frame));
         }
-        if st.bytes > 0 && st.bytes + frame.len() > self.max_bytes {
+        if st.bytes > 0 && st.bytes + frame.len() > max {
             return Err((PushError::Full, frame));
         }
         self.enqueue(&mut st, Out::Frame(frame));
         Ok(())
     }
 
-    /// Queues a frame, waiting for room.
-    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        self.push_lane(frame, false).await
+    /// Queues a frame, waiting for room under `max` bytes.
+    pub(crate) async fn push(&self, frame: Bytes, max: usize) -> Result<(), PushError> {
+        self.push_lane(frame, false, max).await
     }
 
-    /// Queues a stream chunk (or a stream's end) in the bulk lane, waiting for room.
-    pub(crate) async fn push_bulk(&self, frame: Bytes) -> Result<(), PushError> {
-        self.push_lane(frame, true).await
+    /// Queues a stream chunk (or a stream's end) in the bulk lane, waiting for room under
+    /// `max` bytes.
+    pub(crate) async fn push_bulk(&self, frame: Bytes, max: usize) -> Result<(), PushError> {
+        self.push_lane(frame, true, max).await
     }
 
-    fn try_push_bulk(&self, frame: Bytes) -> Result<(), (PushError, Bytes)> {
+    fn try_push_bulk(&self, frame: Bytes, max: usize) -> Result<(), (PushError, Bytes)> {
         let mut st = self.lock();
         if st.closed {
             return Err((PushError::Closed, frame));
         }
-        if st.bulk_bytes > 0 && st.bulk_bytes + frame.len() > self.max_bulk_bytes {
+        let was_empty = st.is_empty();
+        let lane = st.bulk.get_or_insert_with(Box::default);
+        if lane.bytes > 0 && lane.bytes + frame.len() > max {
             return Err((PushError::Full, frame));
         }
-        let was_empty = st.queue.is_empty() && st.bulk.is_empty();
-        st.bulk_bytes += frame.len();
-        st.bulk.push_back(frame);
+        lane.bytes += frame.len();
+        lane.chunks.push_back(frame);
         if was_empty {
             self.signal();
         }
         Ok(())
     }
 
-    async fn push_lane(&self, mut frame: Bytes, bulk: bool) -> Result<(), PushError> {
-        let attempt = |f| if bulk { self.try_push_bulk(f) } else { self.try_push(f) };
+    async fn push_lane(&self, mut frame: Bytes, bulk: bool, max: usize) -> Result<(), PushError> {
+        let attempt = |f| if bulk { self.try_push_bulk(f, max) } else { self.try_push(f, max) };
         // Fast path: room now, no waiter registration.
         match attempt(frame) {
             Ok(()) => return Ok(()),
@@ -185,14 +194,18 @@ impl Outbox {
     /// returns whether chunks remain.
     pub(crate) fn drain_bulk(&self, quantum: usize, mut out: impl FnMut(Bytes)) -> bool {
         let mut st = self.lock();
+        let Some(lane) = st.bulk.as_mut() else { return false };
         let mut taken = 0;
         while taken < quantum.max(1) {
-            let Some(chunk) = st.bulk.pop_front() else { break };
+            let Some(chunk) = lane.chunks.pop_front() else { break };
             taken += chunk.len();
             out(chunk);
         }
-        st.bulk_bytes -= taken;
-        let more = !st.bulk.is_empty();
+        lane.bytes -= taken;
+        let more = !lane.chunks.is_empty();
+        if !more {
+            st.bulk = None; // no lane kept while nothing streams
+        }
         drop(st);
         if taken > 0 {
             self.space.notify_waiters();
@@ -206,8 +219,7 @@ impl Outbox {
         st.closed = true;
         st.queue = VecDeque::new();
         st.bytes = 0;
-        st.bulk = VecDeque::new();
-        st.bulk_bytes = 0;
+        st.bulk = None;
         drop(st);
         self.space.notify_waiters();
     }
