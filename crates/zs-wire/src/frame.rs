@@ -356,7 +356,7 @@ mod golden {
     use super::*;
     use crate::body::CallBody;
 
-    /// The example in docs/PROTOCOL.md §7, byte for byte.
+    /// The example in docs/PROTOCOL.md §8, byte for byte.
     #[test]
     fn protocol_doc_example() {
         let mut out = BytesMut::new();

@@ -120,8 +120,9 @@ pub(crate) struct Connection<L: Link> {
     local: LocalStats,
     /// Incoming streams; created on first use.
     streams: Option<Box<Streams>>,
-    /// Stream chunks are still queued in the outbox's bulk lane.
-    bulk_more: bool,
+    /// Frames are still queued in the outbox (chunks left for later, or frames that came
+    /// in while it was being drained): come back for them without waiting for a signal.
+    outbox_more: bool,
 }
 
 /// Incoming streams of a connection.
@@ -156,7 +157,7 @@ impl<L: Link> Connection<L> {
             timer: None,
             local: LocalStats::default(),
             streams: None,
-            bulk_more: false,
+            outbox_more: false,
         };
         c.rearm_timer();
         c
@@ -249,9 +250,9 @@ impl<L: Link> Connection<L> {
                 return Poll::Ready(Event::Finished(f));
             }
         }
-        // More stream chunks, once what is buffered is nearly out: calls never wait behind
+        // More queued frames, once what is buffered is nearly out: calls never wait behind
         // more than one quantum of bulk data.
-        if self.bulk_more && self.out.len() < self.config.bulk_quantum {
+        if self.outbox_more && self.out.len() < self.config.bulk_quantum {
             return Poll::Ready(Event::Outbox);
         }
         if !self.out.is_empty() {
@@ -712,8 +713,11 @@ impl<L: Link> Connection<L> {
         let room = self.config.bulk_quantum.saturating_sub(self.out.len());
         let mut chunks = 0;
         let out = &mut self.out;
-        self.bulk_more = room > 0
-            && self.peer.inner.outbox.drain_bulk(room, |chunk| {
+        // With no room the lane was not looked at: assume frames wait there. Producers
+        // signal only when the outbox goes from empty to not, so nothing else would wake
+        // this task for them.
+        self.outbox_more = room == 0
+            || self.peer.inner.outbox.drain_bulk(room, |chunk| {
                 chunks += 1;
                 out.push_frame(chunk);
             });

@@ -467,3 +467,39 @@ async fn batch_streams_are_parked_consumed_cleared_and_budgeted() {
     wait_until("peer gone", || server.connection_count() == 0).await;
     assert_eq!(peer.batch_keys(), Vec::<u64>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_on_one_connection_with_a_tiny_lane_never_stall() {
+    // A quantum smaller than one chunk and a small lane, many streams, and a receiver too
+    // busy to keep its socket drained: the sender's connection often has output pending
+    // (no room) when it looks at its queue while every sender waits for room in the lane.
+    // It must come back for the rest without anyone pushing again.
+    let mut r = Router::new();
+    r.big_stream("busy", |_peer, mut s: IncomingStream| async move {
+        while let Some(c) = s.next_chunk().await {
+            c?;
+            std::thread::sleep(Duration::from_micros(300)); // hogs its worker
+        }
+        Ok::<_, CallError>(())
+    });
+    r.console("echo", |_, t| t);
+    let server = serve(r).await;
+    let mut cc = ClientConfig::default();
+    cc.connection.bulk_quantum = 16 << 10;
+    cc.connection.max_queued_bulk_bytes = 256 << 10;
+    let client = Client::connect_with(server.local_addr(), Router::new(), cc).await.unwrap();
+    let transfers: Vec<_> = (0..48u64)
+        .map(|i| {
+            client.send_big_stream("busy", Generated::new(2 << 20, i + 1, false), StreamOptions::default())
+        })
+        .collect();
+    let calls = async {
+        for i in 0..50 {
+            client.call_console("echo", i.to_string()).await.unwrap();
+        }
+    };
+    within("calls during the streams", calls).await;
+    for t in transfers {
+        assert_eq!(within("every stream completes", t.finish()).await.unwrap(), 2 << 20);
+    }
+}

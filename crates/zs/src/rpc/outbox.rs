@@ -191,10 +191,12 @@ impl Outbox {
     }
 
     /// Hands queued stream chunks to `out` up to `quantum` bytes (at least one chunk);
-    /// returns whether chunks remain.
+    /// returns whether anything remains queued, in either lane. Producers signal only when
+    /// the outbox goes from empty to not, so the consumer must come back for anything that
+    /// arrived since its last look; this answer is what tells it to.
     pub(crate) fn drain_bulk(&self, quantum: usize, mut out: impl FnMut(Bytes)) -> bool {
         let mut st = self.lock();
-        let Some(lane) = st.bulk.as_mut() else { return false };
+        let Some(lane) = st.bulk.as_mut() else { return !st.queue.is_empty() };
         let mut taken = 0;
         while taken < quantum.max(1) {
             let Some(chunk) = lane.chunks.pop_front() else { break };
@@ -202,10 +204,10 @@ impl Outbox {
             out(chunk);
         }
         lane.bytes -= taken;
-        let more = !lane.chunks.is_empty();
-        if !more {
+        if lane.chunks.is_empty() {
             st.bulk = None; // no lane kept while nothing streams
         }
+        let more = !st.is_empty();
         drop(st);
         if taken > 0 {
             self.space.notify_waiters();
