@@ -13,7 +13,7 @@ use crate::connection::{CloseReason, Connection};
 use crate::peer::Peer;
 use crate::rpc::Router;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::connect;
+use crate::transport::{connect, tune};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -37,6 +37,7 @@ impl Client {
         config: ClientConfig,
     ) -> io::Result<Client> {
         let stream = connect(addr, config.connect_timeout).await?;
+        tune(&stream, config.connection.socket_unsent_limit);
         let (remote, local) = (stream.peer_addr()?, stream.local_addr()?);
         let stats = Arc::new(Stats::default());
         stats.bump(|s| &s.connections_opened);

@@ -42,6 +42,9 @@ pub struct ConnectionConfig {
     /// Receive window of each incoming stream: bytes the sender may have in flight
     /// (default 1 MiB; at least the protocol's 256 KiB initial window).
     pub stream_window: u32,
+    /// Receive window shared by all incoming streams of a connection: each gets this divided
+    /// by the streams open, within [256 KiB, `stream_window`] (default 4 MiB).
+    pub connection_stream_window: u32,
     /// Most incoming streams at once on a connection; more are refused (default 256).
     pub max_streams: usize,
     /// Largest complete buffer accepted; a larger one is refused on its announcement,
@@ -55,6 +58,10 @@ pub struct ConnectionConfig {
     /// Most bytes of stream chunks written per wake-up after all small frames, so calls
     /// never wait behind bulk data (default 256 KiB).
     pub bulk_quantum: usize,
+    /// Most bytes the kernel may hold unsent in the socket (Linux `TCP_NOTSENT_LOWAT`), so
+    /// calls queue in our outbox, ahead of bulk data, rather than behind megabytes in the
+    /// kernel (default 256 KiB; `None` = the kernel's default).
+    pub socket_unsent_limit: Option<u32>,
 }
 
 impl Default for ConnectionConfig {
@@ -73,11 +80,13 @@ impl Default for ConnectionConfig {
             ordered: false,
             drain_timeout: Duration::from_secs(10),
             stream_window: 1 << 20,
+            connection_stream_window: 4 << 20,
             max_streams: 256,
             max_buffer_len: 64 << 20,
             batch_budget: 64 << 20,
             max_queued_bulk_bytes: 4 << 20,
             bulk_quantum: 256 << 10,
+            socket_unsent_limit: Some(256 << 10),
         }
     }
 }

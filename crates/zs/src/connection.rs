@@ -12,6 +12,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -131,6 +132,8 @@ struct Streams {
     entries: HashMap<u32, bulk::Entry>,
     /// Bytes of complete buffers being received (bounded by `max_buffer_len`).
     buffers: u64,
+    /// Streams open, shared with their consumers, which split the receive window by it.
+    open: Arc<AtomicUsize>,
 }
 
 impl<L: Link> Connection<L> {
@@ -625,8 +628,9 @@ impl<L: Link> Connection<L> {
         self.peer.inner.stats.bump(|s| &s.streams_in);
         match self.admit_stream(&open) {
             Ok((sink, reserved)) => {
-                let entry = bulk::accept(&self.peer, id, open, sink, reserved);
                 let streams = self.streams.get_or_insert_with(Box::default);
+                streams.open.fetch_add(1, Ordering::Relaxed);
+                let entry = bulk::accept(&self.peer, id, open, sink, reserved, streams.open.clone());
                 streams.buffers += reserved;
                 streams.entries.insert(id, entry);
             }
@@ -746,6 +750,7 @@ impl<L: Link> Connection<L> {
                     if let Some(s) = self.streams.as_mut() {
                         if let Some(e) = s.entries.remove(&id) {
                             s.buffers -= e.reserved;
+                            s.open.fetch_sub(1, Ordering::Relaxed);
                         }
                     }
                 }

@@ -18,7 +18,7 @@ use crate::error::CallError;
 use crate::peer::Peer;
 use crate::rpc::{encode, Payload, Router, Text};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::{bind_listeners, Link};
+use crate::transport::{bind_listeners, tune, Link};
 
 /// Starts servers.
 pub struct Server;
@@ -86,7 +86,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 fn admit(shared: &Arc<Shared>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+    tune(&stream, shared.connection.socket_unsent_limit);
     let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
     let full = shared.peers.read().unwrap_or_else(|p| p.into_inner()).len() >= shared.config.max_connections;
     if full || shared.stopping.load(Ordering::Acquire) {

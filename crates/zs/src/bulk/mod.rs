@@ -22,6 +22,9 @@ pub(crate) use state::{BulkState, OutStream};
 /// Largest chunk a sender puts in one frame.
 pub const MAX_CHUNK: usize = 256 << 10;
 
+// A sender needs credit for a whole chunk; every window is at least the initial one.
+const _: () = assert!(MAX_CHUNK <= zs_wire::bulk::INITIAL_WINDOW as usize);
+
 /// Compression of a transfer's chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {

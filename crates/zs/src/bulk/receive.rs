@@ -5,7 +5,7 @@
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -81,8 +81,10 @@ pub struct IncomingStream {
     rx: mpsc::UnboundedReceiver<Incoming>,
     hasher: blake3::Hasher,
     received: u64,
-    window: u32,
-    ungranted: u64,
+    /// Bytes the sender may still send: its window not yet used.
+    outstanding: u64,
+    /// Incoming streams open on the connection, which share its receive window.
+    open_streams: Arc<AtomicUsize>,
     granted: Arc<AtomicU64>,
     current: Bytes,
     outcome: Arc<Mutex<Option<Result<(), CallError>>>>,
@@ -148,7 +150,8 @@ impl IncomingStream {
         };
         Poll::Ready(match item {
             Incoming::Data { bytes, compressed } => {
-                self.grant(bytes.len() as u64);
+                self.outstanding = self.outstanding.saturating_sub(bytes.len() as u64);
+                self.top_up();
                 let data = if compressed {
                     match zs_wire::compress::unzstd(&bytes, MAX_CHUNK) {
                         Ok(d) => Bytes::from(d),
@@ -187,12 +190,24 @@ impl IncomingStream {
         })
     }
 
-    /// Gives the sender more window once a quarter of it has been consumed.
-    fn grant(&mut self, n: u64) {
-        self.ungranted += n;
-        if self.ungranted >= u64::from(self.window / 4) {
-            let n = std::mem::take(&mut self.ungranted);
-            send_credit(&self.peer, self.id, &self.granted, n);
+    /// This stream's share of the connection's receive window.
+    fn target_window(&self) -> u64 {
+        let c = &self.peer.inner.config;
+        let share =
+            u64::from(c.connection_stream_window) / self.open_streams.load(Ordering::Relaxed).max(1) as u64;
+        share.clamp(u64::from(INITIAL_WINDOW), u64::from(c.stream_window.max(INITIAL_WINDOW)))
+    }
+
+    /// Tops the sender's window back up to this stream's share once a quarter of it has
+    /// been used. Shares shrink as more streams open, so memory stays bounded per
+    /// connection, not per stream. A sender needs credit for a whole chunk at once, so the
+    /// window is also topped up whenever less than a chunk is left (a share is never
+    /// smaller than one chunk), or both ends would wait for each other.
+    fn top_up(&mut self) {
+        let target = self.target_window();
+        if self.outstanding + target / 4 <= target || self.outstanding < MAX_CHUNK as u64 {
+            send_credit(&self.peer, self.id, &self.granted, target - self.outstanding);
+            self.outstanding = target;
         }
     }
 
@@ -260,11 +275,17 @@ pub(crate) enum Sink {
 
 /// Accepts an announced stream: returns the connection's entry and starts the task that
 /// consumes it and answers the sender.
-pub(crate) fn accept(peer: &Peer, id: u32, open: StreamOpen, sink: Sink, reserved: u64) -> Entry {
+pub(crate) fn accept(
+    peer: &Peer,
+    id: u32,
+    open: StreamOpen,
+    sink: Sink,
+    reserved: u64,
+    open_streams: Arc<AtomicUsize>,
+) -> Entry {
     let (tx, rx) = mpsc::unbounded_channel();
     let granted = Arc::new(AtomicU64::new(0));
-    let window = peer.inner.config.stream_window.max(INITIAL_WINDOW);
-    let stream = IncomingStream {
+    let mut stream = IncomingStream {
         peer: peer.clone(),
         id,
         name: open.name,
@@ -273,14 +294,14 @@ pub(crate) fn accept(peer: &Peer, id: u32, open: StreamOpen, sink: Sink, reserve
         rx,
         hasher: blake3::Hasher::new(),
         received: 0,
-        window,
-        ungranted: 0,
+        outstanding: u64::from(INITIAL_WINDOW),
+        open_streams,
         granted: granted.clone(),
         current: Bytes::new(),
         outcome: Arc::default(),
     };
-    // Raise the sender's window from the protocol's initial one to ours.
-    send_credit(peer, id, &granted, u64::from(window - INITIAL_WINDOW));
+    // Raise the sender's window from the protocol's initial one to this stream's share.
+    stream.top_up();
     tokio::spawn(consume(stream, open.key, sink));
     Entry { tx, received: 0, granted, ended: false, reserved }
 }

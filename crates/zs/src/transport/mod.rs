@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
-pub(crate) use tcp::{bind_listeners, connect};
+pub(crate) use tcp::{bind_listeners, connect, tune};
 
 /// A byte link driven by readiness, as tokio's sockets are.
 pub trait Link: Send + Sync + 'static {

@@ -63,6 +63,17 @@ pub(crate) async fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::
     let stream = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}"))
     })??;
-    stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Applies per-connection socket options: no Nagle delay, and a bound on unsent bytes in
+/// the kernel where the platform has one.
+pub(crate) fn tune(stream: &TcpStream, unsent_limit: Option<u32>) {
+    let _ = stream.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(limit) = unsent_limit {
+        let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(limit);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = unsent_limit;
 }
