@@ -25,6 +25,15 @@ pub struct BulkOptions {
     pub connections: usize,
 }
 
+/// Where our server runs.
+#[derive(Debug, Clone)]
+pub enum ServerPlace {
+    /// In this process, on its own runtime (both ends' memory counted together).
+    InProcess,
+    /// As `zs serve` started from this executable, so its memory is measured on its own.
+    Process(std::path::PathBuf),
+}
+
 /// Throughput of one entry.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Throughput {
@@ -68,15 +77,20 @@ pub struct BulkReport {
     pub calls_during: CallsDuring,
     /// Resident memory of this process (both ends) before our transfer, bytes.
     pub rss_before: u64,
-    /// Peak resident memory during our transfer minus `rss_before`, bytes.
+    /// Peak resident memory during our transfer minus `rss_before`, bytes (this process:
+    /// both ends, or only the senders when the server runs apart).
     pub peak_rss_growth: u64,
+    /// The server's own peak memory growth during our transfer, when it ran as its own
+    /// process.
+    pub server_peak_rss_growth: Option<u64>,
 }
 
-/// Runs the scenario in this process (both ends on one 2-thread runtime each).
-pub fn run(opts: BulkOptions) -> Result<BulkReport, String> {
+/// Runs the scenario: the floor in this process (both ends on one 2-thread runtime each),
+/// ours in this process or against a `zs serve` process.
+pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> {
     let server_rt = crate::rpc::runtime("zs-bench-server")?;
     let load_rt = crate::rpc::runtime("zs-bench-load")?;
-    let (ours_addr, floor_addr) = server_rt
+    let (in_process, floor_addr) = server_rt
         .block_on(async {
             let mut r = Router::new();
             r.big_stream("sink", |_p, mut s: IncomingStream| async move {
@@ -95,9 +109,26 @@ pub fn run(opts: BulkOptions) -> Result<BulkReport, String> {
         })
         .map_err(|e| e.to_string())?;
     let floor = load_rt.block_on(floor_copy(floor_addr, opts))?;
-    let rss_before = reset_peak_rss()?;
-    let (ours, calls_during) = load_rt.block_on(ours_streams(ours_addr, opts))?;
-    let peak = peak_rss()?;
+    let mut child = None;
+    let ours_addr = match &place {
+        ServerPlace::InProcess => in_process,
+        ServerPlace::Process(exe) => {
+            let (c, addr) = crate::idle::start_server(exe)?;
+            child = Some(c);
+            addr.parse().map_err(|e| format!("server address {addr}: {e}"))?
+        }
+    };
+    let server_pid = child.as_ref().map(std::process::Child::id);
+    let server_before = server_pid.map(|pid| reset_peak_rss_of(&pid.to_string())).transpose()?;
+    let rss_before = reset_peak_rss_of("self")?;
+    let result = load_rt.block_on(ours_streams(ours_addr, opts));
+    let peak = status_kb("self", "VmHWM:")?;
+    let server_peak = server_pid.map(|pid| status_kb(&pid.to_string(), "VmHWM:")).transpose()?;
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (ours, calls_during) = result?;
     Ok(BulkReport {
         scenario: "bulk",
         size: opts.size,
@@ -109,6 +140,7 @@ pub fn run(opts: BulkOptions) -> Result<BulkReport, String> {
         calls_during,
         rss_before,
         peak_rss_growth: peak.saturating_sub(rss_before),
+        server_peak_rss_growth: server_peak.zip(server_before).map(|(p, b)| p.saturating_sub(b)),
     })
 }
 
@@ -202,24 +234,21 @@ async fn ours_streams(addr: SocketAddr, opts: BulkOptions) -> Result<(Throughput
     Ok((Throughput { bytes_per_s: total(opts) as f64 / seconds, seconds }, calls))
 }
 
-fn status_kb(field: &str) -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+fn status_kb(pid: &str, field: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("no {field} in /proc/self/status"))
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-/// Resets the kernel's peak-RSS mark and returns the current RSS.
-fn reset_peak_rss() -> Result<u64, String> {
-    std::fs::write("/proc/self/clear_refs", "5").map_err(|e| format!("cannot reset peak RSS: {e}"))?;
-    status_kb("VmRSS:")
-}
-
-fn peak_rss() -> Result<u64, String> {
-    status_kb("VmHWM:")
+/// Resets a process's peak-RSS mark and returns its current RSS.
+fn reset_peak_rss_of(pid: &str) -> Result<u64, String> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .map_err(|e| format!("cannot reset peak RSS: {e}"))?;
+    status_kb(pid, "VmRSS:")
 }
 
 /// A readable table of the report.
@@ -231,7 +260,7 @@ pub fn table(r: &BulkReport) -> String {
          {:<24}{:>10.2} GB/s  ({:.2} s)\n\
          ratio ours/floor: {:.2}\n\
          64-byte calls during the transfer: {} done, p50 {} µs, p99 {} µs, max {} µs\n\
-         peak RSS growth (both ends): {:.1} MB",
+         peak RSS growth of this process: {:.1} MB{}",
         r.streams,
         r.size,
         r.connections,
@@ -246,6 +275,10 @@ pub fn table(r: &BulkReport) -> String {
         r.calls_during.p50_us,
         r.calls_during.p99_us,
         r.calls_during.max_us,
-        r.peak_rss_growth as f64 / 1e6
+        r.peak_rss_growth as f64 / 1e6,
+        match r.server_peak_rss_growth {
+            Some(s) => format!(" (senders); of the server process: {:.1} MB", s as f64 / 1e6),
+            None => " (both ends)".into(),
+        }
     )
 }

@@ -46,25 +46,39 @@ pub struct IdleReport {
 
 /// Runs the scenario, starting `zs_exe serve` and `zs_exe bench idle-client` processes.
 pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
+    let (mut server, addr) = start_server(zs_exe)?;
+    let result = measure(opts, zs_exe, &server, &addr);
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+/// Starts `zs serve` on an ephemeral loopback port; returns the process and its address.
+pub(crate) fn start_server(zs_exe: &Path) -> Result<(Child, String), String> {
     let mut server = Command::new(zs_exe)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("start server: {e}"))?;
-    let result = measure(opts, zs_exe, &mut server);
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+    let first = server.stdout.take().and_then(|out| BufReader::new(out).lines().next());
+    let first = match first {
+        Some(Ok(line)) => line,
+        _ => {
+            let _ = server.kill();
+            return Err("the server said nothing".into());
+        }
+    };
+    let Some(addr) = first.strip_prefix("listening on ").and_then(|a| a.split_whitespace().next()) else {
+        let _ = server.kill();
+        return Err(format!("unexpected server output: {first}"));
+    };
+    let addr = addr.to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((server, addr))
 }
 
-fn measure(opts: IdleOptions, zs_exe: &Path, server: &mut Child) -> Result<IdleReport, String> {
-    let mut lines = BufReader::new(server.stdout.take().ok_or("no server stdout")?).lines();
-    let first = lines.next().ok_or("server said nothing")?.map_err(|e| e.to_string())?;
-    let addr =
-        first.strip_prefix("listening on ").ok_or_else(|| format!("unexpected server output: {first}"))?;
-    let addr = addr.split_whitespace().next().unwrap_or(addr).to_owned();
-    std::thread::sleep(Duration::from_millis(300));
+fn measure(opts: IdleOptions, zs_exe: &Path, server: &Child, addr: &str) -> Result<IdleReport, String> {
     let before = rss_bytes(server.id())?;
     let procs = opts.procs.max(1);
     let start = Instant::now();
@@ -72,7 +86,7 @@ fn measure(opts: IdleOptions, zs_exe: &Path, server: &mut Child) -> Result<IdleR
     for i in 0..procs {
         let n = opts.connections / procs + usize::from(i < opts.connections % procs);
         let child = Command::new(zs_exe)
-            .args(["bench", "idle-client", "--addr", &addr, "--connections", &n.to_string()])
+            .args(["bench", "idle-client", "--addr", addr, "--connections", &n.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

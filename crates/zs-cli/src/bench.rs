@@ -45,6 +45,9 @@ enum Scenario {
         /// Connections the streams are spread over.
         #[arg(long, default_value_t = 1)]
         connections: usize,
+        /// Run our server as its own `zs serve` process, to measure its memory apart.
+        #[arg(long)]
+        server_process: bool,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -114,14 +117,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let report = rpc::run(rpc::RpcOptions { connections, depth, payload, duration, rounds })?;
             print(json, &report, || rpc::table(&report))
         }
-        Scenario::Bulk { size, streams, connections, json } => {
+        Scenario::Bulk { size, streams, connections, server_process, json } => {
             check("streams", streams, 10_000)?;
             check("connections", connections, 1_000)?;
             if size == 0 || size.saturating_mul(streams as u64) > 1 << 40 {
                 return Err("--size times --streams must be between 1 byte and 1 TiB".into());
             }
             zs_bench::raise_fd_limit();
-            let r = bulk::run(bulk::BulkOptions { size, streams, connections })?;
+            let place = if server_process {
+                bulk::ServerPlace::Process(std::env::current_exe().map_err(|e| e.to_string())?)
+            } else {
+                bulk::ServerPlace::InProcess
+            };
+            let r = bulk::run(bulk::BulkOptions { size, streams, connections }, place)?;
             print(json, &r, || bulk::table(&r))
         }
         Scenario::Idle { connections, procs, json } => {

@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve the built-in commands (echo, echo_stream, stats) until Ctrl-C.
+    /// Serve the built-in commands (echo, echo_stream, sink, stats) until Ctrl-C.
     Serve(serve::ServeArgs),
     /// Call a command on a server and print the reply.
     Call(call::CallArgs),

@@ -19,11 +19,18 @@ pub struct ServeArgs {
     idle_timeout: Duration,
 }
 
-/// The built-in commands of `zs serve`.
+/// The built-in commands of `zs serve`: `echo` (console), `echo_stream` (stream), `sink`
+/// (big stream: read, verify, discard) and `stats`.
 pub fn builtin_router() -> Router {
     let mut r = Router::new();
     r.console("echo", |_, t| t);
     r.stream("echo_stream", |_, df| df);
+    r.big_stream("sink", |_, mut stream: zs::IncomingStream| async move {
+        while let Some(chunk) = stream.next_chunk().await {
+            chunk?;
+        }
+        Ok::<_, zs::CallError>(())
+    });
     r
 }
 
