@@ -21,6 +21,7 @@ impl Noise {
 
     /// Fills `out` (and counts it off).
     pub fn fill(&mut self, out: &mut [u8]) {
+        self.left -= out.len() as u64;
         let mut x = self.state;
         let mut next = || {
             x ^= x << 13;
@@ -32,16 +33,24 @@ impl Noise {
         for word in &mut words {
             word.copy_from_slice(&next().to_le_bytes());
         }
+        // A partial word only when there is one, so reads whose sizes are multiples of 8
+        // give the same bytes however the source is split.
         let tail = words.into_remainder();
-        let last = next().to_le_bytes();
-        tail.copy_from_slice(&last[..tail.len()]);
+        if !tail.is_empty() {
+            let last = next().to_le_bytes();
+            tail.copy_from_slice(&last[..tail.len()]);
+        }
         self.state = x;
-        self.left -= out.len() as u64;
     }
 
     /// Bytes left.
     pub fn left(&self) -> u64 {
         self.left
+    }
+
+    /// Counts `n` bytes off without generating them (for sources that send zeros).
+    pub fn skip(&mut self, n: u64) {
+        self.left -= n.min(self.left);
     }
 }
 

@@ -15,19 +15,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
 use zs::bulk::Compression;
 use zs::{CallError, Client, ClientConfig, ErrorCode, IncomingStream, Router, ServerConfig, StreamOptions};
+use zs_bench::source::Noise;
 
-/// A generated source of `len` bytes (xorshift noise, or zeros when `sparse`); it flags
-/// when it is dropped, to prove no source is left behind.
+/// A generated source of `len` bytes (the benchmarks' noise, or zeros when `sparse`); it
+/// flags when it is dropped, to prove no source is left behind.
 struct Generated {
-    left: u64,
-    state: u64,
+    noise: Noise,
     sparse: bool,
     dropped: Option<Arc<AtomicBool>>,
 }
 
 impl Generated {
     fn new(len: u64, seed: u64, sparse: bool) -> Self {
-        Generated { left: len, state: seed | 1, sparse, dropped: None }
+        Generated { noise: Noise::new(len, seed), sparse, dropped: None }
     }
 }
 
@@ -42,25 +42,16 @@ impl Drop for Generated {
 impl AsyncRead for Generated {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let n = (buf.remaining() as u64).min(self.left) as usize;
-        let out = buf.initialize_unfilled_to(n);
-        if self.sparse {
-            out.fill(0);
-        } else {
-            for word in out.chunks_mut(8) {
-                let mut x = self.state;
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                self.state = x;
-                word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
-            }
+        if !self.sparse {
+            return Pin::new(&mut self.noise).poll_read(cx, buf);
         }
+        let n = (buf.remaining() as u64).min(self.noise.left()) as usize;
+        buf.initialize_unfilled_to(n).fill(0);
         buf.advance(n);
-        self.left -= n as u64;
+        self.noise.skip(n as u64);
         Poll::Ready(Ok(()))
     }
 }
