@@ -111,3 +111,43 @@ fn bench_rpc_prints_one_json_object() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--connections must be between"), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_idle_holds_connections_from_several_processes() {
+    let o = zs(&["bench", "idle", "--connections", "60", "--procs", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["scenario"], "idle");
+    assert_eq!(r["held"], 60, "{r}");
+    assert!(r["server_rss_after"].as_u64().unwrap() >= r["server_rss_before"].as_u64().unwrap());
+    assert!(r["server_rss_bytes_per_conn"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn bench_bulk_moves_and_verifies_streams_in_and_out_of_process() {
+    for extra in [&[][..], &["--server-process"][..]] {
+        let mut args =
+            vec!["bench", "bulk", "--size", "2M", "--streams", "3", "--connections", "2", "--json"];
+        args.extend_from_slice(extra);
+        let o = zs(&args);
+        assert!(o.status.success(), "{:?}: {}", extra, stderr(&o));
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(r["scenario"], "bulk");
+        assert_eq!(r["size"], 2 << 20);
+        assert!(r["ours"]["bytes_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["floor"]["bytes_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["server_peak_rss_growth"].is_null(), extra.is_empty(), "{r}");
+    }
+    let o = zs(&["bench", "bulk", "--size", "lots"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
+}
+
+#[test]
+fn serve_has_a_sink_for_big_streams() {
+    let s = serve();
+    // `sink` takes big streams, not calls: the error says so.
+    let o = zs(&["call", &s.addr, "sink", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("receives bulk transfers, not calls"), "{}", stderr(&o));
+}
