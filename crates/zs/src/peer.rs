@@ -396,17 +396,23 @@ impl Peer {
     /// Parks a received batch stream (its bytes were reserved when it was announced); a
     /// stream under an existing key replaces it.
     pub(crate) fn park_batch(&self, key: u64, data: Bytes, reserved: u64) {
+        // A peer that left has dropped its bulk state (and its reservations) already.
+        if !self.is_connected() {
+            return;
+        }
         self.with_bulk(|b| {
-            b.batch_bytes = b.batch_bytes - reserved + data.len() as u64;
+            b.batch_bytes = b.batch_bytes.saturating_sub(reserved) + data.len() as u64;
             if let Some(old) = b.batches.insert(key, data) {
-                b.batch_bytes -= old.len() as u64;
+                b.batch_bytes = b.batch_bytes.saturating_sub(old.len() as u64);
             }
         });
     }
 
     /// Returns a reservation of a batch stream that did not arrive.
     pub(crate) fn release_batch_reservation(&self, n: u64) {
-        self.with_bulk(|b| b.batch_bytes -= n);
+        if self.is_connected() {
+            self.with_bulk(|b| b.batch_bytes = b.batch_bytes.saturating_sub(n));
+        }
     }
 
     pub(crate) fn register_outgoing(&self, id: u32, out: Arc<OutStream>) {

@@ -494,3 +494,21 @@ async fn many_streams_on_one_connection_with_a_tiny_lane_never_stall() {
         assert_eq!(within("every stream completes", t.finish()).await.unwrap(), 2 << 20);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stream_cut_off_by_a_disconnect_leaves_nothing_parked() {
+    let server = serve(Router::new()).await;
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    // A batch of 32 MiB, cut off early: the connection closes mid-transfer.
+    let t = client.post_batch(1, Bytes::from(vec![5u8; 32 << 20]));
+    let mut p = t.watch_progress();
+    within("progress", p.wait_for(|p| p.done > 1 << 20)).await.unwrap();
+    let peer = server.peers().pop().unwrap();
+    peer.close();
+    assert!(matches!(within("sender fails", t.finish()).await, Err(CallError::Disconnected(_))));
+    wait_until("closed", || server.connection_count() == 0).await;
+    // Nothing is parked on the gone peer, and the server serves the next one.
+    assert_eq!(peer.batch_keys(), Vec::<u64>::new());
+    let again = Client::connect(server.local_addr()).await.unwrap();
+    again.post_batch(2, Bytes::from_static(b"fine")).await.unwrap();
+}
