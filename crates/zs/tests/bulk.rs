@@ -512,3 +512,60 @@ async fn a_batch_stream_cut_off_by_a_disconnect_leaves_nothing_parked() {
     let again = Client::connect(server.local_addr()).await.unwrap();
     again.post_batch(2, Bytes::from_static(b"fine")).await.unwrap();
 }
+
+/// Raw frames of a stream `id` announced to `sink` with `total` bytes.
+fn raw_open(id: u32, total: u64) -> Vec<u8> {
+    use zs::wire::bulk::{StreamMode, StreamOpen};
+    let mut open = bytes::BytesMut::new();
+    StreamOpen { mode: StreamMode::Stream, total, offset: 0, key: 0, name: "sink".into() }
+        .encode(&mut open)
+        .unwrap();
+    raw_frame(zs::wire::Kind::StreamOpen, zs::wire::Flags::NONE, id, &open)
+}
+
+fn goaway_of(frames: &[zs::wire::Frame]) -> (zs::GoAwayCode, String) {
+    let last = frames.last().expect("a goaway");
+    assert_eq!(last.header.kind, zs::wire::Kind::GoAway);
+    let (code, msg) = zs::wire::body::parse_code_message(&last.body).unwrap();
+    (zs::GoAwayCode::from_code(code), msg.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_stream_frames_close_only_their_connection() {
+    use zs::wire::{Flags, Kind};
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let server = serve(sink_router(tx)).await;
+    let bystander = Client::connect(server.local_addr()).await.unwrap();
+    let addr = server.local_addr();
+
+    // A malformed announcement.
+    let frames = raw_exchange(addr, &raw_frame(Kind::StreamOpen, Flags::NONE, 1, &[9, 0, 0])).await;
+    let (code, msg) = goaway_of(&frames);
+    assert_eq!(code, zs::GoAwayCode::ProtocolError);
+    assert!(msg.contains("stream open"), "{msg}");
+
+    // Data past the window the receiver granted: a peer that ignores credit cannot make
+    // the server buffer more than the window.
+    let mut wire = raw_open(3, u64::MAX);
+    let chunk = vec![7u8; 200 << 10];
+    for _ in 0..10 {
+        wire.extend(raw_frame(Kind::StreamData, Flags::NONE, 3, &chunk)); // 2 MB, window 1 MiB
+    }
+    let (code, msg) = goaway_of(&raw_exchange(addr, &wire).await);
+    assert_eq!(code, zs::GoAwayCode::ProtocolError);
+    assert!(msg.contains("exceeded the stream window"), "{msg}");
+
+    // Data after the end.
+    let mut end = bytes::BytesMut::new();
+    zs::wire::bulk::StreamEnd { bytes: 0, hash: *blake3::hash(b"").as_bytes() }.encode(&mut end);
+    let mut wire = raw_open(5, 0);
+    wire.extend(raw_frame(Kind::StreamEnd, Flags::NONE, 5, &end));
+    wire.extend(raw_frame(Kind::StreamData, Flags::NONE, 5, b"late"));
+    // End and late data arrive in one read, and a finished stream is forgotten only
+    // between reads, so the late data is seen and refused.
+    let (code, msg) = goaway_of(&raw_exchange(addr, &wire).await);
+    assert_eq!(code, zs::GoAwayCode::ProtocolError);
+    assert!(msg.contains("after the stream's end"), "{msg}");
+
+    assert_eq!(bystander.call_console("echo", "unharmed").await.unwrap(), "unharmed");
+}
