@@ -10,6 +10,7 @@
 //! - **Integrity**: BLAKE3 over the data sent, checked on arrival; zstd per chunk when it
 //!   pays; a start offset for resuming a broken transfer.
 
+mod hash;
 mod receive;
 pub(crate) mod send;
 mod state;

@@ -17,6 +17,7 @@ use zs_wire::body::put_code_message;
 use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW, UNKNOWN_LEN};
 use zs_wire::{ErrorCode, Flags, FrameWriter, Kind};
 
+use super::hash::HashPipeline;
 use super::MAX_CHUNK;
 use crate::error::{CallError, HandlerError};
 use crate::peer::Peer;
@@ -79,7 +80,9 @@ pub struct IncomingStream {
     total: Option<u64>,
     offset: u64,
     rx: mpsc::UnboundedReceiver<Incoming>,
-    hasher: blake3::Hasher,
+    hash: HashPipeline,
+    /// The sender's end, kept until every chunk before it is hashed.
+    end: Option<StreamEnd>,
     received: u64,
     /// Bytes the sender may still send: its window not yet used.
     outstanding: u64,
@@ -141,6 +144,13 @@ impl IncomingStream {
         if let Some(done) = self.finished() {
             return Poll::Ready(done.err().map(Err));
         }
+        // Hashing runs on the blocking pool beside the handler, at most a window behind;
+        // at the end it must have caught up before the hash is compared.
+        let behind = if self.end.is_some() { 0 } else { self.target_window() };
+        ready!(self.hash.poll_within(cx, behind));
+        if let Some(end) = self.end.take() {
+            return Poll::Ready(self.verify(end));
+        }
         let item = match ready!(self.rx.poll_recv(cx)) {
             Some(item) => item,
             None => {
@@ -160,7 +170,7 @@ impl IncomingStream {
                 } else {
                     bytes
                 };
-                self.hasher.update(&data);
+                self.hash.push(data.clone());
                 self.received += data.len() as u64;
                 if self.total.is_some_and(|t| self.received > t) {
                     return Poll::Ready(self.finish(Err(bad_data("more data than announced".into()))));
@@ -168,26 +178,32 @@ impl IncomingStream {
                 Some(Ok(data))
             }
             Incoming::End(end) => {
-                let hash_ok = end.hash == *self.hasher.finalize().as_bytes();
-                let len_ok = end.bytes == self.received && self.total.is_none_or(|t| t == self.received);
-                if hash_ok && len_ok {
-                    self.finish(Ok(()))
-                } else {
-                    let msg = format!(
-                        "received {} bytes, sender sent {} (announced {:?}); hash {}",
-                        self.received,
-                        end.bytes,
-                        self.total,
-                        if hash_ok { "matches" } else { "differs" }
-                    );
-                    self.finish(Err(CallError::Remote { code: ErrorCode::ChecksumMismatch, message: msg }))
-                }
+                self.end = Some(end);
+                return self.poll_chunk(cx);
             }
             Incoming::Cancel(why) => self.finish(Err(CallError::Remote {
                 code: ErrorCode::Cancelled,
                 message: format!("sender cancelled: {why}"),
             })),
         })
+    }
+
+    /// Compares the sender's byte count and hash with what arrived (all of it hashed).
+    fn verify(&mut self, end: StreamEnd) -> Option<Result<Bytes, CallError>> {
+        let hash_ok = end.hash == *self.hash.finalize().as_bytes();
+        let len_ok = end.bytes == self.received && self.total.is_none_or(|t| t == self.received);
+        if hash_ok && len_ok {
+            self.finish(Ok(()))
+        } else {
+            let msg = format!(
+                "received {} bytes, sender sent {} (announced {:?}); hash {}",
+                self.received,
+                end.bytes,
+                self.total,
+                if hash_ok { "matches" } else { "differs" }
+            );
+            self.finish(Err(CallError::Remote { code: ErrorCode::ChecksumMismatch, message: msg }))
+        }
     }
 
     /// This stream's share of the connection's receive window.
@@ -292,7 +308,8 @@ pub(crate) fn accept(
         total: (open.total != UNKNOWN_LEN).then_some(open.total),
         offset: open.offset,
         rx,
-        hasher: blake3::Hasher::new(),
+        hash: HashPipeline::default(),
+        end: None,
         received: 0,
         outstanding: u64::from(INITIAL_WINDOW),
         open_streams,
