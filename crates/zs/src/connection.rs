@@ -375,6 +375,11 @@ impl<L: Link> Connection<L> {
         self.close_local(code, &e.to_string())
     }
 
+    /// A decoded body, or the protocol error that closes the connection.
+    fn parsed<T>(&mut self, r: Result<T, WireError>) -> Result<T, CloseReason> {
+        r.map_err(|e| self.protocol_error(e))
+    }
+
     /// Queues a goaway for the other end and ends the loop.
     fn close_local(&mut self, code: GoAwayCode, message: &str) -> CloseReason {
         encode::goaway(self.out.small(), code, message);
@@ -394,13 +399,11 @@ impl<L: Link> Connection<L> {
                 self.peer.resolve(h.request, Ok((h.flags, frame.body)));
                 Ok(())
             }
-            Kind::Error => match parse_code_message(&frame.body) {
-                Ok((code, message)) => {
-                    self.peer.resolve(h.request, Err(remote_error(code, message)));
-                    Ok(())
-                }
-                Err(e) => Err(self.protocol_error(e)),
-            },
+            Kind::Error => {
+                let (code, message) = self.parsed(parse_code_message(&frame.body))?;
+                self.peer.resolve(h.request, Err(remote_error(code, message)));
+                Ok(())
+            }
             Kind::Ping => {
                 encode::control(self.out.small(), Kind::Pong, h.request);
                 self.local.frames_out += 1;
@@ -415,46 +418,40 @@ impl<L: Link> Connection<L> {
                 let compressed = h.flags.contains(Flags::COMPRESSED);
                 self.deliver(h.request, bulk::Incoming::Data { bytes: frame.body, compressed })
             }
-            Kind::StreamEnd => match StreamEnd::parse(&frame.body) {
-                Ok(end) => self.deliver(h.request, bulk::Incoming::End(end)),
-                Err(e) => Err(self.protocol_error(e)),
-            },
-            Kind::StreamCancel => match parse_code_message(&frame.body) {
-                Ok((_, why)) => self.deliver(h.request, bulk::Incoming::Cancel(why.to_owned())),
-                Err(e) => Err(self.protocol_error(e)),
-            },
-            Kind::StreamCredit => match parse_credit(&frame.body) {
-                Ok(n) => {
-                    if let Some(out) = self.peer.outgoing(h.request) {
-                        out.grant(n);
-                    }
-                    Ok(())
+            Kind::StreamEnd => {
+                let end = self.parsed(StreamEnd::parse(&frame.body))?;
+                self.deliver(h.request, bulk::Incoming::End(end))
+            }
+            Kind::StreamCancel => {
+                let (_, why) = self.parsed(parse_code_message(&frame.body))?;
+                self.deliver(h.request, bulk::Incoming::Cancel(why.to_owned()))
+            }
+            Kind::StreamCredit => {
+                let n = self.parsed(parse_credit(&frame.body))?;
+                if let Some(out) = self.peer.outgoing(h.request) {
+                    out.grant(n);
                 }
-                Err(e) => Err(self.protocol_error(e)),
-            },
-            Kind::StreamResult => match parse_code_message(&frame.body) {
-                Ok((code, message)) => {
-                    if let Some(out) = self.peer.outgoing(h.request) {
-                        out.finish(if code == 0 { Ok(()) } else { Err(remote_error(code, message)) });
-                    }
-                    Ok(())
+                Ok(())
+            }
+            Kind::StreamResult => {
+                let (code, message) = self.parsed(parse_code_message(&frame.body))?;
+                if let Some(out) = self.peer.outgoing(h.request) {
+                    out.finish(if code == 0 { Ok(()) } else { Err(remote_error(code, message)) });
                 }
-                Err(e) => Err(self.protocol_error(e)),
-            },
-            Kind::BatchClear => match parse_batch_clear(&frame.body) {
-                Ok(key) => {
-                    self.peer.clear_batches(key);
-                    Ok(())
-                }
-                Err(e) => Err(self.protocol_error(e)),
-            },
-            Kind::GoAway => match parse_code_message(&frame.body) {
-                Ok((code, message)) => Err(CloseReason::PeerGoAway {
+                Ok(())
+            }
+            Kind::BatchClear => {
+                let key = self.parsed(parse_batch_clear(&frame.body))?;
+                self.peer.clear_batches(key);
+                Ok(())
+            }
+            Kind::GoAway => {
+                let (code, message) = self.parsed(parse_code_message(&frame.body))?;
+                Err(CloseReason::PeerGoAway {
                     code: GoAwayCode::from_code(code),
                     message: message.to_owned(),
-                }),
-                Err(e) => Err(self.protocol_error(e)),
-            },
+                })
+            }
         }
     }
 
@@ -469,14 +466,11 @@ impl<L: Link> Connection<L> {
     }
 
     fn on_command(&mut self, frame: Frame, direct: bool, from_queue: bool) -> Step {
-        let call = match CallBody::parse(&frame.body) {
-            Ok(c) => c,
-            Err(e) => return Err(self.protocol_error(e)),
-        };
+        let call = self.parsed(CallBody::parse(&frame.body))?;
         let request = frame.header.request;
         if direct != (request == 0) {
             let why = if direct { "a send carries a request id" } else { "a call has no request id" };
-            return Err(self.protocol_error(WireError::Malformed { what: "command frame", why }));
+            return self.parsed(Err(WireError::Malformed { what: "command frame", why }));
         }
         if !from_queue {
             self.count_command(direct, frame.header.flags);
@@ -611,19 +605,13 @@ impl<L: Link> Connection<L> {
 
     fn on_stream_open(&mut self, frame: Frame) -> Step {
         let id = frame.header.request;
-        let open = match StreamOpen::parse(&frame.body) {
-            Ok(o) if id != 0 => o,
-            Ok(_) => {
-                return Err(
-                    self.protocol_error(WireError::Malformed { what: "stream open", why: "stream id 0" })
-                )
-            }
-            Err(e) => return Err(self.protocol_error(e)),
-        };
+        let open = self.parsed(StreamOpen::parse(&frame.body))?;
+        let bad = |why| Err(WireError::Malformed { what: "stream open", why });
+        if id == 0 {
+            return self.parsed(bad("stream id 0"));
+        }
         if self.streams.as_ref().is_some_and(|s| s.entries.contains_key(&id)) {
-            return Err(
-                self.protocol_error(WireError::Malformed { what: "stream open", why: "stream id in use" })
-            );
+            return self.parsed(bad("stream id in use"));
         }
         self.peer.inner.stats.bump(|s| &s.streams_in);
         match self.admit_stream(&open) {
@@ -638,7 +626,7 @@ impl<L: Link> Connection<L> {
                 tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
                 self.peer.inner.stats.bump(|s| &s.errors_out);
                 self.local.frames_out += 1;
-                encode::stream_result(self.out.small(), id, code, &message);
+                encode::stream_result(self.out.small(), id, code.code(), &message);
             }
         }
         Ok(())
@@ -689,10 +677,8 @@ impl<L: Link> Connection<L> {
     /// finished are dropped.
     fn deliver(&mut self, id: u32, item: bulk::Incoming) -> Step {
         let Some(entry) = self.streams.as_mut().and_then(|s| s.entries.get_mut(&id)) else { return Ok(()) };
-        match entry.deliver(item) {
-            Ok(()) => Ok(()),
-            Err(why) => Err(self.protocol_error(WireError::Malformed { what: "stream", why })),
-        }
+        let delivered = entry.deliver(item).map_err(|why| WireError::Malformed { what: "stream", why });
+        self.parsed(delivered)
     }
 
     fn write_result(&mut self, request: u32, r: &Result<Payload, HandlerError>) {

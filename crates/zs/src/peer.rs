@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use zs_wire::bulk::{StreamMode, StreamOpen, ALL_BATCHES, UNKNOWN_LEN};
-use zs_wire::{DataFrame, ErrorCode, Flags, FrameWriter, GoAwayCode, Kind};
+use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
 
 use crate::bulk::{BulkState, OutStream, StreamOptions, Transfer};
 
@@ -175,11 +175,20 @@ impl Peer {
     async fn send_payload(&self, name: &str, p: Payload) -> Result<(), CallError> {
         let frame = encode::call_bytes(Kind::Send, 0, name, &p, &self.inner.config)?;
         self.inner.stats.bump(|s| &s.commands_out);
+        self.queue(frame).await
+    }
+
+    /// Queues a frame for the connection, waiting for room; fails with the close reason.
+    async fn queue(&self, frame: Bytes) -> Result<(), CallError> {
         self.inner
             .outbox
             .push(frame, self.inner.config.max_queued_bytes)
             .await
             .map_err(|_| self.disconnected())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Broadcast path: queue an already-encoded frame without waiting. A full queue
@@ -196,8 +205,7 @@ impl Peer {
     }
 
     fn disconnected(&self) -> CallError {
-        let p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        CallError::Disconnected(p.closed.as_deref().unwrap_or("connection closed").to_owned())
+        CallError::Disconnected(self.close_reason().unwrap_or_else(|| "connection closed".into()))
     }
 
     pub(crate) fn next_request(&self) -> u32 {
@@ -214,7 +222,7 @@ impl Peer {
         let frame = encode::call_bytes(Kind::Call, request, name, &p, &self.inner.config)?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.pending();
             if let Some(why) = &pending.closed {
                 return Err(CallError::Disconnected(why.to_string()));
             }
@@ -226,19 +234,14 @@ impl Peer {
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
                 if !self.2 {
-                    let mut p = self.0.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    p.calls.remove(&self.1);
+                    self.0.pending().calls.remove(&self.1);
                 }
             }
         }
         let mut forget = Forget(self, request, false);
         self.inner.stats.bump(|s| &s.commands_out);
         let exchange = async {
-            self.inner
-                .outbox
-                .push(frame, self.inner.config.max_queued_bytes)
-                .await
-                .map_err(|_| self.disconnected())?;
+            self.queue(frame).await?;
             let reply = rx.await;
             forget.2 = true;
             reply.unwrap_or_else(|_| Err(self.disconnected()))
@@ -255,7 +258,7 @@ impl Peer {
     /// Hands a received reply to its waiting call. Returns false for an unknown request id
     /// (a reply that arrived after its call timed out).
     pub(crate) fn resolve(&self, request: u32, reply: Result<(Flags, Bytes), CallError>) -> bool {
-        let tx = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).calls.remove(&request);
+        let tx = self.pending().calls.remove(&request);
         match tx {
             Some(tx) => {
                 let _ = tx.send(reply);
@@ -275,7 +278,7 @@ impl Peer {
             }
         }
         let calls = {
-            let mut p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = self.pending();
             p.closed = Some(why.as_str().into());
             std::mem::take(&mut p.calls)
         };
@@ -339,15 +342,8 @@ impl Peer {
 
     /// Asks the peer to drop the batch streams this end parked there (`None`: all of them).
     pub async fn clear_remote_batches(&self, key: Option<u64>) -> Result<(), CallError> {
-        let mut buf = BytesMut::new();
-        let mut w = FrameWriter::begin(&mut buf, Kind::BatchClear, Flags::NONE, 0, 0);
-        w.body().extend_from_slice(&key.unwrap_or(ALL_BATCHES).to_le_bytes());
-        let _ = w.finish(u32::MAX);
-        self.inner
-            .outbox
-            .push(buf.freeze(), self.inner.config.max_queued_bytes)
-            .await
-            .map_err(|_| self.disconnected())
+        let key = key.unwrap_or(ALL_BATCHES).to_le_bytes();
+        self.queue(encode::frame_bytes(Kind::BatchClear, 0, |b| b.extend_from_slice(&key))).await
     }
 
     /// Takes the batch stream the peer parked here under `key`.
@@ -433,7 +429,7 @@ impl Peer {
 
     /// Why the connection closed, once it has.
     pub(crate) fn close_reason(&self) -> Option<String> {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).closed.as_deref().map(str::to_owned)
+        self.pending().closed.as_deref().map(str::to_owned)
     }
 }
 

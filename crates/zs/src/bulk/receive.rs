@@ -13,14 +13,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
-use zs_wire::body::put_code_message;
 use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW, UNKNOWN_LEN};
-use zs_wire::{ErrorCode, Flags, FrameWriter, Kind};
+use zs_wire::{ErrorCode, Kind};
 
 use super::hash::HashPipeline;
 use super::MAX_CHUNK;
 use crate::error::{CallError, HandlerError};
 use crate::peer::Peer;
+use crate::rpc::encode;
 use crate::rpc::outbox::Out;
 use crate::rpc::{BufferHandler, BulkHandler};
 
@@ -255,11 +255,8 @@ fn send_credit(peer: &Peer, id: u32, granted: &AtomicU64, n: u64) {
     }
     // Count the grant before the sender can use it.
     granted.fetch_add(u64::from(n), Ordering::AcqRel);
-    let mut buf = BytesMut::new();
-    let mut w = FrameWriter::begin(&mut buf, Kind::StreamCredit, Flags::NONE, 0, id);
-    w.body().extend_from_slice(&n.to_le_bytes());
-    let _ = w.finish(u32::MAX);
-    let _ = peer.inner.outbox.push_control(Out::Frame(buf.freeze()));
+    let credit = encode::frame_bytes(Kind::StreamCredit, id, |b| b.extend_from_slice(&n.to_le_bytes()));
+    let _ = peer.inner.outbox.push_control(Out::Frame(credit));
 }
 
 impl AsyncRead for IncomingStream {
@@ -358,14 +355,13 @@ async fn consume(stream: IncomingStream, key: u64, sink: Sink) {
         }
         (Some(Ok(())), Ok(())) => Ok(()),
     };
-    let mut buf = BytesMut::new();
-    let mut w = FrameWriter::begin(&mut buf, Kind::StreamResult, Flags::NONE, 0, id);
-    match &verdict {
-        Ok(()) => put_code_message(w.body(), 0, ""),
-        Err((code, msg)) => put_code_message(w.body(), code.code(), msg),
-    }
-    let _ = w.finish(u32::MAX);
-    let _ = peer.inner.outbox.push_control(Out::Frame(buf.freeze()));
+    let (code, message) = match &verdict {
+        Ok(()) => (0, ""),
+        Err((code, msg)) => (code.code(), msg.as_str()),
+    };
+    let mut result = BytesMut::new();
+    encode::stream_result(&mut result, id, code, message);
+    let _ = peer.inner.outbox.push_control(Out::Frame(result.freeze()));
     let _ = peer.inner.outbox.push_control(Out::StreamDone(id));
 }
 

@@ -11,12 +11,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zs_wire::body::put_code_message;
 use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW};
-use zs_wire::{ErrorCode, Flags, FrameWriter, Header, Kind, HEADER_LEN};
+use zs_wire::{ErrorCode, Flags, Header, Kind, HEADER_LEN};
 
 use super::state::{OutStream, Stop};
 use super::{Compression, Progress, StreamOptions, MAX_CHUNK};
 use crate::error::CallError;
 use crate::peer::Peer;
+use crate::rpc::encode;
 
 /// A transfer in progress. Await it (or [`finish`](Self::finish)) for the outcome: the
 /// bytes sent once the receiver has verified them, or why not.
@@ -84,11 +85,7 @@ struct Sender<'a> {
 
 impl Sender<'_> {
     fn frame(&self, kind: Kind, body: impl FnOnce(&mut BytesMut)) -> Bytes {
-        let mut buf = BytesMut::new();
-        let mut w = FrameWriter::begin(&mut buf, kind, Flags::NONE, 0, self.id);
-        body(w.body());
-        let _ = w.finish(u32::MAX);
-        buf.freeze()
+        encode::frame_bytes(kind, self.id, body)
     }
 
     /// Queues a frame in the bulk lane, after the chunks before it.

@@ -68,10 +68,7 @@ pub(crate) fn call_bytes(
 
 /// Appends an `Error` frame.
 pub(crate) fn error(out: &mut BytesMut, request: u32, code: ErrorCode, message: &str) {
-    let mut w = FrameWriter::begin(out, Kind::Error, Flags::NONE, 0, request);
-    put_code_message(w.body(), code.code(), message);
-    // Messages are short; should one exceed the limit, the frame is dropped by `finish`.
-    let _ = w.finish(u32::MAX);
+    frame(out, Kind::Error, request, |b| put_code_message(b, code.code(), message));
 }
 
 /// Appends the reply to a call: a `Reply`, or an `Error` for a handler error or a reply
@@ -110,19 +107,30 @@ pub(crate) fn result_bytes(
 
 /// Appends a `GoAway` frame.
 pub(crate) fn goaway(out: &mut BytesMut, code: GoAwayCode, message: &str) {
-    let mut w = FrameWriter::begin(out, Kind::GoAway, Flags::NONE, 0, 0);
-    put_code_message(w.body(), code.code(), message);
-    let _ = w.finish(u32::MAX);
+    frame(out, Kind::GoAway, 0, |b| put_code_message(b, code.code(), message));
 }
 
 /// Appends an empty control frame (`Ping`, `Pong`).
 pub(crate) fn control(out: &mut BytesMut, kind: Kind, request: u32) {
-    let _ = FrameWriter::begin(out, kind, Flags::NONE, 0, request).finish(0);
+    frame(out, kind, request, |_| {});
 }
 
 /// Appends a `StreamResult` frame: code 0 for success, else an error code and message.
-pub(crate) fn stream_result(out: &mut BytesMut, stream: u32, code: ErrorCode, message: &str) {
-    let mut w = FrameWriter::begin(out, Kind::StreamResult, Flags::NONE, 0, stream);
-    put_code_message(w.body(), code.code(), message);
+pub(crate) fn stream_result(out: &mut BytesMut, stream: u32, code: u16, message: &str) {
+    frame(out, Kind::StreamResult, stream, |b| put_code_message(b, code, message));
+}
+
+/// Appends a control frame (no flags, channel 0) whose body `body` writes. Control bodies
+/// are small; one over the limit would be dropped by `finish`.
+pub(crate) fn frame(out: &mut BytesMut, kind: Kind, request: u32, body: impl FnOnce(&mut BytesMut)) {
+    let mut w = FrameWriter::begin(out, kind, Flags::NONE, 0, request);
+    body(w.body());
     let _ = w.finish(u32::MAX);
+}
+
+/// A control frame (see [`frame`]) as shareable bytes.
+pub(crate) fn frame_bytes(kind: Kind, request: u32, body: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let mut out = BytesMut::new();
+    frame(&mut out, kind, request, body);
+    out.freeze()
 }
