@@ -9,8 +9,10 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use zs::{Client, IncomingStream, Router, ServerConfig, StreamOptions};
+use zs::{Client, StreamOptions};
 
+use crate::harness::{runtime, start_servers};
+use crate::procmem;
 use crate::source::Noise;
 use crate::stats::histogram;
 
@@ -88,26 +90,8 @@ pub struct BulkReport {
 /// Runs the scenario: the floor in this process (both ends on one 2-thread runtime each),
 /// ours in this process or against a `zs serve` process.
 pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> {
-    let server_rt = crate::rpc::runtime("zs-bench-server")?;
-    let load_rt = crate::rpc::runtime("zs-bench-load")?;
-    let (in_process, floor_addr) = server_rt
-        .block_on(async {
-            let mut r = Router::new();
-            r.big_stream("sink", |_p, mut s: IncomingStream| async move {
-                while let Some(c) = s.next_chunk().await {
-                    c?;
-                }
-                Ok::<_, zs::CallError>(())
-            });
-            r.console("echo", |_, t| t);
-            let ours = zs::Server::bind("127.0.0.1:0", r, ServerConfig::default()).await?;
-            let floor = TcpListener::bind("127.0.0.1:0").await?;
-            let floor_addr = floor.local_addr()?;
-            tokio::spawn(floor_sink(floor));
-            std::mem::forget(ours.clone());
-            Ok::<_, std::io::Error>((ours.local_addr(), floor_addr))
-        })
-        .map_err(|e| e.to_string())?;
+    let (_servers, in_process, floor_addr) = start_servers(floor_sink)?;
+    let load_rt = runtime("zs-bench-load")?;
     let floor = load_rt.block_on(floor_copy(floor_addr, opts))?;
     let mut child = None;
     let ours_addr = match &place {
@@ -119,11 +103,11 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
         }
     };
     let server_pid = child.as_ref().map(std::process::Child::id);
-    let server_before = server_pid.map(|pid| reset_peak_rss_of(&pid.to_string())).transpose()?;
-    let rss_before = reset_peak_rss_of("self")?;
+    let server_before = server_pid.map(|pid| procmem::reset_peak(&pid.to_string())).transpose()?;
+    let rss_before = procmem::reset_peak("self")?;
     let result = load_rt.block_on(ours_streams(ours_addr, opts));
-    let peak = status_kb("self", "VmHWM:")?;
-    let server_peak = server_pid.map(|pid| status_kb(&pid.to_string(), "VmHWM:")).transpose()?;
+    let peak = procmem::status_bytes("self", "VmHWM:")?;
+    let server_peak = server_pid.map(|pid| procmem::status_bytes(&pid.to_string(), "VmHWM:")).transpose()?;
     if let Some(mut c) = child {
         let _ = c.kill();
         let _ = c.wait();
@@ -232,23 +216,6 @@ async fn ours_streams(addr: SocketAddr, opts: BulkOptions) -> Result<(Throughput
         max_us: h.max(),
     };
     Ok((Throughput { bytes_per_s: total(opts) as f64 / seconds, seconds }, calls))
-}
-
-fn status_kb(pid: &str, field: &str) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
-}
-
-/// Resets a process's peak-RSS mark and returns its current RSS.
-fn reset_peak_rss_of(pid: &str) -> Result<u64, String> {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
-        .map_err(|e| format!("cannot reset peak RSS: {e}"))?;
-    status_kb(pid, "VmRSS:")
 }
 
 /// A readable table of the report.

@@ -79,7 +79,7 @@ pub(crate) fn start_server(zs_exe: &Path) -> Result<(Child, String), String> {
 }
 
 fn measure(opts: IdleOptions, zs_exe: &Path, server: &Child, addr: &str) -> Result<IdleReport, String> {
-    let before = rss_bytes(server.id())?;
+    let before = crate::procmem::status_bytes(&server.id().to_string(), "VmRSS:")?;
     let procs = opts.procs.max(1);
     let start = Instant::now();
     let mut clients = Vec::new();
@@ -103,7 +103,7 @@ fn measure(opts: IdleOptions, zs_exe: &Path, server: &Child, addr: &str) -> Resu
     }
     let establish_s = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
-    let after = rss_bytes(server.id())?;
+    let after = crate::procmem::status_bytes(&server.id().to_string(), "VmRSS:")?;
     for mut c in clients {
         // Closing stdin tells the client to let go.
         if let Some(mut stdin) = c.stdin.take() {
@@ -121,17 +121,6 @@ fn measure(opts: IdleOptions, zs_exe: &Path, server: &Child, addr: &str) -> Resu
         server_rss_after: after,
         server_rss_bytes_per_conn: after.saturating_sub(before) as f64 / held.max(1) as f64,
     })
-}
-
-/// Resident set size of a process, from `/proc`.
-fn rss_bytes(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .ok_or("no VmRSS in /proc status")?;
-    Ok(kb * 1024)
 }
 
 /// The client side (`zs bench idle-client`): open `connections`, make one echo call on

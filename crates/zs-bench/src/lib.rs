@@ -7,11 +7,14 @@ pub mod bulk;
 pub mod codec;
 mod driver;
 pub mod floor;
+mod harness;
 pub mod idle;
+mod procmem;
 pub mod rpc;
 pub mod source;
 mod stats;
 
+pub use harness::builtin_router;
 pub use stats::Figures;
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::runtime::Runtime;
-use zs::{Client, Router, ServerConfig, Text};
+use zs::{Client, Text};
 
 use crate::codec::{FloorCodec, OursCodec};
 use crate::driver::{self, Load};
 use crate::floor;
+use crate::harness::{runtime, start_servers};
 use crate::stats::{histogram, Figures};
 
 /// Options of the rpc scenario.
@@ -56,20 +56,8 @@ pub struct RpcReport {
 /// Runs the scenario. Servers get their own two-thread runtime, the load generator
 /// another, in this one process (so both servers share the machine the same way).
 pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
-    let servers = runtime("zs-bench-server")?;
+    let (_servers, ours_addr, floor_addr) = start_servers(floor::echo_server)?;
     let load_rt = runtime("zs-bench-load")?;
-    let (ours_addr, floor_addr) = servers
-        .block_on(async {
-            let mut router = Router::new();
-            router.console("echo", |_, t| t);
-            let ours = zs::Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
-            let floor_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let floor_addr = floor_listener.local_addr()?;
-            tokio::spawn(floor::echo_server(floor_listener));
-            std::mem::forget(ours.clone()); // served until the process ends
-            Ok::<_, std::io::Error>((ours.local_addr(), floor_addr))
-        })
-        .map_err(|e| e.to_string())?;
     let load = Load {
         connections: opts.connections,
         depth: opts.depth,
@@ -95,15 +83,6 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         ours_client,
         floor,
     })
-}
-
-pub(crate) fn runtime(name: &str) -> Result<Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 fn median(mut runs: Vec<Figures>) -> Figures {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use zs::{Router, Server, ServerConfig};
+use zs::{Server, ServerConfig};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -19,28 +19,13 @@ pub struct ServeArgs {
     idle_timeout: Duration,
 }
 
-/// The built-in commands of `zs serve`: `echo` (console), `echo_stream` (stream), `sink`
-/// (big stream: read, verify, discard) and `stats`.
-pub fn builtin_router() -> Router {
-    let mut r = Router::new();
-    r.console("echo", |_, t| t);
-    r.stream("echo_stream", |_, df| df);
-    r.big_stream("sink", |_, mut stream: zs::IncomingStream| async move {
-        while let Some(chunk) = stream.next_chunk().await {
-            chunk?;
-        }
-        Ok::<_, zs::CallError>(())
-    });
-    r
-}
-
 pub fn run(args: ServeArgs) -> Result<(), String> {
     let rt = crate::runtime()?;
     rt.block_on(async {
         let mut config = ServerConfig { max_connections: args.max_connections, ..ServerConfig::default() };
         config.connection.idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
         zs_bench::raise_fd_limit();
-        let server = Server::bind(args.listen.as_str(), builtin_router(), config)
+        let server = Server::bind(args.listen.as_str(), zs_bench::builtin_router(), config)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
