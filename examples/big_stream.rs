@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let server = Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
 
-    let client = Client::connect(server.local_addr()).await?;
+    let client = Client::connect(server.local_addr(), server.client_security()).await?;
     let file = tokio::fs::File::open(&source).await?;
     let len = file.metadata().await?.len();
     let started = Instant::now();

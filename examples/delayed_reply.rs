@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     router.console("ping", |_peer, _| "pong");
     let server = Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
-    let client = Client::connect(server.local_addr()).await?;
+    let client = Client::connect(server.local_addr(), server.client_security()).await?;
 
     let started = Instant::now();
     let slow = client.call_console("slow_lookup", "answer");

@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
     println!("server listening on {}", server.local_addr());
 
-    let client = Client::connect(server.local_addr()).await?;
+    let client = Client::connect(server.local_addr(), server.client_security()).await?;
     println!("{}", client.call_console("hello", "world").await?);
     let mut df = DataFrame::new();
     df.write_i64(40).write_i64(2);

@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     // Synchronous code: the blocking client (the original's WaitSend).
-    let client = BlockingClient::connect(server.local_addr())?;
+    let client = BlockingClient::connect(server.local_addr(), server.client_security())?;
     let t = Instant::now();
     println!("fib(32) = {} in {:?}", client.call_console("fib", "32")?, t.elapsed());
     println!("ping: {}", client.call_console("ping", "")?);

@@ -20,7 +20,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         router.console("whoami", move |_peer, _| format!("client {i}"));
         let tx = tx.clone();
         router.direct_console("news", move |_peer, text| tx.send(format!("client {i} got: {text}")).unwrap());
-        clients.push(Client::connect_with(server.local_addr(), router, ClientConfig::default()).await?);
+        clients.push(
+            Client::connect_with(
+                server.local_addr(),
+                router,
+                ClientConfig::secured(server.client_security()),
+            )
+            .await?,
+        );
     }
     while server.connection_count() < 3 {
         tokio::time::sleep(Duration::from_millis(1)).await;

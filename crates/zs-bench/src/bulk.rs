@@ -9,9 +9,9 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use zs::{Client, StreamOptions};
+use zs::{Client, Router, StreamOptions};
 
-use crate::harness::{runtime, start_servers};
+use crate::harness::{runtime, start_servers, Secure, Target};
 use crate::procmem;
 use crate::source::Noise;
 use crate::stats::histogram;
@@ -25,6 +25,8 @@ pub struct BulkOptions {
     pub streams: usize,
     /// Connections the streams are spread over.
     pub connections: usize,
+    /// How our server is secured.
+    pub secure: Secure,
 }
 
 /// Where our server runs.
@@ -75,6 +77,12 @@ pub struct BulkReport {
     pub floor: Throughput,
     /// `ours.bytes_per_s / floor.bytes_per_s`.
     pub ratio: f64,
+    /// How our server was secured (`none`, `noise`, `tls`).
+    pub secure: Secure,
+    /// With `secure` other than `none`: the same transfer to our plaintext server, same run.
+    pub ours_plaintext: Option<Throughput>,
+    /// `ours.bytes_per_s / ours_plaintext.bytes_per_s`: what security costs.
+    pub secure_ratio: Option<f64>,
     /// Small calls during our transfer.
     pub calls_during: CallsDuring,
     /// Resident memory of this process (both ends) before our transfer, bytes.
@@ -90,35 +98,35 @@ pub struct BulkReport {
 /// Runs the scenario: the floor in this process (both ends on one 2-thread runtime each),
 /// ours in this process or against a `zs serve` process.
 pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> {
-    let (_servers, in_process, floor_addr) = start_servers(floor_sink)?;
+    let servers = start_servers(floor_sink, opts.secure)?;
     let load_rt = runtime("zs-bench-load")?;
-    let floor = load_rt.block_on(floor_copy(floor_addr, opts))?;
-    let mut child = None;
-    let ours_addr = match &place {
-        ServerPlace::InProcess => in_process,
-        ServerPlace::Process(exe) => {
-            let (c, addr) = crate::idle::start_server(exe)?;
-            child = Some(c);
-            addr.parse().map_err(|e| format!("server address {addr}: {e}"))?
-        }
+    let floor = load_rt.block_on(floor_copy(servers.floor, opts))?;
+    let ours_plaintext = match &servers.ours_plaintext {
+        Some(plain) => Some(load_rt.block_on(ours_streams(plain, opts))?.0),
+        None => None,
     };
-    let server_pid = child.as_ref().map(std::process::Child::id);
-    let server_before = server_pid.map(|pid| procmem::reset_peak(&pid.to_string())).transpose()?;
+    let process = match &place {
+        ServerPlace::InProcess => None,
+        ServerPlace::Process(exe) => Some(crate::idle::start_server(exe, opts.secure)?),
+    };
+    let target = process.as_ref().map_or(&servers.ours, |p| &p.target);
+    let server_pid = process.as_ref().map(|p| p.child.id().to_string());
+    let server_before = server_pid.as_deref().map(procmem::reset_peak).transpose()?;
     let rss_before = procmem::reset_peak("self")?;
-    let result = load_rt.block_on(ours_streams(ours_addr, opts));
+    let result = load_rt.block_on(ours_streams(target, opts));
     let peak = procmem::status_bytes("self", "VmHWM:")?;
-    let server_peak = server_pid.map(|pid| procmem::status_bytes(&pid.to_string(), "VmHWM:")).transpose()?;
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    let server_peak = server_pid.as_deref().map(|pid| procmem::status_bytes(pid, "VmHWM:")).transpose()?;
+    drop(process);
     let (ours, calls_during) = result?;
     Ok(BulkReport {
         scenario: "bulk",
         size: opts.size,
         streams: opts.streams,
         connections: opts.connections,
+        secure: opts.secure,
         ratio: ours.bytes_per_s / floor.bytes_per_s.max(1e-9),
+        secure_ratio: ours_plaintext.map(|p| ours.bytes_per_s / p.bytes_per_s.max(1e-9)),
+        ours_plaintext,
         ours,
         floor,
         calls_during,
@@ -176,10 +184,11 @@ async fn floor_copy(addr: SocketAddr, opts: BulkOptions) -> Result<Throughput, S
     Ok(Throughput { bytes_per_s: (per_conn * opts.connections as u64) as f64 / seconds, seconds })
 }
 
-async fn ours_streams(addr: SocketAddr, opts: BulkOptions) -> Result<(Throughput, CallsDuring), String> {
+async fn ours_streams(target: &Target, opts: BulkOptions) -> Result<(Throughput, CallsDuring), String> {
     let mut clients = Vec::new();
     for _ in 0..opts.connections {
-        clients.push(Arc::new(Client::connect(addr).await.map_err(|e| e.to_string())?));
+        let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;
+        clients.push(Arc::new(c.map_err(|e| e.to_string())?));
     }
     let (stop_tx, stop) = watch::channel(false);
     let caller = clients[0].clone();
@@ -225,7 +234,7 @@ pub fn table(r: &BulkReport) -> String {
         "bulk: {} stream(s) of {} bytes over {} connection(s)\n\
          {:<24}{:>10.2} GB/s  ({:.2} s)\n\
          {:<24}{:>10.2} GB/s  ({:.2} s)\n\
-         ratio ours/floor: {:.2}\n\
+         ratio ours/floor: {:.2}{}\n\
          64-byte calls during the transfer: {} done, p50 {} µs, p99 {} µs, max {} µs\n\
          peak RSS growth of this process: {:.1} MB{}",
         r.streams,
@@ -238,6 +247,16 @@ pub fn table(r: &BulkReport) -> String {
         gb(r.ours.bytes_per_s),
         r.ours.seconds,
         r.ratio,
+        match (r.ours_plaintext, r.secure_ratio) {
+            (Some(p), Some(x)) => format!(
+                "\n{:<24}{:>10.2} GB/s  ({:.2} s)\nratio {}/plaintext: {x:.2}",
+                "ours (plaintext)",
+                gb(p.bytes_per_s),
+                p.seconds,
+                format!("{:?}", r.secure).to_lowercase()
+            ),
+            _ => String::new(),
+        },
         r.calls_during.completed,
         r.calls_during.p50_us,
         r.calls_during.p99_us,

@@ -3,15 +3,17 @@
 //! against every server, so only the server differs between figures.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use zs::secure::SecureStream;
+use zs::ClientSecurity;
 
 use crate::codec::BenchCodec;
+use crate::harness::Target;
 use crate::stats::{histogram, Figures};
 
 /// What to run.
@@ -23,18 +25,41 @@ pub(crate) struct Load {
     pub duration: Duration,
 }
 
-/// Runs the load against `addr` and returns its figures.
-pub(crate) async fn run<C: BenchCodec + Default>(addr: SocketAddr, load: Load) -> Result<Figures, String> {
-    let mut streams = Vec::with_capacity(load.connections);
-    for _ in 0..load.connections {
-        let s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        streams.push(s);
+/// Runs the load against `target` (over a secure channel if it has one) and returns its
+/// figures.
+pub(crate) async fn run<C: BenchCodec + Default>(target: &Target, load: Load) -> Result<Figures, String> {
+    match target.security {
+        ClientSecurity::Plaintext => {
+            let mut streams = Vec::with_capacity(load.connections);
+            for _ in 0..load.connections {
+                let addr = target.addr;
+                let s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                streams.push(s);
+            }
+            drive::<C, _>(streams, load).await
+        }
+        _ => {
+            let mut streams = Vec::with_capacity(load.connections);
+            for _ in 0..load.connections {
+                let s = SecureStream::connect(target.addr, &target.security, Duration::from_secs(10))
+                    .await
+                    .map_err(|e| format!("connect {}: {e}", target.addr))?;
+                streams.push(s);
+            }
+            drive::<C, _>(streams, load).await
+        }
     }
+}
+
+async fn drive<C: BenchCodec + Default, S>(streams: Vec<S>, load: Load) -> Result<Figures, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let start = Instant::now();
     let deadline = start + load.duration;
     let tasks: Vec<_> =
-        streams.into_iter().map(|s| tokio::spawn(connection::<C>(s, load, deadline))).collect();
+        streams.into_iter().map(|s| tokio::spawn(connection::<C, S>(s, load, deadline))).collect();
     let mut all = histogram();
     for t in tasks {
         let h = t.await.map_err(|e| e.to_string())??;
@@ -43,8 +68,8 @@ pub(crate) async fn run<C: BenchCodec + Default>(addr: SocketAddr, load: Load) -
     Ok(Figures::from(&all, start.elapsed()))
 }
 
-async fn connection<C: BenchCodec + Default>(
-    mut s: TcpStream,
+async fn connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
     load: Load,
     deadline: Instant,
 ) -> Result<Histogram<u64>, String> {
@@ -64,6 +89,7 @@ async fn connection<C: BenchCodec + Default>(
     while !sent.is_empty() {
         if !out.is_empty() {
             s.write_all(&out).await.map_err(|e| e.to_string())?;
+            s.flush().await.map_err(|e| e.to_string())?;
             out.clear();
         }
         let read = tokio::time::timeout_at(hard_stop.into(), s.read_buf(&mut input)).await;

@@ -3,9 +3,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use zs::{IncomingStream, Router, ServerConfig};
+use zs::{ClientConfig, ClientSecurity, IncomingStream, Router, ServerConfig, ServerSecurity};
 
 /// The commands `zs serve` and the in-process benchmarks serve: `echo` (console),
 /// `echo_stream` (stream), `sink` (big stream: read, verify, discard); `stats` is added by
@@ -33,25 +34,110 @@ pub(crate) fn runtime(name: &str) -> Result<Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Starts our server (the built-in router) and a floor server (`floor` serving a
-/// listener) on a runtime of their own; they serve until the process ends. Returns the
-/// runtime and the addresses of ours and the floor.
-pub(crate) fn start_servers<F>(
-    floor: fn(TcpListener) -> F,
-) -> Result<(Runtime, SocketAddr, SocketAddr), String>
+/// How our server is secured in a benchmark (`--secure none|noise|tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Secure {
+    /// Plaintext, like the floor.
+    #[default]
+    None,
+    /// Noise (AES-256-GCM).
+    Noise,
+    /// TLS 1.3 with a self-signed certificate.
+    Tls,
+}
+
+impl std::str::FromStr for Secure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Secure, String> {
+        match s {
+            "none" | "plaintext" => Ok(Secure::None),
+            "noise" => Ok(Secure::Noise),
+            "tls" => Ok(Secure::Tls),
+            _ => Err(format!("`{s}` is not a security mode (none, noise, tls)")),
+        }
+    }
+}
+
+impl Secure {
+    fn server(self) -> std::io::Result<ServerSecurity> {
+        Ok(match self {
+            Secure::None => ServerSecurity::Plaintext,
+            Secure::Noise => ServerSecurity::default(),
+            Secure::Tls => {
+                let (cert, key) = zs::secure::self_signed(&["127.0.0.1".to_string()])?;
+                ServerSecurity::Tls(zs::secure::TlsServer::from_pem(cert.as_bytes(), key.as_bytes())?)
+            }
+        })
+    }
+
+    /// The `zs serve` arguments that select this mode.
+    pub(crate) fn serve_args(self) -> &'static [&'static str] {
+        match self {
+            Secure::None => &["--plaintext"],
+            Secure::Noise => &[],
+            Secure::Tls => &["--tls"],
+        }
+    }
+}
+
+/// A server of ours to drive: its address and what a client needs to reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub addr: SocketAddr,
+    pub security: ClientSecurity,
+}
+
+impl Target {
+    /// A plaintext server (the floor).
+    pub(crate) fn plain(addr: SocketAddr) -> Target {
+        Target { addr, security: ClientSecurity::Plaintext }
+    }
+
+    /// Client settings that reach it.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        ClientConfig::secured(self.security.clone())
+    }
+}
+
+/// The servers of a scenario, served until the process ends.
+pub(crate) struct Servers {
+    /// The runtime they run on.
+    pub _rt: Runtime,
+    /// Ours, secured as asked.
+    pub ours: Target,
+    /// Ours in plaintext, beside a secured one (for the cost of security in the same run).
+    pub ours_plaintext: Option<Target>,
+    /// The floor.
+    pub floor: SocketAddr,
+}
+
+/// Starts our server (the built-in router) secured as `secure` says, a plaintext one too
+/// if that is not plaintext, and a floor server (`floor` serving a listener), on a runtime
+/// of their own.
+pub(crate) fn start_servers<F>(floor: fn(TcpListener) -> F, secure: Secure) -> Result<Servers, String>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let rt = runtime("zs-bench-server")?;
-    let (ours, floor_addr) = rt
+    let bind = |security: ServerSecurity| async move {
+        let config = ServerConfig { security, ..ServerConfig::default() };
+        let server = zs::Server::bind("127.0.0.1:0", builtin_router(), config).await?;
+        std::mem::forget(server.clone()); // served until the process ends
+        Ok::<_, std::io::Error>(Target { addr: server.local_addr(), security: server.client_security() })
+    };
+    let (ours, ours_plaintext, floor_addr) = rt
         .block_on(async {
-            let ours = zs::Server::bind("127.0.0.1:0", builtin_router(), ServerConfig::default()).await?;
+            let ours = bind(secure.server()?).await?;
+            let plain = match secure {
+                Secure::None => None,
+                _ => Some(bind(ServerSecurity::Plaintext).await?),
+            };
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let floor_addr = listener.local_addr()?;
             tokio::spawn(floor(listener));
-            std::mem::forget(ours.clone()); // served until the process ends
-            Ok::<_, std::io::Error>((ours.local_addr(), floor_addr))
+            Ok::<_, std::io::Error>((ours, plain, floor_addr))
         })
         .map_err(|e| e.to_string())?;
-    Ok((rt, ours, floor_addr))
+    Ok(Servers { _rt: rt, ours, ours_plaintext, floor: floor_addr })
 }

@@ -14,7 +14,7 @@ pub mod rpc;
 pub mod source;
 mod stats;
 
-pub use harness::builtin_router;
+pub use harness::{builtin_router, Secure};
 pub use stats::Figures;
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.

@@ -1,16 +1,15 @@
 //! `zs bench rpc`: closed-loop echo calls against our server and the floor, side by side.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use zs::{Client, Text};
+use zs::{Client, Router, Text};
 
 use crate::codec::{FloorCodec, OursCodec};
 use crate::driver::{self, Load};
 use crate::floor;
-use crate::harness::{runtime, start_servers};
+use crate::harness::{runtime, start_servers, Secure, Target};
 use crate::stats::{histogram, Figures};
 
 /// Options of the rpc scenario.
@@ -26,6 +25,8 @@ pub struct RpcOptions {
     pub duration: Duration,
     /// Rounds; each entry's figure is its median round.
     pub rounds: usize,
+    /// How our server is secured.
+    pub secure: Secure,
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
@@ -43,6 +44,8 @@ pub struct RpcReport {
     pub duration_s: f64,
     /// Rounds run.
     pub rounds: usize,
+    /// How our server was secured (`none`, `noise`, `tls`).
+    pub secure: Secure,
     /// Our server, driven by the raw pipelined driver.
     pub ours: Figures,
     /// Our server, driven through our `Client` API (one task per call in flight).
@@ -51,12 +54,17 @@ pub struct RpcReport {
     pub floor: Figures,
     /// `ours.req_per_s / floor.req_per_s`.
     pub ratio: f64,
+    /// With `secure` other than `none`: our plaintext server, same driver, same run.
+    pub ours_plaintext: Option<Figures>,
+    /// `ours.req_per_s / ours_plaintext.req_per_s`: what security costs.
+    pub secure_ratio: Option<f64>,
 }
 
 /// Runs the scenario. Servers get their own two-thread runtime, the load generator
 /// another, in this one process (so both servers share the machine the same way).
 pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
-    let (_servers, ours_addr, floor_addr) = start_servers(floor::echo_server)?;
+    let servers = start_servers(floor::echo_server, opts.secure)?;
+    let floor_target = Target::plain(servers.floor);
     let load_rt = runtime("zs-bench-load")?;
     let load = Load {
         connections: opts.connections,
@@ -64,13 +72,17 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         payload: opts.payload,
         duration: opts.duration,
     };
-    let (mut floor_runs, mut ours_runs, mut client_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
     for _ in 0..opts.rounds.max(1) {
-        floor_runs.push(load_rt.block_on(driver::run::<FloorCodec>(floor_addr, load))?);
-        ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(ours_addr, load))?);
-        client_runs.push(load_rt.block_on(client_api(ours_addr, load))?);
+        floor_runs.push(load_rt.block_on(driver::run::<FloorCodec>(&floor_target, load))?);
+        ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(&servers.ours, load))?);
+        if let Some(plain) = &servers.ours_plaintext {
+            plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
+        }
+        client_runs.push(load_rt.block_on(client_api(&servers.ours, load))?);
     }
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
+    let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
     Ok(RpcReport {
         scenario: "rpc",
         connections: opts.connections,
@@ -78,7 +90,10 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         payload: opts.payload,
         duration_s: opts.duration.as_secs_f64(),
         rounds: opts.rounds.max(1),
+        secure: opts.secure,
         ratio: ours.req_per_s / floor.req_per_s.max(1e-9),
+        secure_ratio: ours_plaintext.map(|p| ours.req_per_s / p.req_per_s.max(1e-9)),
+        ours_plaintext,
         ours,
         ours_client,
         floor,
@@ -92,10 +107,11 @@ fn median(mut runs: Vec<Figures>) -> Figures {
 
 /// The same load through our `Client`: `depth` tasks per connection, each awaiting its
 /// call before making the next.
-async fn client_api(addr: SocketAddr, load: Load) -> Result<Figures, String> {
+async fn client_api(target: &Target, load: Load) -> Result<Figures, String> {
     let mut clients = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
-        clients.push(Arc::new(Client::connect(addr).await.map_err(|e| e.to_string())?));
+        let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;
+        clients.push(Arc::new(c.map_err(|e| e.to_string())?));
     }
     let payload = Text::from("x".repeat(load.payload));
     let start = Instant::now();
@@ -129,11 +145,18 @@ pub fn table(r: &RpcReport) -> String {
         r.connections, r.depth, r.payload, r.duration_s, r.rounds
     );
     s += &format!("{:<22}{:>12}{:>10}{:>10}{:>10}\n", "", "req/s", "p50 µs", "p99 µs", "p99.9 µs");
-    for (name, f) in
-        [("floor (tokio echo)", &r.floor), ("ours", &r.ours), ("ours (Client API)", &r.ours_client)]
-    {
+    let ours = format!("ours ({:?})", r.secure).to_lowercase();
+    let mut rows = vec![("floor (tokio echo)".to_string(), &r.floor), (ours, &r.ours)];
+    if let Some(p) = &r.ours_plaintext {
+        rows.push(("ours (plaintext)".into(), p));
+    }
+    rows.push(("ours (Client API)".into(), &r.ours_client));
+    for (name, f) in rows {
         s += &format!("{:<22}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
     }
     s += &format!("ratio ours/floor: {:.2}", r.ratio);
+    if let Some(x) = r.secure_ratio {
+        s += &format!("\nratio {:?}/plaintext: {x:.2}", r.secure).to_lowercase();
+    }
     s
 }

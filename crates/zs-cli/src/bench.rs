@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, idle, rpc};
+use zs_bench::{bulk, idle, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -30,6 +30,10 @@ enum Scenario {
         /// Rounds (each entry reports its median round).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// How our server is secured: none, noise or tls (a secured run also measures our
+        /// plaintext server, for the cost of security in the same run).
+        #[arg(long, default_value = "none")]
+        secure: Secure,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -48,6 +52,10 @@ enum Scenario {
         /// Run our server as its own `zs serve` process, to measure its memory apart.
         #[arg(long)]
         server_process: bool,
+        /// How our server is secured: none, noise or tls (a secured run also measures our
+        /// plaintext server, for the cost of security in the same run).
+        #[arg(long, default_value = "none")]
+        secure: Secure,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -60,6 +68,9 @@ enum Scenario {
         /// Client processes (each holds at most 20,000 open files).
         #[arg(long, default_value_t = 2)]
         procs: usize,
+        /// How the server is secured: none, noise or tls.
+        #[arg(long, default_value = "none")]
+        secure: Secure,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -71,6 +82,10 @@ enum Scenario {
         addr: String,
         #[arg(long)]
         connections: usize,
+        #[arg(long, default_value = "none")]
+        secure: Secure,
+        #[arg(long)]
+        server_key: Option<zs::Fingerprint>,
     },
 }
 
@@ -105,7 +120,7 @@ fn print(json: bool, value: &impl serde::Serialize, table: impl FnOnce() -> Stri
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
-        Scenario::Rpc { connections, depth, duration, payload, rounds, json } => {
+        Scenario::Rpc { connections, depth, duration, payload, rounds, secure, json } => {
             check("connections", connections, 5_000)?;
             check("depth", depth, 1_024)?;
             check("payload", payload, 1 << 20)?;
@@ -114,10 +129,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 return Err("--duration must be between 0 and 600 seconds".into());
             }
             zs_bench::raise_fd_limit();
-            let report = rpc::run(rpc::RpcOptions { connections, depth, payload, duration, rounds })?;
+            let report = rpc::run(rpc::RpcOptions { connections, depth, payload, duration, rounds, secure })?;
             print(json, &report, || rpc::table(&report))
         }
-        Scenario::Bulk { size, streams, connections, server_process, json } => {
+        Scenario::Bulk { size, streams, connections, server_process, secure, json } => {
             check("streams", streams, 10_000)?;
             check("connections", connections, 1_000)?;
             if size == 0 || size.saturating_mul(streams as u64) > 1 << 40 {
@@ -129,10 +144,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             } else {
                 bulk::ServerPlace::InProcess
             };
-            let r = bulk::run(bulk::BulkOptions { size, streams, connections }, place)?;
+            let r = bulk::run(bulk::BulkOptions { size, streams, connections, secure }, place)?;
             print(json, &r, || bulk::table(&r))
         }
-        Scenario::Idle { connections, procs, json } => {
+        Scenario::Idle { connections, procs, secure, json } => {
             check("connections", connections, 1_000_000)?;
             check("procs", procs, 200)?;
             if connections / procs > 19_000 {
@@ -141,28 +156,36 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 ));
             }
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let r = idle::run(idle::IdleOptions { connections, procs }, &exe)?;
+            let r = idle::run(idle::IdleOptions { connections, procs, secure }, &exe)?;
             print(json, &r, || {
                 format!(
-                    "idle: held {} of {} connections ({} client processes) in {:.1} s\n\
+                    "idle ({}): held {} of {} connections ({} client processes) in {:.1} s ({:.0}/s)\n\
                      server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection",
+                    format!("{:?}", r.secure).to_lowercase(),
                     r.held,
                     r.connections,
                     r.procs,
                     r.establish_s,
+                    r.connects_per_s,
                     r.server_rss_before as f64 / 1e6,
                     r.server_rss_after as f64 / 1e6,
                     r.server_rss_bytes_per_conn
                 )
             })
         }
-        Scenario::IdleClient { addr, connections } => {
+        Scenario::IdleClient { addr, connections, secure, server_key } => {
+            let security = match (secure, server_key) {
+                (Secure::None, _) => zs::ClientSecurity::Plaintext,
+                (Secure::Noise, Some(fp)) => fp.into(),
+                (Secure::Tls, Some(fp)) => zs::ClientSecurity::Tls(zs::secure::TlsClient::pinned(fp)),
+                _ => return Err("--secure needs --server-key".into()),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(idle::client(&addr, connections))
+            rt.block_on(idle::client(&addr, connections, security))
         }
     }
 }

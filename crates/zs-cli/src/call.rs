@@ -23,12 +23,15 @@ pub struct CallArgs {
     /// Seconds to wait for the connection and for the reply.
     #[arg(long, default_value = "10", value_parser = crate::seconds)]
     timeout: Duration,
+    #[command(flatten)]
+    security: crate::security::ClientSecurityArgs,
 }
 
 pub fn run(args: CallArgs) -> Result<(), String> {
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let config = ClientConfig { connect_timeout: args.timeout, ..ClientConfig::default() };
+        let security = args.security.resolve(&args.addr)?;
+        let config = ClientConfig { connect_timeout: args.timeout, security, ..ClientConfig::default() };
         let client = Client::connect_with(args.addr.as_str(), Router::new(), config).await.map_err(|e| {
             match e.to_string() {
                 // The transport's message already names the address it tried.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod call;
+mod security;
 mod serve;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Cmd {
     Call(call::CallArgs),
     /// Run a benchmark against our server and the floor, side by side.
     Bench(bench::BenchArgs),
+    /// Write a server key pair (Noise) or a self-signed certificate (TLS).
+    Keygen(security::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => serve::run(a),
         Cmd::Call(a) => call::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Keygen(a) => security::keygen(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

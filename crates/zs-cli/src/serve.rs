@@ -17,12 +17,15 @@ pub struct ServeArgs {
     /// Close a connection after this many seconds without receiving anything (0 = never).
     #[arg(long, default_value = "60", value_parser = crate::seconds)]
     idle_timeout: Duration,
+    #[command(flatten)]
+    security: crate::security::ServerSecurityArgs,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let mut config = ServerConfig { max_connections: args.max_connections, ..ServerConfig::default() };
+        let (security, describe) = args.security.resolve()?;
+        let mut config = ServerConfig { max_connections: args.max_connections, security, ..ServerConfig::default() };
         config.connection.idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
         zs_bench::raise_fd_limit();
         let server = Server::bind(args.listen.as_str(), zs_bench::builtin_router(), config)
@@ -30,6 +33,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         println!("listening on {}", addrs.join(" "));
+        println!("{describe}");
+        if args.security.is_plaintext() && server.local_addrs().iter().any(|a| !a.ip().is_loopback()) {
+            tracing::warn!("serving PLAINTEXT on a non-loopback address: anyone on the path can read and alter the traffic");
+        }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");

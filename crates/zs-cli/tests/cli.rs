@@ -5,10 +5,17 @@ use std::process::{Child, Command, Output, Stdio};
 
 const ZS: &str = env!("CARGO_BIN_EXE_zs");
 
-/// A `zs serve` child process, killed on drop.
+/// A `zs serve` child process, killed on drop, with its own data directory.
 struct Served {
     child: Child,
     addr: String,
+    /// The second line it printed: its key or certificate.
+    identity: String,
+    /// What `zs call` needs to reach it.
+    client_args: Vec<String>,
+    /// Its data directory, removed on drop when the helper made it.
+    dir: std::path::PathBuf,
+    _own_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Served {
@@ -19,16 +26,51 @@ impl Drop for Served {
 }
 
 fn serve() -> Served {
+    serve_with(&[])
+}
+
+/// Starts `zs serve` with `extra` arguments and a data directory of its own.
+fn serve_with(extra: &[&str]) -> Served {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = serve_in(tmp.path(), extra);
+    s._own_dir = Some(tmp);
+    s
+}
+
+/// Starts `zs serve` with `extra` arguments, keeping its key in `dir`.
+fn serve_in(dir: &std::path::Path, extra: &[&str]) -> Served {
+    let data = dir.to_str().unwrap().to_owned();
     let mut child = Command::new(ZS)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start zs serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut line, mut identity) = (String::new(), String::new());
+    out.read_line(&mut line).unwrap();
+    out.read_line(&mut identity).unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}"));
-    Served { addr: addr.to_owned(), child }
+    let fingerprint = identity.split_whitespace().find(|w| w.len() == 43).map(str::to_owned);
+    let client_args = match (extra.contains(&"--plaintext"), extra.contains(&"--tls"), fingerprint) {
+        (true, _, _) => vec!["--plaintext".to_owned()],
+        (_, tls, Some(fp)) => {
+            let mut a = vec!["--server-key".to_owned(), fp];
+            if tls {
+                a.push("--tls".to_owned());
+            }
+            a
+        }
+        _ => panic!("second line names no key: {identity:?}"),
+    };
+    let identity = identity.trim().to_owned();
+    Served { addr: addr.to_owned(), identity, client_args, child, dir: dir.to_owned(), _own_dir: None }
+}
+
+/// `zs call ADDR ARGS...` with what it takes to reach `s`.
+fn call(s: &Served, args: &[&str]) -> Output {
+    Command::new(ZS).arg("call").arg(&s.addr).args(args).args(&s.client_args).output().expect("run zs")
 }
 
 fn zs(args: &[&str]) -> Output {
@@ -46,19 +88,19 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn call_prints_replies_and_exits_zero() {
     let s = serve();
-    let o = zs(&["call", &s.addr, "echo", "hello there"]);
+    let o = call(&s, &["echo", "hello there"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello there");
 
-    let o = zs(&["call", &s.addr, "echo_stream", "hi", "--stream"]);
+    let o = call(&s, &["echo_stream", "hi", "--stream"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), r#"["hi"]"#);
 
-    let o = zs(&["call", &s.addr, "stats"]);
+    let o = call(&s, &["stats"]);
     let stats: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(stats["console_in"].as_u64().unwrap() >= 1, "{stats}");
 
-    let o = zs(&["call", &s.addr, "echo", "one-way", "--direct"]);
+    let o = call(&s, &["echo", "one-way", "--direct"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "");
 }
@@ -66,11 +108,11 @@ fn call_prints_replies_and_exits_zero() {
 #[test]
 fn call_errors_say_what_went_wrong_and_exit_non_zero() {
     let s = serve();
-    let o = zs(&["call", &s.addr, "no_such_command", "x"]);
+    let o = call(&s, &["no_such_command", "x"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown command: no_such_command"), "{}", stderr(&o));
 
-    let o = zs(&["call", &s.addr, "echo_stream", "x"]);
+    let o = call(&s, &["echo_stream", "x"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("takes a DataFrame, got text"), "{}", stderr(&o));
 
@@ -81,7 +123,7 @@ fn call_errors_say_what_went_wrong_and_exit_non_zero() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains(&addr) && stderr(&o).contains("refused"), "{}", stderr(&o));
 
-    let o = zs(&["call", &s.addr, "echo", "x", "--timeout", "soon"]);
+    let o = call(&s, &["echo", "x", "--timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2), "bad arguments");
     assert!(stderr(&o).contains("not a number of seconds"), "{}", stderr(&o));
 
@@ -147,7 +189,111 @@ fn bench_bulk_moves_and_verifies_streams_in_and_out_of_process() {
 fn serve_has_a_sink_for_big_streams() {
     let s = serve();
     // `sink` takes big streams, not calls: the error says so.
-    let o = zs(&["call", &s.addr, "sink", "x"]);
+    let o = call(&s, &["sink", "x"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("receives bulk transfers, not calls"), "{}", stderr(&o));
+}
+
+#[test]
+fn serve_keeps_its_key_and_call_checks_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_in(tmp.path(), &[]);
+    assert!(s.identity.starts_with("server key: "), "{}", s.identity);
+    let fp = s.client_args[1].clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.dir.join("server.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is owner-only");
+    }
+
+    // No key given and none known: refused, and the message shows the fingerprint.
+    let known = s.dir.join("known_servers");
+    let known = known.to_str().unwrap();
+    let o = zs(&["call", &s.addr, "echo", "x", "--known-servers", known]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&fp) && stderr(&o).contains("--server-key"), "{}", stderr(&o));
+
+    // A wrong key is refused.
+    let wrong = "A".repeat(43);
+    let o = zs(&["call", &s.addr, "echo", "x", "--server-key", &wrong]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+
+    // Trust on first use records it; afterwards the file alone is enough.
+    let o = zs(&["call", &s.addr, "echo", "first", "--known-servers", known, "--trust-first-use"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(known).unwrap().contains(&fp));
+    let o = zs(&["call", &s.addr, "echo", "again", "--known-servers", known]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "again");
+
+    // Plaintext against an encrypted server: told why.
+    let o = zs(&["call", &s.addr, "echo", "x", "--plaintext"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("encryption required"), "{}", stderr(&o));
+
+    // Restarted on the same data directory: the same key, so the file still matches.
+    drop(s);
+    let again = serve_in(tmp.path(), &[]);
+    assert!(again.identity.contains(&fp), "{}", again.identity);
+    let o = call(&again, &["echo", "restarted"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn serve_plaintext_and_tls_on_request() {
+    let plain = serve_with(&["--plaintext"]);
+    assert!(plain.identity.contains("plaintext"), "{}", plain.identity);
+    let o = call(&plain, &["echo", "in the clear"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "in the clear");
+    // A Noise client against a plaintext server is told to use --plaintext.
+    let o = zs(&["call", &plain.addr, "echo", "x", "--server-key", &"A".repeat(43)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--plaintext"), "{}", stderr(&o));
+
+    let tls = serve_with(&["--tls"]);
+    assert!(tls.identity.starts_with("certificate fingerprint: "), "{}", tls.identity);
+    let o = call(&tls, &["echo", "over tls"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "over tls");
+    let o = zs(&["call", &tls.addr, "echo", "x", "--tls", "--server-key", &"A".repeat(43)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+}
+
+#[test]
+fn keygen_writes_owner_only_keys_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k/server.key");
+    let key = key.to_str().unwrap();
+    let o = zs(&["keygen", "--out", key]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fp = stdout(&o).lines().next().unwrap().strip_prefix("public key: ").unwrap().to_owned();
+    assert_eq!(fp.len(), 43);
+    let o = zs(&["keygen", "--out", key]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not overwritten"), "{}", stderr(&o));
+
+    let tls_dir = dir.path().join("tls");
+    let o = zs(&["keygen", "--tls", "--out", tls_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("certificate fingerprint: "));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in [std::path::Path::new(key).to_owned(), tls_dir.join("key.pem")] {
+            assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600, "{}", f.display());
+        }
+    }
+    // A server started with that certificate presents that fingerprint.
+    let cert = tls_dir.join("cert.pem");
+    let pem_key = tls_dir.join("key.pem");
+    let s =
+        serve_with(&["--tls", "--tls-cert", cert.to_str().unwrap(), "--tls-key", pem_key.to_str().unwrap()]);
+    let printed = stdout(&o).lines().next().unwrap().to_owned();
+    assert!(s.identity.starts_with(&printed), "{} vs {printed}", s.identity);
+    let o = call(&s, &["echo", "with my cert"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

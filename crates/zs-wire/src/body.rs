@@ -126,6 +126,10 @@ codes! {
         ShuttingDown = 5, "shutting down";
         /// The peer does not read fast enough; its queue is full.
         SlowConsumer = 6, "slow consumer";
+        /// This end accepts only encrypted connections and the peer spoke plaintext.
+        EncryptionRequired = 7, "encryption required";
+        /// The peer's key is not on this end's list of allowed keys.
+        NotAuthorized = 8, "not authorized";
     }
 }
 

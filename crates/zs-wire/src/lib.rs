@@ -13,6 +13,7 @@ mod error;
 pub mod frame;
 pub mod fuzzing;
 mod limits;
+pub mod secure;
 
 pub use body::{CallBody, ErrorCode, GoAwayCode};
 pub use dataframe::{DataFrame, ReadError, Reader, Value};

@@ -9,6 +9,7 @@ use zs_wire::DataFrame;
 use crate::config::ClientConfig;
 use crate::error::CallError;
 use crate::rpc::{Router, Text};
+use crate::secure::ClientSecurity;
 use crate::{Client, Peer};
 
 /// A client whose calls block the calling thread until the reply or the timeout. It owns
@@ -20,9 +21,13 @@ pub struct BlockingClient {
 }
 
 impl BlockingClient {
-    /// Connects with default settings.
-    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<BlockingClient> {
-        BlockingClient::connect_with(addr, Router::new(), ClientConfig::default())
+    /// Connects with default settings, secured as `security` says (a server's
+    /// fingerprint: Noise pinned to it).
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        security: impl Into<ClientSecurity>,
+    ) -> io::Result<BlockingClient> {
+        BlockingClient::connect_with(addr, Router::new(), ClientConfig::secured(security))
     }
 
     /// Connects with a router for server pushes and settings.

@@ -12,8 +12,9 @@ use crate::config::ClientConfig;
 use crate::connection::{CloseReason, Connection};
 use crate::peer::Peer;
 use crate::rpc::Router;
+use crate::secure::{self, ClientSecurity};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::{connect, tune};
+use crate::transport::{connect, tune, Link};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -25,9 +26,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects with default settings and no commands of its own.
-    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Client> {
-        Client::connect_with(addr, Router::new(), ClientConfig::default()).await
+    /// Connects with default settings and no commands of its own, secured as `security`
+    /// says: a server's [`Fingerprint`](crate::Fingerprint) (Noise pinned to it), a
+    /// [`Trust`](crate::Trust), or any [`ClientSecurity`].
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        security: impl Into<ClientSecurity>,
+    ) -> io::Result<Client> {
+        Client::connect_with(addr, Router::new(), ClientConfig::secured(security)).await
     }
 
     /// Connects with a router (commands the server may call: push) and settings.
@@ -36,15 +42,23 @@ impl Client {
         router: Router,
         config: ClientConfig,
     ) -> io::Result<Client> {
-        let stream = connect(addr, config.connect_timeout).await?;
-        tune(&stream, config.connection.socket_unsent_limit);
-        let (remote, local) = (stream.peer_addr()?, stream.local_addr()?);
         let stats = Arc::new(Stats::default());
+        let timeout = config.connect_timeout;
+        let establish = async {
+            let stream = connect(addr, timeout).await?;
+            tune(&stream, config.connection.socket_unsent_limit);
+            secure::connect(stream, &config.security, config.connection.rekey_policy(), stats.clone()).await
+        };
+        let secured = tokio::time::timeout(timeout, establish).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("connecting timed out after {timeout:?}"))
+        })??;
+        let link = secured.link;
+        let (remote, local) = (link.peer_addr()?, link.local_addr()?);
         stats.bump(|s| &s.connections_opened);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::new(id, remote, local, Arc::new(config.connection), stats);
+        let peer = Peer::new(id, remote, local, secured.channel, Arc::new(config.connection), stats);
         let (tx, closed) = watch::channel(None);
-        let conn = Connection::new(stream, peer.clone(), Arc::new(router));
+        let conn = Connection::new(link, peer.clone(), Arc::new(router));
         tokio::spawn(async move {
             let reason = conn.run(|| {}).await;
             let _ = tx.send(Some(reason));

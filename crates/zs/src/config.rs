@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use zs_wire::Limits;
 
+use crate::secure::{ClientSecurity, RekeyPolicy, ServerSecurity};
+
 /// Per-connection settings, the same on both ends.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
@@ -62,6 +64,17 @@ pub struct ConnectionConfig {
     /// calls queue in our outbox, ahead of bulk data, rather than behind megabytes in the
     /// kernel (default 256 KiB; `None` = the kernel's default).
     pub socket_unsent_limit: Option<u32>,
+    /// On a secure channel, roll the sending keys after this many bytes (default 1 GiB).
+    pub rekey_after_bytes: u64,
+    /// On a secure channel, roll the sending keys when this much time has passed since the
+    /// last roll, at the next record sent (default 10 minutes).
+    pub rekey_interval: Duration,
+}
+
+impl ConnectionConfig {
+    pub(crate) fn rekey_policy(&self) -> RekeyPolicy {
+        RekeyPolicy { after_bytes: self.rekey_after_bytes, after_time: self.rekey_interval }
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -87,6 +100,8 @@ impl Default for ConnectionConfig {
             max_queued_bulk_bytes: 4 << 20,
             bulk_quantum: 256 << 10,
             socket_unsent_limit: Some(256 << 10),
+            rekey_after_bytes: 1 << 30,
+            rekey_interval: Duration::from_secs(600),
         }
     }
 }
@@ -106,6 +121,13 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// Listen backlog (default 4096).
     pub backlog: u32,
+    /// How connections are secured (default: Noise with a key made at bind).
+    pub security: ServerSecurity,
+    /// A client must finish its handshake within this time or is dropped (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Most handshakes in progress at once; beyond it, new connections wait in the listen
+    /// backlog (default 256).
+    pub max_handshakes: usize,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +138,9 @@ impl Default for ServerConfig {
             stats_command: Some("stats".into()),
             reuse_port: false,
             backlog: 4096,
+            security: ServerSecurity::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
         }
     }
 }
@@ -125,12 +150,25 @@ impl Default for ServerConfig {
 pub struct ClientConfig {
     /// Settings of the connection.
     pub connection: ConnectionConfig,
-    /// How long connecting may take (default 10 s).
+    /// How long connecting, handshake included, may take (default 10 s).
     pub connect_timeout: Duration,
+    /// How the connection is secured (default: Noise, trusting the known-servers file).
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { connection: ConnectionConfig::default(), connect_timeout: Duration::from_secs(10) }
+        ClientConfig {
+            connection: ConnectionConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            security: ClientSecurity::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Default settings with this security (e.g. a server's key: Noise pinned to it).
+    pub fn secured(security: impl Into<ClientSecurity>) -> ClientConfig {
+        ClientConfig { security: security.into(), ..ClientConfig::default() }
     }
 }

@@ -258,7 +258,7 @@ impl<L: Link> Connection<L> {
         if self.outbox_more && self.out.len() < self.config.bulk_quantum {
             return Poll::Ready(Event::Outbox);
         }
-        if !self.out.is_empty() {
+        if self.unsent() {
             match self.link.poll_write_ready(cx) {
                 Poll::Ready(Ok(())) => return Poll::Ready(Event::Writable),
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
@@ -273,10 +273,15 @@ impl<L: Link> Connection<L> {
         Poll::Pending
     }
 
+    /// Output not yet taken by the socket: frames, or bytes the link sealed.
+    fn unsent(&self) -> bool {
+        !self.out.is_empty() || self.link.has_pending()
+    }
+
     /// Writes what the socket takes now.
     fn flush(&mut self) -> Step {
         while !self.out.is_empty() {
-            match self.out.write_to(&self.link) {
+            match self.out.write_to(&mut self.link) {
                 Ok(0) => return Err(CloseReason::Io("socket accepts no more data".into())),
                 Ok(n) => {
                     self.local.bytes_out = self.local.bytes_out.saturating_add(n as u32);
@@ -284,6 +289,13 @@ impl<L: Link> Connection<L> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CloseReason::Io(e.to_string())),
+            }
+        }
+        if self.out.is_empty() && self.link.has_pending() {
+            match Link::flush(&mut self.link) {
+                Ok(()) => self.last_write = Instant::now(),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 Err(e) => return Err(CloseReason::Io(e.to_string())),
             }
         }
@@ -296,7 +308,7 @@ impl<L: Link> Connection<L> {
     /// peer would lose the goaway that tells it why.
     async fn linger(&mut self, reason: &CloseReason) {
         let deadline = Instant::now() + LINGER;
-        while !self.out.is_empty() && Instant::now() < deadline {
+        while self.unsent() && Instant::now() < deadline {
             let ready = tokio::time::timeout_at(deadline, poll_fn(|cx| self.link.poll_write_ready(cx))).await;
             if !matches!(ready, Ok(Ok(()))) || self.flush().is_err() {
                 break;
@@ -344,6 +356,7 @@ impl<L: Link> Connection<L> {
                     self.rbuf = BytesMut::new();
                 }
                 self.out.release_if_empty();
+                self.link.release_idle();
                 self.read_hint = 0;
                 Ok(())
             }
@@ -755,7 +768,7 @@ impl<L: Link> Connection<L> {
     }
 
     fn drained(&self) -> bool {
-        self.in_flight == 0 && self.ordered_queue.is_empty() && self.out.is_empty()
+        self.in_flight == 0 && self.ordered_queue.is_empty() && !self.unsent()
     }
 
     fn on_timer(&mut self) -> Step {
@@ -770,7 +783,7 @@ impl<L: Link> Connection<L> {
                     self.close_local(GoAwayCode::IdleTimeout, &format!("nothing received for {idle:?}"))
                 );
             }
-            if !self.out.is_empty() && now >= self.last_write + idle {
+            if self.unsent() && now >= self.last_write + idle {
                 let msg = format!("peer has not read for {idle:?}");
                 return Err(self.close_local(GoAwayCode::SlowConsumer, &msg));
             }
@@ -791,7 +804,7 @@ impl<L: Link> Connection<L> {
         let c = &self.config;
         let keepalive = c.keepalive_interval.filter(|_| !self.ping_out).map(|d| self.last_rx + d);
         let idle = c.idle_timeout.map(|d| self.last_rx + d);
-        let stall = c.idle_timeout.filter(|_| !self.out.is_empty()).map(|d| self.last_write + d);
+        let stall = c.idle_timeout.filter(|_| self.unsent()).map(|d| self.last_write + d);
         let next = [keepalive, idle, stall, self.draining].into_iter().flatten().min();
         match (next, self.timer.as_mut()) {
             (Some(at), Some(t)) => t.as_mut().reset(at),

@@ -9,7 +9,8 @@
 //! router.console("hello", |_peer, name| format!("hello, {name}"));
 //! let server = Server::bind("127.0.0.1:0", router, ServerConfig::default()).await?;
 //!
-//! let client = Client::connect(server.local_addr()).await?;
+//! // Encrypted (Noise) by default; the client pins the server's key.
+//! let client = Client::connect(server.local_addr(), server.client_security()).await?;
 //! assert_eq!(client.call_console("hello", "world").await.unwrap(), "hello, world");
 //! # Ok(()) }
 //! ```
@@ -26,6 +27,7 @@ mod error;
 mod output;
 mod peer;
 pub mod rpc;
+pub mod secure;
 mod server;
 mod stats;
 pub mod transport;
@@ -38,6 +40,7 @@ pub use connection::CloseReason;
 pub use error::{CallError, HandlerError};
 pub use peer::Peer;
 pub use rpc::{Form, Responder, Router, Text};
+pub use secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, Trust};
 pub use server::{Server, ServerHandle};
 pub use stats::{Stats, StatsSnapshot};
 pub use zs_wire::{self as wire, DataFrame, ErrorCode, GoAwayCode, Limits, Value};

@@ -45,7 +45,7 @@ impl Output {
     }
 
     /// Writes as much as the link takes now; `Ok(0)` if it takes nothing (would block).
-    pub(crate) fn write_to(&mut self, link: &impl Link) -> io::Result<usize> {
+    pub(crate) fn write_to(&mut self, link: &mut impl Link) -> io::Result<usize> {
         let n = if self.segments.is_empty() {
             link.try_write(&self.small)?
         } else {

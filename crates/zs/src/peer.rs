@@ -19,6 +19,7 @@ use crate::config::ConnectionConfig;
 use crate::error::CallError;
 use crate::rpc::outbox::{Out, Outbox, PushError};
 use crate::rpc::{encode, Payload, PayloadType, Text};
+use crate::secure::{ChannelInfo, Fingerprint};
 use crate::stats::Stats;
 
 type ReplySender = oneshot::Sender<Result<(Flags, Bytes), CallError>>;
@@ -34,6 +35,8 @@ pub(crate) struct PeerShared {
     pub(crate) id: u64,
     pub(crate) remote: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// What the secure channel established (`None` in plaintext).
+    channel: Option<Box<ChannelInfo>>,
     pub(crate) config: Arc<ConnectionConfig>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) outbox: Outbox,
@@ -62,6 +65,7 @@ impl Peer {
         id: u64,
         remote: SocketAddr,
         local: SocketAddr,
+        channel: Option<ChannelInfo>,
         config: Arc<ConnectionConfig>,
         stats: Arc<Stats>,
     ) -> Peer {
@@ -71,6 +75,7 @@ impl Peer {
                 id,
                 remote,
                 local,
+                channel: channel.map(Box::new),
                 config,
                 stats,
                 outbox,
@@ -95,6 +100,18 @@ impl Peer {
     /// This end's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
+    }
+
+    /// The identity the other end proved on a secure channel: its Noise static key, or (seen
+    /// from a TLS client) the server certificate's fingerprint. `None` in plaintext.
+    pub fn remote_key(&self) -> Option<Fingerprint> {
+        self.inner.channel.as_ref().and_then(|c| c.remote_key)
+    }
+
+    /// What the secure channel established: protocol and the other end's identity
+    /// (`None` in plaintext).
+    pub fn channel(&self) -> Option<&ChannelInfo> {
+        self.inner.channel.as_deref()
     }
 
     /// Whether the connection is still open.

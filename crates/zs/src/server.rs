@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use zs_wire::{DataFrame, GoAwayCode, Kind};
 
 use crate::config::{ConnectionConfig, ServerConfig};
@@ -17,6 +17,9 @@ use crate::connection::Connection;
 use crate::error::CallError;
 use crate::peer::Peer;
 use crate::rpc::{encode, Payload, Router, Text};
+use crate::secure::{
+    self, AnyLink, ChannelInfo, ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient,
+};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::{bind_listeners, tune, Link};
 
@@ -29,13 +32,17 @@ impl Server {
     pub async fn bind(
         addr: impl ToSocketAddrs,
         mut router: Router,
-        config: ServerConfig,
+        mut config: ServerConfig,
     ) -> io::Result<ServerHandle> {
+        if let ServerSecurity::Noise(noise) = &mut config.security {
+            noise.key.get_or_insert_with(KeyPair::generate);
+        }
         let listeners = bind_listeners(addr, config.reuse_port, config.backlog).await?;
         if let Some(name) = config.stats_command.as_deref().filter(|n| !router.contains(n)) {
             router.console(name, |peer, _| peer.inner.stats.snapshot().to_json().to_string());
         }
         let (stop, _) = watch::channel(false);
+        let config_handshakes = config.max_handshakes.max(1);
         let shared = Arc::new(Shared {
             addrs: listeners.iter().map(TcpListener::local_addr).collect::<io::Result<_>>()?,
             connection: Arc::new(config.connection.clone()),
@@ -47,6 +54,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             stop,
             all_closed: Notify::new(),
+            handshakes: Arc::new(Semaphore::new(config_handshakes)),
         });
         for listener in listeners {
             tokio::spawn(accept_loop(shared.clone(), listener));
@@ -66,14 +74,39 @@ struct Shared {
     stopping: AtomicBool,
     stop: watch::Sender<bool>,
     all_closed: Notify,
+    /// Permits for handshakes in progress.
+    handshakes: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Why a new connection cannot be taken now, if it cannot.
+    fn refusal(&self) -> Option<(GoAwayCode, &'static str)> {
+        if self.stopping.load(Ordering::Acquire) {
+            Some((GoAwayCode::ShuttingDown, "server is shutting down"))
+        } else if self.peers.read().unwrap_or_else(|p| p.into_inner()).len() >= self.config.max_connections {
+            Some((GoAwayCode::ServerFull, "server is at its connection limit"))
+        } else {
+            None
+        }
+    }
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.stop.subscribe();
+    let secured = !matches!(shared.config.security, ServerSecurity::Plaintext);
     loop {
+        // A permit per handshake: when all are taken, connections wait in the backlog.
+        let permit = if secured {
+            tokio::select! {
+                p = shared.handshakes.clone().acquire_owned() => Some(p.expect("the semaphore is never closed")),
+                _ = stop.changed() => return,
+            }
+        } else {
+            None
+        };
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => admit(&shared, stream),
+                Ok((stream, _)) => on_accept(&shared, stream, permit),
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -85,25 +118,54 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn admit(shared: &Arc<Shared>, stream: TcpStream) {
+fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
     tune(&stream, shared.connection.socket_unsent_limit);
-    let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
-    let full = shared.peers.read().unwrap_or_else(|p| p.into_inner()).len() >= shared.config.max_connections;
-    if full || shared.stopping.load(Ordering::Acquire) {
+    if let Some((code, msg)) = shared.refusal() {
+        // Refused before any handshake: the goaway goes in plaintext.
         shared.stats.bump(|s| &s.connections_refused);
-        let (code, msg) = if full {
-            (GoAwayCode::ServerFull, "server is at its connection limit")
-        } else {
-            (GoAwayCode::ShuttingDown, "server is shutting down")
-        };
-        tracing::warn!(%remote, msg, "connection refused");
+        tracing::warn!(remote = ?stream.peer_addr().ok(), msg, "connection refused");
         let mut out = BytesMut::new();
         encode::goaway(&mut out, code, msg);
-        let _ = Link::try_write(&stream, &out);
+        let _ = Link::try_write(&mut stream, &out);
         return;
     }
+    let Some(permit) = permit else {
+        admit(shared, AnyLink::Tcp(stream), None);
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let remote = stream.peer_addr().ok();
+        let policy = shared.connection.rekey_policy();
+        let handshake = secure::accept(stream, &shared.config.security, policy, shared.stats.clone());
+        let result = tokio::time::timeout(shared.config.handshake_timeout, handshake).await;
+        drop(permit);
+        let secured = match result {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                shared.stats.bump(|s| &s.handshakes_failed);
+                return tracing::info!(?remote, error = %e, "handshake failed");
+            }
+            Err(_) => {
+                shared.stats.bump(|s| &s.handshakes_failed);
+                let timeout = shared.config.handshake_timeout;
+                return tracing::info!(?remote, ?timeout, "handshake timed out");
+            }
+        };
+        shared.stats.bump(|s| &s.handshakes);
+        if let Some((code, msg)) = shared.refusal() {
+            shared.stats.bump(|s| &s.connections_refused);
+            let e = secure::refuse(secured.link, code, msg, "connection").await;
+            return tracing::warn!(?remote, error = %e, "connection refused");
+        }
+        admit(&shared, secured.link, secured.channel);
+    });
+}
+
+fn admit(shared: &Arc<Shared>, link: AnyLink, channel: Option<ChannelInfo>) {
+    let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let peer = Peer::new(id, remote, local, shared.connection.clone(), shared.stats.clone());
+    let peer = Peer::new(id, remote, local, channel, shared.connection.clone(), shared.stats.clone());
     shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
     let router = shared.router.clone();
@@ -117,7 +179,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
     };
     // The task is the connection's `run` future itself: its state is all an idle
     // connection costs, so nothing else is captured beside it.
-    tokio::spawn(Connection::new(stream, peer, router).run(unregister));
+    tokio::spawn(Connection::new(link, peer, router).run(unregister));
 }
 
 /// A running server: its addresses, peers, statistics, broadcast and shutdown.
@@ -130,6 +192,25 @@ impl ServerHandle {
     /// The first address listened on (with the real port if 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.addrs[0]
+    }
+
+    /// The identity clients pin: the Noise static key or the TLS certificate's
+    /// fingerprint (`None` in plaintext).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        match &self.shared.config.security {
+            ServerSecurity::Noise(n) => n.key.as_ref().map(KeyPair::public),
+            ServerSecurity::Tls(t) => Some(t.fingerprint()),
+            ServerSecurity::Plaintext => None,
+        }
+    }
+
+    /// What a client needs to reach this server: its mode, pinned to its identity.
+    pub fn client_security(&self) -> ClientSecurity {
+        match (&self.shared.config.security, self.fingerprint()) {
+            (ServerSecurity::Tls(_), Some(fp)) => ClientSecurity::Tls(TlsClient::pinned(fp)),
+            (ServerSecurity::Noise(_), Some(fp)) => fp.into(),
+            _ => ClientSecurity::Plaintext,
+        }
     }
 
     /// Every address listened on.

@@ -63,6 +63,12 @@ counters! {
     idle_timeouts,
     /// Streams announced to this end (big streams, complete buffers, batch streams).
     streams_in,
+    /// Secure handshakes completed.
+    handshakes,
+    /// Secure handshakes that failed, timed out or were refused.
+    handshakes_failed,
+    /// Times a connection rolled its sending keys.
+    rekeys,
 }
 
 /// The per-frame counts of one connection not yet added to the shared [`Stats`];

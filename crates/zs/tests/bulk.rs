@@ -14,7 +14,7 @@ use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
 use zs::bulk::Compression;
-use zs::{CallError, Client, ClientConfig, ErrorCode, IncomingStream, Router, ServerConfig, StreamOptions};
+use zs::{CallError, ClientConfig, ErrorCode, IncomingStream, Router, ServerConfig, StreamOptions};
 use zs_bench::source::Noise;
 
 /// A generated source of `len` bytes (the benchmarks' noise, or zeros when `sparse`); it
@@ -122,7 +122,7 @@ async fn expected_hash(len: u64, seed: u64, sparse: bool) -> [u8; 32] {
 async fn streams_of_every_size_arrive_intact() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = serve(sink_router(tx)).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     for (len, known, compression) in [
         (0u64, true, Compression::Auto),
         (1, true, Compression::Auto),
@@ -144,7 +144,7 @@ async fn streams_of_every_size_arrive_intact() {
 async fn multi_gib_streams_generated_and_sparse() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = serve(sink_router(tx)).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     // 2 GiB of noise (compression gives up at once) and 1 GiB of zeros (zstd).
     for (len, sparse) in [(2u64 << 30, false), (1 << 30, true)] {
         let opts = StreamOptions::with_len(len);
@@ -195,7 +195,7 @@ async fn a_broken_transfer_resumes_at_an_offset() {
         move |_, _| st.lock().unwrap().len().to_string()
     });
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     // First attempt: the sender is cancelled a third of the way through.
     let first = client.send_big_stream(
         "store",
@@ -230,7 +230,7 @@ async fn cancel_from_either_side() {
         Ok(())
     });
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
 
     // The receiver stops: the sender learns why, and its source is dropped.
     let dropped = Arc::new(AtomicBool::new(false));
@@ -256,7 +256,7 @@ async fn a_checksum_mismatch_is_an_error_to_both_ends() {
     use zs::wire::bulk::{StreamEnd, StreamMode, StreamOpen};
     use zs::wire::{Flags, Kind};
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let server = serve(sink_router(tx)).await;
+    let server = serve_with(sink_router(tx), plaintext()).await;
     let mut open = bytes::BytesMut::new();
     StreamOpen { mode: StreamMode::Stream, total: 5, offset: 0, key: 0, name: "sink".into() }
         .encode(&mut open)
@@ -295,8 +295,7 @@ async fn concurrent_streams_both_ways_and_calls_are_not_stuck_behind_them() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ctx, mut crx) = mpsc::unbounded_channel();
     let server = serve(sink_router(tx)).await;
-    let client =
-        Client::connect_with(server.local_addr(), sink_router(ctx), ClientConfig::default()).await.unwrap();
+    let client = connect_with(&server, sink_router(ctx), ClientConfig::default()).await.unwrap();
     wait_until("connected", || server.connection_count() == 1).await;
     let back = server.peers().pop().unwrap();
     let mut transfers = Vec::new();
@@ -350,7 +349,7 @@ async fn a_slow_receiver_slows_the_sender() {
         }
     });
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let opts = StreamOptions { compression: Compression::None, ..StreamOptions::default() };
     let t = client.send_big_stream("slow", Generated::new(32 << 20, 5, false), opts);
     let mut p = t.watch_progress();
@@ -376,7 +375,7 @@ async fn a_slow_receiver_slows_the_sender() {
 async fn disconnect_mid_transfer_fails_both_ends_and_leaves_nothing_behind() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = serve(sink_router(tx)).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let dropped = Arc::new(AtomicBool::new(false));
     let mut src = Generated::new(u64::MAX, 3, false);
     src.dropped = Some(dropped.clone());
@@ -404,7 +403,7 @@ async fn complete_buffers_whole_and_capped() {
     let mut config = ServerConfig::default();
     config.connection.max_buffer_len = 4 << 20;
     let server = serve_with(r, config).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     for len in [0usize, 1, 4 << 20] {
         let data = Bytes::from((0..len).map(|i| (i * 7 % 256) as u8).collect::<Vec<_>>());
         assert_eq!(client.send_complete_buffer("blob", data.clone()).await.unwrap(), len as u64);
@@ -435,7 +434,7 @@ async fn batch_streams_are_parked_consumed_cleared_and_budgeted() {
     let mut config = ServerConfig::default();
     config.connection.batch_budget = 3 << 20;
     let server = serve_with(r, config).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     for key in 1..=3u64 {
         client.post_batch(key, Bytes::from(vec![key as u8; 1 << 20])).await.unwrap();
     }
@@ -478,7 +477,7 @@ async fn many_streams_on_one_connection_with_a_tiny_lane_never_stall() {
     let mut cc = ClientConfig::default();
     cc.connection.bulk_quantum = 16 << 10;
     cc.connection.max_queued_bulk_bytes = 256 << 10;
-    let client = Client::connect_with(server.local_addr(), Router::new(), cc).await.unwrap();
+    let client = connect_with(&server, Router::new(), cc).await.unwrap();
     let transfers: Vec<_> = (0..48u64)
         .map(|i| {
             client.send_big_stream("busy", Generated::new(2 << 20, i + 1, false), StreamOptions::default())
@@ -498,7 +497,7 @@ async fn many_streams_on_one_connection_with_a_tiny_lane_never_stall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stream_cut_off_by_a_disconnect_leaves_nothing_parked() {
     let server = serve(Router::new()).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     // A batch of 32 MiB, cut off early: the connection closes mid-transfer.
     let t = client.post_batch(1, Bytes::from(vec![5u8; 32 << 20]));
     let mut p = t.watch_progress();
@@ -509,7 +508,7 @@ async fn a_batch_stream_cut_off_by_a_disconnect_leaves_nothing_parked() {
     wait_until("closed", || server.connection_count() == 0).await;
     // Nothing is parked on the gone peer, and the server serves the next one.
     assert_eq!(peer.batch_keys(), Vec::<u64>::new());
-    let again = Client::connect(server.local_addr()).await.unwrap();
+    let again = connect(&server).await.unwrap();
     again.post_batch(2, Bytes::from_static(b"fine")).await.unwrap();
 }
 
@@ -534,8 +533,8 @@ fn goaway_of(frames: &[zs::wire::Frame]) -> (zs::GoAwayCode, String) {
 async fn hostile_stream_frames_close_only_their_connection() {
     use zs::wire::{Flags, Kind};
     let (tx, _rx) = mpsc::unbounded_channel();
-    let server = serve(sink_router(tx)).await;
-    let bystander = Client::connect(server.local_addr()).await.unwrap();
+    let server = serve_with(sink_router(tx), plaintext()).await;
+    let bystander = connect(&server).await.unwrap();
     let addr = server.local_addr();
 
     // A malformed announcement.

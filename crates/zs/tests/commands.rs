@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::mpsc;
-use zs::{BlockingClient, Client, ClientConfig, DataFrame, Router, Text};
+use zs::{BlockingClient, ClientConfig, DataFrame, Router, Text};
 
 fn server_router(seen: mpsc::UnboundedSender<String>) -> Router {
     let mut r = Router::new();
@@ -31,7 +31,7 @@ fn server_router(seen: mpsc::UnboundedSender<String>) -> Router {
 async fn client_calls_every_form() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = serve(server_router(tx)).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
 
     assert_eq!(client.call_console("echo", "hi").await.unwrap(), "hi");
     assert_eq!(client.call_console("UPPER", "mixed Case").await.unwrap(), "MIXED CASE", "names ignore case");
@@ -61,8 +61,7 @@ async fn server_pushes_every_form_to_client() {
     r.console("echo", |_, t| t);
     r.on_connect(move |peer| connected_tx.send(peer.clone()).unwrap());
     let server = serve(r).await;
-    let client =
-        Client::connect_with(server.local_addr(), client_router, ClientConfig::default()).await.unwrap();
+    let client = connect_with(&server, client_router, ClientConfig::default()).await.unwrap();
     let peer = within("on_connect", connected.recv()).await.unwrap();
 
     assert_eq!(peer.call_console("whoami", "").await.unwrap(), "client");
@@ -86,7 +85,7 @@ async fn ten_thousand_pipelined_calls_on_one_connection() {
     let mut r = Router::new();
     r.console("echo", |_, t| t);
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let calls = (0..10_000).map(|i| {
         let peer = client.peer().clone();
         async move { (i, peer.call_console("echo", i.to_string()).await) }
@@ -113,7 +112,7 @@ async fn delayed_reply_from_another_thread() {
     });
     r.console_delayed("forget", |_, _, responder| drop(responder));
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     // Several in flight at once: none waits for another.
     let (a, b) = tokio::join!(client.call_console("later", "1"), client.call_console("later", "2"));
     assert_eq!((a.unwrap().as_str(), b.unwrap().as_str()), ("late 1", "late 2"));
@@ -133,7 +132,7 @@ async fn async_handlers_run_concurrently() {
         t
     });
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     // A long call does not hold back a short one behind it.
     let slow = client.call_console("sleep", "3000");
     let fast = async {
@@ -170,7 +169,7 @@ async fn hpc_runs_on_workers_and_skips_gone_peers() {
         "done"
     });
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     assert_eq!(client.call_console("fib", "25").await.unwrap(), "75025");
     let calls = (0..16).map(|_| client.call_console("fib", "20"));
     for r in futures_util::future::join_all(calls).await {
@@ -180,7 +179,7 @@ async fn hpc_runs_on_workers_and_skips_gone_peers() {
 
     // A call whose peer leaves before the worker finishes: the reply is skipped, and the
     // server keeps serving.
-    let leaving = Client::connect(server.local_addr()).await.unwrap();
+    let leaving = connect(&server).await.unwrap();
     let pending = leaving.peer().clone();
     let call = tokio::spawn(async move { pending.call_console("blocked", "").await });
     wait_until("call reaches the server", || server.stats().console_in >= 18).await;
@@ -204,7 +203,8 @@ fn blocking_client_from_sync_code() {
         r.console_delayed("never", |_, _, responder| std::mem::forget(responder));
         serve(r).await
     });
-    let client = BlockingClient::connect(server.local_addr()).unwrap();
+    let config = ClientConfig::secured(server.client_security());
+    let client = BlockingClient::connect_with(server.local_addr(), Router::new(), config).unwrap();
     assert_eq!(client.call_console("echo", "sync").unwrap(), "sync");
     let mut df = DataFrame::new();
     df.write_u8(1).write_u8(2);
@@ -226,7 +226,7 @@ async fn broadcast_to_500_peers_and_a_filtered_set() {
         let (t1, t2) = (tx.clone(), tx.clone());
         r.direct_console("news", move |_, t| t1.send((i, t.to_string())).unwrap());
         r.direct_stream("news_df", move |_, df| t2.send((i, df.to_json().to_string())).unwrap());
-        clients.push(Client::connect_with(server.local_addr(), r, ClientConfig::default()).await.unwrap());
+        clients.push(connect_with(&server, r, ClientConfig::default()).await.unwrap());
     }
     wait_until("all connected", || server.connection_count() == 500).await;
     assert_eq!(server.broadcast_console("news", "hello all", |_| true).unwrap(), 500);
@@ -267,7 +267,7 @@ async fn ordered_commands_run_one_at_a_time_in_arrival_order() {
     })
     .ordered();
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let calls = (0..5).map(|i| client.call_console("step", i.to_string()));
     let replies = futures_util::future::join_all(calls).await;
     assert!(replies.iter().all(Result::is_ok));
@@ -296,7 +296,7 @@ async fn an_ordered_connection_runs_every_command_in_arrival_order() {
     let mut config = zs::ServerConfig::default();
     config.connection.ordered = true;
     let server = serve_with(r, config).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let calls = (0..5u64).map(|i| client.call_console(if i % 2 == 0 { "a" } else { "b" }, i.to_string()));
     assert!(futures_util::future::join_all(calls).await.iter().all(Result::is_ok));
     let expect: Vec<String> = (0..5).flat_map(|i| [format!("start {i}"), format!("end {i}")]).collect();
@@ -308,8 +308,9 @@ async fn large_payloads_are_compressed_on_the_wire() {
     let mut r = Router::new();
     r.console("echo", |_, t| t);
     r.stream("echo_stream", |_, df| df);
-    let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    // Plaintext, so a raw socket can send a corrupt frame below.
+    let server = serve_with(r, plaintext()).await;
+    let client = connect(&server).await.unwrap();
     let text = "zserver compresses repetitive payloads. ".repeat(2500); // 100 KB
     assert_eq!(client.call_console("echo", text.clone()).await.unwrap(), text.as_str());
     let mut df = DataFrame::new();

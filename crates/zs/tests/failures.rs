@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use zs::wire::{ErrorCode, Flags, GoAwayCode, Kind, HEADER_LEN};
-use zs::{CallError, Client, DataFrame, Router, ServerConfig};
+use zs::{CallError, DataFrame, Router, ServerConfig};
 
 fn router() -> Router {
     let mut r = Router::new();
@@ -25,7 +25,7 @@ fn router() -> Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_command_gets_an_error_that_names_it() {
     let server = serve(router()).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let err = client.call_console("no_such_thing", "x").await.unwrap_err();
     assert_eq!(err.remote_code(), Some(ErrorCode::UnknownCommand));
     assert!(err.to_string().contains("no_such_thing"), "{err}");
@@ -40,7 +40,7 @@ async fn unknown_command_gets_an_error_that_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_form_and_handler_errors_are_error_replies() {
     let server = serve(router()).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let err = client.call_stream("echo", DataFrame::new()).await.unwrap_err();
     assert_eq!(err.remote_code(), Some(ErrorCode::BadPayload));
     assert!(err.to_string().contains("takes text, got a DataFrame"), "{err}");
@@ -55,7 +55,7 @@ async fn wrong_form_and_handler_errors_are_error_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_handlers_reply_with_an_error_and_the_connection_lives() {
     let server = serve(router()).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     for name in ["boom", "boom_async", "boom_delayed"] {
         let err = client.call_console(name, "").await.unwrap_err();
         assert_eq!(err.remote_code(), Some(ErrorCode::HandlerPanicked), "{name}: {err}");
@@ -72,7 +72,7 @@ async fn calls_time_out_and_late_replies_are_ignored() {
         "slow"
     });
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let err = client.call_console_timeout("never", "", Duration::from_millis(50)).await.unwrap_err();
     assert_eq!(err, CallError::Timeout(Duration::from_millis(50)));
     let err = client.call_console_timeout("slow", "", Duration::from_millis(10)).await.unwrap_err();
@@ -86,7 +86,7 @@ async fn calls_time_out_and_late_replies_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pending_call_fails_at_once_when_the_connection_drops() {
     let server = serve(router()).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     let calls: Vec<_> = (0..50)
         .map(|_| {
             let p = client.peer().clone();
@@ -119,8 +119,8 @@ async fn assert_goaway(frames: &[zs::wire::Frame], code: GoAwayCode, text: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_only_their_connection() {
-    let server = serve(router()).await;
-    let bystander = Client::connect(server.local_addr()).await.unwrap();
+    let server = serve_with(router(), plaintext()).await;
+    let bystander = connect(&server).await.unwrap();
     let addr = server.local_addr();
 
     let frames = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -169,16 +169,16 @@ async fn malformed_frames_close_only_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_frames_are_refused_on_the_header() {
-    let mut config = ServerConfig::default();
+    let mut config = plaintext();
     config.connection.limits.max_frame_len = 1024;
     let server = serve_with(router(), config).await;
-    let bystander = Client::connect(server.local_addr()).await.unwrap();
+    let bystander = connect(&server).await.unwrap();
     // Only the header is sent: the server must refuse on the announced length alone.
     let big = raw_frame(Kind::Call, Flags::NONE, 1, &call_body("echo", &[b'a'; 4000]));
     let frames = raw_exchange(server.local_addr(), &big[..HEADER_LEN]).await;
     assert_goaway(&frames, GoAwayCode::FrameTooLarge, "exceeds the limit of 1024").await;
     // A client with a larger limit sends it: it is told why its connection closed.
-    let sender = Client::connect(server.local_addr()).await.unwrap();
+    let sender = connect(&server).await.unwrap();
     let err = sender.call_console("echo", "a".repeat(1 << 20)).await.unwrap_err();
     assert!(matches!(err, CallError::Disconnected(ref why) if why.contains("exceeds the limit")), "{err}");
     // The client checks its own limit (16 MiB by default) before sending.
@@ -190,7 +190,7 @@ async fn oversize_frames_are_refused_on_the_header() {
     let mut config = ServerConfig::default();
     config.connection.limits.max_frame_len = 1024;
     let small = serve_with(r, config).await;
-    let c = Client::connect(small.local_addr()).await.unwrap();
+    let c = connect(&small).await.unwrap();
     let err = c.call_console("grow", "").await.unwrap_err();
     assert_eq!(err.remote_code(), Some(ErrorCode::ReplyTooLarge), "{err}");
     assert_eq!(bystander.call_console("echo", "ok").await.unwrap(), "ok");
@@ -198,14 +198,14 @@ async fn oversize_frames_are_refused_on_the_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_bounded_and_cut_off() {
-    let mut config = ServerConfig::default();
+    let mut config = plaintext();
     config.connection.max_write_buffer = 64 << 10;
     config.connection.idle_timeout = Some(Duration::from_millis(1500));
     config.connection.keepalive_interval = None;
     let mut r = Router::new();
     r.console("big", |_, _| "x".repeat(32 << 10));
     let server = serve_with(r, config).await;
-    let bystander = Client::connect(server.local_addr()).await.unwrap();
+    let bystander = connect(&server).await.unwrap();
     // Flood calls for big replies and never read one.
     let mut s = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     let call = raw_frame(Kind::Call, Flags::NONE, 1, &call_body("big", b""));

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::mpsc;
-use zs::{CallError, ClientConfig, CloseReason, GoAwayCode, Router, ServerConfig, Text};
+use zs::{
+    CallError, ClientConfig, ClientSecurity, CloseReason, GoAwayCode, Router, ServerConfig, ServerSecurity,
+    Text,
+};
 use zs::{Client, Server};
 
 struct Session {
@@ -40,8 +43,8 @@ async fn hooks_ids_addresses_and_typed_state() {
         format!("{user}@{}", peer.remote_addr().ip())
     });
     let server = serve(r).await;
-    let a = Client::connect(server.local_addr()).await.unwrap();
-    let b = Client::connect(server.local_addr()).await.unwrap();
+    let a = connect(&server).await.unwrap();
+    let b = connect(&server).await.unwrap();
     let first = within("connect", events.recv()).await.unwrap();
     let second = within("connect", events.recv()).await.unwrap();
     assert_ne!(first, second, "distinct peer ids");
@@ -57,7 +60,8 @@ async fn hooks_ids_addresses_and_typed_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_holds_a_quiet_connection_and_idle_timeout_drops_a_silent_one() {
-    let mut config = ServerConfig::default();
+    // Plaintext: the silent raw socket below must get past the (absent) handshake.
+    let mut config = plaintext();
     config.connection.keepalive_interval = Some(Duration::from_millis(100));
     config.connection.idle_timeout = Some(Duration::from_millis(400));
     let mut r = Router::new();
@@ -67,7 +71,7 @@ async fn keepalive_holds_a_quiet_connection_and_idle_timeout_drops_a_silent_one(
     // A zserver client answers pings, so a quiet but live connection stays up.
     let mut cc = ClientConfig::default();
     cc.connection.keepalive_interval = None;
-    let client = Client::connect_with(server.local_addr(), Router::new(), cc).await.unwrap();
+    let client = connect_with(&server, Router::new(), cc).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(client.call_console("echo", "alive").await.unwrap(), "alive");
 
@@ -83,24 +87,37 @@ async fn keepalive_holds_a_quiet_connection_and_idle_timeout_drops_a_silent_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_told_the_server_is_full() {
-    let config = ServerConfig { max_connections: 3, ..ServerConfig::default() };
-    let mut r = Router::new();
-    r.console("echo", |_, t| t);
-    let server = serve_with(r, config).await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let c = Client::connect(server.local_addr()).await.unwrap();
-        c.call_console("echo", "").await.unwrap();
-        held.push(c);
+    for security in [ServerSecurity::Plaintext, ServerSecurity::default()] {
+        let encrypted = !matches!(security, ServerSecurity::Plaintext);
+        let config = ServerConfig { max_connections: 3, security, ..ServerConfig::default() };
+        let mut r = Router::new();
+        r.console("echo", |_, t| t);
+        let server = serve_with(r, config).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let c = connect(&server).await.unwrap();
+            c.call_console("echo", "").await.unwrap();
+            held.push(c);
+        }
+        if encrypted {
+            // Refused before the handshake: connecting fails and says why.
+            let err = connect(&server).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+            assert!(err.to_string().contains("server full"), "{err}");
+        } else {
+            let extra = connect(&server).await.unwrap();
+            let reason = within("refused", extra.closed()).await;
+            assert!(
+                matches!(reason, CloseReason::PeerGoAway { code: GoAwayCode::ServerFull, .. }),
+                "{reason}"
+            );
+        }
+        assert_eq!(server.stats().connections_refused, 1);
+        held.pop();
+        wait_until("slot freed", || server.connection_count() <= 2).await;
+        let again = connect(&server).await.unwrap();
+        assert_eq!(again.call_console("echo", "in").await.unwrap(), "in");
     }
-    let extra = Client::connect(server.local_addr()).await.unwrap();
-    let reason = within("refused", extra.closed()).await;
-    assert!(matches!(reason, CloseReason::PeerGoAway { code: GoAwayCode::ServerFull, .. }), "{reason}");
-    assert_eq!(server.stats().connections_refused, 1);
-    held.pop();
-    wait_until("slot freed", || server.connection_count() <= 2).await;
-    let again = Client::connect(server.local_addr()).await.unwrap();
-    assert_eq!(again.call_console("echo", "in").await.unwrap(), "in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,12 +133,11 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
         }
     });
     let server = serve(r).await;
-    let clients: Vec<_> =
-        futures_util::future::join_all((0..4).map(|_| Client::connect(server.local_addr())))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+    let clients: Vec<_> = futures_util::future::join_all((0..4).map(|_| connect(&server)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let calls: Vec<_> = clients
         .iter()
         .enumerate()
@@ -139,7 +155,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
         let reason = within("closed", c.closed()).await;
         assert!(matches!(reason, CloseReason::PeerGoAway { code: GoAwayCode::ShuttingDown, .. }), "{reason}");
     }
-    assert!(Client::connect(server.local_addr()).await.is_err(), "no longer listening");
+    assert!(connect(&server).await.is_err(), "no longer listening");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +163,7 @@ async fn stats_through_the_api_and_the_builtin_command() {
     let mut r = Router::new();
     r.console("echo", |_, t| t);
     let server = serve(r).await;
-    let client = Client::connect(server.local_addr()).await.unwrap();
+    let client = connect(&server).await.unwrap();
     for _ in 0..5 {
         client.call_console("echo", "x").await.unwrap();
     }
@@ -178,14 +194,15 @@ async fn serves_ipv6_and_ipv4_together() {
     };
     // Each resolved address gets its own ephemeral port; use each.
     for addr in server.local_addrs() {
-        let c = Client::connect(*addr).await.unwrap();
+        let config = ClientConfig::secured(server.client_security());
+        let c = Client::connect_with(*addr, Router::new(), config).await.unwrap();
         assert_eq!(c.call_console("echo", addr.to_string()).await.unwrap(), addr.to_string().as_str());
     }
     let mut r = Router::new();
     r.console("echo", |_, t| t);
     let v6 = Server::bind("[::1]:0", r, ServerConfig::default()).await;
     if let Ok(v6) = v6 {
-        let c = Client::connect(v6.local_addr()).await.unwrap();
+        let c = connect(&v6).await.unwrap();
         assert!(c.peer().remote_addr().is_ipv6());
         assert_eq!(c.call_console("echo", "six").await.unwrap(), "six");
     } else {
@@ -198,10 +215,16 @@ async fn connect_failures_are_clear() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    let err = Client::connect(addr).await.unwrap_err();
+    let err = Client::connect(addr, ClientSecurity::Plaintext).await.unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = Client::connect(silent.local_addr().unwrap()).await.unwrap();
+    // A server that never answers the handshake: connecting gives up at its timeout.
+    let config = ClientConfig { connect_timeout: Duration::from_millis(300), ..ClientConfig::default() };
+    let err = Client::connect_with(silent.local_addr().unwrap(), Router::new(), config).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    // In plaintext there is no handshake: calls time out instead.
+    let config = ClientConfig::secured(ClientSecurity::Plaintext);
+    let client = Client::connect_with(silent.local_addr().unwrap(), Router::new(), config).await.unwrap();
     let err = client.call_console_timeout("echo", "", Duration::from_millis(50)).await.unwrap_err();
     assert_eq!(err, CallError::Timeout(Duration::from_millis(50)));
     assert!(err.to_string().contains("timed out after 50ms"), "{err}");

@@ -16,16 +16,27 @@ pub(crate) use tcp::{bind_listeners, connect, tune};
 pub trait Link: Send + Sync + 'static {
     /// Ready when a read may make progress.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// Reads what is available into `buf`'s spare capacity; `WouldBlock` if nothing is.
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Reads what is available into `buf` (its spare capacity, or more); `WouldBlock` if
+    /// nothing is.
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
     /// Ready when a write may make progress.
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes as much of `buf` as the link takes now; `WouldBlock` if none.
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Writes as much of `bufs`, in order, as the link takes now; `WouldBlock` if none.
-    fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
+    fn try_write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
+    /// Bytes taken by a write are still buffered in the link (sealed records, say).
+    fn has_pending(&self) -> bool {
+        false
+    }
+    /// Writes what the link buffered; `WouldBlock` if some remains.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Drops empty buffers: the connection is going idle.
+    fn release_idle(&mut self) {}
     /// Closes the sending direction (the other end reads end-of-stream).
-    fn shutdown_write(&self) -> io::Result<()>;
+    fn shutdown_write(&mut self) -> io::Result<()>;
     /// The other end's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// This end's address.
@@ -36,25 +47,61 @@ impl Link for tokio::net::TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tokio::net::TcpStream::poll_read_ready(self, cx)
     }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         tokio::net::TcpStream::try_read_buf(self, buf)
     }
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tokio::net::TcpStream::poll_write_ready(self, cx)
     }
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         tokio::net::TcpStream::try_write(self, buf)
     }
-    fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
         tokio::net::TcpStream::try_write_vectored(self, bufs)
     }
-    fn shutdown_write(&self) -> io::Result<()> {
-        socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        socket2::SockRef::from(&*self).shutdown(std::net::Shutdown::Write)
     }
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpStream::peer_addr(self)
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpStream::local_addr(self)
+    }
+}
+
+impl<L: Link> Link for Box<L> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_read_ready(cx)
+    }
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        (**self).try_read_buf(buf)
+    }
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_write_ready(cx)
+    }
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (**self).try_write(buf)
+    }
+    fn try_write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+        (**self).try_write_vectored(bufs)
+    }
+    fn has_pending(&self) -> bool {
+        (**self).has_pending()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn release_idle(&mut self) {
+        (**self).release_idle()
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        (**self).shutdown_write()
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        (**self).peer_addr()
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        (**self).local_addr()
     }
 }

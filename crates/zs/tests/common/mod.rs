@@ -68,3 +68,23 @@ pub async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<zs::w
     }
     frames
 }
+
+/// Connects a client to `server` with default settings, trusting the server's identity.
+pub async fn connect(server: &ServerHandle) -> std::io::Result<zs::Client> {
+    connect_with(server, zs::Router::new(), zs::ClientConfig::default()).await
+}
+
+/// Connects with a router and settings, trusting the server's identity.
+pub async fn connect_with(
+    server: &ServerHandle,
+    router: zs::Router,
+    mut config: zs::ClientConfig,
+) -> std::io::Result<zs::Client> {
+    config.security = server.client_security();
+    zs::Client::connect_with(server.local_addr(), router, config).await
+}
+
+/// Server settings without encryption, for tests that speak raw frames.
+pub fn plaintext() -> ServerConfig {
+    ServerConfig { security: zs::ServerSecurity::Plaintext, ..ServerConfig::default() }
+}

@@ -1,0 +1,196 @@
+//! `SecureLink`: a TCP stream whose bytes are records of a record layer (Noise or TLS).
+//! The connection driver sees plaintext through the same readiness-based [`Link`] surface
+//! as plain TCP: reads decrypt every whole record that arrived, writes seal what they are
+//! given into records and write them with one syscall.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::net::TcpStream;
+
+use crate::stats::Stats;
+use crate::transport::Link;
+
+/// Most sealed bytes held before the socket takes them; writes wait beyond it.
+const MAX_SEALED: usize = 256 << 10;
+/// Smallest socket read while records are arriving.
+const MIN_READ: usize = 16 << 10;
+
+/// A record layer: turns plaintext into records and records back into plaintext.
+pub(crate) trait Records: Send + Sync + 'static {
+    /// Seals up to `max` bytes of `bufs`, in order, into records appended to `out`;
+    /// returns the plaintext bytes taken.
+    fn seal(&mut self, bufs: &[IoSlice<'_>], max: usize, out: &mut BytesMut) -> io::Result<usize>;
+    /// Opens every whole record at the front of `input` (consuming it), appending the
+    /// plaintext to `plain` and any record the layer must answer with to `out`; returns
+    /// the plaintext bytes produced.
+    fn open(&mut self, input: &mut BytesMut, plain: &mut BytesMut, out: &mut BytesMut) -> io::Result<usize>;
+    /// Rolls both directions to new keys, appending the records that tell the peer.
+    fn rekey(&mut self, out: &mut BytesMut) -> io::Result<()>;
+    /// Appends the records that end the channel cleanly, if the layer has any.
+    fn close(&mut self, _out: &mut BytesMut) {}
+}
+
+/// When the sending keys are rolled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RekeyPolicy {
+    pub(crate) after_bytes: u64,
+    pub(crate) after_time: Duration,
+}
+
+pub(crate) struct SecureLink<R> {
+    tcp: TcpStream,
+    records: R,
+    /// Received bytes not yet a whole record.
+    sealed_in: BytesMut,
+    /// Sealed records not yet taken by the socket.
+    sealed_out: BytesMut,
+    /// Data may already be buffered (after the handshake): report readable once.
+    primed: bool,
+    rekey: RekeyPolicy,
+    sealed_since_rekey: u64,
+    last_rekey: Instant,
+    stats: Arc<Stats>,
+}
+
+impl<R: Records> SecureLink<R> {
+    /// Wraps a stream whose handshake is done; `leftover` is what was read past it.
+    pub(crate) fn new(
+        tcp: TcpStream,
+        records: R,
+        leftover: BytesMut,
+        rekey: RekeyPolicy,
+        stats: Arc<Stats>,
+    ) -> Self {
+        SecureLink {
+            tcp,
+            records,
+            sealed_in: leftover,
+            sealed_out: BytesMut::new(),
+            primed: true,
+            rekey,
+            sealed_since_rekey: 0,
+            last_rekey: Instant::now(),
+            stats,
+        }
+    }
+
+    /// Writes sealed records until the socket would block.
+    fn flush_sealed(&mut self) -> io::Result<()> {
+        while !self.sealed_out.is_empty() {
+            let n = self.tcp.try_write(&self.sealed_out)?;
+            self.sealed_out.advance(n);
+        }
+        Ok(())
+    }
+
+    fn flush_ignoring_block(&mut self) -> io::Result<()> {
+        match self.flush_sealed() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn rekey_if_due(&mut self) -> io::Result<()> {
+        if self.sealed_since_rekey >= self.rekey.after_bytes
+            || self.last_rekey.elapsed() >= self.rekey.after_time
+        {
+            self.records.rekey(&mut self.sealed_out)?;
+            self.sealed_since_rekey = 0;
+            self.last_rekey = Instant::now();
+            self.stats.bump(|s| &s.rekeys);
+        }
+        Ok(())
+    }
+}
+
+impl<R: Records> Link for SecureLink<R> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.primed {
+            return Poll::Ready(Ok(()));
+        }
+        self.tcp.poll_read_ready(cx)
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.primed = false;
+        let want = (buf.capacity() - buf.len()).max(MIN_READ);
+        loop {
+            let n = self.records.open(&mut self.sealed_in, buf, &mut self.sealed_out)?;
+            if !self.sealed_out.is_empty() {
+                self.flush_ignoring_block()?;
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+            self.sealed_in.reserve(want);
+            match self.tcp.try_read_buf(&mut self.sealed_in) {
+                Ok(0) if self.sealed_in.is_empty() => return Ok(0),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a record",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp.poll_write_ready(cx)
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.flush_ignoring_block()?;
+        let room = MAX_SEALED.saturating_sub(self.sealed_out.len());
+        if room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.rekey_if_due()?;
+        let n = self.records.seal(bufs, room, &mut self.sealed_out)?;
+        self.sealed_since_rekey += n as u64;
+        self.flush_ignoring_block()?;
+        Ok(n)
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.sealed_out.is_empty()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_sealed()
+    }
+
+    fn release_idle(&mut self) {
+        if self.sealed_in.is_empty() {
+            self.sealed_in = BytesMut::new();
+        }
+        if self.sealed_out.is_empty() {
+            self.sealed_out = BytesMut::new();
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.records.close(&mut self.sealed_out);
+        self.flush_ignoring_block()?;
+        self.tcp.shutdown_write()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
