@@ -96,3 +96,53 @@ pub fn bulk_and_compressed(data: &[u8]) {
         assert!(plain.len() <= 1 << 16);
     }
 }
+
+/// The checked-in corpus of a fuzz target (`fuzz/corpus/TARGET` under `root`), plus `n`
+/// inputs derived from it: random bytes, and corpus entries with bits flipped and tails
+/// cut. Deterministic, so a failure repeats.
+pub fn inputs(root: &std::path::Path, target: &str, n: usize) -> Vec<Vec<u8>> {
+    let dir = root.join("fuzz/corpus").join(target);
+    let mut seeds = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display())) {
+        seeds.push(std::fs::read(entry.expect("corpus entry").path()).expect("corpus file"));
+    }
+    assert!(!seeds.is_empty(), "corpus {} is empty", dir.display());
+    seeds.sort();
+    let mut rng = SplitMix(0x5A5A);
+    let mut out = seeds.clone();
+    for i in 0..n {
+        let mut v = if i % 2 == 0 {
+            (0..rng.below(256)).map(|_| rng.next() as u8).collect()
+        } else {
+            seeds[i % seeds.len()].clone()
+        };
+        if !v.is_empty() {
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(v.len());
+                v[at] ^= 1 << rng.below(8);
+            }
+            if rng.below(10) < 3 {
+                v.truncate(rng.below(v.len()));
+            }
+        }
+        out.push(v);
+    }
+    out
+}
+
+/// A small deterministic generator (SplitMix64) for [`inputs`].
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}

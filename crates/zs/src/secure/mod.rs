@@ -2,6 +2,8 @@
 //! as the alternative), rekeyed while it lives, with the server's identity pinned by
 //! clients. Plaintext only when asked for. See `docs/PROTOCOL.md` §9.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod link;
 mod noise;
