@@ -49,7 +49,8 @@ pub(crate) struct SecureLink<R> {
     sealed_in: BytesMut,
     /// Sealed records not yet taken by the socket.
     sealed_out: BytesMut,
-    /// Data may already be buffered (after the handshake): report readable once.
+    /// Data may be buffered from the handshake: report readable until a read finds the
+    /// socket drained (so the reader sees `WouldBlock` and can drop its buffers).
     primed: bool,
     rekey: RekeyPolicy,
     sealed_since_rekey: u64,
@@ -117,7 +118,6 @@ impl<R: Records> Link for SecureLink<R> {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        self.primed = false;
         let want = (buf.capacity() - buf.len()).max(MIN_READ);
         loop {
             let n = self.records.open(&mut self.sealed_in, buf, &mut self.sealed_out)?;
@@ -137,7 +137,12 @@ impl<R: Records> Link for SecureLink<R> {
                     ))
                 }
                 Ok(_) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Only now is the socket known to be drained: the handshake's reads
+                    // may have taken its readiness along with the first records.
+                    self.primed = false;
+                    return Err(e);
+                }
             }
         }
     }
