@@ -78,11 +78,6 @@ impl ServerSecurityArgs {
         let line = format!("server key: {} (Noise, {how} {})", key.public(), path.display());
         Ok((ServerSecurity::Noise(NoiseServer { key: Some(key), allowed_clients }), line))
     }
-
-    /// Whether connections are unencrypted.
-    pub fn is_plaintext(&self) -> bool {
-        self.plaintext
-    }
 }
 
 fn read_fingerprints(file: &Path) -> Result<Vec<Fingerprint>, String> {

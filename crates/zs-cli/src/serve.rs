@@ -25,7 +25,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let rt = crate::runtime()?;
     rt.block_on(async {
         let (security, describe) = args.security.resolve()?;
-        let mut config = ServerConfig { max_connections: args.max_connections, security, ..ServerConfig::default() };
+        let mut config =
+            ServerConfig { max_connections: args.max_connections, security, ..ServerConfig::default() };
         config.connection.idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
         zs_bench::raise_fd_limit();
         let server = Server::bind(args.listen.as_str(), zs_bench::builtin_router(), config)
@@ -34,9 +35,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         println!("listening on {}", addrs.join(" "));
         println!("{describe}");
-        if args.security.is_plaintext() && server.local_addrs().iter().any(|a| !a.ip().is_loopback()) {
-            tracing::warn!("serving PLAINTEXT on a non-loopback address: anyone on the path can read and alter the traffic");
-        }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");

@@ -38,6 +38,13 @@ impl Server {
             noise.key.get_or_insert_with(KeyPair::generate);
         }
         let listeners = bind_listeners(addr, config.reuse_port, config.backlog).await?;
+        if matches!(config.security, ServerSecurity::Plaintext) {
+            for l in &listeners {
+                if let Some(a) = l.local_addr().ok().filter(|a| !a.ip().is_loopback()) {
+                    tracing::warn!(addr = %a, "listening in PLAINTEXT beyond loopback: anyone on the path can read and alter the traffic");
+                }
+            }
+        }
         if let Some(name) = config.stats_command.as_deref().filter(|n| !router.contains(n)) {
             router.console(name, |peer, _| peer.inner.stats.snapshot().to_json().to_string());
         }
