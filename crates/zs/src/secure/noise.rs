@@ -117,8 +117,14 @@ pub(crate) struct Handshaken {
     pub(crate) leftover: BytesMut,
 }
 
-fn builder(cipher: NoiseCipher) -> snow::Builder<'static> {
-    snow::Builder::new(cipher.protocol_name().parse().expect("valid protocol name"))
+/// A handshake state with this side's key and the preamble as prologue.
+fn handshake_state(key: &KeyPair, cipher: NoiseCipher, initiator: bool) -> io::Result<HandshakeState> {
+    let opening = preamble(cipher);
+    let builder = snow::Builder::new(cipher.protocol_name().parse().expect("valid protocol name"))
+        .local_private_key(&key.private)
+        .and_then(|b| b.prologue(&opening))
+        .map_err(handshake_error)?;
+    if initiator { builder.build_initiator() } else { builder.build_responder() }.map_err(handshake_error)
 }
 
 fn handshake_error(e: snow::Error) -> io::Error {
@@ -180,13 +186,8 @@ pub(crate) async fn initiate<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + U
     check_reply: impl FnMut(&[u8]) -> Option<io::Error>,
     verify: impl FnOnce(&[u8; 32]) -> io::Result<()>,
 ) -> io::Result<Handshaken> {
-    let opening = preamble(cipher);
-    let mut hs = builder(cipher)
-        .local_private_key(&key.private)
-        .and_then(|b| b.prologue(&opening))
-        .and_then(|b| b.build_initiator())
-        .map_err(handshake_error)?;
-    let mut out = opening.to_vec();
+    let mut hs = handshake_state(key, cipher, true)?;
+    let mut out = preamble(cipher).to_vec();
     write_message(&mut hs, &[], &mut out)?;
     io.write_all(&out).await?;
     let mut buf = BytesMut::new();
@@ -209,12 +210,7 @@ pub(crate) async fn respond<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
     cipher: NoiseCipher,
     mut buf: BytesMut,
 ) -> io::Result<Handshaken> {
-    let opening = preamble(cipher);
-    let mut hs = builder(cipher)
-        .local_private_key(&key.private)
-        .and_then(|b| b.prologue(&opening))
-        .and_then(|b| b.build_responder())
-        .map_err(handshake_error)?;
+    let mut hs = handshake_state(key, cipher, false)?;
     let total = read_message(io, &mut buf, |_| None).await?;
     read_into(&mut hs, &mut buf, total)?;
     let mut out = Vec::with_capacity(128);
