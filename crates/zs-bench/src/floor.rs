@@ -34,3 +34,60 @@ async fn echo_connection(mut s: TcpStream) {
         out.clear();
     }
 }
+
+/// Serves the same echo holding nothing while a connection is idle: it waits for
+/// readiness, reads into a stack buffer and keeps bytes on the heap only while a frame is
+/// incomplete (the floor of memory per idle connection).
+pub async fn idle_echo_server(listener: TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(idle_echo_connection(stream));
+    }
+}
+
+async fn idle_echo_connection(s: TcpStream) {
+    // Only `partial` lives across awaits: the read buffer is a local of a plain function,
+    // so the task holds no 4 KiB array while it waits.
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        if s.readable().await.is_err() {
+            return;
+        }
+        match read_into(&s, &mut partial) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+        let mut whole = 0;
+        while partial.len() - whole >= 4 {
+            let len = u32::from_le_bytes(partial[whole..whole + 4].try_into().expect("4 bytes")) as usize;
+            if partial.len() - whole < 4 + len {
+                break;
+            }
+            whole += 4 + len;
+        }
+        let mut written = 0;
+        while written < whole {
+            if s.writable().await.is_err() {
+                return;
+            }
+            match s.try_write(&partial[written..whole]) {
+                Ok(k) => written += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        partial.drain(..whole);
+        if partial.is_empty() {
+            partial = Vec::new();
+        }
+    }
+}
+
+fn read_into(s: &TcpStream, partial: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut buf = [0u8; 4096];
+    let n = s.try_read(&mut buf)?;
+    partial.extend_from_slice(&buf[..n]);
+    Ok(n)
+}

@@ -1,8 +1,11 @@
-//! `zs bench idle`: hold many idle connections to a server process and report its
-//! resident memory per connection. The server and the clients are separate processes of
-//! the `zs` binary (a process may hold at most 20,000 open files here).
+//! `zs bench idle`: hold many idle connections to server processes and report their
+//! resident memory per connection, beside a floor server holding as many. Servers and
+//! clients are separate processes of the `zs` binary (a process may hold at most 20,000
+//! open files here): `--workers` server processes share the port (SO_REUSEPORT), and the
+//! clients spread over `--addrs` loopback addresses so ephemeral ports do not run out.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +17,11 @@ use tokio::net::TcpStream;
 use zs::secure::{SecureStream, TlsClient};
 use zs::{ClientSecurity, Fingerprint, Trust};
 
-use crate::codec::{BenchCodec, OursCodec};
+use crate::codec::{BenchCodec, FloorCodec, OursCodec};
 use crate::harness::{Secure, Target};
+
+/// Most connections the floor is measured with (one process).
+const FLOOR_MAX: usize = 15_000;
 
 /// Options of the idle scenario.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +32,10 @@ pub struct IdleOptions {
     pub procs: usize,
     /// How the server is secured.
     pub secure: Secure,
+    /// Server processes sharing the port.
+    pub workers: usize,
+    /// Loopback addresses (127.0.0.1 up) the server listens on and clients spread over.
+    pub addrs: usize,
 }
 
 /// The result.
@@ -37,13 +47,17 @@ pub struct IdleReport {
     pub connections: usize,
     /// Client processes.
     pub procs: usize,
+    /// Server processes.
+    pub workers: usize,
+    /// Loopback addresses used.
+    pub addrs: usize,
     /// Connections established, answered one call, and still open at the end.
     pub held: usize,
     /// Seconds to establish them all.
     pub establish_s: f64,
-    /// Server resident memory before any connection, bytes.
+    /// Resident memory of all server processes before any connection, bytes.
     pub server_rss_before: u64,
-    /// Server resident memory with all connections held, bytes.
+    /// Resident memory of all server processes with all connections held, bytes.
     pub server_rss_after: u64,
     /// `(after - before) / held`: user-space bytes per idle connection.
     pub server_rss_bytes_per_conn: f64,
@@ -51,23 +65,78 @@ pub struct IdleReport {
     pub secure: Secure,
     /// `held / establish_s`: connections (with their handshakes) established per second.
     pub connects_per_s: f64,
+    /// The floor (a tokio echo that holds no buffer while idle): connections held, at most
+    /// 15,000 in one process.
+    pub floor_held: usize,
+    /// The floor's user-space bytes per idle connection.
+    pub floor_rss_bytes_per_conn: f64,
+    /// `server_rss_bytes_per_conn / floor_rss_bytes_per_conn` (lower is better).
+    pub ratio: f64,
 }
 
-/// Runs the scenario, starting `zs_exe serve` and `zs_exe bench idle-client` processes.
+/// Memory of some processes holding connections.
+struct Held {
+    held: usize,
+    establish_s: f64,
+    before: u64,
+    after: u64,
+}
+
+/// Runs the scenario, starting `zs_exe serve`, `zs_exe bench floor-server` and
+/// `zs_exe bench idle-client` processes.
 pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
-    let server = start_server(zs_exe, opts.secure)?;
-    measure(opts, zs_exe, &server)
+    let addrs = opts.addrs.clamp(1, 250);
+    let floor = {
+        let server = start_floor(zs_exe)?;
+        let target = Target::plain(server.addrs[0]);
+        let n = opts.connections.min(FLOOR_MAX);
+        hold(zs_exe, &server, &target, &[], n, opts.procs.min(n.div_ceil(10_000)).max(1), true)?
+    };
+    let server = start_server_with(zs_exe, opts.secure, opts.workers.max(1), addrs)?;
+    let mut security_args = vec!["--secure".to_string(), format!("{:?}", opts.secure).to_lowercase()];
+    match &server.target.security {
+        ClientSecurity::Noise(n) => security_args.extend(["--server-key".into(), pinned(&n.trust)]),
+        ClientSecurity::Tls(t) => security_args.extend(["--server-key".into(), pinned(&t.trust)]),
+        ClientSecurity::Plaintext => {}
+    }
+    let ours =
+        hold(zs_exe, &server, &server.target, &security_args, opts.connections, opts.procs.max(1), false)?;
+    let per_conn = |h: &Held| h.after.saturating_sub(h.before) as f64 / h.held.max(1) as f64;
+    let (ours_per, floor_per) = (per_conn(&ours), per_conn(&floor));
+    Ok(IdleReport {
+        scenario: "idle",
+        connections: opts.connections,
+        procs: opts.procs.max(1),
+        workers: opts.workers.max(1),
+        addrs,
+        held: ours.held,
+        establish_s: ours.establish_s,
+        server_rss_before: ours.before,
+        server_rss_after: ours.after,
+        server_rss_bytes_per_conn: ours_per,
+        secure: opts.secure,
+        connects_per_s: ours.held as f64 / ours.establish_s.max(1e-9),
+        floor_held: floor.held,
+        floor_rss_bytes_per_conn: floor_per,
+        ratio: ours_per / floor_per.max(1e-9),
+    })
 }
 
-/// A `zs serve` child process with a data directory of its own; killed on drop.
+/// A server process (or a supervisor and its workers) with a data directory of its own;
+/// killed on drop.
 pub(crate) struct ServerProcess {
     pub child: Child,
     pub target: Target,
+    /// Every address it listens on.
+    pub addrs: Vec<SocketAddr>,
+    /// The processes whose memory counts (the supervisor and its workers).
+    pub pids: Vec<u32>,
     _data: tempfile::TempDir,
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // The supervisor's workers see their stdin close when it dies and stop.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -75,26 +144,56 @@ impl Drop for ServerProcess {
 
 /// Starts `zs serve` on an ephemeral loopback port, secured as `secure` says.
 pub(crate) fn start_server(zs_exe: &Path, secure: Secure) -> Result<ServerProcess, String> {
+    start_server_with(zs_exe, secure, 1, 1)
+}
+
+/// Starts `zs serve` with `workers` processes listening on 127.0.0.1..=127.0.0.`addrs`.
+fn start_server_with(
+    zs_exe: &Path,
+    secure: Secure,
+    workers: usize,
+    addrs: usize,
+) -> Result<ServerProcess, String> {
     let data = tempfile::tempdir().map_err(|e| format!("data directory: {e}"))?;
-    let child = Command::new(zs_exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
+    let mut cmd = Command::new(zs_exe);
+    cmd.args(["serve", "--idle-timeout", "0", "--workers", &workers.to_string(), "--data-dir"])
+        .arg(data.path());
+    for i in 1..=addrs {
+        cmd.args(["--listen", &format!("127.0.0.{i}:0")]);
+    }
+    let child = cmd
         .args(secure.serve_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("start server: {e}"))?;
-    let mut server = ServerProcess { child, target: Target::plain(([127, 0, 0, 1], 0).into()), _data: data };
-    let mut lines = BufReader::new(server.child.stdout.take().ok_or("no server stdout")?).lines();
-    let (first, second) = match (lines.next(), lines.next()) {
-        (Some(Ok(a)), Some(Ok(b))) => (a, b),
-        _ => return Err("the server said nothing".into()),
+    let pid = child.id();
+    let mut server = ServerProcess {
+        child,
+        target: Target::plain(([127, 0, 0, 1], 0).into()),
+        addrs: Vec::new(),
+        pids: vec![pid],
+        _data: data,
     };
-    let addr = first
+    let mut lines = BufReader::new(server.child.stdout.take().ok_or("no server stdout")?).lines();
+    let mut next = || match lines.next() {
+        Some(Ok(l)) => Ok(l),
+        _ => Err("the server stopped before it was listening".to_string()),
+    };
+    let first = next()?;
+    let second = next()?;
+    if workers > 1 {
+        let third = next()?;
+        let pids = third.split_once("pids ").map(|(_, p)| p.trim_end_matches(')')).unwrap_or_default();
+        server.pids.extend(pids.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    server.addrs = first
         .strip_prefix("listening on ")
-        .and_then(|a| a.split_whitespace().next())
-        .ok_or_else(|| format!("unexpected server output: {first}"))?;
-    server.target.addr = addr.parse().map_err(|e| format!("server address {addr}: {e}"))?;
+        .ok_or_else(|| format!("unexpected server output: {first}"))?
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    server.target.addr = *server.addrs.first().ok_or_else(|| format!("no address in: {first}"))?;
     let fingerprint = second.split_whitespace().find_map(|w| w.parse::<Fingerprint>().ok());
     server.target.security = match (secure, fingerprint) {
         (Secure::None, _) => ClientSecurity::Plaintext,
@@ -106,24 +205,68 @@ pub(crate) fn start_server(zs_exe: &Path, secure: Secure) -> Result<ServerProces
     Ok(server)
 }
 
-fn measure(opts: IdleOptions, zs_exe: &Path, server: &ServerProcess) -> Result<IdleReport, String> {
-    let pid = server.child.id().to_string();
-    let before = crate::procmem::status_bytes(&pid, "VmRSS:")?;
-    let addr = server.target.addr.to_string();
-    let mut security_args = vec!["--secure".to_string(), format!("{:?}", opts.secure).to_lowercase()];
-    match &server.target.security {
-        ClientSecurity::Noise(n) => security_args.extend(["--server-key".into(), pinned(&n.trust)]),
-        ClientSecurity::Tls(t) => security_args.extend(["--server-key".into(), pinned(&t.trust)]),
-        ClientSecurity::Plaintext => {}
-    }
-    let procs = opts.procs.max(1);
+/// Starts `zs bench floor-server` (the idle floor) on an ephemeral loopback port.
+fn start_floor(zs_exe: &Path) -> Result<ServerProcess, String> {
+    let data = tempfile::tempdir().map_err(|e| format!("data directory: {e}"))?;
+    let mut child = Command::new(zs_exe)
+        .args(["bench", "floor-server"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("start floor server: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no floor stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected floor output: {line}"))?;
+    let pid = child.id();
+    Ok(ServerProcess { child, target: Target::plain(addr), addrs: vec![addr], pids: vec![pid], _data: data })
+}
+
+/// The floor server process (`zs bench floor-server`): an idle-friendly echo on an
+/// ephemeral loopback port, until killed.
+pub async fn floor_server() -> Result<(), String> {
+    crate::raise_fd_limit();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    let _ = std::io::stdout().flush();
+    crate::floor::idle_echo_server(listener).await;
+    Ok(())
+}
+
+fn rss_of(pids: &[u32]) -> Result<u64, String> {
+    pids.iter().map(|p| crate::procmem::status_bytes(&p.to_string(), "VmRSS:")).sum()
+}
+
+/// Opens `connections` from `procs` client processes, spread over the server's addresses,
+/// and reads the server's memory before and after.
+fn hold(
+    zs_exe: &Path,
+    server: &ServerProcess,
+    target: &Target,
+    security_args: &[String],
+    connections: usize,
+    procs: usize,
+    floor: bool,
+) -> Result<Held, String> {
+    let before = rss_of(&server.pids)?;
+    let addrs: Vec<String> = server.addrs.iter().map(ToString::to_string).collect();
+    let _ = target;
     let start = Instant::now();
     let mut clients = Vec::new();
     for i in 0..procs {
-        let n = opts.connections / procs + usize::from(i < opts.connections % procs);
-        let child = Command::new(zs_exe)
-            .args(["bench", "idle-client", "--addr", &addr, "--connections", &n.to_string()])
-            .args(&security_args)
+        let n = connections / procs + usize::from(i < connections % procs);
+        let mut cmd = Command::new(zs_exe);
+        cmd.args(["bench", "idle-client", "--addr", &addrs.join(","), "--connections", &n.to_string()]);
+        if floor {
+            cmd.arg("--floor");
+        }
+        let child = cmd
+            .args(security_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -140,26 +283,15 @@ fn measure(opts: IdleOptions, zs_exe: &Path, server: &ServerProcess) -> Result<I
     }
     let establish_s = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
-    let after = crate::procmem::status_bytes(&pid, "VmRSS:")?;
+    let after = rss_of(&server.pids)?;
     for mut c in clients {
-        // Closing stdin tells the client to let go.
+        // A line on stdin tells the client to let go.
         if let Some(mut stdin) = c.stdin.take() {
             let _ = stdin.write_all(b"\n");
         }
         let _ = c.wait();
     }
-    Ok(IdleReport {
-        scenario: "idle",
-        connections: opts.connections,
-        procs,
-        held,
-        establish_s,
-        server_rss_before: before,
-        server_rss_after: after,
-        server_rss_bytes_per_conn: after.saturating_sub(before) as f64 / held.max(1) as f64,
-        secure: opts.secure,
-        connects_per_s: held as f64 / establish_s.max(1e-9),
-    })
+    Ok(Held { held, establish_s, before, after })
 }
 
 fn pinned(trust: &Trust) -> String {
@@ -171,7 +303,7 @@ fn pinned(trust: &Trust) -> String {
 
 /// A connection the idle client holds (only to keep it open).
 #[allow(dead_code)]
-enum Held {
+enum Open {
     Tcp(TcpStream),
     Secure(Box<SecureStream>),
 }
@@ -179,12 +311,19 @@ enum Held {
 /// The client side (`zs bench idle-client`): open `connections` (secured as `security`
 /// says), make one echo call on each, print `held N`, then hold them until stdin has a
 /// line or closes.
-pub async fn client(addr: &str, connections: usize, security: ClientSecurity) -> Result<(), String> {
+pub async fn client(
+    addrs: &str,
+    connections: usize,
+    security: ClientSecurity,
+    floor: bool,
+) -> Result<(), String> {
     crate::raise_fd_limit();
+    let addrs: Vec<String> = addrs.split(',').map(str::to_owned).collect();
     let mut held = Vec::with_capacity(connections);
     let mut batch = Vec::new();
     for i in 0..connections {
-        batch.push(tokio::spawn(open_one(addr.to_owned(), security.clone())));
+        let addr = addrs[i % addrs.len()].clone();
+        batch.push(tokio::spawn(open_one(addr, security.clone(), floor)));
         if batch.len() == 256 || i + 1 == connections {
             for t in batch.drain(..) {
                 if let Ok(Ok(s)) = t.await {
@@ -205,21 +344,27 @@ pub async fn client(addr: &str, connections: usize, security: ClientSecurity) ->
     Ok(())
 }
 
-async fn open_one(addr: String, security: ClientSecurity) -> Result<Held, String> {
+async fn open_one(addr: String, security: ClientSecurity, floor: bool) -> Result<Open, String> {
     if let ClientSecurity::Plaintext = security {
         let mut s = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
-        echo_once(&mut s).await?;
-        return Ok(Held::Tcp(s));
+        if floor {
+            echo_once(&mut s, FloorCodec).await?;
+        } else {
+            echo_once(&mut s, OursCodec::default()).await?;
+        }
+        return Ok(Open::Tcp(s));
     }
     let mut s = SecureStream::connect(addr.as_str(), &security, Duration::from_secs(30))
         .await
         .map_err(|e| e.to_string())?;
-    echo_once(&mut s).await?;
-    Ok(Held::Secure(Box::new(s)))
+    echo_once(&mut s, OursCodec::default()).await?;
+    Ok(Open::Secure(Box::new(s)))
 }
 
-async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<(), String> {
-    let mut codec = OursCodec::default();
+async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    mut codec: impl BenchCodec,
+) -> Result<(), String> {
     let mut out = BytesMut::new();
     codec.encode_request(&mut out, 1, b"hi");
     s.write_all(&out).await.map_err(|e| e.to_string())?;

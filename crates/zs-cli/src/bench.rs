@@ -71,6 +71,13 @@ enum Scenario {
         /// How the server is secured: none, noise or tls.
         #[arg(long, default_value = "none")]
         secure: Secure,
+        /// Server processes sharing the port (each holds at most 20,000 open files).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Loopback addresses (127.0.0.1 up) to spread connections over, so ephemeral
+        /// ports (about 28,000 per address) do not run out.
+        #[arg(long, default_value_t = 1)]
+        addrs: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -86,7 +93,12 @@ enum Scenario {
         secure: Secure,
         #[arg(long)]
         server_key: Option<zs::Fingerprint>,
+        #[arg(long)]
+        floor: bool,
     },
+    /// (internal) The floor server process of `zs bench idle`.
+    #[command(hide = true)]
+    FloorServer,
 }
 
 /// Parses a byte count with an optional K, M or G suffix (binary units).
@@ -147,7 +159,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let r = bulk::run(bulk::BulkOptions { size, streams, connections, secure }, place)?;
             print(json, &r, || bulk::table(&r))
         }
-        Scenario::Idle { connections, procs, secure, json } => {
+        Scenario::Idle { connections, procs, secure, workers, addrs, json } => {
             check("connections", connections, 1_000_000)?;
             check("procs", procs, 200)?;
             if connections / procs > 19_000 {
@@ -156,24 +168,31 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 ));
             }
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let r = idle::run(idle::IdleOptions { connections, procs, secure }, &exe)?;
+            let r = idle::run(idle::IdleOptions { connections, procs, secure, workers, addrs }, &exe)?;
             print(json, &r, || {
                 format!(
-                    "idle ({}): held {} of {} connections ({} client processes) in {:.1} s ({:.0}/s)\n\
-                     server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection",
+                    "idle ({}): held {} of {} connections ({} server processes, {} client processes, {} addresses) in {:.1} s ({:.0}/s)\n\
+                     server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection\n\
+                     floor (tokio echo holding no buffer): {:.0} bytes per connection over {} connections\n\
+                     ratio ours/floor: {:.2}",
                     format!("{:?}", r.secure).to_lowercase(),
                     r.held,
                     r.connections,
+                    r.workers,
                     r.procs,
+                    r.addrs,
                     r.establish_s,
                     r.connects_per_s,
                     r.server_rss_before as f64 / 1e6,
                     r.server_rss_after as f64 / 1e6,
-                    r.server_rss_bytes_per_conn
+                    r.server_rss_bytes_per_conn,
+                    r.floor_rss_bytes_per_conn,
+                    r.floor_held,
+                    r.ratio
                 )
             })
         }
-        Scenario::IdleClient { addr, connections, secure, server_key } => {
+        Scenario::IdleClient { addr, connections, secure, server_key, floor } => {
             let security = match (secure, server_key) {
                 (Secure::None, _) => zs::ClientSecurity::Plaintext,
                 (Secure::Noise, Some(fp)) => fp.into(),
@@ -185,7 +204,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(idle::client(&addr, connections, security))
+            rt.block_on(idle::client(&addr, connections, security, floor))
         }
+        Scenario::FloorServer => crate::runtime()?.block_on(idle::floor_server()),
     }
 }

@@ -1,6 +1,8 @@
-//! `zs serve`.
+//! `zs serve`: one server process, or several sharing their addresses (`--workers`).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
@@ -8,10 +10,18 @@ use zs::{Server, ServerConfig};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Address to listen on (a name resolving to several addresses listens on each).
+    /// Address to listen on; repeat for several (a name resolving to several addresses
+    /// listens on each). Addresses with port 0 all get the same port.
     #[arg(long, default_value = "127.0.0.1:9818")]
-    listen: String,
-    /// Most connections held at once.
+    listen: Vec<String>,
+    /// Server processes sharing the addresses (SO_REUSEPORT; the kernel spreads connections
+    /// over them). Each process may hold as many connections as it may open files.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// (internal) Run as one of `--workers`: share the port, exit when stdin closes.
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// Most connections held at once (per process).
     #[arg(long, default_value_t = 100_000)]
     max_connections: usize,
     /// Close a connection after this many seconds without receiving anything (0 = never).
@@ -22,25 +32,153 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
+    if args.workers == 0 || args.workers > 256 {
+        return Err("--workers must be between 1 and 256".into());
+    }
+    if args.workers > 1 && !args.worker {
+        return supervise(args.workers);
+    }
     let rt = crate::runtime()?;
     rt.block_on(async {
         let (security, describe) = args.security.resolve()?;
-        let mut config =
-            ServerConfig { max_connections: args.max_connections, security, ..ServerConfig::default() };
+        let mut config = ServerConfig {
+            max_connections: args.max_connections,
+            security,
+            reuse_port: args.worker,
+            ..ServerConfig::default()
+        };
         config.connection.idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
         zs_bench::raise_fd_limit();
-        let server = Server::bind(args.listen.as_str(), zs_bench::builtin_router(), config)
+        let mut addrs = Vec::new();
+        for a in &args.listen {
+            let resolved = tokio::net::lookup_host(a.as_str())
+                .await
+                .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            addrs.extend(resolved);
+        }
+        let listen = args.listen.join(" ");
+        let server = Server::bind(&addrs[..], zs_bench::builtin_router(), config)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         println!("listening on {}", addrs.join(" "));
         println!("{describe}");
         let _ = std::io::stdout().flush();
-        shutdown_signal().await;
+        if args.worker {
+            stdin_closed().await;
+        } else {
+            shutdown_signal().await;
+        }
         tracing::info!("shutting down");
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// Runs `workers` copies of this command as worker processes on the same addresses: the
+/// first picks the port (if 0 was asked), the others join it. Prints what the first printed,
+/// then waits for Ctrl-C or SIGTERM and lets the workers shut down gracefully.
+fn supervise(workers: usize) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let own: Vec<String> = std::env::args().skip(2).collect(); // after `zs serve`
+    let mut passed = Vec::new();
+    let mut it = own.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--workers" => {
+                it.next();
+            }
+            s if s.starts_with("--workers=") => {}
+            _ => passed.push(a.clone()),
+        }
+    }
+    let mut children = Vec::new();
+    let first = spawn_worker(&exe, &passed, None)?;
+    let (mut child, lines) = first;
+    let bound: Vec<SocketAddr> = lines[0]
+        .strip_prefix("listening on ")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if bound.is_empty() {
+        let _ = child.kill();
+        return Err(format!("the first worker said: {}", lines[0]));
+    }
+    children.push(child);
+    for _ in 1..workers {
+        match spawn_worker(&exe, &passed, Some(&bound)) {
+            Ok((c, _)) => children.push(c),
+            Err(e) => {
+                children.iter_mut().for_each(|c| drop(c.stdin.take()));
+                return Err(e);
+            }
+        }
+    }
+    println!("{}", lines[0]);
+    println!("{}", lines[1]);
+    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+    println!("workers: {workers} (pids {})", pids.join(" "));
+    let _ = std::io::stdout().flush();
+    let rt = crate::runtime()?;
+    rt.block_on(shutdown_signal());
+    tracing::info!("stopping {workers} workers");
+    // Closing their stdin is the workers' signal to shut down gracefully.
+    children.iter_mut().for_each(|c| drop(c.stdin.take()));
+    for mut c in children {
+        let _ = c.wait();
+    }
+    Ok(())
+}
+
+/// Starts one worker (`listen` replaces the `--listen` arguments: the first worker's
+/// addresses); returns it and the two lines it printed.
+fn spawn_worker(
+    exe: &std::path::Path,
+    passed: &[String],
+    listen: Option<&[SocketAddr]>,
+) -> Result<(Child, [String; 2]), String> {
+    let mut args: Vec<String> = vec!["serve".into(), "--worker".into()];
+    let mut it = passed.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), listen) {
+            ("--listen", Some(_)) => {
+                it.next();
+            }
+            (s, Some(_)) if s.starts_with("--listen=") => {}
+            _ => args.push(a.clone()),
+        }
+    }
+    for a in listen.unwrap_or_default() {
+        args.extend(["--listen".into(), a.to_string()]);
+    }
+    let mut child = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a worker: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no worker stdout")?);
+    let mut lines = [String::new(), String::new()];
+    for l in &mut lines {
+        if out.read_line(l).map_err(|e| e.to_string())? == 0 {
+            let _ = child.wait();
+            return Err("a worker exited before it was listening".into());
+        }
+        *l = l.trim().to_owned();
+    }
+    Ok((child, lines))
+}
+
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    })
+    .await;
 }
 
 async fn shutdown_signal() {

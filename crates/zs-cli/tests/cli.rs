@@ -8,7 +8,10 @@ const ZS: &str = env!("CARGO_BIN_EXE_zs");
 /// A `zs serve` child process, killed on drop, with its own data directory.
 struct Served {
     child: Child,
+    /// The first address it listens on.
     addr: String,
+    /// Every address it listens on.
+    addrs: Vec<String>,
     /// The second line it printed: its key or certificate.
     identity: String,
     /// What `zs call` needs to reach it.
@@ -65,7 +68,16 @@ fn serve_in(dir: &std::path::Path, extra: &[&str]) -> Served {
         _ => panic!("second line names no key: {identity:?}"),
     };
     let identity = identity.trim().to_owned();
-    Served { addr: addr.to_owned(), identity, client_args, child, dir: dir.to_owned(), _own_dir: None }
+    let addrs: Vec<String> = addr.split_whitespace().map(str::to_owned).collect();
+    Served {
+        addr: addrs[0].clone(),
+        addrs,
+        identity,
+        client_args,
+        child,
+        dir: dir.to_owned(),
+        _own_dir: None,
+    }
 }
 
 /// `zs call ADDR ARGS...` with what it takes to reach `s`.
@@ -156,11 +168,28 @@ fn bench_rpc_prints_one_json_object() {
 
 #[test]
 fn bench_idle_holds_connections_from_several_processes() {
-    let o = zs(&["bench", "idle", "--connections", "60", "--procs", "2", "--json"]);
+    let o = zs(&[
+        "bench",
+        "idle",
+        "--connections",
+        "60",
+        "--procs",
+        "2",
+        "--workers",
+        "2",
+        "--addrs",
+        "2",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["scenario"], "idle");
     assert_eq!(r["held"], 60, "{r}");
+    assert_eq!(r["floor_held"], 60, "{r}");
+    assert_eq!(r["workers"], 2, "{r}");
+    let expect = r["server_rss_bytes_per_conn"].as_f64().unwrap()
+        / r["floor_rss_bytes_per_conn"].as_f64().unwrap().max(1e-9);
+    assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-6, "{r}");
     assert!(r["server_rss_after"].as_u64().unwrap() >= r["server_rss_before"].as_u64().unwrap());
     assert!(r["server_rss_bytes_per_conn"].as_f64().unwrap() >= 0.0);
 }
@@ -296,4 +325,19 @@ fn keygen_writes_owner_only_keys_and_never_overwrites() {
     assert!(s.identity.starts_with(&printed), "{} vs {printed}", s.identity);
     let o = call(&s, &["echo", "with my cert"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn serve_workers_share_one_port_and_stop_with_their_supervisor() {
+    let s = serve_with(&["--workers", "2", "--listen", "127.0.0.2:0"]);
+    // Both listen addresses got the same port.
+    let port = |a: &str| a.rsplit_once(':').unwrap().1.to_owned();
+    assert_eq!(s.addrs.len(), 2, "{:?}", s.addrs);
+    assert_eq!(port(&s.addrs[0]), port(&s.addrs[1]), "{:?}", s.addrs);
+    // Every call lands on one of the workers; all share the key.
+    for i in 0..6 {
+        let o = call(&s, &["echo", &format!("w{i}")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), format!("w{i}"));
+    }
 }

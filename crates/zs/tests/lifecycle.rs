@@ -192,7 +192,9 @@ async fn serves_ipv6_and_ipv4_together() {
         Ok(s) => s,
         Err(e) => panic!("bind localhost: {e}"),
     };
-    // Each resolved address gets its own ephemeral port; use each.
+    // Every resolved address gets the same ephemeral port; use each.
+    let port = server.local_addr().port();
+    assert!(server.local_addrs().iter().all(|a| a.port() == port), "{:?}", server.local_addrs());
     for addr in server.local_addrs() {
         let config = ClientConfig::secured(server.client_security());
         let c = Client::connect_with(*addr, Router::new(), config).await.unwrap();

@@ -8,17 +8,28 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{lookup_host, TcpListener, TcpStream, ToSocketAddrs};
 
 /// Binds a listener on every address `addr` resolves to (e.g. `localhost` gives both
-/// `127.0.0.1` and `::1`).
+/// `127.0.0.1` and `::1`). Addresses asking for port 0 all get the port the first one got.
 pub(crate) async fn bind_listeners(
     addr: impl ToSocketAddrs,
     reuse_port: bool,
     backlog: u32,
 ) -> io::Result<Vec<TcpListener>> {
-    let mut out = Vec::new();
+    let mut out: Vec<TcpListener> = Vec::new();
     let mut last_err = None;
-    for a in lookup_host(addr).await? {
+    let mut shared_port = None;
+    for mut a in lookup_host(addr).await? {
+        if a.port() == 0 {
+            if let Some(port) = shared_port {
+                a.set_port(port);
+            }
+        }
         match bind_one(a, reuse_port, backlog) {
-            Ok(l) => out.push(l),
+            Ok(l) => {
+                if a.port() == 0 {
+                    shared_port = l.local_addr().ok().map(|l| l.port());
+                }
+                out.push(l)
+            }
             Err(e) => last_err = Some(io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"))),
         }
     }
