@@ -87,7 +87,7 @@ struct Held {
 pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
     let addrs = opts.addrs.clamp(1, 250);
     let floor = {
-        let server = start_floor(zs_exe)?;
+        let server = start_floor(zs_exe, addrs)?;
         let target = Target::plain(server.addrs[0]);
         let n = opts.connections.min(FLOOR_MAX);
         hold(zs_exe, &server, &target, &[], n, opts.procs.min(n.div_ceil(10_000)).max(1), true)?
@@ -148,7 +148,7 @@ pub(crate) fn start_server(zs_exe: &Path, secure: Secure) -> Result<ServerProces
 }
 
 /// Starts `zs serve` with `workers` processes listening on 127.0.0.1..=127.0.0.`addrs`.
-fn start_server_with(
+pub(crate) fn start_server_with(
     zs_exe: &Path,
     secure: Secure,
     workers: usize,
@@ -205,11 +205,12 @@ fn start_server_with(
     Ok(server)
 }
 
-/// Starts `zs bench floor-server` (the idle floor) on an ephemeral loopback port.
-fn start_floor(zs_exe: &Path) -> Result<ServerProcess, String> {
+/// Starts `zs bench floor-server` (the idle floor) on an ephemeral port of 127.0.0.1 up
+/// to 127.0.0.`addrs`.
+pub(crate) fn start_floor(zs_exe: &Path, addrs: usize) -> Result<ServerProcess, String> {
     let data = tempfile::tempdir().map_err(|e| format!("data directory: {e}"))?;
     let mut child = Command::new(zs_exe)
-        .args(["bench", "floor-server"])
+        .args(["bench", "floor-server", "--addrs", &addrs.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -218,23 +219,37 @@ fn start_floor(zs_exe: &Path) -> Result<ServerProcess, String> {
     BufReader::new(child.stdout.take().ok_or("no floor stdout")?)
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
-    let addr: SocketAddr = line
+    let addrs: Vec<SocketAddr> = line
         .trim()
         .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("unexpected floor output: {line}"))?;
+        .map(|a| a.split_whitespace().filter_map(|a| a.parse().ok()).collect())
+        .unwrap_or_default();
+    let first = *addrs.first().ok_or_else(|| format!("unexpected floor output: {line}"))?;
     let pid = child.id();
-    Ok(ServerProcess { child, target: Target::plain(addr), addrs: vec![addr], pids: vec![pid], _data: data })
+    Ok(ServerProcess { child, target: Target::plain(first), addrs, pids: vec![pid], _data: data })
 }
 
-/// The floor server process (`zs bench floor-server`): an idle-friendly echo on an
-/// ephemeral loopback port, until killed.
-pub async fn floor_server() -> Result<(), String> {
+/// The floor server process (`zs bench floor-server`): an idle-friendly echo on one
+/// ephemeral port of 127.0.0.1 up to 127.0.0.`addrs`, until killed.
+pub async fn floor_server(addrs: usize) -> Result<(), String> {
     crate::raise_fd_limit();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let port = first.local_addr().map_err(|e| e.to_string())?.port();
+    let mut listeners = vec![first];
+    for i in 2..=addrs.clamp(1, 250) {
+        listeners.push(
+            tokio::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).await.map_err(|e| e.to_string())?,
+        );
+    }
+    let bound: Vec<String> =
+        listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
+    println!("listening on {}", bound.join(" "));
     let _ = std::io::stdout().flush();
-    crate::floor::idle_echo_server(listener).await;
+    let serving: Vec<_> =
+        listeners.into_iter().map(|l| tokio::spawn(crate::floor::idle_echo_server(l))).collect();
+    for s in serving {
+        let _ = s.await;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! measured side by side on one machine.
 
 pub mod bulk;
+pub mod churn;
 pub mod codec;
 mod driver;
 pub mod floor;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, idle, rpc, Secure};
+use zs_bench::{bulk, churn, idle, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -82,6 +82,25 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Connections opened, used for one call and closed per second: ours (plaintext and
+    /// secured) against a tokio echo; and the server's memory before and after.
+    Churn {
+        /// Seconds per measured entry.
+        #[arg(long, default_value = "3", value_parser = crate::seconds)]
+        duration: Duration,
+        /// Connect-call-close loops at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Loopback addresses (127.0.0.1 up) to spread connections over.
+        #[arg(long, default_value_t = 8)]
+        addrs: usize,
+        /// The secured entry: noise, tls, or none to skip it.
+        #[arg(long, default_value = "noise")]
+        secure: Secure,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// (internal) The client process of `zs bench idle`.
     #[command(hide = true)]
     IdleClient {
@@ -96,9 +115,12 @@ enum Scenario {
         #[arg(long)]
         floor: bool,
     },
-    /// (internal) The floor server process of `zs bench idle`.
+    /// (internal) The floor server process of `zs bench idle` and `churn`.
     #[command(hide = true)]
-    FloorServer,
+    FloorServer {
+        #[arg(long, default_value_t = 1)]
+        addrs: usize,
+    },
 }
 
 /// Parses a byte count with an optional K, M or G suffix (binary units).
@@ -206,6 +228,16 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             rt.block_on(idle::client(&addr, connections, security, floor))
         }
-        Scenario::FloorServer => crate::runtime()?.block_on(idle::floor_server()),
+        Scenario::Churn { duration, concurrency, addrs, secure, json } => {
+            check("concurrency", concurrency, 4_096)?;
+            check("addrs", addrs, 250)?;
+            if duration.is_zero() || duration > Duration::from_secs(600) {
+                return Err("--duration must be between 0 and 600 seconds".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let r = churn::run(churn::ChurnOptions { duration, concurrency, addrs, secure }, &exe)?;
+            print(json, &r, || churn::table(&r))
+        }
+        Scenario::FloorServer { addrs } => crate::runtime()?.block_on(idle::floor_server(addrs)),
     }
 }

@@ -341,3 +341,18 @@ fn serve_workers_share_one_port_and_stop_with_their_supervisor() {
         assert_eq!(stdout(&o), format!("w{i}"));
     }
 }
+
+#[test]
+fn bench_churn_opens_and_closes_connections_against_the_floor() {
+    let o = zs(&["bench", "churn", "--duration", "0.3", "--concurrency", "4", "--addrs", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["scenario"], "churn");
+    for entry in ["ours", "ours_secure", "floor"] {
+        assert!(r[entry]["conns_per_s"].as_f64().unwrap() > 0.0, "{entry}: {r}");
+        assert_eq!(r[entry]["failed"], 0, "{entry}: {r}");
+        assert!(r[entry]["rss_after"].as_u64().unwrap() > 0, "{entry}: {r}");
+    }
+    let expect = r["ours"]["conns_per_s"].as_f64().unwrap() / r["floor"]["conns_per_s"].as_f64().unwrap();
+    assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-9, "{r}");
+}
