@@ -7,6 +7,7 @@ pub mod bulk;
 pub mod churn;
 pub mod codec;
 mod driver;
+pub mod fanout;
 pub mod floor;
 mod harness;
 pub mod idle;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, idle, rpc, Secure};
+use zs_bench::{bulk, churn, fanout, idle, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -97,6 +97,25 @@ enum Scenario {
         /// The secured entry: noise, tls, or none to skip it.
         #[arg(long, default_value = "noise")]
         secure: Secure,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message broadcast to N peers, repeatedly: deliveries per second for ours, a
+    /// floor, and NATS where nats-server is installed.
+    Fanout {
+        /// Subscribed peers.
+        #[arg(long, default_value_t = 1000)]
+        peers: usize,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds per measured entry.
+        #[arg(long, default_value = "3", value_parser = crate::seconds)]
+        duration: Duration,
+        /// Messages in flight (published, not yet delivered to every peer).
+        #[arg(long, default_value_t = 32)]
+        window: u64,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -237,6 +256,15 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let r = churn::run(churn::ChurnOptions { duration, concurrency, addrs, secure }, &exe)?;
             print(json, &r, || churn::table(&r))
+        }
+        Scenario::Fanout { peers, payload, duration, window, json } => {
+            check("peers", peers, 8_000)?;
+            check("payload", payload, 1 << 20)?;
+            if duration.is_zero() || duration > Duration::from_secs(600) || window == 0 {
+                return Err("--duration must be between 0 and 600 seconds, --window at least 1".into());
+            }
+            let r = fanout::run(fanout::FanoutOptions { peers, payload, duration, window })?;
+            print(json, &r, || fanout::table(&r))
         }
         Scenario::FloorServer { addrs } => crate::runtime()?.block_on(idle::floor_server(addrs)),
     }

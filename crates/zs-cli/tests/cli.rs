@@ -356,3 +356,24 @@ fn bench_churn_opens_and_closes_connections_against_the_floor() {
     let expect = r["ours"]["conns_per_s"].as_f64().unwrap() / r["floor"]["conns_per_s"].as_f64().unwrap();
     assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-9, "{r}");
 }
+
+#[test]
+fn bench_fanout_delivers_every_broadcast() {
+    let o = zs(&["bench", "fanout", "--peers", "20", "--duration", "0.3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["scenario"], "fanout");
+    for entry in ["ours", "floor"] {
+        let d = r[entry]["deliveries"].as_u64().unwrap();
+        assert!(d >= 20, "{entry}: {r}");
+        assert!(r[entry]["deliveries_per_s"].as_f64().unwrap() > 0.0, "{entry}: {r}");
+    }
+    // NATS either ran or says why not.
+    assert!(
+        r["nats"]["available"].as_bool().unwrap() || !r["nats"]["note"].as_str().unwrap().is_empty(),
+        "{r}"
+    );
+    let expect =
+        r["ours"]["deliveries_per_s"].as_f64().unwrap() / r["floor"]["deliveries_per_s"].as_f64().unwrap();
+    assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-9, "{r}");
+}
