@@ -311,16 +311,16 @@ async fn nats_run(port: u16, opts: FanoutOptions) -> Result<FanoutFigures, Strin
                     return;
                 }
                 tail.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&tail).into_owned();
+                // Only whole lines are looked at; the rest waits for the next read.
+                let cut = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let text = String::from_utf8_lossy(&tail[..cut]);
                 if text.contains("PONG") {
                     if let Some(t) = ready_tx.take() {
                         let _ = t.send(());
                     }
                 }
                 c.add(text.matches("MSG tick").count() as u64);
-                // Keep an incomplete last line for the next read.
-                let keep = text.rfind('\n').map_or(0, |i| text.len() - i - 1).min(16);
-                tail.drain(..tail.len() - keep);
+                tail.drain(..cut);
             }
         }));
         ready.await.map_err(|_| "subscriber closed".to_string())?;
