@@ -103,13 +103,31 @@ impl Target {
 /// The servers of a scenario, served until the process ends.
 pub(crate) struct Servers {
     /// The runtime they run on.
-    pub _rt: Runtime,
+    pub rt: Runtime,
     /// Ours, secured as asked.
     pub ours: Target,
     /// Ours in plaintext, beside a secured one (for the cost of security in the same run).
     pub ours_plaintext: Option<Target>,
     /// The floor.
     pub floor: SocketAddr,
+}
+
+impl Servers {
+    /// Starts a peer's server (`serve` on a loopback listener) beside ours; returns its
+    /// address.
+    pub(crate) fn start_peer<F>(&self, serve: fn(TcpListener) -> F) -> Result<SocketAddr, String>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.rt
+            .block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?;
+                tokio::spawn(serve(listener));
+                Ok::<_, std::io::Error>(addr)
+            })
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Starts our server (the built-in router) secured as `secure` says, a plaintext one too
@@ -139,5 +157,5 @@ where
             Ok::<_, std::io::Error>((ours, plain, floor_addr))
         })
         .map_err(|e| e.to_string())?;
-    Ok(Servers { _rt: rt, ours, ours_plaintext, floor: floor_addr })
+    Ok(Servers { rt, ours, ours_plaintext, floor: floor_addr })
 }

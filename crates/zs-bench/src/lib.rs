@@ -15,6 +15,7 @@ mod procmem;
 pub mod rpc;
 pub mod source;
 mod stats;
+pub mod tarpc_peer;
 
 pub use harness::{builtin_router, Secure};
 pub use stats::Figures;

@@ -54,6 +54,13 @@ pub struct RpcReport {
     pub floor: Figures,
     /// `ours.req_per_s / floor.req_per_s`.
     pub ratio: f64,
+    /// tarpc (bincode over TCP) served as its examples serve it, driven through its client
+    /// with `depth` tasks per connection, like `ours_client`.
+    pub tarpc: Figures,
+    /// `ours.req_per_s / tarpc.req_per_s`.
+    pub vs_tarpc: f64,
+    /// `ours_client.req_per_s / tarpc.req_per_s`: client against client.
+    pub client_vs_tarpc: f64,
     /// With `secure` other than `none`: our plaintext server, same driver, same run.
     pub ours_plaintext: Option<Figures>,
     /// `ours.req_per_s / ours_plaintext.req_per_s`: what security costs.
@@ -65,6 +72,7 @@ pub struct RpcReport {
 pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let servers = start_servers(floor::echo_server, opts.secure)?;
     let floor_target = Target::plain(servers.floor);
+    let tarpc_addr = servers.start_peer(crate::tarpc_peer::serve)?;
     let load_rt = runtime("zs-bench-load")?;
     let load = Load {
         connections: opts.connections,
@@ -73,6 +81,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         duration: opts.duration,
     };
     let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
+    let mut tarpc_runs = vec![];
     for _ in 0..opts.rounds.max(1) {
         floor_runs.push(load_rt.block_on(driver::run::<FloorCodec>(&floor_target, load))?);
         ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(&servers.ours, load))?);
@@ -80,7 +89,9 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
         }
         client_runs.push(load_rt.block_on(client_api(&servers.ours, load))?);
+        tarpc_runs.push(load_rt.block_on(crate::tarpc_peer::drive(tarpc_addr, load))?);
     }
+    let tarpc = median(tarpc_runs);
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
     Ok(RpcReport {
@@ -93,6 +104,9 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         secure: opts.secure,
         ratio: ours.req_per_s / floor.req_per_s.max(1e-9),
         secure_ratio: ours_plaintext.map(|p| ours.req_per_s / p.req_per_s.max(1e-9)),
+        vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
+        client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
+        tarpc,
         ours_plaintext,
         ours,
         ours_client,
@@ -151,10 +165,14 @@ pub fn table(r: &RpcReport) -> String {
         rows.push(("ours (plaintext)".into(), p));
     }
     rows.push(("ours (Client API)".into(), &r.ours_client));
+    rows.push(("tarpc (bincode)".into(), &r.tarpc));
     for (name, f) in rows {
         s += &format!("{:<22}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
     }
-    s += &format!("ratio ours/floor: {:.2}", r.ratio);
+    s += &format!(
+        "ratio ours/floor: {:.2}; ours/tarpc: {:.2}; ours (Client API)/tarpc: {:.2}",
+        r.ratio, r.vs_tarpc, r.client_vs_tarpc
+    );
     if let Some(x) = r.secure_ratio {
         s += &format!("\nratio {:?}/plaintext: {x:.2}", r.secure).to_lowercase();
     }

@@ -152,11 +152,13 @@ fn bench_rpc_prints_one_json_object() {
     assert_eq!(r["scenario"], "rpc");
     assert_eq!(r["connections"], 2);
     assert_eq!(r["depth"], 2);
-    for entry in ["ours", "floor", "ours_client"] {
+    for entry in ["ours", "floor", "ours_client", "tarpc"] {
         assert!(r[entry]["req_per_s"].as_f64().unwrap() > 0.0, "{entry}: {r}");
         assert!(r[entry]["p50_us"].as_u64().unwrap() > 0);
         assert!(r[entry]["p99_us"].as_u64().unwrap() >= r[entry]["p50_us"].as_u64().unwrap());
     }
+    let vs = r["ours"]["req_per_s"].as_f64().unwrap() / r["tarpc"]["req_per_s"].as_f64().unwrap();
+    assert!((r["vs_tarpc"].as_f64().unwrap() - vs).abs() < 1e-9, "{r}");
     let ratio = r["ratio"].as_f64().unwrap();
     let expect = r["ours"]["req_per_s"].as_f64().unwrap() / r["floor"]["req_per_s"].as_f64().unwrap();
     assert!((ratio - expect).abs() < 1e-9);
