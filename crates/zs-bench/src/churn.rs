@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zs::secure::SecureStream;
 use zs::ClientSecurity;
@@ -177,23 +176,8 @@ async fn cycle(addr: SocketAddr, security: &ClientSecurity, floor: bool) -> Resu
     echo(&mut s, OursCodec::default()).await
 }
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    mut codec: impl BenchCodec,
-) -> Result<(), String> {
-    let mut out = BytesMut::new();
-    codec.encode_request(&mut out, 1, b"hi");
-    s.write_all(&out).await.map_err(|e| e.to_string())?;
-    s.flush().await.map_err(|e| e.to_string())?;
-    let mut input = BytesMut::with_capacity(64);
-    loop {
-        if s.read_buf(&mut input).await.map_err(|e| e.to_string())? == 0 {
-            return Err("closed".into());
-        }
-        if codec.decode_reply(&mut input)?.is_some() {
-            break;
-        }
-    }
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, codec: impl BenchCodec) -> Result<(), String> {
+    crate::idle::echo_once(s, codec).await?;
     s.shutdown().await.map_err(|e| e.to_string())
 }
 

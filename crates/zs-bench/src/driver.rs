@@ -23,6 +23,9 @@ pub(crate) struct Load {
     pub depth: usize,
     pub payload: usize,
     pub duration: Duration,
+    /// Open loop: this many requests per second in all, each sent when due and timed from
+    /// when it was due (`depth` is then ignored). `None`: closed loop.
+    pub rate: Option<f64>,
 }
 
 /// Runs the load against `target` (over a secure channel if it has one) and returns its
@@ -58,8 +61,20 @@ where
 {
     let start = Instant::now();
     let deadline = start + load.duration;
-    let tasks: Vec<_> =
-        streams.into_iter().map(|s| tokio::spawn(connection::<C, S>(s, load, deadline))).collect();
+    let n = streams.len();
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| match load.rate {
+            None => tokio::spawn(connection::<C, S>(s, load, deadline)),
+            Some(rate) => {
+                // Each connection sends every n/rate seconds, the connections staggered.
+                let every = Duration::from_secs_f64(n as f64 / rate.max(1e-9));
+                let first = start + every.mul_f64(i as f64 / n as f64);
+                tokio::spawn(open_connection::<C, S>(s, load, first, every, deadline))
+            }
+        })
+        .collect();
     let mut all = histogram();
     for t in tasks {
         let h = t.await.map_err(|e| e.to_string())??;
@@ -100,12 +115,7 @@ async fn connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(_)) => {}
         }
         let now = Instant::now();
-        while let Some(id) = codec.decode_reply(&mut input)? {
-            let (want, at) = sent.pop_front().ok_or("a reply nobody asked for")?;
-            if id != 0 && id != want {
-                return Err(format!("reply {id} arrived where {want} was expected"));
-            }
-            hist.saturating_record(now.duration_since(at).as_micros().max(1) as u64);
+        while take_reply(&mut codec, &mut input, &mut sent, &mut hist, now)? {
             if now < deadline {
                 codec.encode_request(&mut out, next_id, &payload);
                 sent.push_back((next_id, now));
@@ -114,4 +124,143 @@ async fn connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     Ok(hist)
+}
+
+/// Open loop on one connection: requests are due every `every` from `first` until
+/// `deadline`; all that are due are sent in one write, and each reply's latency is measured
+/// from when its request was due (so a stalled server is charged for the requests it
+/// delayed: no coordinated omission).
+async fn open_connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    load: Load,
+    first: Instant,
+    every: Duration,
+    deadline: Instant,
+) -> Result<Histogram<u64>, String> {
+    let mut codec = C::default();
+    let payload = vec![b'x'; load.payload];
+    let mut hist = histogram();
+    let mut sent: VecDeque<(u32, Instant)> = VecDeque::new();
+    let (mut out, mut input) = (BytesMut::with_capacity(16 << 10), BytesMut::with_capacity(64 << 10));
+    let (mut next_id, mut due) = (1u32, first);
+    let hard_stop = deadline + Duration::from_secs(10);
+    loop {
+        let now = Instant::now();
+        while due <= now && due < deadline {
+            codec.encode_request(&mut out, next_id, &payload);
+            sent.push_back((next_id, due));
+            next_id = next_id.wrapping_add(1).max(1);
+            due += every;
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await.map_err(|e| e.to_string())?;
+            s.flush().await.map_err(|e| e.to_string())?;
+            out.clear();
+        }
+        if due >= deadline && sent.is_empty() {
+            return Ok(hist);
+        }
+        let wake = if due < deadline { due } else { hard_stop };
+        tokio::select! {
+            r = s.read_buf(&mut input) => match r {
+                Ok(0) => return Err("server closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if wake == hard_stop {
+                    return Err("no reply 10 s after the end of the run".into());
+                }
+            }
+        }
+        let now = Instant::now();
+        while take_reply(&mut codec, &mut input, &mut sent, &mut hist, now)? {}
+    }
+}
+
+/// Takes one whole reply off `input`, matches it with the oldest request sent and records
+/// its latency; `false` when no whole reply is there.
+fn take_reply(
+    codec: &mut impl BenchCodec,
+    input: &mut BytesMut,
+    sent: &mut VecDeque<(u32, Instant)>,
+    hist: &mut Histogram<u64>,
+    now: Instant,
+) -> Result<bool, String> {
+    let Some(id) = codec.decode_reply(input)? else { return Ok(false) };
+    let (want, at) = sent.pop_front().ok_or("a reply nobody asked for")?;
+    if id != 0 && id != want {
+        return Err(format!("reply {id} arrived where {want} was expected"));
+    }
+    hist.saturating_record(now.duration_since(at).as_micros().max(1) as u64);
+    Ok(true)
+}
+
+/// The load through an API client (ours or a peer's): `call(client)` makes one call.
+/// Closed loop: `depth` tasks per client, each awaiting its call before the next. Open
+/// loop: per client, calls start when due and are timed from when they were due.
+pub(crate) async fn api_load<T, F, Fut>(clients: Vec<T>, load: Load, call: F) -> Result<Figures, String>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let start = Instant::now();
+    let deadline = start + load.duration;
+    let n = clients.len();
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        match load.rate {
+            None => {
+                for _ in 0..load.depth {
+                    let (c, call) = (c.clone(), call.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut h = histogram();
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            call(c.clone()).await?;
+                            h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                        }
+                        Ok::<_, String>(h)
+                    }));
+                }
+            }
+            Some(rate) => {
+                let every = Duration::from_secs_f64(n as f64 / rate.max(1e-9));
+                let mut due = start + every.mul_f64(i as f64 / n as f64);
+                let call = call.clone();
+                tasks.push(tokio::spawn(async move {
+                    use futures_util::stream::{FuturesUnordered, StreamExt};
+                    let mut h = histogram();
+                    let mut in_flight = FuturesUnordered::new();
+                    let hard_stop = deadline + Duration::from_secs(10);
+                    while due < deadline || !in_flight.is_empty() {
+                        while due <= Instant::now() && due < deadline {
+                            let (fut, at) = (call(c.clone()), due);
+                            in_flight.push(async move { fut.await.map(|()| at) });
+                            due += every;
+                        }
+                        let wake = if due < deadline { due } else { hard_stop };
+                        tokio::select! {
+                            Some(done) = in_flight.next() => {
+                                let at = done?;
+                                h.saturating_record(at.elapsed().as_micros().max(1) as u64);
+                            }
+                            _ = tokio::time::sleep_until(wake.into()) => {
+                                if wake == hard_stop {
+                                    return Err("no reply 10 s after the end of the run".into());
+                                }
+                            }
+                        }
+                    }
+                    Ok(h)
+                }));
+            }
+        }
+    }
+    let mut all = histogram();
+    for t in tasks {
+        all.add(&t.await.map_err(|e| e.to_string())??).map_err(|e| e.to_string())?;
+    }
+    Ok(Figures::from(&all, start.elapsed()))
 }

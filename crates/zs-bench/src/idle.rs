@@ -376,7 +376,8 @@ async fn open_one(addr: String, security: ClientSecurity, floor: bool) -> Result
     Ok(Open::Secure(Box::new(s)))
 }
 
-async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends one echo request and waits for its reply.
+pub(crate) async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     mut codec: impl BenchCodec,
 ) -> Result<(), String> {

@@ -1,16 +1,16 @@
 //! `zs bench rpc`: closed-loop echo calls against our server and the floor, side by side.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use zs::{Client, Router, Text};
 
 use crate::codec::{FloorCodec, OursCodec};
-use crate::driver::{self, Load};
+use crate::driver::{self, api_load, Load};
 use crate::floor;
 use crate::harness::{runtime, start_servers, Secure, Target};
-use crate::stats::{histogram, Figures};
+use crate::stats::Figures;
 
 /// Options of the rpc scenario.
 #[derive(Debug, Clone, Copy)]
@@ -27,13 +27,17 @@ pub struct RpcOptions {
     pub rounds: usize,
     /// How our server is secured.
     pub secure: Secure,
+    /// Open loop (`rpc-open`): requests per second in all, timed from when each was due.
+    pub rate: Option<f64>,
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
 #[derive(Debug, Clone, Serialize)]
 pub struct RpcReport {
-    /// Always "rpc".
+    /// "rpc" (closed loop) or "rpc-open" (a fixed arrival rate).
     pub scenario: &'static str,
+    /// The arrival rate asked for, requests per second in all (`rpc-open`).
+    pub rate: Option<f64>,
     /// Connections.
     pub connections: usize,
     /// Calls in flight per connection.
@@ -52,7 +56,8 @@ pub struct RpcReport {
     pub ours_client: Figures,
     /// A plain tokio length-prefixed echo answering each read's frames with one write.
     pub floor: Figures,
-    /// `ours.req_per_s / floor.req_per_s`.
+    /// `ours.req_per_s / floor.req_per_s`; for `rpc-open`, where every entry runs at the
+    /// same rate, `ours.p99_us / floor.p99_us` (lower is better).
     pub ratio: f64,
     /// tarpc (bincode over TCP) served as its examples serve it, driven through its client
     /// with `depth` tasks per connection, like `ours_client`.
@@ -79,6 +84,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         depth: opts.depth,
         payload: opts.payload,
         duration: opts.duration,
+        rate: opts.rate,
     };
     let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
     let mut tarpc_runs = vec![];
@@ -95,14 +101,18 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
     Ok(RpcReport {
-        scenario: "rpc",
+        scenario: if opts.rate.is_some() { "rpc-open" } else { "rpc" },
+        rate: opts.rate,
         connections: opts.connections,
         depth: opts.depth,
         payload: opts.payload,
         duration_s: opts.duration.as_secs_f64(),
         rounds: opts.rounds.max(1),
         secure: opts.secure,
-        ratio: ours.req_per_s / floor.req_per_s.max(1e-9),
+        ratio: match opts.rate {
+            Some(_) => ours.p99_us as f64 / floor.p99_us.max(1) as f64,
+            None => ours.req_per_s / floor.req_per_s.max(1e-9),
+        },
         secure_ratio: ours_plaintext.map(|p| ours.req_per_s / p.req_per_s.max(1e-9)),
         vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
         client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
@@ -119,8 +129,7 @@ fn median(mut runs: Vec<Figures>) -> Figures {
     runs[runs.len() / 2]
 }
 
-/// The same load through our `Client`: `depth` tasks per connection, each awaiting its
-/// call before making the next.
+/// The same load through our `Client`, closed or open loop as `load` says.
 async fn client_api(target: &Target, load: Load) -> Result<Figures, String> {
     let mut clients = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
@@ -128,36 +137,25 @@ async fn client_api(target: &Target, load: Load) -> Result<Figures, String> {
         clients.push(Arc::new(c.map_err(|e| e.to_string())?));
     }
     let payload = Text::from("x".repeat(load.payload));
-    let start = Instant::now();
-    let deadline = start + load.duration;
-    let mut tasks = Vec::new();
-    for c in &clients {
-        for _ in 0..load.depth {
-            let (c, payload) = (c.clone(), payload.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut h = histogram();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    c.call_console("echo", payload.clone()).await.map_err(|e| e.to_string())?;
-                    h.saturating_record(t.elapsed().as_micros().max(1) as u64);
-                }
-                Ok::<_, String>(h)
-            }));
-        }
-    }
-    let mut all = histogram();
-    for t in tasks {
-        all.add(&t.await.map_err(|e| e.to_string())??).map_err(|e| e.to_string())?;
-    }
-    Ok(Figures::from(&all, start.elapsed()))
+    api_load(clients, load, move |c: Arc<Client>| {
+        let payload = payload.clone();
+        async move { c.call_console("echo", payload).await.map(drop).map_err(|e| e.to_string()) }
+    })
+    .await
 }
 
 /// A readable table of the report.
 pub fn table(r: &RpcReport) -> String {
-    let mut s = format!(
-        "rpc: {} connections x {} in flight, {}-byte payload, {:.0} s per entry, {} round(s) (median)\n",
-        r.connections, r.depth, r.payload, r.duration_s, r.rounds
-    );
+    let mut s = match r.rate {
+        Some(rate) => format!(
+            "rpc-open: {} connections, {rate:.0} requests/s in all (latency from each request's due time), {}-byte payload, {:.0} s per entry, {} round(s) (median)\n",
+            r.connections, r.payload, r.duration_s, r.rounds
+        ),
+        None => format!(
+            "rpc: {} connections x {} in flight, {}-byte payload, {:.0} s per entry, {} round(s) (median)\n",
+            r.connections, r.depth, r.payload, r.duration_s, r.rounds
+        ),
+    };
     s += &format!("{:<22}{:>12}{:>10}{:>10}{:>10}\n", "", "req/s", "p50 µs", "p99 µs", "p99.9 µs");
     let ours = format!("ours ({:?})", r.secure).to_lowercase();
     let mut rows = vec![("floor (tokio echo)".to_string(), &r.floor), (ours, &r.ours)];
@@ -169,10 +167,17 @@ pub fn table(r: &RpcReport) -> String {
     for (name, f) in rows {
         s += &format!("{:<22}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
     }
-    s += &format!(
-        "ratio ours/floor: {:.2}; ours/tarpc: {:.2}; ours (Client API)/tarpc: {:.2}",
-        r.ratio, r.vs_tarpc, r.client_vs_tarpc
-    );
+    s += &match r.rate {
+        Some(_) => format!(
+            "p99 ours/floor: {:.2}; p99 tarpc/ours: {:.2}",
+            r.ratio,
+            r.tarpc.p99_us as f64 / r.ours.p99_us.max(1) as f64
+        ),
+        None => format!(
+            "ratio ours/floor: {:.2}; ours/tarpc: {:.2}; ours (Client API)/tarpc: {:.2}",
+            r.ratio, r.vs_tarpc, r.client_vs_tarpc
+        ),
+    };
     if let Some(x) = r.secure_ratio {
         s += &format!("\nratio {:?}/plaintext: {x:.2}", r.secure).to_lowercase();
     }

@@ -2,7 +2,6 @@
 //! one (bincode over TCP, a task per request), driven through its generated client.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
 use tarpc::serde_transport::tcp;
@@ -11,8 +10,8 @@ use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 use tokio::net::TcpListener;
 
-use crate::driver::Load;
-use crate::stats::{histogram, Figures};
+use crate::driver::{api_load, Load};
+use crate::stats::Figures;
 
 /// The echo service.
 #[tarpc::service]
@@ -42,35 +41,18 @@ pub async fn serve(listener: TcpListener) {
     }
 }
 
-/// The load through tarpc's client: one client per connection, `depth` tasks each awaiting
-/// its call before making the next (as `ours_client` does with ours).
+/// The load through tarpc's client: one client per connection, closed or open loop as
+/// `load` says (see [`api_load`]).
 pub(crate) async fn drive(addr: std::net::SocketAddr, load: Load) -> Result<Figures, String> {
     let mut clients = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
         let transport = tcp::connect(addr, Bincode::default).await.map_err(|e| e.to_string())?;
         clients.push(Arc::new(EchoClient::new(client::Config::default(), transport).spawn()));
     }
-    let payload = "x".repeat(load.payload);
-    let start = Instant::now();
-    let deadline = start + load.duration;
-    let mut tasks = Vec::new();
-    for c in &clients {
-        for _ in 0..load.depth {
-            let (c, payload) = (c.clone(), payload.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut h = histogram();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    c.echo(context::current(), payload.clone()).await.map_err(|e| e.to_string())?;
-                    h.saturating_record(t.elapsed().as_micros().max(1) as u64);
-                }
-                Ok::<_, String>(h)
-            }));
-        }
-    }
-    let mut all = histogram();
-    for t in tasks {
-        all.add(&t.await.map_err(|e| e.to_string())??).map_err(|e| e.to_string())?;
-    }
-    Ok(Figures::from(&all, start.elapsed()))
+    let payload = Arc::new("x".repeat(load.payload));
+    api_load(clients, load, move |c: Arc<EchoClient>| {
+        let payload = payload.clone();
+        async move { c.echo(context::current(), payload.to_string()).await.map(drop).map_err(|e| e.to_string()) }
+    })
+    .await
 }

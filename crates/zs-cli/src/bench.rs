@@ -38,6 +38,31 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Echo calls at a fixed arrival rate, each timed from when it was due (no coordinated
+    /// omission): ours, the floor and tarpc in the same run.
+    RpcOpen {
+        /// Connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Requests per second in all.
+        #[arg(long, default_value_t = 100_000.0)]
+        rate: f64,
+        /// Seconds per measured entry.
+        #[arg(long, default_value = "5", value_parser = crate::seconds)]
+        duration: Duration,
+        /// Payload bytes per call.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Rounds (each entry reports its median round).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// How our server is secured: none, noise or tls.
+        #[arg(long, default_value = "none")]
+        secure: Secure,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Big streams against a plain tokio TCP copy of the same bytes, in the same run.
     Bulk {
         /// Bytes per stream (suffixes K, M, G for KiB, MiB, GiB).
@@ -182,7 +207,38 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 return Err("--duration must be between 0 and 600 seconds".into());
             }
             zs_bench::raise_fd_limit();
-            let report = rpc::run(rpc::RpcOptions { connections, depth, payload, duration, rounds, secure })?;
+            let report = rpc::run(rpc::RpcOptions {
+                connections,
+                depth,
+                payload,
+                duration,
+                rounds,
+                secure,
+                rate: None,
+            })?;
+            print(json, &report, || rpc::table(&report))
+        }
+        Scenario::RpcOpen { connections, rate, duration, payload, rounds, secure, json } => {
+            check("connections", connections, 5_000)?;
+            check("payload", payload, 1 << 20)?;
+            check("rounds", rounds, 20)?;
+            if !(1.0..=10_000_000.0).contains(&rate) {
+                return Err("--rate must be between 1 and 10,000,000 requests per second".into());
+            }
+            if duration.is_zero() || duration > Duration::from_secs(600) {
+                return Err("--duration must be between 0 and 600 seconds".into());
+            }
+            zs_bench::raise_fd_limit();
+            let opts = rpc::RpcOptions {
+                connections,
+                depth: 1,
+                payload,
+                duration,
+                rounds,
+                secure,
+                rate: Some(rate),
+            };
+            let report = rpc::run(opts)?;
             print(json, &report, || rpc::table(&report))
         }
         Scenario::Bulk { size, streams, connections, server_process, secure, json } => {

@@ -379,3 +379,20 @@ fn bench_fanout_delivers_every_broadcast() {
         r["ours"]["deliveries_per_s"].as_f64().unwrap() / r["floor"]["deliveries_per_s"].as_f64().unwrap();
     assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-9, "{r}");
 }
+
+#[test]
+fn bench_rpc_open_holds_the_rate_and_times_from_the_due_time() {
+    let o = zs(&["bench", "rpc-open", "--connections", "4", "--rate", "2000", "--duration", "0.5", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["scenario"], "rpc-open");
+    assert_eq!(r["rate"], 2000.0);
+    for entry in ["ours", "floor", "ours_client", "tarpc"] {
+        // About 1,000 requests were due; every one is answered and counted.
+        let done = r[entry]["completed"].as_u64().unwrap();
+        assert!((900..=1100).contains(&done), "{entry}: {r}");
+        assert!(r[entry]["p99_us"].as_u64().unwrap() >= r[entry]["p50_us"].as_u64().unwrap(), "{entry}: {r}");
+    }
+    let expect = r["ours"]["p99_us"].as_f64().unwrap() / r["floor"]["p99_us"].as_f64().unwrap();
+    assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-9, "{r}");
+}
