@@ -12,6 +12,7 @@ pub mod floor;
 mod harness;
 pub mod idle;
 mod procmem;
+pub mod report;
 pub mod rpc;
 pub mod source;
 mod stats;

@@ -145,6 +145,15 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Turn a folder of `--json` results into SVG charts.
+    Report {
+        /// Folder of results (one JSON object per file).
+        #[arg(long, default_value = "docs/results")]
+        input: std::path::PathBuf,
+        /// Folder for the charts.
+        #[arg(long, default_value = "docs/charts")]
+        output: std::path::PathBuf,
+    },
     /// (internal) The client process of `zs bench idle`.
     #[command(hide = true)]
     IdleClient {
@@ -196,7 +205,72 @@ fn print(json: bool, value: &impl serde::Serialize, table: impl FnOnce() -> Stri
     Ok(())
 }
 
+/// A progress bar on stderr while a scenario runs (hidden when stderr is not a terminal):
+/// against the expected time where the scenario is bounded by its duration, elapsed time
+/// otherwise.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn start(scenario: &str, expected: Option<Duration>) -> Progress {
+        let bar = match expected {
+            Some(d) => {
+                let bar = indicatif::ProgressBar::new(d.as_millis() as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {elapsed} of about {len}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .with_key("len", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{}s", s.len().unwrap_or(0) / 1000);
+                        }),
+                );
+                bar
+            }
+            None => {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar
+            }
+        };
+        bar.set_message(format!("zs bench {scenario}"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let ticker = bar.clone();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !ticker.is_finished() {
+                ticker.set_position(start.elapsed().as_millis() as u64);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Progress { bar }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<(), String> {
+    let _progress = match &args.scenario {
+        Scenario::Rpc { duration, rounds, secure, .. } => {
+            let entries = if *secure == Secure::None { 4 } else { 5 };
+            Some(Progress::start("rpc", Some(*duration * (entries * *rounds as u32))))
+        }
+        Scenario::RpcOpen { duration, rounds, secure, .. } => {
+            let entries = if *secure == Secure::None { 4 } else { 5 };
+            Some(Progress::start("rpc-open", Some(*duration * (entries * *rounds as u32))))
+        }
+        Scenario::Churn { duration, .. } => Some(Progress::start("churn", Some(*duration * 3))),
+        Scenario::Fanout { duration, .. } => Some(Progress::start("fanout", Some(*duration * 3))),
+        Scenario::Bulk { .. } => Some(Progress::start("bulk", None)),
+        Scenario::Idle { .. } => Some(Progress::start("idle", None)),
+        _ => None,
+    };
     match args.scenario {
         Scenario::Rpc { connections, depth, duration, payload, rounds, secure, json } => {
             check("connections", connections, 5_000)?;
@@ -321,6 +395,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             }
             let r = fanout::run(fanout::FanoutOptions { peers, payload, duration, window })?;
             print(json, &r, || fanout::table(&r))
+        }
+        Scenario::Report { input, output } => {
+            for path in zs_bench::report::run(&input, &output)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
         }
         Scenario::FloorServer { addrs } => crate::runtime()?.block_on(idle::floor_server(addrs)),
     }

@@ -396,3 +396,41 @@ fn bench_rpc_open_holds_the_rate_and_times_from_the_due_time() {
     let expect = r["ours"]["p99_us"].as_f64().unwrap() / r["floor"]["p99_us"].as_f64().unwrap();
     assert!((r["ratio"].as_f64().unwrap() - expect).abs() < 1e-9, "{r}");
 }
+
+#[test]
+fn bench_report_draws_charts_from_json_results() {
+    let dir = tempfile::tempdir().unwrap();
+    for c in ["1", "3"] {
+        let o = zs(&["bench", "rpc", "--connections", c, "--depth", "2", "--duration", "0.2", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(dir.path().join(format!("rpc_{c}.json")), &o.stdout).unwrap();
+    }
+    let charts = dir.path().join("charts");
+    let o = zs(&[
+        "bench",
+        "report",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--output",
+        charts.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(charts.join("rpc_throughput.svg")).unwrap();
+    for series in ["floor", "ours", "tarpc", "connections"] {
+        assert!(svg.contains(series), "{series} missing from the chart");
+    }
+    // Only charts with data are drawn.
+    assert!(!charts.join("fanout.svg").exists());
+
+    let empty = tempfile::tempdir().unwrap();
+    let o = zs(&[
+        "bench",
+        "report",
+        "--input",
+        empty.path().to_str().unwrap(),
+        "--output",
+        charts.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no .json results"), "{}", stderr(&o));
+}
