@@ -163,7 +163,7 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value = "none")]
         secure: Secure,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         server_key: Option<zs::Fingerprint>,
         #[arg(long)]
         floor: bool,

@@ -102,7 +102,8 @@ pub struct ClientSecurityArgs {
     tls: bool,
     /// The server's key (Noise) or certificate fingerprint (TLS) to accept; without it,
     /// the known-servers file decides.
-    #[arg(long, value_name = "FINGERPRINT")]
+    /// (A fingerprint may start with `-`: that is accepted.)
+    #[arg(long, value_name = "FINGERPRINT", allow_hyphen_values = true)]
     server_key: Option<Fingerprint>,
     /// Known-servers file (default: $ZS_KNOWN_SERVERS, else ~/.config/zserver/known_servers).
     #[arg(long)]

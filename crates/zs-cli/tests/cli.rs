@@ -250,6 +250,11 @@ fn serve_keeps_its_key_and_call_checks_it() {
     let o = zs(&["call", &s.addr, "echo", "x", "--server-key", &wrong]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+    // Base64url fingerprints may start with '-': still a value, not a flag.
+    let dashed = format!("-{}", "A".repeat(42));
+    let o = zs(&["call", &s.addr, "echo", "x", "--server-key", &dashed]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
 
     // Trust on first use records it; afterwards the file alone is enough.
     let o = zs(&["call", &s.addr, "echo", "first", "--known-servers", known, "--trust-first-use"]);

@@ -225,7 +225,7 @@ impl Trust {
             Trust::AnyServer => Ok(()),
             Trust::Pinned(keys) if keys.contains(seen) => Ok(()),
             Trust::Pinned(keys) if keys.is_empty() => refuse(format!(
-                "server key {seen} is not trusted: no key is pinned (pin it with --server-key {seen})"
+                "server key {seen} is not trusted: no key is pinned (pin it with --server-key={seen})"
             )),
             Trust::Pinned(_) => refuse(format!(
                 "server key {seen} does not match the pinned key: refusing (someone may be intercepting the connection)"
@@ -244,7 +244,7 @@ impl Trust {
                         Ok(())
                     }
                     None => refuse(format!(
-                        "server {name} presented key {seen}, which is not in {}: pin it with --server-key {seen}, or trust it on first use",
+                        "server {name} presented key {seen}, which is not in {}: pin it with --server-key={seen}, or trust it on first use",
                         file.display()
                     )),
                 }
