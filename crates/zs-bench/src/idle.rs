@@ -72,6 +72,19 @@ pub struct IdleReport {
     pub floor_rss_bytes_per_conn: f64,
     /// `server_rss_bytes_per_conn / floor_rss_bytes_per_conn` (lower is better).
     pub ratio: f64,
+    /// Ours, as every scenario reports it: held and bytes per connection.
+    pub ours: IdleEntry,
+    /// The floor, likewise.
+    pub floor: IdleEntry,
+}
+
+/// One entry of the idle report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IdleEntry {
+    /// Connections held.
+    pub held: usize,
+    /// User-space bytes per idle connection.
+    pub bytes_per_conn: f64,
 }
 
 /// Memory of some processes holding connections.
@@ -119,6 +132,8 @@ pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
         floor_held: floor.held,
         floor_rss_bytes_per_conn: floor_per,
         ratio: ours_per / floor_per.max(1e-9),
+        ours: IdleEntry { held: ours.held, bytes_per_conn: ours_per },
+        floor: IdleEntry { held: floor.held, bytes_per_conn: floor_per },
     })
 }
 

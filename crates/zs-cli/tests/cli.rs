@@ -188,6 +188,8 @@ fn bench_idle_holds_connections_from_several_processes() {
     assert_eq!(r["scenario"], "idle");
     assert_eq!(r["held"], 60, "{r}");
     assert_eq!(r["floor_held"], 60, "{r}");
+    assert_eq!(r["ours"]["held"], 60, "{r}");
+    assert_eq!(r["floor"]["bytes_per_conn"], r["floor_rss_bytes_per_conn"], "{r}");
     assert_eq!(r["workers"], 2, "{r}");
     let expect = r["server_rss_bytes_per_conn"].as_f64().unwrap()
         / r["floor_rss_bytes_per_conn"].as_f64().unwrap().max(1e-9);
