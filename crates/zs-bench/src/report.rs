@@ -92,7 +92,11 @@ fn charts(results: &[Value]) -> Vec<Chart> {
         [("floor", "floor"), ("ours", "ours"), ("ours (Client API)", "ours_client"), ("tarpc", "tarpc")];
     for r in results {
         match r.get("scenario").and_then(Value::as_str) {
-            Some("rpc") if r.get("secure").and_then(Value::as_str) == Some("none") => {
+            // Against connections: the 64-byte, plaintext runs only.
+            Some("rpc")
+                if r.get("secure").and_then(Value::as_str) == Some("none")
+                    && f(r, &["payload"]) == Some(64.0) =>
+            {
                 for (name, key) in entries {
                     rpc.add(name, f(r, &["connections"]), f(r, &[key, "req_per_s"]));
                     rpc_p99.add(name, f(r, &["connections"]), f(r, &[key, "p99_us"]));
