@@ -514,9 +514,13 @@ async fn a_batch_stream_cut_off_by_a_disconnect_leaves_nothing_parked() {
 
 /// Raw frames of a stream `id` announced to `sink` with `total` bytes.
 fn raw_open(id: u32, total: u64) -> Vec<u8> {
+    raw_open_to("sink", id, total)
+}
+
+fn raw_open_to(command: &str, id: u32, total: u64) -> Vec<u8> {
     use zs::wire::bulk::{StreamMode, StreamOpen};
     let mut open = bytes::BytesMut::new();
-    StreamOpen { mode: StreamMode::Stream, total, offset: 0, key: 0, name: "sink".into() }
+    StreamOpen { mode: StreamMode::Stream, total, offset: 0, key: 0, name: command.into() }
         .encode(&mut open)
         .unwrap();
     raw_frame(zs::wire::Kind::StreamOpen, zs::wire::Flags::NONE, id, &open)
@@ -533,7 +537,14 @@ fn goaway_of(frames: &[zs::wire::Frame]) -> (zs::GoAwayCode, String) {
 async fn hostile_stream_frames_close_only_their_connection() {
     use zs::wire::{Flags, Kind};
     let (tx, _rx) = mpsc::unbounded_channel();
-    let server = serve_with(sink_router(tx), plaintext()).await;
+    let mut router = sink_router(tx);
+    // Never reads: grants no credit beyond the initial window, however the tasks are
+    // scheduled (a reading consumer could grant credit as fast as data arrives).
+    router.big_stream("stall", |_peer, s: IncomingStream| async move {
+        let _held = s;
+        std::future::pending::<Result<(), zs::CallError>>().await
+    });
+    let server = serve_with(router, plaintext()).await;
     let bystander = connect(&server).await.unwrap();
     let addr = server.local_addr();
 
@@ -545,7 +556,7 @@ async fn hostile_stream_frames_close_only_their_connection() {
 
     // Data past the window the receiver granted: a peer that ignores credit cannot make
     // the server buffer more than the window.
-    let mut wire = raw_open(3, u64::MAX);
+    let mut wire = raw_open_to("stall", 3, u64::MAX);
     let chunk = vec![7u8; 200 << 10];
     for _ in 0..10 {
         wire.extend(raw_frame(Kind::StreamData, Flags::NONE, 3, &chunk)); // 2 MB, window 1 MiB
