@@ -212,8 +212,13 @@ async fn ours_streams(target: &Target, opts: BulkOptions) -> Result<(Throughput,
             c.send_big_stream("sink", Noise::new(opts.size, i as u64 + 1), StreamOptions::with_len(opts.size))
         })
         .collect();
+    // Bounded: at least 10 MB/s, plus a minute, or the run fails.
+    let limit = Duration::from_secs(60 + total(opts) / 10_000_000);
     for t in transfers {
-        t.finish().await.map_err(|e| e.to_string())?;
+        tokio::time::timeout_at((start + limit).into(), t.finish())
+            .await
+            .map_err(|_| format!("the transfer did not finish within {limit:?}"))?
+            .map_err(|e| e.to_string())?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);

@@ -84,13 +84,20 @@ impl Counter {
         self.progressed.notify_one();
     }
 
-    /// Waits until at most `window` messages are not yet delivered to every peer.
-    async fn wait_room(&self, published: u64, peers: u64, window: u64) {
+    /// Waits until at most `window` messages are not yet delivered to every peer; an
+    /// error if deliveries stop for 10 s.
+    async fn wait_room(&self, published: u64, peers: u64, window: u64) -> Result<(), String> {
+        let mut last = (self.delivered.load(Ordering::Relaxed), Instant::now());
         loop {
             let notified = self.progressed.notified();
             let done = self.delivered.load(Ordering::Relaxed);
             if published.saturating_sub(window) * peers <= done {
-                return;
+                return Ok(());
+            }
+            if done != last.0 {
+                last = (done, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(10) {
+                return Err(format!("deliveries stopped at {done} for 10 s"));
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
@@ -154,7 +161,7 @@ async fn ours(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resul
             let start = Instant::now();
             let mut published = 0u64;
             while start.elapsed() < opts.duration {
-                counter.wait_room(published, opts.peers as u64, opts.window).await;
+                counter.wait_room(published, opts.peers as u64, opts.window).await?;
                 let sent = server_side
                     .broadcast_console("tick", payload.clone(), |_| true)
                     .map_err(|e| e.to_string())?;
@@ -214,7 +221,7 @@ async fn floor(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resu
             let start = Instant::now();
             let mut published = 0u64;
             while start.elapsed() < opts.duration {
-                counter.wait_room(published, opts.peers as u64, opts.window).await;
+                counter.wait_room(published, opts.peers as u64, opts.window).await?;
                 for p in &peers {
                     p.send(frame.clone()).map_err(|_| "a floor writer stopped".to_string())?;
                 }
@@ -332,7 +339,7 @@ async fn nats_run(port: u16, opts: FanoutOptions) -> Result<FanoutFigures, Strin
     let start = Instant::now();
     let mut published = 0u64;
     while start.elapsed() < opts.duration {
-        counter.wait_room(published, opts.peers as u64, opts.window).await;
+        counter.wait_room(published, opts.peers as u64, opts.window).await?;
         publisher.write_all(&msg).await.map_err(|e| e.to_string())?;
         published += 1;
     }

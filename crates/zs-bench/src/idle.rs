@@ -375,6 +375,11 @@ pub async fn client(
 }
 
 async fn open_one(addr: String, security: ClientSecurity, floor: bool) -> Result<Open, String> {
+    let opened = tokio::time::timeout(Duration::from_secs(30), open_within(addr, security, floor)).await;
+    opened.map_err(|_| "no connection within 30 s".to_string())?
+}
+
+async fn open_within(addr: String, security: ClientSecurity, floor: bool) -> Result<Open, String> {
     if let ClientSecurity::Plaintext = security {
         let mut s = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
         if floor {
