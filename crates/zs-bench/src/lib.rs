@@ -8,6 +8,7 @@ pub mod churn;
 pub mod codec;
 mod driver;
 pub mod fanout;
+pub mod fault_proxy;
 pub mod floor;
 mod harness;
 pub mod idle;
