@@ -14,6 +14,7 @@ pub mod frame;
 pub mod fuzzing;
 mod limits;
 pub mod secure;
+pub mod session;
 
 pub use body::{CallBody, ErrorCode, GoAwayCode};
 pub use dataframe::{DataFrame, ReadError, Reader, Value};
