@@ -22,6 +22,7 @@ fn echo_router() -> Router {
     let mut r = Router::new();
     r.console("echo", |_, t| t);
     r.console("whoami", |peer, _| peer.remote_key().map(|k| k.to_string()).unwrap_or_default());
+    r.console("binding", |peer, _| peer.channel().map(|c| hex(&c.binding)).unwrap_or_default());
     // The stream's BLAKE3 hash is checked on arrival: a lost or altered byte fails it.
     r.big_stream("sink", |_, mut s: zs::IncomingStream| async move {
         while let Some(chunk) = s.next_chunk().await {
@@ -30,6 +31,20 @@ fn echo_router() -> Router {
         Ok::<_, CallError>(())
     });
     r
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Both ends of a connection hold the same binding, and no two connections share one.
+async fn assert_bindings(server: &zs::ServerHandle) {
+    let (a, b) = (connect(server).await.unwrap(), connect(server).await.unwrap());
+    for c in [&a, &b] {
+        let mine = hex(&c.channel().unwrap().binding);
+        assert_eq!(c.call_console("binding", "").await.unwrap(), mine.as_str());
+    }
+    assert_ne!(a.channel().unwrap().binding, b.channel().unwrap().binding);
 }
 
 fn tls_server() -> (ServerSecurity, TlsServer, String) {
@@ -55,6 +70,7 @@ async fn the_right_key_connects_and_both_ends_know_who_is_who() {
         assert_eq!(client.call_console("echo", big.clone()).await.unwrap(), big.as_str());
     }
     assert_eq!(server.stats().handshakes, 2);
+    assert_bindings(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +297,7 @@ async fn tls_with_a_self_signed_certificate_prefers_post_quantum_key_exchange() 
     assert_eq!(client.remote_key(), Some(tls.fingerprint()));
     let protocol = &client.channel().unwrap().protocol;
     assert!(protocol.starts_with("TLS 1.3") && protocol.contains("X25519MLKEM768"), "{protocol}");
+    assert_bindings(&server).await;
 
     // A pinned fingerprint that is not the server's is refused.
     let wrong = TlsClient::pinned(KeyPair::generate().public());

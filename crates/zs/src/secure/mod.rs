@@ -176,6 +176,9 @@ pub struct ChannelInfo {
     /// The identity the other end proved: its Noise static key, or (seen by a TLS client)
     /// the server certificate's fingerprint.
     pub remote_key: Option<Fingerprint>,
+    /// A value both ends share and nobody else knows, unique to this connection (the Noise
+    /// handshake hash, or a TLS exporter): what a resumed session binds its proof to.
+    pub binding: [u8; 32],
 }
 
 /// A connection after its handshake, and what the handshake established (`None` in
@@ -185,8 +188,12 @@ pub(crate) struct Secured {
     pub(crate) channel: Option<ChannelInfo>,
 }
 
-fn noise_info(cipher: NoiseCipher, key: [u8; 32]) -> Option<ChannelInfo> {
-    Some(ChannelInfo { protocol: cipher.protocol_name().into(), remote_key: Some(Fingerprint(key)) })
+fn noise_info(cipher: NoiseCipher, hs: &noise::Handshaken) -> Option<ChannelInfo> {
+    Some(ChannelInfo {
+        protocol: cipher.protocol_name().into(),
+        remote_key: Some(Fingerprint(hs.remote_key)),
+        binding: hs.binding,
+    })
 }
 
 fn refused(msg: String) -> io::Error {
@@ -233,12 +240,13 @@ pub(crate) async fn accept(
             let key = noise.key.as_ref().expect("the server's key is set at bind");
             let hs = noise::respond(&mut tcp, key, cipher, buf).await?;
             let remote = Fingerprint(hs.remote_key);
+            let channel = noise_info(cipher, &hs);
             let link = AnyLink::Noise(Box::new(SecureLink::new(tcp, hs.records, hs.leftover, rekey, stats)));
             if noise.allowed_clients.as_ref().is_some_and(|allowed| !allowed.contains(&remote)) {
                 let msg = format!("client key {remote} is not allowed on this server");
                 return Err(refuse(link, GoAwayCode::NotAuthorized, &msg, "client key not allowed").await);
             }
-            Ok(Secured { link, channel: noise_info(cipher, remote.0) })
+            Ok(Secured { link, channel })
         }
         ServerSecurity::Tls(tls) => {
             let mut first = [0u8; 1];
@@ -254,7 +262,11 @@ pub(crate) async fn accept(
             let stream = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(tcp).await?;
             let (tcp, conn) = stream.into_inner();
             let records = TlsRecords::new(conn);
-            let channel = Some(ChannelInfo { protocol: records.describe(), remote_key: None });
+            let channel = Some(ChannelInfo {
+                protocol: records.describe(),
+                remote_key: None,
+                binding: records.binding()?,
+            });
             Ok(Secured {
                 link: AnyLink::Tls(Box::new(SecureLink::new(tcp, records, BytesMut::new(), rekey, stats))),
                 channel,
@@ -277,7 +289,7 @@ pub(crate) async fn connect(
             let key = noise.key.as_ref().unwrap_or_else(|| anonymous_key());
             let verify = |k: &[u8; 32]| noise.trust.check(&Fingerprint(*k), &name);
             let hs = noise::initiate(&mut tcp, key, noise.cipher, plaintext_reply, verify).await?;
-            let channel = noise_info(noise.cipher, hs.remote_key);
+            let channel = noise_info(noise.cipher, &hs);
             Ok(Secured {
                 link: AnyLink::Noise(Box::new(SecureLink::new(tcp, hs.records, hs.leftover, rekey, stats))),
                 channel,
@@ -291,7 +303,8 @@ pub(crate) async fn connect(
             let remote_key =
                 conn.peer_certificates().and_then(|c| c.first()).map(|c| Fingerprint::of_certificate(c));
             let records = TlsRecords::new(conn);
-            let channel = Some(ChannelInfo { protocol: records.describe(), remote_key });
+            let channel =
+                Some(ChannelInfo { protocol: records.describe(), remote_key, binding: records.binding()? });
             Ok(Secured {
                 link: AnyLink::Tls(Box::new(SecureLink::new(tcp, records, BytesMut::new(), rekey, stats))),
                 channel,

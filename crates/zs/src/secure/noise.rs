@@ -114,6 +114,8 @@ impl Records for NoiseRecords {
 pub(crate) struct Handshaken {
     pub(crate) records: NoiseRecords,
     pub(crate) remote_key: [u8; 32],
+    /// The handshake hash: the same on both ends, unique to this handshake.
+    pub(crate) binding: [u8; 32],
     pub(crate) leftover: BytesMut,
 }
 
@@ -173,8 +175,10 @@ fn read_into(hs: &mut HandshakeState, buf: &mut BytesMut, total: usize) -> io::R
 fn finish(hs: HandshakeState, leftover: BytesMut) -> io::Result<Handshaken> {
     let mut remote_key = [0; 32];
     remote_key.copy_from_slice(hs.get_remote_static().ok_or_else(|| closed("peer sent no static key"))?);
+    let mut binding = [0; 32];
+    binding.copy_from_slice(&hs.get_handshake_hash()[..32]);
     let records = NoiseRecords::new(hs.into_transport_mode().map_err(handshake_error)?);
-    Ok(Handshaken { records, remote_key, leftover })
+    Ok(Handshaken { records, remote_key, binding, leftover })
 }
 
 /// The client's side: `-> e`, `<- e ee s es`, `-> s se`. `verify` sees the server's key

@@ -215,6 +215,13 @@ impl TlsRecords {
         TlsRecords { conn: conn.into() }
     }
 
+    /// A secret both ends derive from this connection's keys (RFC 5705 exporter).
+    pub(crate) fn binding(&self) -> io::Result<[u8; 32]> {
+        self.conn
+            .export_keying_material([0u8; 32], b"EXPORTER-zserver-channel-binding", None)
+            .map_err(tls_error)
+    }
+
     /// The protocol, cipher suite and key exchange group the handshake settled on.
     pub(crate) fn describe(&self) -> String {
         let suite = self.conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
