@@ -11,57 +11,81 @@ pub struct BenchArgs {
     scenario: Scenario,
 }
 
+/// What `rpc` and `rpc-open` share.
+#[derive(Args)]
+struct RpcArgs {
+    /// Connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds per measured entry.
+    #[arg(long, default_value = "5", value_parser = crate::seconds)]
+    duration: Duration,
+    /// Payload bytes per call.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Rounds (each entry reports its median round).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// How our server is secured: none, noise or tls (a secured run also measures our
+    /// plaintext server, for the cost of security in the same run).
+    #[arg(long, default_value = "none")]
+    secure: Secure,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RpcArgs {
+    /// Checks the arguments and runs the scenario (`rate`: open loop).
+    fn run(&self, depth: usize, rate: Option<f64>) -> Result<(), String> {
+        check("connections", self.connections, 5_000)?;
+        check("depth", depth, 1_024)?;
+        check("payload", self.payload, 1 << 20)?;
+        check("rounds", self.rounds, 20)?;
+        if rate.is_some_and(|r| !(1.0..=10_000_000.0).contains(&r)) {
+            return Err("--rate must be between 1 and 10,000,000 requests per second".into());
+        }
+        if self.duration.is_zero() || self.duration > Duration::from_secs(600) {
+            return Err("--duration must be between 0 and 600 seconds".into());
+        }
+        zs_bench::raise_fd_limit();
+        let report = rpc::run(rpc::RpcOptions {
+            connections: self.connections,
+            depth,
+            payload: self.payload,
+            duration: self.duration,
+            rounds: self.rounds,
+            secure: self.secure,
+            rate,
+        })?;
+        print(self.json, &report, || rpc::table(&report))
+    }
+
+    /// The expected run time: each entry, each round.
+    fn expected(&self) -> Duration {
+        let entries = if self.secure == Secure::None { 4 } else { 5 };
+        self.duration * (entries * self.rounds as u32)
+    }
+}
+
 #[derive(Subcommand)]
 enum Scenario {
     /// Closed-loop echo calls: ours against a plain tokio echo (the floor) in the same run.
     Rpc {
-        /// Connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
         /// Calls in flight per connection.
         #[arg(long, default_value_t = 8)]
         depth: usize,
-        /// Seconds per measured entry.
-        #[arg(long, default_value = "5", value_parser = crate::seconds)]
-        duration: Duration,
-        /// Payload bytes per call.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Rounds (each entry reports its median round).
-        #[arg(long, default_value_t = 1)]
-        rounds: usize,
-        /// How our server is secured: none, noise or tls (a secured run also measures our
-        /// plaintext server, for the cost of security in the same run).
-        #[arg(long, default_value = "none")]
-        secure: Secure,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        common: RpcArgs,
     },
     /// Echo calls at a fixed arrival rate, each timed from when it was due (no coordinated
     /// omission): ours, the floor and tarpc in the same run.
     RpcOpen {
-        /// Connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
         /// Requests per second in all.
         #[arg(long, default_value_t = 100_000.0)]
         rate: f64,
-        /// Seconds per measured entry.
-        #[arg(long, default_value = "5", value_parser = crate::seconds)]
-        duration: Duration,
-        /// Payload bytes per call.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Rounds (each entry reports its median round).
-        #[arg(long, default_value_t = 1)]
-        rounds: usize,
-        /// How our server is secured: none, noise or tls.
-        #[arg(long, default_value = "none")]
-        secure: Secure,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        common: RpcArgs,
     },
     /// Big streams against a plain tokio TCP copy of the same bytes, in the same run.
     Bulk {
@@ -257,14 +281,8 @@ impl Drop for Progress {
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let _progress = match &args.scenario {
-        Scenario::Rpc { duration, rounds, secure, .. } => {
-            let entries = if *secure == Secure::None { 4 } else { 5 };
-            Some(Progress::start("rpc", Some(*duration * (entries * *rounds as u32))))
-        }
-        Scenario::RpcOpen { duration, rounds, secure, .. } => {
-            let entries = if *secure == Secure::None { 4 } else { 5 };
-            Some(Progress::start("rpc-open", Some(*duration * (entries * *rounds as u32))))
-        }
+        Scenario::Rpc { common, .. } => Some(Progress::start("rpc", Some(common.expected()))),
+        Scenario::RpcOpen { common, .. } => Some(Progress::start("rpc-open", Some(common.expected()))),
         Scenario::Churn { duration, .. } => Some(Progress::start("churn", Some(*duration * 3))),
         Scenario::Fanout { duration, .. } => Some(Progress::start("fanout", Some(*duration * 3))),
         Scenario::Bulk { .. } => Some(Progress::start("bulk", None)),
@@ -272,49 +290,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         _ => None,
     };
     match args.scenario {
-        Scenario::Rpc { connections, depth, duration, payload, rounds, secure, json } => {
-            check("connections", connections, 5_000)?;
-            check("depth", depth, 1_024)?;
-            check("payload", payload, 1 << 20)?;
-            check("rounds", rounds, 20)?;
-            if duration.is_zero() || duration > Duration::from_secs(600) {
-                return Err("--duration must be between 0 and 600 seconds".into());
-            }
-            zs_bench::raise_fd_limit();
-            let report = rpc::run(rpc::RpcOptions {
-                connections,
-                depth,
-                payload,
-                duration,
-                rounds,
-                secure,
-                rate: None,
-            })?;
-            print(json, &report, || rpc::table(&report))
-        }
-        Scenario::RpcOpen { connections, rate, duration, payload, rounds, secure, json } => {
-            check("connections", connections, 5_000)?;
-            check("payload", payload, 1 << 20)?;
-            check("rounds", rounds, 20)?;
-            if !(1.0..=10_000_000.0).contains(&rate) {
-                return Err("--rate must be between 1 and 10,000,000 requests per second".into());
-            }
-            if duration.is_zero() || duration > Duration::from_secs(600) {
-                return Err("--duration must be between 0 and 600 seconds".into());
-            }
-            zs_bench::raise_fd_limit();
-            let opts = rpc::RpcOptions {
-                connections,
-                depth: 1,
-                payload,
-                duration,
-                rounds,
-                secure,
-                rate: Some(rate),
-            };
-            let report = rpc::run(opts)?;
-            print(json, &report, || rpc::table(&report))
-        }
+        Scenario::Rpc { depth, common } => common.run(depth, None),
+        Scenario::RpcOpen { rate, common } => common.run(1, Some(rate)),
         Scenario::Bulk { size, streams, connections, server_process, secure, json } => {
             check("streams", streams, 10_000)?;
             check("connections", connections, 1_000)?;

@@ -579,3 +579,57 @@ async fn hostile_stream_frames_close_only_their_connection() {
 
     assert_eq!(bystander.call_console("echo", "unharmed").await.unwrap(), "unharmed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_announcement_is_never_overtaken_by_its_first_chunk() {
+    // Many short streams started while calls and one-way commands keep the small-frame lane
+    // busy: each stream's first chunk is ready moments after its announcement. (When the
+    // announcement took the small-frame lane, this lost a first chunk about one run in
+    // five.) Announcement and chunks share
+    // one lane, so none arrives for a stream the receiver does not know yet (it would be
+    // dropped and the stream would fail its checksum).
+    let mut r = Router::new();
+    r.console("echo", |_, t| t);
+    r.direct_console("noop", |_, _| {});
+    r.big_stream("sink", |_, mut s: IncomingStream| async move {
+        while let Some(c) = s.next_chunk().await {
+            c?;
+        }
+        Ok::<_, zs::CallError>(())
+    });
+    let server = serve_with(r, plaintext()).await;
+    let client = connect(&server).await.unwrap();
+    for round in 0..10 {
+        let calls = futures_util::future::join_all((0..200).map(|i| {
+            let c = client.peer().clone();
+            async move {
+                c.call_console("echo", format!("{round}:{i}:{}", "z".repeat(i * 13 % 2000))).await.unwrap()
+            }
+        }));
+        // One-way commands flood the small-frame lane from other tasks meanwhile.
+        let flood: Vec<_> = (0..4)
+            .map(|_| {
+                let c = client.peer().clone();
+                tokio::spawn(async move {
+                    for i in 0..5_000 {
+                        c.send_console("noop", format!("{i}")).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let size = 300u64 << 10;
+        let streams: Vec<_> = (0..40)
+            .map(|i| {
+                let data = zs_bench::source::Noise::new(size, round * 100 + i);
+                client.send_big_stream("sink", data, StreamOptions::with_len(size))
+            })
+            .collect();
+        within("calls", calls).await;
+        for f in flood {
+            within("flood", f).await.unwrap();
+        }
+        for (i, t) in streams.into_iter().enumerate() {
+            within("stream", t.finish()).await.unwrap_or_else(|e| panic!("round {round}, stream {i}: {e}"));
+        }
+    }
+}

@@ -256,7 +256,7 @@ async fn keys_roll_under_load_without_losing_a_byte() {
             }
         }));
         within("calls during the stream", calls).await;
-        within("stream", stream.finish()).await.unwrap();
+        within("stream", stream.finish()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let (ours, theirs) = (client.stats().rekeys, server.stats().rekeys);
         assert!(ours >= 16, "{name}: the client rolled its keys {ours} times");
         assert!(theirs >= 1, "{name}: the server rolled its keys {theirs} times");

@@ -131,12 +131,10 @@ impl Sender<'_> {
         if let Err(e) = open.encode(&mut BytesMut::new()) {
             return Err(CallError::Encode(e));
         }
-        self.peer
-            .inner
-            .outbox
-            .push(open_frame, self.peer.inner.config.max_queued_bytes)
-            .await
-            .map_err(|_| self.gone())?;
+        // The announcement goes in the bulk lane, the one its chunks take: through the
+        // small-frame lane it could be overtaken by the first chunk, which the receiver
+        // would drop as data for a stream it does not know.
+        self.push_bulk(open_frame).await?;
         let chunk = opts.chunk_size.clamp(1, MAX_CHUNK);
         let mut hasher = blake3::Hasher::new();
         let (mut sent, mut incompressible) = (0u64, 0u32);
