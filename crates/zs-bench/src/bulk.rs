@@ -258,7 +258,7 @@ pub fn table(r: &BulkReport) -> String {
                 "ours (plaintext)",
                 gb(p.bytes_per_s),
                 p.seconds,
-                format!("{:?}", r.secure).to_lowercase()
+                r.secure.name()
             ),
             _ => String::new(),
         },

@@ -203,7 +203,7 @@ pub fn table(r: &ChurnReport) -> String {
     s += &row("floor (tokio echo)", &r.floor);
     s += &row("ours (plaintext)", &r.ours);
     if let Some(x) = &r.ours_secure {
-        s += &row(&format!("ours ({:?})", r.secure).to_lowercase(), x);
+        s += &row(&format!("ours ({})", r.secure.name()), x);
     }
     s += &format!("ratio ours/floor: {:.2}", r.ratio);
     s

@@ -83,47 +83,97 @@ where
     Ok(Figures::from(&all, start.elapsed()))
 }
 
+/// One driven connection: its codec, buffers, requests awaiting replies and latencies.
+struct Driven<C> {
+    codec: C,
+    payload: Vec<u8>,
+    hist: Histogram<u64>,
+    /// Requests sent, oldest first, with the time each is measured from.
+    sent: VecDeque<(u32, Instant)>,
+    out: BytesMut,
+    input: BytesMut,
+    next_id: u32,
+}
+
+impl<C: BenchCodec + Default> Driven<C> {
+    fn new(payload: usize) -> Self {
+        Driven {
+            codec: C::default(),
+            payload: vec![b'x'; payload],
+            hist: histogram(),
+            sent: VecDeque::new(),
+            out: BytesMut::with_capacity(16 << 10),
+            input: BytesMut::with_capacity(64 << 10),
+            next_id: 1,
+        }
+    }
+
+    /// Encodes one request, timed from `at`.
+    fn request(&mut self, at: Instant) {
+        self.codec.encode_request(&mut self.out, self.next_id, &self.payload);
+        self.sent.push_back((self.next_id, at));
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+    }
+
+    /// Writes every encoded request with one write.
+    async fn send<S: AsyncWrite + Unpin>(&mut self, s: &mut S) -> Result<(), String> {
+        if !self.out.is_empty() {
+            s.write_all(&self.out).await.map_err(|e| e.to_string())?;
+            s.flush().await.map_err(|e| e.to_string())?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Takes every whole reply that arrived, matches each with the oldest request and
+    /// records its latency; returns how many.
+    fn replies(&mut self, now: Instant) -> Result<usize, String> {
+        let mut n = 0;
+        while let Some(id) = self.codec.decode_reply(&mut self.input)? {
+            let (want, at) = self.sent.pop_front().ok_or("a reply nobody asked for")?;
+            if id != 0 && id != want {
+                return Err(format!("reply {id} arrived where {want} was expected"));
+            }
+            self.hist.saturating_record(now.duration_since(at).as_micros().max(1) as u64);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+const NO_REPLY: &str = "no reply 10 s after the end of the run";
+
+/// A read's outcome as the driver sees it: end of stream is an error too.
+fn read_result(r: std::io::Result<usize>) -> Result<(), String> {
+    match r {
+        Ok(0) => Err("server closed the connection".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     load: Load,
     deadline: Instant,
 ) -> Result<Histogram<u64>, String> {
-    let mut codec = C::default();
-    let payload = vec![b'x'; load.payload];
-    let mut hist = histogram();
-    let mut sent: VecDeque<(u32, Instant)> = VecDeque::with_capacity(load.depth);
-    let (mut out, mut input) = (BytesMut::with_capacity(16 << 10), BytesMut::with_capacity(64 << 10));
-    let mut next_id = 1u32;
+    let mut d = Driven::<C>::new(load.payload);
     let now = Instant::now();
     for _ in 0..load.depth {
-        codec.encode_request(&mut out, next_id, &payload);
-        sent.push_back((next_id, now));
-        next_id = next_id.wrapping_add(1).max(1);
+        d.request(now);
     }
     let hard_stop = deadline + Duration::from_secs(10);
-    while !sent.is_empty() {
-        if !out.is_empty() {
-            s.write_all(&out).await.map_err(|e| e.to_string())?;
-            s.flush().await.map_err(|e| e.to_string())?;
-            out.clear();
-        }
-        let read = tokio::time::timeout_at(hard_stop.into(), s.read_buf(&mut input)).await;
-        match read {
-            Err(_) => return Err("no reply 10 s after the end of the run".into()),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(0)) => return Err("server closed the connection".into()),
-            Ok(Ok(_)) => {}
-        }
+    while !d.sent.is_empty() {
+        d.send(&mut s).await?;
+        let read = tokio::time::timeout_at(hard_stop.into(), s.read_buf(&mut d.input)).await;
+        read_result(read.map_err(|_| NO_REPLY.to_string())?)?;
         let now = Instant::now();
-        while take_reply(&mut codec, &mut input, &mut sent, &mut hist, now)? {
-            if now < deadline {
-                codec.encode_request(&mut out, next_id, &payload);
-                sent.push_back((next_id, now));
-                next_id = next_id.wrapping_add(1).max(1);
-            }
+        let answered = d.replies(now)?;
+        if now < deadline {
+            (0..answered).for_each(|_| d.request(now));
         }
     }
-    Ok(hist)
+    Ok(d.hist)
 }
 
 /// Open loop on one connection: requests are due every `every` from `first` until
@@ -137,63 +187,30 @@ async fn open_connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Un
     every: Duration,
     deadline: Instant,
 ) -> Result<Histogram<u64>, String> {
-    let mut codec = C::default();
-    let payload = vec![b'x'; load.payload];
-    let mut hist = histogram();
-    let mut sent: VecDeque<(u32, Instant)> = VecDeque::new();
-    let (mut out, mut input) = (BytesMut::with_capacity(16 << 10), BytesMut::with_capacity(64 << 10));
-    let (mut next_id, mut due) = (1u32, first);
+    let mut d = Driven::<C>::new(load.payload);
+    let mut due = first;
     let hard_stop = deadline + Duration::from_secs(10);
     loop {
         let now = Instant::now();
         while due <= now && due < deadline {
-            codec.encode_request(&mut out, next_id, &payload);
-            sent.push_back((next_id, due));
-            next_id = next_id.wrapping_add(1).max(1);
+            d.request(due);
             due += every;
         }
-        if !out.is_empty() {
-            s.write_all(&out).await.map_err(|e| e.to_string())?;
-            s.flush().await.map_err(|e| e.to_string())?;
-            out.clear();
-        }
-        if due >= deadline && sent.is_empty() {
-            return Ok(hist);
+        d.send(&mut s).await?;
+        if due >= deadline && d.sent.is_empty() {
+            return Ok(d.hist);
         }
         let wake = if due < deadline { due } else { hard_stop };
         tokio::select! {
-            r = s.read_buf(&mut input) => match r {
-                Ok(0) => return Err("server closed the connection".into()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            },
+            r = s.read_buf(&mut d.input) => read_result(r)?,
             _ = tokio::time::sleep_until(wake.into()) => {
                 if wake == hard_stop {
-                    return Err("no reply 10 s after the end of the run".into());
+                    return Err(NO_REPLY.into());
                 }
             }
         }
-        let now = Instant::now();
-        while take_reply(&mut codec, &mut input, &mut sent, &mut hist, now)? {}
+        d.replies(Instant::now())?;
     }
-}
-
-/// Takes one whole reply off `input`, matches it with the oldest request sent and records
-/// its latency; `false` when no whole reply is there.
-fn take_reply(
-    codec: &mut impl BenchCodec,
-    input: &mut BytesMut,
-    sent: &mut VecDeque<(u32, Instant)>,
-    hist: &mut Histogram<u64>,
-    now: Instant,
-) -> Result<bool, String> {
-    let Some(id) = codec.decode_reply(input)? else { return Ok(false) };
-    let (want, at) = sent.pop_front().ok_or("a reply nobody asked for")?;
-    if id != 0 && id != want {
-        return Err(format!("reply {id} arrived where {want} was expected"));
-    }
-    hist.saturating_record(now.duration_since(at).as_micros().max(1) as u64);
-    Ok(true)
 }
 
 /// The load through an API client (ours or a peer's): `call(client)` makes one call.

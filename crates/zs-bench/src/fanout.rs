@@ -201,6 +201,8 @@ async fn floor(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resu
             for _ in 0..opts.peers {
                 let (s, _) = listener.accept().await.map_err(|e| e.to_string())?;
                 let _ = s.set_nodelay(true);
+                // Unbounded, but never more than the window deep: the publisher waits for
+                // deliveries before it publishes more.
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
                 tokio::spawn(async move {
                     let mut s = s;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use zs::{ClientConfig, ClientSecurity, IncomingStream, Router, ServerConfig, ServerSecurity};
+use zs::{ClientConfig, ClientSecurity, Fingerprint, IncomingStream, Router, ServerConfig, ServerSecurity};
 
 /// The commands `zs serve` and the in-process benchmarks serve: `echo` (console),
 /// `echo_stream` (stream), `sink` (big stream: read, verify, discard); `stats` is added by
@@ -69,6 +69,25 @@ impl Secure {
                 ServerSecurity::Tls(zs::secure::TlsServer::from_pem(cert.as_bytes(), key.as_bytes())?)
             }
         })
+    }
+
+    /// What a client needs to reach a server in this mode that presents `fingerprint`.
+    pub fn client(self, fingerprint: Option<Fingerprint>) -> Result<ClientSecurity, String> {
+        match (self, fingerprint) {
+            (Secure::None, _) => Ok(ClientSecurity::Plaintext),
+            (Secure::Noise, Some(fp)) => Ok(fp.into()),
+            (Secure::Tls, Some(fp)) => Ok(ClientSecurity::Tls(zs::secure::TlsClient::pinned(fp))),
+            (mode, None) => Err(format!("a {mode:?} server needs a key fingerprint")),
+        }
+    }
+
+    /// The name `--secure` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Secure::None => "none",
+            Secure::Noise => "noise",
+            Secure::Tls => "tls",
+        }
     }
 
     /// The `zs serve` arguments that select this mode.

@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use zs::secure::{SecureStream, TlsClient};
-use zs::{ClientSecurity, Fingerprint, Trust};
+use zs::secure::SecureStream;
+use zs::{ClientSecurity, Fingerprint};
 
 use crate::codec::{BenchCodec, FloorCodec, OursCodec};
 use crate::harness::{Secure, Target};
@@ -101,19 +101,11 @@ pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
     let addrs = opts.addrs.clamp(1, 250);
     let floor = {
         let server = start_floor(zs_exe, addrs)?;
-        let target = Target::plain(server.addrs[0]);
         let n = opts.connections.min(FLOOR_MAX);
-        hold(zs_exe, &server, &target, &[], n, opts.procs.min(n.div_ceil(10_000)).max(1), true)?
+        hold(zs_exe, &server, n, opts.procs.min(n.div_ceil(10_000)).max(1))?
     };
     let server = start_server_with(zs_exe, opts.secure, opts.workers.max(1), addrs)?;
-    let mut security_args = vec!["--secure".to_string(), format!("{:?}", opts.secure).to_lowercase()];
-    match &server.target.security {
-        ClientSecurity::Noise(n) => security_args.extend(["--server-key".into(), pinned(&n.trust)]),
-        ClientSecurity::Tls(t) => security_args.extend(["--server-key".into(), pinned(&t.trust)]),
-        ClientSecurity::Plaintext => {}
-    }
-    let ours =
-        hold(zs_exe, &server, &server.target, &security_args, opts.connections, opts.procs.max(1), false)?;
+    let ours = hold(zs_exe, &server, opts.connections, opts.procs.max(1))?;
     let per_conn = |h: &Held| h.after.saturating_sub(h.before) as f64 / h.held.max(1) as f64;
     let (ours_per, floor_per) = (per_conn(&ours), per_conn(&floor));
     Ok(IdleReport {
@@ -137,8 +129,8 @@ pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
     })
 }
 
-/// A server process (or a supervisor and its workers) with a data directory of its own;
-/// killed on drop.
+/// A server process (or a supervisor and its workers, or the floor server); killed on
+/// drop.
 pub(crate) struct ServerProcess {
     pub child: Child,
     pub target: Target,
@@ -146,7 +138,27 @@ pub(crate) struct ServerProcess {
     pub addrs: Vec<SocketAddr>,
     /// The processes whose memory counts (the supervisor and its workers).
     pub pids: Vec<u32>,
-    _data: tempfile::TempDir,
+    /// How it is secured and the fingerprint it presented (what idle clients are told).
+    secure: Secure,
+    fingerprint: Option<Fingerprint>,
+    /// The floor server, which speaks the floor's framing.
+    floor: bool,
+    /// Our server's data directory (its key).
+    _data: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    /// The `zs bench idle-client` arguments that reach it.
+    fn client_args(&self) -> Vec<String> {
+        let mut args = vec!["--secure".to_string(), self.secure.name().to_string()];
+        if let Some(fp) = self.fingerprint {
+            args.extend(["--server-key".to_string(), fp.to_string()]);
+        }
+        if self.floor {
+            args.push("--floor".into());
+        }
+        args
+    }
 }
 
 impl Drop for ServerProcess {
@@ -188,7 +200,10 @@ pub(crate) fn start_server_with(
         target: Target::plain(([127, 0, 0, 1], 0).into()),
         addrs: Vec::new(),
         pids: vec![pid],
-        _data: data,
+        secure,
+        fingerprint: None,
+        floor: false,
+        _data: Some(data),
     };
     let mut lines = BufReader::new(server.child.stdout.take().ok_or("no server stdout")?).lines();
     let mut next = || match lines.next() {
@@ -209,13 +224,9 @@ pub(crate) fn start_server_with(
         .filter_map(|a| a.parse().ok())
         .collect();
     server.target.addr = *server.addrs.first().ok_or_else(|| format!("no address in: {first}"))?;
-    let fingerprint = second.split_whitespace().find_map(|w| w.parse::<Fingerprint>().ok());
-    server.target.security = match (secure, fingerprint) {
-        (Secure::None, _) => ClientSecurity::Plaintext,
-        (Secure::Noise, Some(fp)) => fp.into(),
-        (Secure::Tls, Some(fp)) => ClientSecurity::Tls(TlsClient::pinned(fp)),
-        _ => return Err(format!("the server named no key: {second}")),
-    };
+    server.fingerprint = second.split_whitespace().find_map(|w| w.parse::<Fingerprint>().ok());
+    server.target.security =
+        secure.client(server.fingerprint).map_err(|e| format!("{e}; the server said: {second}"))?;
     std::thread::sleep(Duration::from_millis(300));
     Ok(server)
 }
@@ -223,7 +234,6 @@ pub(crate) fn start_server_with(
 /// Starts `zs bench floor-server` (the idle floor) on an ephemeral port of 127.0.0.1 up
 /// to 127.0.0.`addrs`.
 pub(crate) fn start_floor(zs_exe: &Path, addrs: usize) -> Result<ServerProcess, String> {
-    let data = tempfile::tempdir().map_err(|e| format!("data directory: {e}"))?;
     let mut child = Command::new(zs_exe)
         .args(["bench", "floor-server", "--addrs", &addrs.to_string()])
         .stdout(Stdio::piped())
@@ -241,7 +251,16 @@ pub(crate) fn start_floor(zs_exe: &Path, addrs: usize) -> Result<ServerProcess, 
         .unwrap_or_default();
     let first = *addrs.first().ok_or_else(|| format!("unexpected floor output: {line}"))?;
     let pid = child.id();
-    Ok(ServerProcess { child, target: Target::plain(first), addrs, pids: vec![pid], _data: data })
+    Ok(ServerProcess {
+        child,
+        target: Target::plain(first),
+        addrs,
+        pids: vec![pid],
+        secure: Secure::None,
+        fingerprint: None,
+        floor: true,
+        _data: None,
+    })
 }
 
 /// The floor server process (`zs bench floor-server`): an idle-friendly echo on one
@@ -274,29 +293,18 @@ fn rss_of(pids: &[u32]) -> Result<u64, String> {
 
 /// Opens `connections` from `procs` client processes, spread over the server's addresses,
 /// and reads the server's memory before and after.
-fn hold(
-    zs_exe: &Path,
-    server: &ServerProcess,
-    target: &Target,
-    security_args: &[String],
-    connections: usize,
-    procs: usize,
-    floor: bool,
-) -> Result<Held, String> {
+fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize) -> Result<Held, String> {
     let before = rss_of(&server.pids)?;
     let addrs: Vec<String> = server.addrs.iter().map(ToString::to_string).collect();
-    let _ = target;
+    let client_args = server.client_args();
     let start = Instant::now();
     let mut clients = Vec::new();
     for i in 0..procs {
         let n = connections / procs + usize::from(i < connections % procs);
         let mut cmd = Command::new(zs_exe);
         cmd.args(["bench", "idle-client", "--addr", &addrs.join(","), "--connections", &n.to_string()]);
-        if floor {
-            cmd.arg("--floor");
-        }
         let child = cmd
-            .args(security_args)
+            .args(&client_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -322,13 +330,6 @@ fn hold(
         let _ = c.wait();
     }
     Ok(Held { held, establish_s, before, after })
-}
-
-fn pinned(trust: &Trust) -> String {
-    match trust {
-        Trust::Pinned(keys) => keys.first().map(ToString::to_string).unwrap_or_default(),
-        _ => String::new(),
-    }
 }
 
 /// A connection the idle client holds (only to keep it open).

@@ -157,7 +157,7 @@ pub fn table(r: &RpcReport) -> String {
         ),
     };
     s += &format!("{:<22}{:>12}{:>10}{:>10}{:>10}\n", "", "req/s", "p50 µs", "p99 µs", "p99.9 µs");
-    let ours = format!("ours ({:?})", r.secure).to_lowercase();
+    let ours = format!("ours ({})", r.secure.name());
     let mut rows = vec![("floor (tokio echo)".to_string(), &r.floor), (ours, &r.ours)];
     if let Some(p) = &r.ours_plaintext {
         rows.push(("ours (plaintext)".into(), p));
@@ -179,7 +179,7 @@ pub fn table(r: &RpcReport) -> String {
         ),
     };
     if let Some(x) = r.secure_ratio {
-        s += &format!("\nratio {:?}/plaintext: {x:.2}", r.secure).to_lowercase();
+        s += &format!("\nratio {}/plaintext: {x:.2}", r.secure.name());
     }
     s
 }

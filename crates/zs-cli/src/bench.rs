@@ -323,7 +323,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                      server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection\n\
                      floor (tokio echo holding no buffer): {:.0} bytes per connection over {} connections\n\
                      ratio ours/floor: {:.2}",
-                    format!("{:?}", r.secure).to_lowercase(),
+                    r.secure.name(),
                     r.held,
                     r.connections,
                     r.workers,
@@ -341,12 +341,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             })
         }
         Scenario::IdleClient { addr, connections, secure, server_key, floor } => {
-            let security = match (secure, server_key) {
-                (Secure::None, _) => zs::ClientSecurity::Plaintext,
-                (Secure::Noise, Some(fp)) => fp.into(),
-                (Secure::Tls, Some(fp)) => zs::ClientSecurity::Tls(zs::secure::TlsClient::pinned(fp)),
-                _ => return Err("--secure needs --server-key".into()),
-            };
+            let security = secure.client(server_key)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()

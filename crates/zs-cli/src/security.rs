@@ -187,3 +187,22 @@ pub fn keygen(args: KeygenArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_client_files_are_read_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clients");
+        let key = KeyPair::generate().public();
+        std::fs::write(&file, format!("# friends\n\n{key} laptop\n")).unwrap();
+        assert_eq!(read_fingerprints(&file).unwrap(), vec![key]);
+        std::fs::write(&file, format!("{key}\nnot-a-key\n")).unwrap();
+        let e = read_fingerprints(&file).unwrap_err();
+        assert!(e.contains("not a fingerprint") && e.contains("clients"), "{e}");
+        let e = read_fingerprints(&dir.path().join("missing")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+}

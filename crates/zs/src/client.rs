@@ -14,7 +14,7 @@ use crate::peer::Peer;
 use crate::rpc::Router;
 use crate::secure::{self, ClientSecurity};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::{connect, tune, Link};
+use crate::transport::Link;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -43,15 +43,14 @@ impl Client {
         config: ClientConfig,
     ) -> io::Result<Client> {
         let stats = Arc::new(Stats::default());
-        let timeout = config.connect_timeout;
-        let establish = async {
-            let stream = connect(addr, timeout).await?;
-            tune(&stream, config.connection.socket_unsent_limit);
-            secure::connect(stream, &config.security, config.connection.rekey_policy(), stats.clone()).await
-        };
-        let secured = tokio::time::timeout(timeout, establish).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, format!("connecting timed out after {timeout:?}"))
-        })??;
+        let secured = secure::connect(
+            addr,
+            &config.security,
+            config.connect_timeout,
+            &config.connection,
+            stats.clone(),
+        )
+        .await?;
         let link = secured.link;
         let (remote, local) = (link.peer_addr()?, link.local_addr()?);
         stats.bump(|s| &s.connections_opened);

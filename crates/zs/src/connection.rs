@@ -33,7 +33,7 @@ use crate::peer::{remote_error, Peer};
 use crate::rpc::outbox::Out;
 use crate::rpc::{encode, Command, Exec, Form, Payload, RawResponder, Router};
 use crate::stats::LocalStats;
-use crate::transport::Link;
+use crate::transport::{close_after_draining, Link};
 
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +93,6 @@ const MAX_READ: usize = 256 << 10;
 const ZERO_COPY_MIN: usize = 4 << 10;
 /// How long a closing connection waits for its last output to leave.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-/// Most input discarded while lingering.
-const LINGER_DISCARD: usize = 16 << 20;
 
 pub(crate) struct Connection<L: Link> {
     link: L,
@@ -315,24 +313,9 @@ impl<L: Link> Connection<L> {
             }
         }
         self.local.flush(&self.peer.inner.stats);
-        if !matches!(reason, CloseReason::Local { .. }) || self.link.shutdown_write().is_err() {
-            return;
-        }
-        self.rbuf = BytesMut::new();
-        let mut discarded = 0;
-        while discarded < LINGER_DISCARD && Instant::now() < deadline {
-            let ready = tokio::time::timeout_at(deadline, poll_fn(|cx| self.link.poll_read_ready(cx))).await;
-            if !matches!(ready, Ok(Ok(()))) {
-                return;
-            }
-            self.rbuf.clear();
-            self.rbuf.reserve(64 << 10);
-            match self.link.try_read_buf(&mut self.rbuf) {
-                Ok(0) => return,
-                Ok(n) => discarded += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
+        if matches!(reason, CloseReason::Local { .. }) {
+            self.rbuf = BytesMut::new();
+            close_after_draining(&mut self.link, deadline).await;
         }
     }
 

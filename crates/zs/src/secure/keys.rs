@@ -291,3 +291,92 @@ pub fn remember_server(file: &Path, name: &str, key: &Fingerprint) -> io::Result
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn fingerprints_parse_and_refuse_what_is_not_one() {
+        let key = KeyPair::generate();
+        let fp = key.public();
+        assert_eq!(fp.to_string().parse::<Fingerprint>().unwrap(), fp);
+        for bad in ["", "short", &"A".repeat(44), &"*".repeat(43), &format!("{fp}=")] {
+            let e = bad.parse::<Fingerprint>().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+            assert!(e.to_string().contains("not a fingerprint"), "{e}");
+        }
+        assert!(KeyPair::from_private(&[1; 31]).is_err());
+    }
+
+    #[test]
+    fn key_files_round_trip_and_bad_ones_are_refused_clearly() {
+        let d = dir();
+        let path = d.path().join("sub/server.key");
+        let (key, created) = KeyPair::load_or_create(&path).unwrap();
+        assert!(created);
+        let (again, created) = KeyPair::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(again.public(), key.public());
+        // Never overwritten.
+        assert_eq!(KeyPair::generate().save(&path).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+
+        let missing = KeyPair::load(&d.path().join("none.key")).unwrap_err();
+        assert!(missing.to_string().contains("none.key"), "{missing}");
+
+        let write = |name: &str, text: &str| {
+            let p = d.path().join(name);
+            write_private(&p, text.as_bytes()).unwrap();
+            p
+        };
+        let e = KeyPair::load(&write("other.key", "something else\n")).unwrap_err();
+        assert!(e.to_string().contains("not a zserver key file"), "{e}");
+        let e = KeyPair::load(&write("short.key", &format!("{KEY_FILE_HEADER}\nAAAA\n"))).unwrap_err();
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = KeyPair::load(&path).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+    }
+
+    #[test]
+    fn known_servers_files_are_read_strictly_and_appended_to() {
+        let d = dir();
+        let file = d.path().join("known_servers");
+        assert_eq!(known_server(&file, "a").unwrap(), None, "a missing file knows nobody");
+        let (a, b) = (KeyPair::generate().public(), KeyPair::generate().public());
+        remember_server(&file, "a:1", &a).unwrap();
+        remember_server(&file, "b:2", &b).unwrap();
+        assert_eq!(known_server(&file, "a:1").unwrap(), Some(a));
+        assert_eq!(known_server(&file, "b:2").unwrap(), Some(b));
+        assert_eq!(known_server(&file, "c:3").unwrap(), None);
+        assert!(remember_server(&file, "two words", &a).is_err());
+        assert!(remember_server(&file, "", &a).is_err());
+
+        std::fs::write(&file, format!("# comment\n\nz:9 {a}\nlonely\n")).unwrap();
+        let e = known_server(&file, "y").unwrap_err();
+        assert!(e.to_string().contains(":4: expected NAME FINGERPRINT"), "{e}");
+        std::fs::write(&file, "z:9 not-a-key\n").unwrap();
+        let e = known_server(&file, "z:9").unwrap_err();
+        assert!(e.to_string().contains(":1:") && e.to_string().contains("not a fingerprint"), "{e}");
+    }
+
+    #[test]
+    fn trust_says_what_to_do() {
+        let (a, b) = (KeyPair::generate().public(), KeyPair::generate().public());
+        let e = Trust::Pinned(vec![]).check(&a, "x").unwrap_err();
+        assert!(e.to_string().contains(&format!("--server-key={a}")), "{e}");
+        let e = Trust::Pinned(vec![b]).check(&a, "x").unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        Trust::Pinned(vec![b, a]).check(&a, "x").unwrap();
+        Trust::AnyServer.check(&a, "x").unwrap();
+    }
+}

@@ -31,9 +31,10 @@ use tls::TlsRecords;
 pub use tls::{self_signed, TlsClient, TlsServer};
 pub use zs_wire::secure::NoiseCipher;
 
+use crate::config::ConnectionConfig;
 use crate::rpc::encode;
 use crate::stats::Stats;
-use crate::transport::Link;
+use crate::transport::{self, Link};
 
 /// How a server secures its connections (default: Noise).
 #[derive(Debug, Clone)]
@@ -275,8 +276,26 @@ pub(crate) async fn accept(
     }
 }
 
-/// Runs the client's side of the handshake.
+/// Connects to `addr` and runs the client's side of the handshake, all within `timeout`.
 pub(crate) async fn connect(
+    addr: impl tokio::net::ToSocketAddrs,
+    security: &ClientSecurity,
+    timeout: Duration,
+    config: &ConnectionConfig,
+    stats: Arc<Stats>,
+) -> io::Result<Secured> {
+    let establish = async {
+        let tcp = transport::connect(addr, timeout).await?;
+        transport::tune(&tcp, config.socket_unsent_limit);
+        handshake(tcp, security, config.rekey_policy(), stats).await
+    };
+    tokio::time::timeout(timeout, establish).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("connecting timed out after {timeout:?}"))
+    })?
+}
+
+/// Runs the client's side of the handshake.
+async fn handshake(
     mut tcp: TcpStream,
     security: &ClientSecurity,
     rekey: RekeyPolicy,
@@ -348,7 +367,7 @@ pub(crate) async fn refuse(mut link: AnyLink, code: GoAwayCode, msg: &str, what:
     let mut out = BytesMut::new();
     encode::goaway(&mut out, code, msg);
     let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
-    let linger = async {
+    let sent = async {
         let mut rest = &out[..];
         while !rest.is_empty() || link.has_pending() {
             std::future::poll_fn(|cx| link.poll_write_ready(cx)).await?;
@@ -365,19 +384,10 @@ pub(crate) async fn refuse(mut link: AnyLink, code: GoAwayCode, msg: &str, what:
                 }
             }
         }
-        link.shutdown_write()?;
-        let mut sink = BytesMut::new();
-        loop {
-            std::future::poll_fn(|cx| link.poll_read_ready(cx)).await?;
-            sink.clear();
-            sink.reserve(16 << 10);
-            match link.try_read_buf(&mut sink) {
-                Ok(0) => return Ok(()),
-                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
-                _ => {}
-            }
-        }
+        Ok(())
     };
-    let _ = tokio::time::timeout_at(deadline, linger).await;
+    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, sent).await {
+        transport::close_after_draining(&mut link, deadline).await;
+    }
     refused(format!("{what} refused: {msg}"))
 }

@@ -15,7 +15,7 @@ use tokio::net::ToSocketAddrs;
 use super::{connect, AnyLink, ClientSecurity, Fingerprint};
 use crate::config::ConnectionConfig;
 use crate::stats::Stats;
-use crate::transport::{self, Link};
+use crate::transport::Link;
 
 /// A client's byte stream to a server, secured as `ClientSecurity` says.
 pub struct SecureStream {
@@ -32,15 +32,9 @@ impl SecureStream {
         security: &ClientSecurity,
         timeout: Duration,
     ) -> io::Result<SecureStream> {
-        let config = ConnectionConfig::default();
-        let establish = async {
-            let tcp = transport::connect(addr, timeout).await?;
-            transport::tune(&tcp, None);
-            connect(tcp, security, config.rekey_policy(), Arc::new(Stats::default())).await
-        };
-        let secured = tokio::time::timeout(timeout, establish).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, format!("connecting timed out after {timeout:?}"))
-        })??;
+        // A raw stream: no bound on unsent bytes in the kernel (nothing to put ahead).
+        let config = ConnectionConfig { socket_unsent_limit: None, ..ConnectionConfig::default() };
+        let secured = connect(addr, security, timeout, &config, Arc::new(Stats::default())).await?;
         let remote_key = secured.channel.and_then(|c| c.remote_key);
         Ok(SecureStream { link: secured.link, rbuf: BytesMut::new(), remote_key })
     }

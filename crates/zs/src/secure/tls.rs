@@ -301,3 +301,39 @@ impl Records for TlsRecords {
         let _ = self.drain(out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_certificate_and_key_input_is_refused_clearly() {
+        let e = TlsServer::from_pem(b"not pem", b"not pem").unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        let (cert, key) = self_signed(&["localhost".to_string()]).unwrap();
+        let e = TlsServer::from_pem(cert.as_bytes(), b"not pem").unwrap_err();
+        assert!(e.to_string().contains("private key"), "{e}");
+        let e = TlsServer::from_pem(key.as_bytes(), key.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        let ok = TlsServer::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let e = TlsServer::from_pem_files(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap_err();
+        assert!(e.to_string().contains("k.pem"), "{e}");
+        // A self-signed pair is made once, then loaded: the same fingerprint.
+        let names = ["localhost".to_string()];
+        let (made, created) = TlsServer::load_or_create(dir.path(), &names).unwrap();
+        let (loaded, again) = TlsServer::load_or_create(dir.path(), &names).unwrap();
+        assert!(created && !again);
+        assert_eq!(made.fingerprint(), loaded.fingerprint());
+        assert_ne!(made.fingerprint(), ok.fingerprint());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = dir.path().join("key.pem");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let e = TlsServer::from_pem_files(&dir.path().join("cert.pem"), &key).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        }
+    }
+}

@@ -12,6 +12,35 @@ use bytes::BytesMut;
 
 pub(crate) use tcp::{bind_listeners, connect, tune};
 
+/// Most input discarded while a closing link waits for its peer to close.
+const CLOSE_DISCARD: usize = 16 << 20;
+
+/// Half-closes `link`, then reads and discards what the peer still sends until it closes,
+/// 16 MiB were discarded, or `deadline`: closing with unread input would reset the
+/// connection, and the peer would lose what was just sent (a goaway and its reason).
+pub(crate) async fn close_after_draining(link: &mut impl Link, deadline: tokio::time::Instant) {
+    if link.shutdown_write().is_err() {
+        return;
+    }
+    let mut sink = BytesMut::new();
+    let mut discarded = 0;
+    while discarded < CLOSE_DISCARD {
+        let ready =
+            tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| link.poll_read_ready(cx))).await;
+        if !matches!(ready, Ok(Ok(()))) {
+            return;
+        }
+        sink.clear();
+        sink.reserve(64 << 10);
+        match link.try_read_buf(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => discarded += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// A byte link driven by readiness, as tokio's sockets are.
 pub trait Link: Send + Sync + 'static {
     /// Ready when a read may make progress.
