@@ -37,6 +37,9 @@ pub enum Kind {
     Pong = 0x06,
     /// The sender is closing the connection, with a reason code and message.
     GoAway = 0x07,
+    /// Resumable sessions: the sender has received this many bytes of the session's
+    /// stream (u64 LE body); see `session`.
+    SessionAck = 0x08,
     /// Opens a bulk stream (request id = stream id); see `bulk::StreamOpen`.
     StreamOpen = 0x10,
     /// A chunk of a stream; may carry the COMPRESSED flag (zstd).
@@ -64,6 +67,7 @@ impl Kind {
             0x05 => Kind::Ping,
             0x06 => Kind::Pong,
             0x07 => Kind::GoAway,
+            0x08 => Kind::SessionAck,
             0x10 => Kind::StreamOpen,
             0x11 => Kind::StreamData,
             0x12 => Kind::StreamEnd,
@@ -85,6 +89,7 @@ impl Kind {
             Kind::Ping => "ping",
             Kind::Pong => "pong",
             Kind::GoAway => "goaway",
+            Kind::SessionAck => "session-ack",
             Kind::StreamOpen => "stream-open",
             Kind::StreamData => "stream-data",
             Kind::StreamEnd => "stream-end",

@@ -44,11 +44,15 @@ impl NoiseCipher {
     }
 }
 
+/// Bit of the preamble's cipher byte: the client opens a resumable session once the
+/// handshake is done (its first plaintext is a session hello).
+pub const SESSION_FLAG: u8 = 0x80;
+
 /// What the first bytes a server receives say about the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
-    /// A Noise client with this cipher.
-    Noise(NoiseCipher),
+    /// A Noise client with this cipher; `true` if a session hello follows the handshake.
+    Noise(NoiseCipher, bool),
     /// A plaintext zserver client (its first frame header).
     Plaintext,
     /// A TLS client (a TLS handshake record).
@@ -70,10 +74,11 @@ pub enum OpeningError {
 }
 
 /// The preamble a Noise client sends first (also the Noise prologue, so it is
-/// authenticated by the handshake).
-pub fn preamble(cipher: NoiseCipher) -> [u8; PREAMBLE_LEN] {
+/// authenticated by the handshake); `session` says a session hello follows.
+pub fn preamble(cipher: NoiseCipher, session: bool) -> [u8; PREAMBLE_LEN] {
     let m = PREAMBLE_MAGIC;
-    [m[0], m[1], m[2], SECURE_VERSION, cipher.code()]
+    let flag = if session { SESSION_FLAG } else { 0 };
+    [m[0], m[1], m[2], SECURE_VERSION, cipher.code() | flag]
 }
 
 /// Classifies a connection by its first bytes; `Ok(None)` until enough have arrived.
@@ -97,9 +102,10 @@ pub fn parse_opening(buf: &[u8]) -> Result<Option<Opening>, OpeningError> {
     if buf[3] != SECURE_VERSION {
         return Err(OpeningError::Version(buf[3]));
     }
-    match buf[4] {
-        0 => Ok(Some(Opening::Noise(NoiseCipher::ChaChaPoly))),
-        1 => Ok(Some(Opening::Noise(NoiseCipher::AesGcm))),
+    let session = buf[4] & SESSION_FLAG != 0;
+    match buf[4] & !SESSION_FLAG {
+        0 => Ok(Some(Opening::Noise(NoiseCipher::ChaChaPoly, session))),
+        1 => Ok(Some(Opening::Noise(NoiseCipher::AesGcm, session))),
         c => Err(OpeningError::Cipher(c)),
     }
 }
@@ -135,7 +141,9 @@ mod tests {
         assert_eq!(parse_opening(&[MAGIC, 1]), Ok(Some(Opening::Plaintext)));
         assert_eq!(parse_opening(&[0x16, 3, 1]), Ok(Some(Opening::Tls)));
         for c in [NoiseCipher::AesGcm, NoiseCipher::ChaChaPoly] {
-            assert_eq!(parse_opening(&preamble(c)), Ok(Some(Opening::Noise(c))));
+            for s in [false, true] {
+                assert_eq!(parse_opening(&preamble(c, s)), Ok(Some(Opening::Noise(c, s))));
+            }
         }
         assert_eq!(parse_opening(b"GET / HTTP/1.1"), Err(OpeningError::Unknown(*b"GET")));
         assert_eq!(parse_opening(b"zx"), Err(OpeningError::Unknown(*b"zx\0")));

@@ -12,7 +12,8 @@ use crate::config::ClientConfig;
 use crate::connection::{CloseReason, Connection};
 use crate::peer::Peer;
 use crate::rpc::Router;
-use crate::secure::{self, ClientSecurity};
+use crate::secure::{self, AnyLink, ClientSecurity};
+use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::Link;
 
@@ -43,21 +44,34 @@ impl Client {
         config: ClientConfig,
     ) -> io::Result<Client> {
         let stats = Arc::new(Stats::default());
-        let secured = secure::connect(
-            addr,
-            &config.security,
-            config.connect_timeout,
-            &config.connection,
-            stats.clone(),
-        )
-        .await?;
-        let link = secured.link;
+        let (mut link, channel) = match &config.session {
+            Some(session) => {
+                let (link, channel) = session::connect(addr, &config, session, stats.clone()).await?;
+                (AnyLink::Session(Box::new(link)), channel)
+            }
+            None => {
+                let timeout = config.connect_timeout;
+                let secured = secure::connect(
+                    addr,
+                    &config.security,
+                    false,
+                    timeout,
+                    &config.connection,
+                    stats.clone(),
+                )
+                .await?;
+                (secured.link, secured.channel)
+            }
+        };
         let (remote, local) = (link.peer_addr()?, link.local_addr()?);
         stats.bump(|s| &s.connections_opened);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::new(id, remote, local, secured.channel, Arc::new(config.connection), stats);
+        let session = session::of(&link);
+        let peer = Peer::new(id, remote, local, channel, session, Arc::new(config.connection), stats);
+        let router = Arc::new(router);
+        session::bind_events(&mut link, &peer, &router);
         let (tx, closed) = watch::channel(None);
-        let conn = Connection::new(link, peer.clone(), Arc::new(router));
+        let conn = Connection::new(link, peer.clone(), router);
         tokio::spawn(async move {
             let reason = conn.run(|| {}).await;
             let _ = tx.send(Some(reason));

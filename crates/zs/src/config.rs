@@ -1,5 +1,6 @@
 //! Configuration with documented defaults. Every queue and buffer has a bound here.
 
+use crate::session::SessionConfig;
 use std::time::Duration;
 
 use zs_wire::Limits;
@@ -128,6 +129,10 @@ pub struct ServerConfig {
     /// Most handshakes in progress at once; beyond it, new connections wait in the listen
     /// backlog (default 256).
     pub max_handshakes: usize,
+    /// Resumable sessions for the clients that ask for one (default: on, with the
+    /// defaults of [`SessionConfig`]; `None` refuses them). Clients that do not ask are
+    /// served as before, at no cost.
+    pub sessions: Option<SessionConfig>,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +146,7 @@ impl Default for ServerConfig {
             security: ServerSecurity::default(),
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
+            sessions: Some(SessionConfig::default()),
         }
     }
 }
@@ -154,6 +160,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How the connection is secured (default: Noise, trusting the known-servers file).
     pub security: ClientSecurity,
+    /// Open a resumable session: the connection survives dropped links (default `None`;
+    /// needs Noise or TLS).
+    pub session: Option<SessionConfig>,
 }
 
 impl Default for ClientConfig {
@@ -162,6 +171,7 @@ impl Default for ClientConfig {
             connection: ConnectionConfig::default(),
             connect_timeout: Duration::from_secs(10),
             security: ClientSecurity::default(),
+            session: None,
         }
     }
 }

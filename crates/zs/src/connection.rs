@@ -409,6 +409,8 @@ impl<L: Link> Connection<L> {
                 self.ping_out = false;
                 Ok(())
             }
+            // Taken by the session link as it passed; nothing left to do.
+            Kind::SessionAck => Ok(()),
             Kind::StreamOpen => self.on_stream_open(frame),
             Kind::StreamData => {
                 let compressed = h.flags.contains(Flags::COMPRESSED);
@@ -759,8 +761,16 @@ impl<L: Link> Connection<L> {
         if self.draining.is_some_and(|d| now >= d) {
             return Err(self.close_local(GoAwayCode::ShuttingDown, "shutting down (drain timeout)"));
         }
+        if self.link.detached() {
+            // No link to judge: the idle clocks restart when one is back.
+            (self.last_rx, self.last_write, self.ping_out) = (now, now, false);
+            self.rearm_timer();
+            return Ok(());
+        }
         if let Some(idle) = self.config.idle_timeout {
-            if now >= self.last_rx + idle {
+            if now >= self.last_rx + idle && self.link.abandon(&format!("nothing received for {idle:?}")) {
+                (self.last_rx, self.last_write, self.ping_out) = (now, now, false);
+            } else if now >= self.last_rx + idle {
                 self.peer.inner.stats.bump(|s| &s.idle_timeouts);
                 return Err(
                     self.close_local(GoAwayCode::IdleTimeout, &format!("nothing received for {idle:?}"))

@@ -29,6 +29,7 @@ mod peer;
 pub mod rpc;
 pub mod secure;
 mod server;
+pub mod session;
 mod stats;
 pub mod transport;
 
@@ -42,5 +43,6 @@ pub use peer::Peer;
 pub use rpc::{Form, Responder, Router, Text};
 pub use secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, Trust};
 pub use server::{Server, ServerHandle};
+pub use session::{SessionConfig, SessionEvent, SessionStatus};
 pub use stats::{Stats, StatsSnapshot};
 pub use zs_wire::{self as wire, DataFrame, ErrorCode, GoAwayCode, Limits, Value};

@@ -20,6 +20,7 @@ use crate::error::CallError;
 use crate::rpc::outbox::{Out, Outbox, PushError};
 use crate::rpc::{encode, Payload, PayloadType, Text};
 use crate::secure::{ChannelInfo, Fingerprint};
+use crate::session::{SessionShared, SessionStatus};
 use crate::stats::Stats;
 
 type ReplySender = oneshot::Sender<Result<(Flags, Bytes), CallError>>;
@@ -45,6 +46,8 @@ pub(crate) struct PeerShared {
     state: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
     /// Streams being sent, batch streams parked here; created on first use.
     bulk: Mutex<Option<Box<BulkState>>>,
+    /// The resumable session the connection runs on, if any.
+    session: Option<Arc<SessionShared>>,
 }
 
 /// A handle to one connection (either end). Cheap to clone, `Send + Sync`: call the peer,
@@ -66,6 +69,7 @@ impl Peer {
         remote: SocketAddr,
         local: SocketAddr,
         channel: Option<ChannelInfo>,
+        session: Option<Arc<SessionShared>>,
         config: Arc<ConnectionConfig>,
         stats: Arc<Stats>,
     ) -> Peer {
@@ -83,6 +87,7 @@ impl Peer {
                 next_request: AtomicU32::new(1),
                 state: Mutex::new(None),
                 bulk: Mutex::new(None),
+                session,
             }),
         }
     }
@@ -112,6 +117,12 @@ impl Peer {
     /// (`None` in plaintext).
     pub fn channel(&self) -> Option<&ChannelInfo> {
         self.inner.channel.as_deref()
+    }
+
+    /// The resumable session this connection runs on: its id, whether a link carries it
+    /// now, and how often it resumed (`None` without a session).
+    pub fn session(&self) -> Option<SessionStatus> {
+        self.inner.session.as_ref().map(|s| s.status())
     }
 
     /// Whether the connection is still open.

@@ -20,6 +20,7 @@ use crate::rpc::{encode, Payload, Router, Text};
 use crate::secure::{
     self, AnyLink, ChannelInfo, ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient,
 };
+use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::{bind_listeners, tune, Link};
 
@@ -62,6 +63,7 @@ impl Server {
             stop,
             all_closed: Notify::new(),
             handshakes: Arc::new(Semaphore::new(config_handshakes)),
+            sessions: Arc::default(),
         });
         for listener in listeners {
             tokio::spawn(accept_loop(shared.clone(), listener));
@@ -83,6 +85,8 @@ struct Shared {
     all_closed: Notify,
     /// Permits for handshakes in progress.
     handshakes: Arc<Semaphore>,
+    /// Resumable sessions kept, by id.
+    sessions: Arc<session::Registry>,
 }
 
 impl Shared {
@@ -144,11 +148,26 @@ fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSe
     tokio::spawn(async move {
         let remote = stream.peer_addr().ok();
         let policy = shared.connection.rekey_policy();
-        let handshake = secure::accept(stream, &shared.config.security, policy, shared.stats.clone());
+        // The handshake, and the session hello if the client asked for a session.
+        let handshake = async {
+            let secured =
+                secure::accept(stream, &shared.config.security, policy, shared.stats.clone()).await?;
+            shared.stats.bump(|s| &s.handshakes);
+            if !secured.session {
+                return Ok::<_, io::Error>(Some((secured.link, secured.channel)));
+            }
+            let channel = secured.channel.clone();
+            let sessions = shared.config.sessions.as_ref();
+            match session::accept(secured, sessions, &shared.sessions, &shared.stats).await? {
+                session::Admitted::New(link) => Ok(Some((AnyLink::Session(link), channel))),
+                session::Admitted::Resumed => Ok(None),
+            }
+        };
         let result = tokio::time::timeout(shared.config.handshake_timeout, handshake).await;
         drop(permit);
-        let secured = match result {
-            Ok(Ok(s)) => s,
+        let (link, channel) = match result {
+            Ok(Ok(Some(admitted))) => admitted,
+            Ok(Ok(None)) => return tracing::debug!(?remote, "session resumed"),
             Ok(Err(e)) => {
                 shared.stats.bump(|s| &s.handshakes_failed);
                 return tracing::info!(?remote, error = %e, "handshake failed");
@@ -159,20 +178,22 @@ fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSe
                 return tracing::info!(?remote, ?timeout, "handshake timed out");
             }
         };
-        shared.stats.bump(|s| &s.handshakes);
         if let Some((code, msg)) = shared.refusal() {
             shared.stats.bump(|s| &s.connections_refused);
-            let e = secure::refuse(secured.link, code, msg, "connection").await;
+            let e = secure::refuse(link, code, msg, "connection").await;
             return tracing::warn!(?remote, error = %e, "connection refused");
         }
-        admit(&shared, secured.link, secured.channel);
+        admit(&shared, link, channel);
     });
 }
 
-fn admit(shared: &Arc<Shared>, link: AnyLink, channel: Option<ChannelInfo>) {
+fn admit(shared: &Arc<Shared>, mut link: AnyLink, channel: Option<ChannelInfo>) {
     let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let peer = Peer::new(id, remote, local, channel, shared.connection.clone(), shared.stats.clone());
+    let session = session::of(&link);
+    let peer =
+        Peer::new(id, remote, local, channel, session, shared.connection.clone(), shared.stats.clone());
+    session::bind_events(&mut link, &peer, &shared.router);
     shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
     let router = shared.router.clone();
@@ -238,6 +259,11 @@ impl ServerHandle {
     /// Number of connected peers.
     pub fn connection_count(&self) -> usize {
         self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Resumable sessions kept now, with or without a link.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.len()
     }
 
     /// The server's statistics.

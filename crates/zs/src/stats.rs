@@ -69,6 +69,19 @@ counters! {
     handshakes_failed,
     /// Times a connection rolled its sending keys.
     rekeys,
+    /// Resumable sessions opened.
+    sessions_opened,
+    /// Times a session resumed over a new link.
+    sessions_resumed,
+    /// Sessions that ended because their link did not come back in time (or the other end
+    /// no longer knew them).
+    sessions_expired,
+    /// Resume attempts refused for a wrong proof.
+    sessions_refused,
+    /// Physical links a session lost.
+    session_links_lost,
+    /// Bytes sent again after resumes.
+    session_replayed_bytes,
 }
 
 /// The per-frame counts of one connection not yet added to the shared [`Stats`];

@@ -13,6 +13,7 @@ use super::{Form, IntoReply, Payload, PayloadType, Text};
 use crate::connection::CloseReason;
 use crate::error::HandlerError;
 use crate::peer::Peer;
+use crate::session::SessionEvent;
 
 pub(crate) type SyncFn = dyn Fn(&Peer, Payload) -> Result<Payload, HandlerError> + Send + Sync;
 pub(crate) type AsyncFn =
@@ -25,6 +26,7 @@ pub(crate) type BulkHandler =
 pub(crate) type BufferHandler = dyn Fn(&Peer, bytes::Bytes) -> Result<(), HandlerError> + Send + Sync;
 type ConnectHook = dyn Fn(&Peer) + Send + Sync;
 type DisconnectHook = dyn Fn(&Peer, &CloseReason) + Send + Sync;
+type SessionHook = dyn Fn(&Peer, &SessionEvent) + Send + Sync;
 
 /// How a handler runs.
 pub(crate) enum Exec {
@@ -61,6 +63,7 @@ pub struct Router {
     commands: HashMap<Box<str>, Arc<Command>>,
     pub(crate) on_connect: Vec<Box<ConnectHook>>,
     pub(crate) on_disconnect: Vec<Box<DisconnectHook>>,
+    pub(crate) on_session: Vec<Box<SessionHook>>,
 }
 
 /// Options of a command just registered.
@@ -309,6 +312,12 @@ impl Router {
     /// Runs once when a connection has closed, with the reason.
     pub fn on_disconnect(&mut self, f: impl Fn(&Peer, &CloseReason) + Send + Sync + 'static) -> &mut Self {
         self.on_disconnect.push(Box::new(f));
+        self
+    }
+
+    /// Runs when a resumable session's link drops, when it resumes, and when it expires.
+    pub fn on_session(&mut self, f: impl Fn(&Peer, &SessionEvent) + Send + Sync + 'static) -> &mut Self {
+        self.on_session.push(Box::new(f));
         self
     }
 }

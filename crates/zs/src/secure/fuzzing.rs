@@ -9,7 +9,7 @@ use super::link::Records;
 use super::noise::NoiseRecords;
 
 fn state(initiator: bool, cipher: NoiseCipher, s: u8, e: u8) -> snow::HandshakeState {
-    let (s, e, prologue) = ([s; 32], [e; 32], preamble(cipher));
+    let (s, e, prologue) = ([s; 32], [e; 32], preamble(cipher, false));
     let b = snow::Builder::new(cipher.protocol_name().parse().expect("valid name"))
         .local_private_key(&s)
         .and_then(|b| b.prologue(&prologue))
@@ -41,7 +41,7 @@ pub fn secure_channel(data: &[u8]) {
 }
 
 fn responder(data: &[u8]) {
-    let Ok(Some(Opening::Noise(cipher))) = parse_opening(data) else { return };
+    let Ok(Some(Opening::Noise(cipher, false))) = parse_opening(data) else { return };
     let mut buf = BytesMut::from(&data[PREAMBLE_LEN..]);
     let mut hs = state(false, cipher, 5, 6);
     let (mut payload, mut msg) = (vec![0u8; 65535], [0u8; 256]);

@@ -110,7 +110,7 @@ impl<R: Records> SecureLink<R> {
 }
 
 impl<R: Records> Link for SecureLink<R> {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.primed {
             return Poll::Ready(Ok(()));
         }
@@ -147,7 +147,7 @@ impl<R: Records> Link for SecureLink<R> {
         }
     }
 
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.tcp.poll_write_ready(cx)
     }
 

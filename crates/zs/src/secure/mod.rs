@@ -120,6 +120,8 @@ pub(crate) enum AnyLink {
     Tcp(TcpStream),
     Noise(Box<SecureLink<NoiseRecords>>),
     Tls(Box<SecureLink<TlsRecords>>),
+    /// A resumable session over one of the others.
+    Session(Box<crate::session::SessionLink>),
 }
 
 macro_rules! each_link {
@@ -128,18 +130,19 @@ macro_rules! each_link {
             AnyLink::Tcp($l) => $e,
             AnyLink::Noise($l) => $e,
             AnyLink::Tls($l) => $e,
+            AnyLink::Session($l) => $e,
         }
     };
 }
 
 impl Link for AnyLink {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each_link!(self, l => l.poll_read_ready(cx))
     }
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         each_link!(self, l => l.try_read_buf(buf))
     }
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each_link!(self, l => l.poll_write_ready(cx))
     }
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -156,6 +159,12 @@ impl Link for AnyLink {
     }
     fn release_idle(&mut self) {
         each_link!(self, l => l.release_idle())
+    }
+    fn detached(&self) -> bool {
+        each_link!(self, l => l.detached())
+    }
+    fn abandon(&mut self, why: &str) -> bool {
+        each_link!(self, l => l.abandon(why))
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         each_link!(self, l => l.shutdown_write())
@@ -187,6 +196,8 @@ pub struct ChannelInfo {
 pub(crate) struct Secured {
     pub(crate) link: AnyLink,
     pub(crate) channel: Option<ChannelInfo>,
+    /// The client asked for a resumable session: its hello follows.
+    pub(crate) session: bool,
 }
 
 fn noise_info(cipher: NoiseCipher, hs: &noise::Handshaken) -> Option<ChannelInfo> {
@@ -210,12 +221,12 @@ pub(crate) async fn accept(
     stats: Arc<Stats>,
 ) -> io::Result<Secured> {
     match security {
-        ServerSecurity::Plaintext => Ok(Secured { link: AnyLink::Tcp(tcp), channel: None }),
+        ServerSecurity::Plaintext => Ok(Secured { link: AnyLink::Tcp(tcp), channel: None, session: false }),
         ServerSecurity::Noise(noise) => {
             let mut buf = BytesMut::with_capacity(256);
-            let cipher = loop {
+            let (cipher, session) = loop {
                 match parse_opening(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
-                    Some(Opening::Noise(cipher)) => break cipher,
+                    Some(Opening::Noise(cipher, session)) => break (cipher, session),
                     Some(Opening::Plaintext) => {
                         let msg =
                             "this server accepts only encrypted (Noise) connections: connect with its key";
@@ -239,7 +250,7 @@ pub(crate) async fn accept(
             };
             buf.advance(PREAMBLE_LEN);
             let key = noise.key.as_ref().expect("the server's key is set at bind");
-            let hs = noise::respond(&mut tcp, key, cipher, buf).await?;
+            let hs = noise::respond(&mut tcp, key, cipher, session, buf).await?;
             let remote = Fingerprint(hs.remote_key);
             let channel = noise_info(cipher, &hs);
             let link = AnyLink::Noise(Box::new(SecureLink::new(tcp, hs.records, hs.leftover, rekey, stats)));
@@ -247,7 +258,7 @@ pub(crate) async fn accept(
                 let msg = format!("client key {remote} is not allowed on this server");
                 return Err(refuse(link, GoAwayCode::NotAuthorized, &msg, "client key not allowed").await);
             }
-            Ok(Secured { link, channel })
+            Ok(Secured { link, channel, session })
         }
         ServerSecurity::Tls(tls) => {
             let mut first = [0u8; 1];
@@ -262,6 +273,7 @@ pub(crate) async fn accept(
             }
             let stream = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(tcp).await?;
             let (tcp, conn) = stream.into_inner();
+            let session = conn.alpn_protocol() == Some(tls::SESSION_ALPN);
             let records = TlsRecords::new(conn);
             let channel = Some(ChannelInfo {
                 protocol: records.describe(),
@@ -271,6 +283,7 @@ pub(crate) async fn accept(
             Ok(Secured {
                 link: AnyLink::Tls(Box::new(SecureLink::new(tcp, records, BytesMut::new(), rekey, stats))),
                 channel,
+                session,
             })
         }
     }
@@ -280,6 +293,7 @@ pub(crate) async fn accept(
 pub(crate) async fn connect(
     addr: impl tokio::net::ToSocketAddrs,
     security: &ClientSecurity,
+    session: bool,
     timeout: Duration,
     config: &ConnectionConfig,
     stats: Arc<Stats>,
@@ -287,7 +301,7 @@ pub(crate) async fn connect(
     let establish = async {
         let tcp = transport::connect(addr, timeout).await?;
         transport::tune(&tcp, config.socket_unsent_limit);
-        handshake(tcp, security, config.rekey_policy(), stats).await
+        handshake(tcp, security, session, config.rekey_policy(), stats).await
     };
     tokio::time::timeout(timeout, establish).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("connecting timed out after {timeout:?}"))
@@ -298,24 +312,30 @@ pub(crate) async fn connect(
 async fn handshake(
     mut tcp: TcpStream,
     security: &ClientSecurity,
+    session: bool,
     rekey: RekeyPolicy,
     stats: Arc<Stats>,
 ) -> io::Result<Secured> {
     let name = tcp.peer_addr()?.to_string();
     match security {
-        ClientSecurity::Plaintext => Ok(Secured { link: AnyLink::Tcp(tcp), channel: None }),
+        ClientSecurity::Plaintext if session => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "resumable sessions need an encrypted channel (Noise or TLS): its binding is what a resume proves",
+        )),
+        ClientSecurity::Plaintext => Ok(Secured { link: AnyLink::Tcp(tcp), channel: None, session: false }),
         ClientSecurity::Noise(noise) => {
             let key = noise.key.as_ref().unwrap_or_else(|| anonymous_key());
             let verify = |k: &[u8; 32]| noise.trust.check(&Fingerprint(*k), &name);
-            let hs = noise::initiate(&mut tcp, key, noise.cipher, plaintext_reply, verify).await?;
+            let hs = noise::initiate(&mut tcp, key, noise.cipher, session, plaintext_reply, verify).await?;
             let channel = noise_info(noise.cipher, &hs);
             Ok(Secured {
                 link: AnyLink::Noise(Box::new(SecureLink::new(tcp, hs.records, hs.leftover, rekey, stats))),
                 channel,
+                session,
             })
         }
         ClientSecurity::Tls(tls) => {
-            let config = tls.config(&name)?;
+            let config = tls.config(&name, session)?;
             let server_name = tls.server_name(tcp.peer_addr()?.ip())?;
             let stream = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await?;
             let (tcp, conn) = stream.into_inner();
@@ -327,6 +347,7 @@ async fn handshake(
             Ok(Secured {
                 link: AnyLink::Tls(Box::new(SecureLink::new(tcp, records, BytesMut::new(), rekey, stats))),
                 channel,
+                session,
             })
         }
     }
@@ -367,26 +388,7 @@ pub(crate) async fn refuse(mut link: AnyLink, code: GoAwayCode, msg: &str, what:
     let mut out = BytesMut::new();
     encode::goaway(&mut out, code, msg);
     let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
-    let sent = async {
-        let mut rest = &out[..];
-        while !rest.is_empty() || link.has_pending() {
-            std::future::poll_fn(|cx| link.poll_write_ready(cx)).await?;
-            if !rest.is_empty() {
-                match link.try_write(rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            } else {
-                match Link::flush(&mut link) {
-                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    };
-    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, sent).await {
+    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, transport::write_all(&mut link, &out)).await {
         transport::close_after_draining(&mut link, deadline).await;
     }
     refused(format!("{what} refused: {msg}"))

@@ -120,8 +120,13 @@ pub(crate) struct Handshaken {
 }
 
 /// A handshake state with this side's key and the preamble as prologue.
-fn handshake_state(key: &KeyPair, cipher: NoiseCipher, initiator: bool) -> io::Result<HandshakeState> {
-    let opening = preamble(cipher);
+fn handshake_state(
+    key: &KeyPair,
+    cipher: NoiseCipher,
+    session: bool,
+    initiator: bool,
+) -> io::Result<HandshakeState> {
+    let opening = preamble(cipher, session);
     let builder = snow::Builder::new(cipher.protocol_name().parse().expect("valid protocol name"))
         .local_private_key(&key.private)
         .and_then(|b| b.prologue(&opening))
@@ -187,11 +192,12 @@ pub(crate) async fn initiate<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + U
     io: &mut S,
     key: &KeyPair,
     cipher: NoiseCipher,
+    session: bool,
     check_reply: impl FnMut(&[u8]) -> Option<io::Error>,
     verify: impl FnOnce(&[u8; 32]) -> io::Result<()>,
 ) -> io::Result<Handshaken> {
-    let mut hs = handshake_state(key, cipher, true)?;
-    let mut out = preamble(cipher).to_vec();
+    let mut hs = handshake_state(key, cipher, session, true)?;
+    let mut out = preamble(cipher, session).to_vec();
     write_message(&mut hs, &[], &mut out)?;
     io.write_all(&out).await?;
     let mut buf = BytesMut::new();
@@ -212,9 +218,10 @@ pub(crate) async fn respond<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
     io: &mut S,
     key: &KeyPair,
     cipher: NoiseCipher,
+    session: bool,
     mut buf: BytesMut,
 ) -> io::Result<Handshaken> {
-    let mut hs = handshake_state(key, cipher, false)?;
+    let mut hs = handshake_state(key, cipher, session, false)?;
     let total = read_message(io, &mut buf, |_| None).await?;
     read_into(&mut hs, &mut buf, total)?;
     let mut out = Vec::with_capacity(128);

@@ -34,7 +34,7 @@ impl SecureStream {
     ) -> io::Result<SecureStream> {
         // A raw stream: no bound on unsent bytes in the kernel (nothing to put ahead).
         let config = ConnectionConfig { socket_unsent_limit: None, ..ConnectionConfig::default() };
-        let secured = connect(addr, security, timeout, &config, Arc::new(Stats::default())).await?;
+        let secured = connect(addr, security, false, timeout, &config, Arc::new(Stats::default())).await?;
         let remote_key = secured.channel.and_then(|c| c.remote_key);
         Ok(SecureStream { link: secured.link, rbuf: BytesMut::new(), remote_key })
     }

@@ -28,6 +28,10 @@ fn tls_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
 }
 
+/// The ALPN protocol a TLS client names to open a resumable session (its first plaintext
+/// is then a session hello).
+pub(crate) const SESSION_ALPN: &[u8] = b"zs-session/1";
+
 /// A TLS server identity: a certificate chain and its private key.
 #[derive(Clone)]
 pub struct TlsServer {
@@ -59,6 +63,7 @@ impl TlsServer {
             .map_err(tls_error)?;
         // No session resumption: nothing needs tickets, and none wait to be sent.
         config.send_tls13_tickets = 0;
+        config.alpn_protocols = vec![SESSION_ALPN.to_vec()];
         Ok(TlsServer { config: Arc::new(config), fingerprint })
     }
 
@@ -118,11 +123,12 @@ impl TlsClient {
         TlsClient { trust: fingerprint.into(), ..TlsClient::default() }
     }
 
-    pub(crate) fn config(&self, default_name: &str) -> io::Result<Arc<rustls::ClientConfig>> {
+    /// The client configuration; `session` asks for a resumable session (by ALPN).
+    pub(crate) fn config(&self, default_name: &str, session: bool) -> io::Result<Arc<rustls::ClientConfig>> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?;
-        let config = match &self.ca_file {
+        let mut config = match &self.ca_file {
             Some(file) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_file_iter(file)
@@ -141,6 +147,9 @@ impl TlsClient {
                 }))
                 .with_no_client_auth(),
         };
+        if session {
+            config.alpn_protocols = vec![SESSION_ALPN.to_vec()];
+        }
         Ok(Arc::new(config))
     }
 

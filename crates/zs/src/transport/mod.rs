@@ -41,15 +41,56 @@ pub(crate) async fn close_after_draining(link: &mut impl Link, deadline: tokio::
     }
 }
 
+/// Writes all of `bytes` to `link` and flushes what the link buffered.
+pub(crate) async fn write_all(link: &mut impl Link, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() || link.has_pending() {
+        std::future::poll_fn(|cx| link.poll_write_ready(cx)).await?;
+        let r = if bytes.is_empty() { link.flush().map(|()| 0) } else { link.try_write(bytes) };
+        match r {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads from `link` until `parse` finds a whole message at the front of what arrived;
+/// returns it and the bytes read past it.
+pub(crate) async fn read_message<T, E: std::fmt::Display>(
+    link: &mut impl Link,
+    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
+) -> io::Result<(T, BytesMut)> {
+    let mut buf = BytesMut::new();
+    loop {
+        match parse(&buf) {
+            Ok(Some((message, used))) => {
+                let _ = buf.split_to(used);
+                return Ok((message, buf));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+        std::future::poll_fn(|cx| link.poll_read_ready(cx)).await?;
+        buf.reserve(4096);
+        match link.try_read_buf(&mut buf) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the other end")),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A byte link driven by readiness, as tokio's sockets are.
 pub trait Link: Send + Sync + 'static {
     /// Ready when a read may make progress.
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads what is available into `buf` (its spare capacity, or more); `WouldBlock` if
     /// nothing is.
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
     /// Ready when a write may make progress.
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes as much of `buf` as the link takes now; `WouldBlock` if none.
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Writes as much of `bufs`, in order, as the link takes now; `WouldBlock` if none.
@@ -64,6 +105,17 @@ pub trait Link: Send + Sync + 'static {
     }
     /// Drops empty buffers: the connection is going idle.
     fn release_idle(&mut self) {}
+    /// The link is down and waiting to be resumed (a session between links): the
+    /// connection's idle clocks stop meanwhile.
+    fn detached(&self) -> bool {
+        false
+    }
+    /// The connection found the link dead (nothing received for too long). A link that
+    /// can recover drops the physical connection and returns `true`; others return
+    /// `false` and the connection closes.
+    fn abandon(&mut self, _why: &str) -> bool {
+        false
+    }
     /// Closes the sending direction (the other end reads end-of-stream).
     fn shutdown_write(&mut self) -> io::Result<()>;
     /// The other end's address.
@@ -73,13 +125,13 @@ pub trait Link: Send + Sync + 'static {
 }
 
 impl Link for tokio::net::TcpStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tokio::net::TcpStream::poll_read_ready(self, cx)
     }
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         tokio::net::TcpStream::try_read_buf(self, buf)
     }
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tokio::net::TcpStream::poll_write_ready(self, cx)
     }
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -100,13 +152,13 @@ impl Link for tokio::net::TcpStream {
 }
 
 impl<L: Link> Link for Box<L> {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_read_ready(cx)
     }
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         (**self).try_read_buf(buf)
     }
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_write_ready(cx)
     }
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -123,6 +175,12 @@ impl<L: Link> Link for Box<L> {
     }
     fn release_idle(&mut self) {
         (**self).release_idle()
+    }
+    fn detached(&self) -> bool {
+        (**self).detached()
+    }
+    fn abandon(&mut self, why: &str) -> bool {
+        (**self).abandon(why)
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         (**self).shutdown_write()

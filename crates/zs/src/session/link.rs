@@ -1,0 +1,537 @@
+//! `SessionLink`: the [`Link`] a session's connection runs on. It numbers the stream's
+//! bytes, keeps what is not acknowledged, acks what arrives, and when the physical link
+//! drops it waits (server) or reconnects (client) and replays, so the connection above
+//! sees one unbroken stream.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::{Instant, Sleep};
+use zs_wire::session::{ack_frame, Answer, FrameWalker, Outbound};
+
+use super::open::Reconnect;
+use super::{Attach, Registry, SessionConfig, SessionEvent, SessionShared};
+use crate::secure::AnyLink;
+use crate::stats::Stats;
+use crate::transport::Link;
+
+/// Unacknowledged bytes received that an outgoing write carries an ack for.
+const PIGGYBACK_ACK: u64 = 4 << 10;
+/// Most input read ahead while a writer waits for acks (the reader may be stalled).
+const MAX_STASH: usize = 1 << 20;
+/// Slices handed to one vectored write.
+const MAX_SLICES: usize = 32;
+
+/// Who does what when the link drops.
+pub(crate) enum Role {
+    /// Waits for the client to come back, for `keep`, then expires.
+    Server { keep: Duration, registry: Arc<Registry> },
+    /// Reconnects with backoff.
+    Client(Arc<Reconnect>),
+}
+
+/// Called with every session event (bound to the peer's router hooks).
+pub(crate) type EventSink = Box<dyn Fn(SessionEvent) + Send + Sync>;
+
+pub(crate) struct SessionLink {
+    link: Option<AnyLink>,
+    shared: Arc<SessionShared>,
+    role: Role,
+    out: Outbound,
+    /// Stream offset written to the current link.
+    wire: u64,
+    /// The resumed answer, owed to the client before the replay (server).
+    preface: Option<Bytes>,
+    tx_walk: FrameWalker,
+    rx_walk: FrameWalker,
+    /// Bytes of the peer's stream received.
+    received: u64,
+    /// The last count acknowledged to the peer.
+    acked_to_peer: u64,
+    ack_wanted: bool,
+    ack_every: u64,
+    ack_delay: Duration,
+    ack_timer: Option<Pin<Box<Sleep>>>,
+    /// Input read (and counted) while a writer waited for acks; delivered first.
+    stash: BytesMut,
+    lost_at: Option<Instant>,
+    /// When a detached server session expires.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// Why the session cannot go on.
+    failed: Option<String>,
+    /// The connection closed it (a goaway was sent or received): a lost link is the end.
+    ended: bool,
+    events: Option<EventSink>,
+    stats: Arc<Stats>,
+    addrs: (SocketAddr, SocketAddr),
+}
+
+impl SessionLink {
+    /// A session that starts on `link`; `leftover` is input read past the session answer.
+    pub(crate) fn new(
+        link: AnyLink,
+        shared: Arc<SessionShared>,
+        role: Role,
+        config: &SessionConfig,
+        leftover: BytesMut,
+        stats: Arc<Stats>,
+    ) -> io::Result<SessionLink> {
+        let addrs = (link.peer_addr()?, link.local_addr()?);
+        let mut s = SessionLink {
+            link: Some(link),
+            shared,
+            role,
+            out: Outbound::new(config.replay_budget),
+            wire: 0,
+            preface: None,
+            tx_walk: FrameWalker::default(),
+            rx_walk: FrameWalker::default(),
+            received: 0,
+            acked_to_peer: 0,
+            ack_wanted: false,
+            ack_every: config.ack_every as u64,
+            ack_delay: config.ack_delay,
+            ack_timer: None,
+            stash: BytesMut::new(),
+            lost_at: None,
+            expiry: None,
+            failed: None,
+            ended: false,
+            events: None,
+            stats,
+            addrs,
+        };
+        if !leftover.is_empty() {
+            s.take_input(&leftover);
+            s.stash = leftover;
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<SessionShared> {
+        &self.shared
+    }
+
+    /// Where events go from now on.
+    pub(crate) fn set_events(&mut self, sink: EventSink) {
+        self.events = Some(sink);
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        if let Some(sink) = &self.events {
+            sink(event);
+        }
+    }
+
+    /// Counts input that arrived and applies the acks in it.
+    fn take_input(&mut self, bytes: &[u8]) {
+        self.received += bytes.len() as u64;
+        let out = &mut self.out;
+        let mut bad = None;
+        self.rx_walk.walk(bytes, |upto| {
+            if let Err(e) = out.ack(upto) {
+                bad = Some(e);
+            }
+        });
+        if let Some(e) = bad {
+            self.fail(format!("session protocol error: {e}"));
+        }
+    }
+
+    /// Acks now if enough arrived, else no later than the ack delay.
+    fn schedule_ack(&mut self) {
+        let unacked = self.received - self.acked_to_peer;
+        if unacked >= self.ack_every {
+            self.ack_wanted = true;
+        } else if unacked > 0 && self.ack_timer.is_none() {
+            self.ack_timer = Some(Box::pin(tokio::time::sleep(self.ack_delay)));
+        }
+    }
+
+    /// Puts an ack frame into the stream if one is wanted and the stream is between frames.
+    fn inject_ack(&mut self) {
+        if self.received > self.acked_to_peer && self.tx_walk.at_boundary() {
+            self.out.push(Bytes::copy_from_slice(&ack_frame(self.received)));
+            self.acked_to_peer = self.received;
+            self.ack_wanted = false;
+            self.ack_timer = None;
+        }
+    }
+
+    /// Writes what the current link has not yet had; a failure loses the link.
+    fn transmit(&mut self) {
+        let Some(link) = self.link.as_mut() else { return };
+        let r = (|| {
+            while let Some(p) = self.preface.as_mut() {
+                let n = link.try_write(p)?;
+                let _ = p.split_to(n);
+                if p.is_empty() {
+                    self.preface = None;
+                }
+            }
+            while self.wire < self.out.sent() {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.out.chunks_from(self.wire)) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                match link.try_write_vectored(&slices[..count])? {
+                    0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "the link takes no more")),
+                    n => self.wire += n as u64,
+                }
+            }
+            if link.has_pending() {
+                link.flush()?;
+            }
+            Ok(())
+        })();
+        match r {
+            Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                self.lose(&e.to_string())
+            }
+            _ => {}
+        }
+    }
+
+    /// The physical link is gone: wait for another (or, once ended, stay closed).
+    fn lose(&mut self, why: &str) {
+        if self.link.take().is_none() || self.ended || self.failed.is_some() {
+            return;
+        }
+        self.preface = None;
+        self.ack_timer = None;
+        self.lost_at = Some(Instant::now());
+        self.shared.attached.store(false, Relaxed);
+        self.shared.received.store(self.received, Relaxed);
+        self.stats.bump(|s| &s.session_links_lost);
+        tracing::debug!(session = ?self.shared, why, "session link lost");
+        self.emit(SessionEvent::LinkLost { reason: why.to_owned() });
+        match &self.role {
+            Role::Server { keep, .. } => self.expiry = Some(Box::pin(tokio::time::sleep(*keep))),
+            Role::Client(reconnect) => {
+                tokio::spawn(super::open::reconnect(self.shared.clone(), reconnect.clone()));
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failed.is_none() {
+            self.link = None;
+            self.shared.attached.store(false, Relaxed);
+            self.failed = Some(why);
+        }
+    }
+
+    fn failure(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|why| io::Error::new(io::ErrorKind::ConnectionAborted, why.clone()))
+    }
+
+    /// Takes a link (or a failure) offered by the registry or the reconnect task.
+    fn attach_offered(&mut self) {
+        let Some(attach) = self.shared.take_offer() else { return };
+        match attach {
+            Attach::Failed(why) => {
+                self.stats.bump(|s| &s.sessions_expired);
+                self.emit(SessionEvent::Expired { reason: why.clone() });
+                self.fail(why);
+            }
+            Attach::Link { link, peer_received, leftover, answer } => {
+                if let Err(e) = self.out.resume(peer_received) {
+                    return self.fail(format!("session resume refused: {e}"));
+                }
+                if let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) {
+                    self.addrs = (remote, local);
+                }
+                self.link = Some(link);
+                self.wire = peer_received;
+                if answer {
+                    let mut b = BytesMut::new();
+                    Answer::Resumed { received: self.received }.encode(&mut b);
+                    self.preface = Some(b.freeze());
+                }
+                if !leftover.is_empty() {
+                    self.take_input(&leftover);
+                    self.stash.extend_from_slice(&leftover);
+                }
+                let replayed = self.out.sent() - peer_received;
+                let after = self.lost_at.take().map(|t| t.elapsed()).unwrap_or_default();
+                self.expiry = None;
+                self.shared.attached.store(true, Relaxed);
+                self.shared.resumes.fetch_add(1, Relaxed);
+                self.shared.replayed.fetch_add(replayed, Relaxed);
+                self.stats.bump(|s| &s.sessions_resumed);
+                self.stats.session_replayed_bytes.fetch_add(replayed, Relaxed);
+                tracing::debug!(session = ?self.shared, ?after, replayed, "session resumed");
+                self.emit(SessionEvent::Resumed { after, replayed });
+                self.transmit();
+            }
+        }
+    }
+
+    /// While there is no link: wait for one to be offered, or for the session to expire.
+    fn poll_detached(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.waker.register(cx.waker());
+        self.attach_offered();
+        if let Some(e) = self.failure() {
+            return Poll::Ready(Err(e));
+        }
+        if self.link.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.ended {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(t) = self.expiry.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                let keep = match &self.role {
+                    Role::Server { keep, .. } => *keep,
+                    Role::Client(_) => Duration::ZERO,
+                };
+                let why = format!("session expired: its link was not resumed within {keep:?}");
+                self.stats.bump(|s| &s.sessions_expired);
+                self.emit(SessionEvent::Expired { reason: why.clone() });
+                self.fail(why);
+                return Poll::Ready(Err(self.failure().expect("just failed")));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Reads ahead (into the stash) for the acks a blocked writer waits for.
+    fn poll_acks(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.has_room() && self.stash.len() < MAX_STASH {
+            let Some(link) = self.link.as_mut() else { return self.poll_detached(cx) };
+            match link.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    self.lose(&e.to_string());
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut stash = std::mem::take(&mut self.stash);
+            let start = stash.len();
+            stash.reserve(64 << 10);
+            let r = link.try_read_buf(&mut stash);
+            match r {
+                Ok(0) => self.lose("closed by the other end"),
+                Ok(_) => self.take_input(&stash[start..]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) => self.lose(&e.to_string()),
+            }
+            self.stash = stash;
+            if let Some(e) = self.failure() {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if self.out.has_room() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Link for SessionLink {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Registered on every poll: a resume may replace a link that only looks alive.
+        self.shared.waker.register(cx.waker());
+        self.attach_offered();
+        if let Some(e) = self.failure() {
+            return Poll::Ready(Err(e));
+        }
+        if !self.stash.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(t) = self.ack_timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                // Readable in name only: the connection reads nothing and then flushes.
+                self.ack_timer = None;
+                self.ack_wanted = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let Some(link) = self.link.as_mut() else { return self.poll_detached(cx) };
+        match link.poll_read_ready(cx) {
+            Poll::Ready(Err(e)) => {
+                self.lose(&e.to_string());
+                self.poll_detached(cx)
+            }
+            other => other,
+        }
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if !self.stash.is_empty() {
+            let n = self.stash.len();
+            if buf.is_empty() {
+                std::mem::swap(buf, &mut self.stash);
+            } else {
+                buf.extend_from_slice(&self.stash);
+                self.stash.clear();
+            }
+            return Ok(n);
+        }
+        let Some(link) = self.link.as_mut() else {
+            return if self.ended { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        };
+        let start = buf.len();
+        match link.try_read_buf(buf) {
+            Ok(0) if self.ended => Ok(0),
+            Ok(0) => {
+                self.lose("closed by the other end");
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Ok(n) => {
+                self.take_input(&buf[start..]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.schedule_ack();
+                Err(e)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) if self.ended => Err(e),
+            Err(e) => {
+                self.lose(&e.to_string());
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+    }
+
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.attach_offered();
+        if let Some(e) = self.failure() {
+            return Poll::Ready(Err(e));
+        }
+        if self.link.is_none() {
+            return if self.out.has_room() { Poll::Ready(Ok(())) } else { self.poll_detached(cx) };
+        }
+        let untransmitted = self.preface.is_some() || self.wire < self.out.sent();
+        if !untransmitted && !self.out.has_room() {
+            return self.poll_acks(cx);
+        }
+        let link = self.link.as_mut().expect("checked above");
+        if !untransmitted && !link.has_pending() {
+            return Poll::Ready(Ok(()));
+        }
+        match link.poll_write_ready(cx) {
+            Poll::Ready(Err(e)) => {
+                self.lose(&e.to_string());
+                self.poll_detached(cx)
+            }
+            other => other,
+        }
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if !self.out.has_room() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if self.ack_wanted || self.received - self.acked_to_peer >= PIGGYBACK_ACK {
+            self.inject_ack();
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut data = BytesMut::with_capacity(total);
+        for b in bufs {
+            data.extend_from_slice(b);
+        }
+        self.tx_walk.walk(&data, |_| {});
+        self.out.push(data.freeze());
+        if self.ack_wanted {
+            self.inject_ack();
+        }
+        self.transmit();
+        Ok(total)
+    }
+
+    fn has_pending(&self) -> bool {
+        let Some(link) = self.link.as_ref() else { return false };
+        self.preface.is_some()
+            || self.wire < self.out.sent()
+            || link.has_pending()
+            || (self.ack_wanted && self.tx_walk.at_boundary())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if self.ack_wanted {
+            self.inject_ack();
+        }
+        self.transmit();
+        if self.has_pending() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn release_idle(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            link.release_idle();
+        }
+        self.out.shrink();
+        if self.stash.is_empty() {
+            self.stash = BytesMut::new();
+        }
+    }
+
+    fn detached(&self) -> bool {
+        self.link.is_none() && self.failed.is_none() && !self.ended
+    }
+
+    fn abandon(&mut self, why: &str) -> bool {
+        if self.ended || self.failed.is_some() {
+            return false;
+        }
+        self.lose(why);
+        true
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.ended = true;
+        self.shared.ended.store(true, Relaxed);
+        match self.link.as_mut() {
+            Some(link) => link.shutdown_write(),
+            None => Ok(()),
+        }
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addrs.0)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addrs.1)
+    }
+}
+
+impl Drop for SessionLink {
+    fn drop(&mut self) {
+        self.shared.ended.store(true, Relaxed);
+        self.shared.attached.store(false, Relaxed);
+        if let Role::Server { registry, .. } = &self.role {
+            registry.remove(&self.shared.id);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Resumable sessions: a logical connection that outlives its physical links. Both ends
+//! count the bytes of the frame stream, keep what the other has not acknowledged, and
+//! after a reconnect replay from where the other stopped; the connection above never
+//! notices. See `docs/PROTOCOL.md` §10 and ARCHITECTURE "Resumable sessions".
+
+mod link;
+mod open;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
+use zs_wire::session::{ID_LEN, SECRET_LEN};
+
+pub(crate) use link::SessionLink;
+pub(crate) use open::{accept, connect, Admitted};
+
+use crate::peer::Peer;
+use crate::rpc::Router;
+use crate::secure::{AnyLink, Fingerprint};
+
+/// Settings of resumable sessions (both ends).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Most unacknowledged bytes each end keeps for replay (default 4 MiB); a writer waits
+    /// beyond it until acks free room.
+    pub replay_budget: usize,
+    /// How long a server keeps a session whose link dropped, and how long a client keeps
+    /// trying to resume it (default 5 minutes).
+    pub keep_detached: Duration,
+    /// First delay before a client reconnects (default 50 ms); it doubles after each
+    /// failure up to `max_backoff` (default 5 s), each delay jittered by ±50 %.
+    pub min_backoff: Duration,
+    /// Longest delay between reconnect attempts.
+    pub max_backoff: Duration,
+    /// An ack is sent once this many bytes arrived unacknowledged (default 64 KiB)...
+    pub ack_every: usize,
+    /// ...or this long after the first of them (default 20 ms), whichever is first. Acks
+    /// ride along with outgoing writes when there are any.
+    pub ack_delay: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            replay_budget: 4 << 20,
+            keep_detached: Duration::from_secs(300),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            ack_every: 64 << 10,
+            ack_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What happened to a session's link; given to [`Router::on_session`](crate::Router::on_session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The physical link dropped; the session waits to be resumed.
+    LinkLost {
+        /// Why the link dropped.
+        reason: String,
+    },
+    /// The session carries on over a new link.
+    Resumed {
+        /// How long it was without a link.
+        after: Duration,
+        /// Bytes this end sent again.
+        replayed: u64,
+    },
+    /// The session is over without a link coming back: the connection closes next.
+    Expired {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A session's state, as [`Peer::session`](crate::Peer::session) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    /// The session id (hex).
+    pub id: String,
+    /// Whether a physical link carries it now.
+    pub attached: bool,
+    /// Times it resumed over a new link.
+    pub resumes: u64,
+    /// Bytes this end sent again after resumes.
+    pub replayed_bytes: u64,
+}
+
+/// What a new physical link brings to a session, or why none will come.
+pub(crate) enum Attach {
+    /// A resumed link: the other end received `peer_received` bytes; `leftover` is what
+    /// was read past the session answer; `answer` says this end (the server) still owes
+    /// the resumed answer.
+    Link { link: AnyLink, peer_received: u64, leftover: BytesMut, answer: bool },
+    /// The session cannot resume.
+    Failed(String),
+}
+
+/// The part of a session shared between its link (in the connection's task), the server's
+/// registry or the client's reconnect task, and the peer handle.
+pub(crate) struct SessionShared {
+    pub(crate) id: [u8; ID_LEN],
+    pub(crate) secret: [u8; SECRET_LEN],
+    /// The key the client proved when the session began; a resume must prove the same.
+    pub(crate) client_key: Option<Fingerprint>,
+    offered: Mutex<Option<Attach>>,
+    waker: AtomicWaker,
+    attached: AtomicBool,
+    ended: AtomicBool,
+    resumes: AtomicU64,
+    replayed: AtomicU64,
+    /// Bytes received (published when the link drops, for the client's resume hello).
+    received: AtomicU64,
+}
+
+impl SessionShared {
+    fn new(id: [u8; ID_LEN], secret: [u8; SECRET_LEN], client_key: Option<Fingerprint>) -> Arc<Self> {
+        Arc::new(SessionShared {
+            id,
+            secret,
+            client_key,
+            offered: Mutex::new(None),
+            waker: AtomicWaker::new(),
+            attached: AtomicBool::new(true),
+            ended: AtomicBool::new(false),
+            resumes: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        })
+    }
+
+    /// Hands the session a new link (or its failure) and wakes its connection.
+    pub(crate) fn offer(&self, attach: Attach) {
+        *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(attach);
+        self.waker.wake();
+    }
+
+    fn take_offer(&self) -> Option<Attach> {
+        self.offered.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(Relaxed)
+    }
+
+    /// The status reported to the application.
+    pub(crate) fn status(&self) -> SessionStatus {
+        SessionStatus {
+            id: hex(&self.id),
+            attached: self.attached.load(Relaxed),
+            resumes: self.resumes.load(Relaxed),
+            replayed_bytes: self.replayed.load(Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("id", &hex(&self.id)).finish()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sessions a server keeps, by id.
+#[derive(Default)]
+pub(crate) struct Registry {
+    sessions: Mutex<HashMap<[u8; ID_LEN], Arc<SessionShared>>>,
+}
+
+impl Registry {
+    fn insert(&self, s: Arc<SessionShared>) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(s.id, s);
+    }
+
+    fn get(&self, id: &[u8; ID_LEN]) -> Option<Arc<SessionShared>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn remove(&self, id: &[u8; ID_LEN]) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Sessions kept now (with or without a link).
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The session a link carries, if it is a session's.
+pub(crate) fn of(link: &AnyLink) -> Option<Arc<SessionShared>> {
+    match link {
+        AnyLink::Session(s) => Some(s.shared().clone()),
+        _ => None,
+    }
+}
+
+/// Sends a session link's events to the router's session hooks, with its peer.
+pub(crate) fn bind_events(link: &mut AnyLink, peer: &Peer, router: &Arc<Router>) {
+    if let AnyLink::Session(s) = link {
+        if router.on_session.is_empty() {
+            return;
+        }
+        let (peer, router) = (peer.clone(), router.clone());
+        s.set_events(Box::new(move |event| {
+            for hook in &router.on_session {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&peer, &event))).is_err() {
+                    tracing::error!(peer = peer.id(), "on_session hook panicked");
+                }
+            }
+        }));
+    }
+}
+
+/// Random bytes from the operating system.
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system provides random bytes");
+    b
+}
+
+/// The MAC that proves knowledge of a session's secret on one connection.
+fn proof(secret: &[u8; SECRET_LEN], id: &[u8; ID_LEN], received: u64, binding: &[u8; 32]) -> blake3::Hash {
+    blake3::keyed_hash(secret, &zs_wire::session::proof_message(id, received, binding))
+}
