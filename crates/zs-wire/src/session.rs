@@ -67,10 +67,14 @@ impl Outbound {
         Outbound { unacked: VecDeque::new(), held: 0, limit, sent: 0, acked: 0 }
     }
 
-    /// Whether more may be sent now. One write may pass the budget, so a write larger
-    /// than the whole budget never waits forever; the next waits for acks.
+    /// Whether more may be sent now.
     pub fn has_room(&self) -> bool {
         self.held < self.limit
+    }
+
+    /// Bytes that may be sent now without passing the budget.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.held)
     }
 
     /// Records `data` as sent (the caller checks [`has_room`](Self::has_room) first);

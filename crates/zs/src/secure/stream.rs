@@ -32,9 +32,29 @@ impl SecureStream {
         security: &ClientSecurity,
         timeout: Duration,
     ) -> io::Result<SecureStream> {
+        SecureStream::open(addr, security, false, timeout).await
+    }
+
+    /// Connects like [`connect`](Self::connect) but announces a resumable session: the
+    /// first bytes written must be a session hello (`zs_wire::session::Hello`). For tools
+    /// and tests that speak the session protocol themselves.
+    pub async fn connect_for_session(
+        addr: impl ToSocketAddrs,
+        security: &ClientSecurity,
+        timeout: Duration,
+    ) -> io::Result<SecureStream> {
+        SecureStream::open(addr, security, true, timeout).await
+    }
+
+    async fn open(
+        addr: impl ToSocketAddrs,
+        security: &ClientSecurity,
+        session: bool,
+        timeout: Duration,
+    ) -> io::Result<SecureStream> {
         // A raw stream: no bound on unsent bytes in the kernel (nothing to put ahead).
         let config = ConnectionConfig { socket_unsent_limit: None, ..ConnectionConfig::default() };
-        let secured = connect(addr, security, false, timeout, &config, Arc::new(Stats::default())).await?;
+        let secured = connect(addr, security, session, timeout, &config, Arc::new(Stats::default())).await?;
         let remote_key = secured.channel.and_then(|c| c.remote_key);
         Ok(SecureStream { link: secured.link, rbuf: BytesMut::new(), remote_key })
     }

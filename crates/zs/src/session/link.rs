@@ -28,6 +28,10 @@ const PIGGYBACK_ACK: u64 = 4 << 10;
 const MAX_STASH: usize = 1 << 20;
 /// Slices handed to one vectored write.
 const MAX_SLICES: usize = 32;
+/// Largest first write on a new link. The secure channel seals each write into records,
+/// and a record cut short delivers nothing: on a link that keeps dropping, small records
+/// first make sure every link moves the stream forward. Each write may be twice the last.
+const FIRST_WRITE: usize = 2 << 10;
 
 /// Who does what when the link drops.
 pub(crate) enum Role {
@@ -47,6 +51,8 @@ pub(crate) struct SessionLink {
     out: Outbound,
     /// Stream offset written to the current link.
     wire: u64,
+    /// Most bytes the next write to the link may carry (see [`FIRST_WRITE`]).
+    write_limit: usize,
     /// The resumed answer, owed to the client before the replay (server).
     preface: Option<Bytes>,
     tx_walk: FrameWalker,
@@ -90,6 +96,7 @@ impl SessionLink {
             role,
             out: Outbound::new(config.replay_budget),
             wire: 0,
+            write_limit: usize::MAX,
             preface: None,
             tx_walk: FrameWalker::default(),
             rx_walk: FrameWalker::default(),
@@ -143,6 +150,7 @@ impl SessionLink {
         if let Some(e) = bad {
             self.fail(format!("session protocol error: {e}"));
         }
+        self.shared.unacked.store(self.out.held() as u64, Relaxed);
     }
 
     /// Acks now if enough arrived, else no later than the ack delay.
@@ -178,15 +186,21 @@ impl SessionLink {
             }
             while self.wire < self.out.sent() {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let mut count = 0;
+                let (mut count, mut len) = (0, 0);
                 for (slot, chunk) in slices.iter_mut().zip(self.out.chunks_from(self.wire)) {
+                    let chunk = &chunk[..chunk.len().min(self.write_limit - len)];
                     *slot = IoSlice::new(chunk);
                     count += 1;
+                    len += chunk.len();
+                    if len == self.write_limit {
+                        break;
+                    }
                 }
                 match link.try_write_vectored(&slices[..count])? {
                     0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "the link takes no more")),
                     n => self.wire += n as u64,
                 }
+                self.write_limit = self.write_limit.saturating_mul(2);
             }
             if link.has_pending() {
                 link.flush()?;
@@ -252,6 +266,7 @@ impl SessionLink {
                 }
                 self.link = Some(link);
                 self.wire = peer_received;
+                self.write_limit = FIRST_WRITE;
                 if answer {
                     let mut b = BytesMut::new();
                     Answer::Resumed { received: self.received }.encode(&mut b);
@@ -444,21 +459,26 @@ impl Link for SessionLink {
             return Err(e);
         }
         if !self.out.has_room() {
+            // Full: what is held still has to reach the link.
+            self.transmit();
             return Err(io::ErrorKind::WouldBlock.into());
         }
         if self.ack_wanted || self.received - self.acked_to_peer >= PIGGYBACK_ACK {
             self.inject_ack();
         }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        // Within the budget: a write may end inside a frame (the walker knows).
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.out.room());
         let mut data = BytesMut::with_capacity(total);
         for b in bufs {
-            data.extend_from_slice(b);
+            let take = b.len().min(total - data.len());
+            data.extend_from_slice(&b[..take]);
         }
         self.tx_walk.walk(&data, |_| {});
         self.out.push(data.freeze());
         if self.ack_wanted {
             self.inject_ack();
         }
+        self.shared.unacked.store(self.out.held() as u64, Relaxed);
         self.transmit();
         Ok(total)
     }

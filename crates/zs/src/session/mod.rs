@@ -90,6 +90,8 @@ pub struct SessionStatus {
     pub resumes: u64,
     /// Bytes this end sent again after resumes.
     pub replayed_bytes: u64,
+    /// Bytes this end sent that the other has not acknowledged (held for replay).
+    pub unacked_bytes: u64,
 }
 
 /// What a new physical link brings to a session, or why none will come.
@@ -115,6 +117,7 @@ pub(crate) struct SessionShared {
     ended: AtomicBool,
     resumes: AtomicU64,
     replayed: AtomicU64,
+    unacked: AtomicU64,
     /// Bytes received (published when the link drops, for the client's resume hello).
     received: AtomicU64,
 }
@@ -131,6 +134,7 @@ impl SessionShared {
             ended: AtomicBool::new(false),
             resumes: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            unacked: AtomicU64::new(0),
             received: AtomicU64::new(0),
         })
     }
@@ -156,6 +160,7 @@ impl SessionShared {
             attached: self.attached.load(Relaxed),
             resumes: self.resumes.load(Relaxed),
             replayed_bytes: self.replayed.load(Relaxed),
+            unacked_bytes: self.unacked.load(Relaxed),
         }
     }
 }
