@@ -141,7 +141,7 @@ fn total(opts: BulkOptions) -> u64 {
 }
 
 /// The floor's server: read and discard until the end, then answer one byte.
-async fn floor_sink(listener: TcpListener) {
+pub(crate) async fn floor_sink(listener: TcpListener) {
     while let Ok((mut s, _)) = listener.accept().await {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 256 << 10];
@@ -184,7 +184,10 @@ async fn floor_copy(addr: SocketAddr, opts: BulkOptions) -> Result<Throughput, S
     Ok(Throughput { bytes_per_s: (per_conn * opts.connections as u64) as f64 / seconds, seconds })
 }
 
-async fn ours_streams(target: &Target, opts: BulkOptions) -> Result<(Throughput, CallsDuring), String> {
+pub(crate) async fn ours_streams(
+    target: &Target,
+    opts: BulkOptions,
+) -> Result<(Throughput, CallsDuring), String> {
     let mut clients = Vec::new();
     for _ in 0..opts.connections {
         let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;

@@ -60,7 +60,7 @@ impl std::str::FromStr for Secure {
 }
 
 impl Secure {
-    fn server(self) -> std::io::Result<ServerSecurity> {
+    pub(crate) fn server(self) -> std::io::Result<ServerSecurity> {
         Ok(match self {
             Secure::None => ServerSecurity::Plaintext,
             Secure::Noise => ServerSecurity::default(),
@@ -105,17 +105,20 @@ impl Secure {
 pub(crate) struct Target {
     pub addr: SocketAddr,
     pub security: ClientSecurity,
+    /// Clients open a resumable session.
+    pub session: bool,
 }
 
 impl Target {
     /// A plaintext server (the floor).
     pub(crate) fn plain(addr: SocketAddr) -> Target {
-        Target { addr, security: ClientSecurity::Plaintext }
+        Target { addr, security: ClientSecurity::Plaintext, session: false }
     }
 
     /// Client settings that reach it.
     pub(crate) fn client_config(&self) -> ClientConfig {
-        ClientConfig::secured(self.security.clone())
+        let session = self.session.then(zs::SessionConfig::default);
+        ClientConfig { session, ..ClientConfig::secured(self.security.clone()) }
     }
 }
 
@@ -161,7 +164,8 @@ where
         let config = ServerConfig { security, ..ServerConfig::default() };
         let server = zs::Server::bind("127.0.0.1:0", builtin_router(), config).await?;
         std::mem::forget(server.clone()); // served until the process ends
-        Ok::<_, std::io::Error>(Target { addr: server.local_addr(), security: server.client_security() })
+        let (addr, security) = (server.local_addr(), server.client_security());
+        Ok::<_, std::io::Error>(Target { addr, security, session: false })
     };
     let (ours, ours_plaintext, floor_addr) = rt
         .block_on(async {

@@ -14,6 +14,7 @@ mod harness;
 pub mod idle;
 mod procmem;
 pub mod report;
+pub mod resume;
 pub mod rpc;
 pub mod source;
 mod stats;

@@ -130,7 +130,7 @@ fn median(mut runs: Vec<Figures>) -> Figures {
 }
 
 /// The same load through our `Client`, closed or open loop as `load` says.
-async fn client_api(target: &Target, load: Load) -> Result<Figures, String> {
+pub(crate) async fn client_api(target: &Target, load: Load) -> Result<Figures, String> {
     let mut clients = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
         let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, fanout, idle, rpc, Secure};
+use zs_bench::{bulk, churn, fanout, idle, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -169,6 +169,29 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// A resumable session whose link is cut N times during traffic both ways: messages
+    /// lost or duplicated (must be 0), resume times; then the session layer's cost when
+    /// nothing drops (rpc and bulk, sessions on against off).
+    Resume {
+        /// Links cut.
+        #[arg(long, default_value_t = 100)]
+        disconnects: usize,
+        /// Numbered messages each way between two cuts.
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// The secure channel: noise or tls.
+        #[arg(long, default_value = "noise")]
+        secure: Secure,
+        /// Seconds per rpc run of the cost comparison (0 skips it).
+        #[arg(long, default_value = "3", value_parser = crate::seconds)]
+        cost_duration: Duration,
+        /// Bytes of the bulk run of the cost comparison.
+        #[arg(long, default_value_t = 1 << 30)]
+        cost_size: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn a folder of `--json` results into SVG charts.
     Report {
         /// Folder of results (one JSON object per file).
@@ -287,6 +310,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Fanout { duration, .. } => Some(Progress::start("fanout", Some(*duration * 3))),
         Scenario::Bulk { .. } => Some(Progress::start("bulk", None)),
         Scenario::Idle { .. } => Some(Progress::start("idle", None)),
+        Scenario::Resume { .. } => Some(Progress::start("resume", None)),
         _ => None,
     };
     match args.scenario {
@@ -367,6 +391,18 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             }
             let r = fanout::run(fanout::FanoutOptions { peers, payload, duration, window })?;
             print(json, &r, || fanout::table(&r))
+        }
+        Scenario::Resume { disconnects, messages, secure, cost_duration, cost_size, json } => {
+            check("disconnects", disconnects, 100_000)?;
+            check("messages", messages, 100_000)?;
+            if cost_duration > Duration::from_secs(600) || cost_size == 0 || cost_size > 1 << 36 {
+                return Err(
+                    "--cost-duration must be at most 600 s, --cost-size between 1 byte and 64 GiB".into()
+                );
+            }
+            let opts = resume::ResumeOptions { disconnects, messages, secure, cost_duration, cost_size };
+            let r = resume::run(opts)?;
+            print(json, &r, || resume::table(&r))
         }
         Scenario::Report { input, output } => {
             for path in zs_bench::report::run(&input, &output)? {

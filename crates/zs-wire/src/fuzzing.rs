@@ -53,6 +53,34 @@ fn check_frame(frame: &crate::Frame, limits: &Limits) {
     }
 }
 
+/// Parses `data` as a session hello and as an answer (whatever parses re-encodes to the
+/// same bytes), and walks it as a session's frame stream in pieces, checking the acks
+/// found against a walk in one piece.
+pub fn session(data: &[u8]) {
+    use crate::session::{Answer, FrameWalker, Hello};
+    if let Ok(Some((hello, used))) = Hello::parse(data) {
+        let mut again = BytesMut::new();
+        hello.encode(&mut again);
+        assert_eq!(&again[..], &data[..used], "a hello re-encodes to its bytes");
+    }
+    if let Ok(Some((answer, used))) = Answer::parse(data) {
+        let mut again = BytesMut::new();
+        answer.encode(&mut again);
+        assert_eq!(Answer::parse(&again), Ok(Some((answer, again.len()))));
+        assert!(used <= data.len());
+    }
+    let (mut whole, mut pieces) = (Vec::new(), Vec::new());
+    let mut w = FrameWalker::default();
+    w.walk(data, |a| whole.push(a));
+    let mut w2 = FrameWalker::default();
+    let step = 1 + data.first().map_or(0, |b| *b as usize % 29);
+    for chunk in data.chunks(step) {
+        w2.walk(chunk, |a| pieces.push(a));
+    }
+    assert_eq!(whole, pieces, "acks do not depend on how the stream is split");
+    assert_eq!(w.at_boundary(), w2.at_boundary());
+}
+
 /// Decodes `data` as a DataFrame; whatever decodes must re-encode to an equal frame.
 pub fn dataframe(data: &[u8]) {
     let limits = Limits { max_elements: 1 << 14, max_depth: 16, ..Limits::default() };

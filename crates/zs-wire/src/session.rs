@@ -383,7 +383,7 @@ impl Answer {
                 out.put_u64_le(*received);
             }
             Answer::Refused { code, message } => {
-                let m = &message.as_bytes()[..message.len().min(MAX_MESSAGE)];
+                let m = truncated(message).as_bytes();
                 out.put_u8(ANSWER_REFUSED);
                 out.put_u8(*code as u8);
                 out.put_u16_le(m.len() as u16);
@@ -419,12 +419,21 @@ impl Answer {
                 if b.len() < len {
                     return Ok(None);
                 }
-                let message = String::from_utf8_lossy(&b[..len]).into_owned();
+                let message = truncated(&String::from_utf8_lossy(&b[..len])).to_owned();
                 Ok(Some((Answer::Refused { code, message }, 4 + len)))
             }
             _ => Err(SessionError::Malformed { what: "answer", why: "unknown answer kind" }),
         }
     }
+}
+
+/// `s` cut to at most [`MAX_MESSAGE`] bytes, at a character boundary.
+fn truncated(s: &str) -> &str {
+    let mut end = s.len().min(MAX_MESSAGE);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]

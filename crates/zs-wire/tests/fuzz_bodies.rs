@@ -22,6 +22,13 @@ fn dataframe_target() {
 }
 
 #[test]
+fn session_target() {
+    for input in inputs("session", 20_000) {
+        fuzzing::session(&input);
+    }
+}
+
+#[test]
 fn bulk_and_compressed_target() {
     for input in inputs("bulk", 20_000) {
         fuzzing::bulk_and_compressed(&input);

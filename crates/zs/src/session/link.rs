@@ -26,6 +26,8 @@ use crate::transport::Link;
 const PIGGYBACK_ACK: u64 = 4 << 10;
 /// Most input read ahead while a writer waits for acks (the reader may be stalled).
 const MAX_STASH: usize = 1 << 20;
+/// Bytes allocated at a time for the copies kept for replay.
+const TX_BLOCK: usize = 64 << 10;
 /// Slices handed to one vectored write.
 const MAX_SLICES: usize = 32;
 /// Largest first write on a new link. The secure channel seals each write into records,
@@ -51,6 +53,8 @@ pub(crate) struct SessionLink {
     out: Outbound,
     /// Stream offset written to the current link.
     wire: u64,
+    /// Room for the next writes' copies (see [`TX_BLOCK`]).
+    tx_block: BytesMut,
     /// Most bytes the next write to the link may carry (see [`FIRST_WRITE`]).
     write_limit: usize,
     /// The resumed answer, owed to the client before the replay (server).
@@ -96,6 +100,7 @@ impl SessionLink {
             role,
             out: Outbound::new(config.replay_budget),
             wire: 0,
+            tx_block: BytesMut::new(),
             write_limit: usize::MAX,
             preface: None,
             tx_walk: FrameWalker::default(),
@@ -468,13 +473,19 @@ impl Link for SessionLink {
         }
         // Within the budget: a write may end inside a frame (the walker knows).
         let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.out.room());
-        let mut data = BytesMut::with_capacity(total);
-        for b in bufs {
-            let take = b.len().min(total - data.len());
-            data.extend_from_slice(&b[..take]);
+        // Copied into blocks that later writes share, so most writes allocate nothing.
+        if self.tx_block.capacity() < total {
+            self.tx_block.reserve(total.max(TX_BLOCK));
         }
+        let mut left = total;
+        for b in bufs {
+            let take = b.len().min(left);
+            self.tx_block.extend_from_slice(&b[..take]);
+            left -= take;
+        }
+        let data = self.tx_block.split().freeze();
         self.tx_walk.walk(&data, |_| {});
-        self.out.push(data.freeze());
+        self.out.push(data);
         if self.ack_wanted {
             self.inject_ack();
         }
@@ -511,6 +522,7 @@ impl Link for SessionLink {
             link.release_idle();
         }
         self.out.shrink();
+        self.tx_block = BytesMut::new();
         if self.stash.is_empty() {
             self.stash = BytesMut::new();
         }
