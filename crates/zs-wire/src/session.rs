@@ -318,8 +318,6 @@ pub enum Refusal {
     BadProof = 2,
     /// The server does not keep sessions.
     Disabled = 3,
-    /// The count claimed is impossible.
-    BadCount = 4,
     /// Anything else.
     Other = 255,
 }
@@ -330,7 +328,6 @@ impl Refusal {
             1 => Refusal::Unknown,
             2 => Refusal::BadProof,
             3 => Refusal::Disabled,
-            4 => Refusal::BadCount,
             _ => Refusal::Other,
         }
     }

@@ -354,3 +354,33 @@ async fn sessions_are_refused_clearly_where_they_cannot_work() {
     let e = zs::Client::connect_with(plain.local_addr(), Router::new(), config).await.unwrap_err();
     assert!(e.to_string().contains("need an encrypted channel"), "{e}");
 }
+
+#[tokio::test]
+async fn a_malformed_hello_closes_only_its_connection() {
+    let mut router = Router::new();
+    router.console("echo", |_, text| text.to_owned());
+    let server = serve_with(router, ServerConfig::default()).await;
+    let client =
+        zs::Client::connect_with(server.local_addr(), Router::new(), session_client(&server)).await.unwrap();
+    let failed_before = server.stats().handshakes_failed;
+    for bad in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"zss\x09\x00", b"zss\x01\x07", b"zs"] {
+        let security = server.client_security();
+        let mut s = SecureStream::connect_for_session(server.local_addr(), &security, common::PATIENCE)
+            .await
+            .unwrap();
+        s.write_all(bad).await.unwrap();
+        s.flush().await.unwrap();
+        if bad.len() < 3 {
+            s.shutdown().await.unwrap(); // a hello cut short
+        }
+        let mut buf = Vec::new();
+        within("the server closes the connection", s.read_to_end(&mut buf)).await.ok();
+        assert!(buf.is_empty(), "{bad:?}: no answer to a malformed hello, got {buf:?}");
+    }
+    wait_until("each is counted as a failed handshake", || {
+        server.stats().handshakes_failed == failed_before + 4
+    })
+    .await;
+    assert_eq!(server.session_count(), 1);
+    assert_eq!(client.call_console("echo", "unharmed").await.unwrap().as_str(), "unharmed");
+}

@@ -381,15 +381,20 @@ fn plaintext_reply(buf: &[u8]) -> Option<io::Error> {
 /// How long a refused client has to read why before the connection is dropped.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// Tells the peer why it is refused (a goaway over `link`), half-closes, and discards what
-/// it still sends for a moment, so it reads the reason instead of a reset. Returns the
-/// error to log.
-pub(crate) async fn refuse(mut link: AnyLink, code: GoAwayCode, msg: &str, what: &str) -> io::Error {
+/// Tells the peer why it is refused (a goaway over `link`) and closes; returns the error to
+/// log.
+pub(crate) async fn refuse(link: AnyLink, code: GoAwayCode, msg: &str, what: &str) -> io::Error {
     let mut out = BytesMut::new();
     encode::goaway(&mut out, code, msg);
+    say_and_close(link, &out).await;
+    refused(format!("{what} refused: {msg}"))
+}
+
+/// Writes `last` (a refusal) over `link`, half-closes, and discards what the peer still
+/// sends for a moment, so it reads the reason instead of a reset.
+pub(crate) async fn say_and_close(mut link: AnyLink, last: &[u8]) {
     let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
-    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, transport::write_all(&mut link, &out)).await {
+    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, transport::write_all(&mut link, last)).await {
         transport::close_after_draining(&mut link, deadline).await;
     }
-    refused(format!("{what} refused: {msg}"))
 }

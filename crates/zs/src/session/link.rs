@@ -76,8 +76,6 @@ pub(crate) struct SessionLink {
     expiry: Option<Pin<Box<Sleep>>>,
     /// Why the session cannot go on.
     failed: Option<String>,
-    /// The connection closed it (a goaway was sent or received): a lost link is the end.
-    ended: bool,
     events: Option<EventSink>,
     stats: Arc<Stats>,
     addrs: (SocketAddr, SocketAddr),
@@ -115,15 +113,11 @@ impl SessionLink {
             lost_at: None,
             expiry: None,
             failed: None,
-            ended: false,
             events: None,
             stats,
             addrs,
         };
-        if !leftover.is_empty() {
-            s.take_input(&leftover);
-            s.stash = leftover;
-        }
+        s.take_leftover(leftover);
         Ok(s)
     }
 
@@ -156,6 +150,22 @@ impl SessionLink {
             self.fail(format!("session protocol error: {e}"));
         }
         self.shared.unacked.store(self.out.held() as u64, Relaxed);
+    }
+
+    /// Input read past a session answer: counted now, delivered first.
+    fn take_leftover(&mut self, leftover: BytesMut) {
+        self.take_input(&leftover);
+        if self.stash.is_empty() {
+            self.stash = leftover;
+        } else {
+            self.stash.extend_from_slice(&leftover);
+        }
+    }
+
+    /// The connection closed the session (a goaway was sent or received, or it is gone):
+    /// a lost link is then the end.
+    fn ended(&self) -> bool {
+        self.shared.ended()
     }
 
     /// Acks now if enough arrived, else no later than the ack delay.
@@ -222,7 +232,7 @@ impl SessionLink {
 
     /// The physical link is gone: wait for another (or, once ended, stay closed).
     fn lose(&mut self, why: &str) {
-        if self.link.take().is_none() || self.ended || self.failed.is_some() {
+        if self.link.take().is_none() || self.ended() || self.failed.is_some() {
             return;
         }
         self.preface = None;
@@ -257,11 +267,7 @@ impl SessionLink {
     fn attach_offered(&mut self) {
         let Some(attach) = self.shared.take_offer() else { return };
         match attach {
-            Attach::Failed(why) => {
-                self.stats.bump(|s| &s.sessions_expired);
-                self.emit(SessionEvent::Expired { reason: why.clone() });
-                self.fail(why);
-            }
+            Attach::Failed(why) => self.expire(why),
             Attach::Link { link, peer_received, leftover, answer } => {
                 if let Err(e) = self.out.resume(peer_received) {
                     return self.fail(format!("session resume refused: {e}"));
@@ -277,10 +283,7 @@ impl SessionLink {
                     Answer::Resumed { received: self.received }.encode(&mut b);
                     self.preface = Some(b.freeze());
                 }
-                if !leftover.is_empty() {
-                    self.take_input(&leftover);
-                    self.stash.extend_from_slice(&leftover);
-                }
+                self.take_leftover(leftover);
                 let replayed = self.out.sent() - peer_received;
                 let after = self.lost_at.take().map(|t| t.elapsed()).unwrap_or_default();
                 self.expiry = None;
@@ -303,26 +306,24 @@ impl SessionLink {
         if let Some(e) = self.failure() {
             return Poll::Ready(Err(e));
         }
-        if self.link.is_some() {
+        if self.link.is_some() || self.ended() {
             return Poll::Ready(Ok(()));
         }
-        if self.ended {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(t) = self.expiry.as_mut() {
+        if let (Some(t), Role::Server { keep, .. }) = (self.expiry.as_mut(), &self.role) {
             if t.as_mut().poll(cx).is_ready() {
-                let keep = match &self.role {
-                    Role::Server { keep, .. } => *keep,
-                    Role::Client(_) => Duration::ZERO,
-                };
                 let why = format!("session expired: its link was not resumed within {keep:?}");
-                self.stats.bump(|s| &s.sessions_expired);
-                self.emit(SessionEvent::Expired { reason: why.clone() });
-                self.fail(why);
+                self.expire(why);
                 return Poll::Ready(Err(self.failure().expect("just failed")));
             }
         }
         Poll::Pending
+    }
+
+    /// The session is over without a link coming back: tell the application, then fail.
+    fn expire(&mut self, why: String) {
+        self.stats.bump(|s| &s.sessions_expired);
+        self.emit(SessionEvent::Expired { reason: why.clone() });
+        self.fail(why);
     }
 
     /// Reads ahead (into the stash) for the acks a blocked writer waits for.
@@ -404,11 +405,11 @@ impl Link for SessionLink {
             return Ok(n);
         }
         let Some(link) = self.link.as_mut() else {
-            return if self.ended { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if self.ended() { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
         };
         let start = buf.len();
         match link.try_read_buf(buf) {
-            Ok(0) if self.ended => Ok(0),
+            Ok(0) if self.ended() => Ok(0),
             Ok(0) => {
                 self.lose("closed by the other end");
                 Err(io::ErrorKind::WouldBlock.into())
@@ -422,7 +423,7 @@ impl Link for SessionLink {
                 Err(e)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
-            Err(e) if self.ended => Err(e),
+            Err(e) if self.ended() => Err(e),
             Err(e) => {
                 self.lose(&e.to_string());
                 Err(io::ErrorKind::WouldBlock.into())
@@ -529,11 +530,11 @@ impl Link for SessionLink {
     }
 
     fn detached(&self) -> bool {
-        self.link.is_none() && self.failed.is_none() && !self.ended
+        self.link.is_none() && self.failed.is_none() && !self.ended()
     }
 
     fn abandon(&mut self, why: &str) -> bool {
-        if self.ended || self.failed.is_some() {
+        if self.ended() || self.failed.is_some() {
             return false;
         }
         self.lose(why);
@@ -541,7 +542,6 @@ impl Link for SessionLink {
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
-        self.ended = true;
         self.shared.ended.store(true, Relaxed);
         match self.link.as_mut() {
             Some(link) => link.shutdown_write(),

@@ -13,7 +13,7 @@ use zs_wire::session::{Answer, Hello, Refusal};
 use super::link::Role;
 use super::{proof, random, Attach, Registry, SessionConfig, SessionLink, SessionShared};
 use crate::config::{ClientConfig, ConnectionConfig};
-use crate::secure::{self, ClientSecurity, Secured};
+use crate::secure::{self, AnyLink, ClientSecurity, Secured};
 use crate::stats::Stats;
 use crate::transport::{read_message, write_all, Link};
 
@@ -75,13 +75,19 @@ pub(crate) async fn accept(
     }
 }
 
-async fn refuse(mut secured: Secured, code: Refusal, message: &str) -> io::Result<Admitted> {
+async fn refuse(secured: Secured, code: Refusal, message: &str) -> io::Result<Admitted> {
     let mut answer = BytesMut::new();
     Answer::Refused { code, message: message.into() }.encode(&mut answer);
-    let _ = write_all(&mut secured.link, &answer).await;
-    let deadline = Instant::now() + Duration::from_secs(1);
-    crate::transport::close_after_draining(&mut secured.link, deadline).await;
+    secure::say_and_close(secured.link, &answer).await;
     Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("session refused: {message}")))
+}
+
+/// Sends a client's hello and reads the server's answer (and what came after it).
+async fn exchange(link: &mut AnyLink, hello: Hello) -> io::Result<(Answer, BytesMut)> {
+    let mut bytes = BytesMut::new();
+    hello.encode(&mut bytes);
+    write_all(link, &bytes).await?;
+    read_message(link, Answer::parse).await
 }
 
 /// What a client needs to resume its session.
@@ -105,15 +111,10 @@ pub(crate) async fn connect(
     let timeout = client.connect_timeout;
     let mut secured =
         secure::connect(addr, &client.security, true, timeout, &client.connection, stats.clone()).await?;
-    let mut hello = BytesMut::new();
-    Hello::New.encode(&mut hello);
-    let opened = async {
-        write_all(&mut secured.link, &hello).await?;
-        read_message(&mut secured.link, Answer::parse).await
-    };
-    let (answer, leftover) = tokio::time::timeout(timeout, opened).await.map_err(|_| {
-        io::Error::new(io::ErrorKind::TimedOut, "the server did not answer the session hello")
-    })??;
+    let (answer, leftover) =
+        tokio::time::timeout(timeout, exchange(&mut secured.link, Hello::New)).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "the server did not answer the session hello")
+        })??;
     let (id, secret, keep_ms) = match answer {
         Answer::Accepted { id, secret, keep_ms } => (id, secret, keep_ms),
         other => return Err(unexpected(other)),
@@ -138,9 +139,6 @@ pub(crate) async fn connect(
 
 fn unexpected(answer: Answer) -> io::Error {
     match answer {
-        Answer::Refused { code: Refusal::BadProof, message } => {
-            io::Error::new(io::ErrorKind::PermissionDenied, message)
-        }
         Answer::Refused { message, .. } => {
             io::Error::new(io::ErrorKind::ConnectionRefused, format!("session refused: {message}"))
         }
@@ -191,10 +189,8 @@ async fn resume_once(shared: &SessionShared, r: &Reconnect) -> io::Result<Result
         let binding = secured.channel.as_ref().map(|c| c.binding).unwrap_or_default();
         let received = shared.received.load(std::sync::atomic::Ordering::Relaxed);
         let proof = *proof(&shared.secret, &shared.id, received, &binding).as_bytes();
-        let mut hello = BytesMut::new();
-        Hello::Resume { id: shared.id, received, proof }.encode(&mut hello);
-        write_all(&mut secured.link, &hello).await?;
-        let (answer, leftover) = read_message(&mut secured.link, Answer::parse).await?;
+        let hello = Hello::Resume { id: shared.id, received, proof };
+        let (answer, leftover) = exchange(&mut secured.link, hello).await?;
         match answer {
             Answer::Resumed { received } => {
                 Ok(Ok(Attach::Link { link: secured.link, peer_received: received, leftover, answer: false }))
