@@ -3,7 +3,7 @@
 //! shared `Bytes` they already are, so they go out without a copy.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -49,12 +49,9 @@ impl Output {
         let n = if self.segments.is_empty() {
             link.try_write(&self.small)?
         } else {
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
-            iov.extend(self.segments.iter().take(MAX_IOV - 1).map(|s| IoSlice::new(s)));
-            if iov.len() < MAX_IOV && !self.small.is_empty() {
-                iov.push(IoSlice::new(&self.small));
-            }
-            link.try_write_vectored(&iov)?
+            let segments = self.segments.make_contiguous();
+            let tail: &[u8] = if segments.len() < MAX_IOV { &self.small } else { &[] };
+            link.try_write_shared(&segments[..segments.len().min(MAX_IOV - 1)], tail)?
         };
         self.advance(n);
         Ok(n)

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use zs_wire::secure::{parse_opening, Opening, PREAMBLE_LEN};
@@ -150,6 +150,9 @@ impl Link for AnyLink {
     }
     fn try_write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         each_link!(self, l => l.try_write_vectored(bufs))
+    }
+    fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {
+        each_link!(self, l => l.try_write_shared(segments, tail))
     }
     fn has_pending(&self) -> bool {
         each_link!(self, l => l.has_pending())

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 use zs_wire::session::{ack_frame, Answer, FrameWalker, Outbound};
 
+use super::blocks::CopyBlocks;
 use super::open::Reconnect;
 use super::{Attach, Registry, SessionConfig, SessionEvent, SessionShared};
 use crate::secure::AnyLink;
@@ -26,8 +27,9 @@ use crate::transport::Link;
 const PIGGYBACK_ACK: u64 = 4 << 10;
 /// Most input read ahead while a writer waits for acks (the reader may be stalled).
 const MAX_STASH: usize = 1 << 20;
-/// Bytes allocated at a time for the copies kept for replay.
-const TX_BLOCK: usize = 64 << 10;
+/// Smallest segment kept shared rather than copied: a small one would pin a larger buffer
+/// until its ack.
+const SHARE_AT_LEAST: usize = 4 << 10;
 /// Slices handed to one vectored write.
 const MAX_SLICES: usize = 32;
 /// Largest first write on a new link. The secure channel seals each write into records,
@@ -53,8 +55,8 @@ pub(crate) struct SessionLink {
     out: Outbound,
     /// Stream offset written to the current link.
     wire: u64,
-    /// Room for the next writes' copies (see [`TX_BLOCK`]).
-    tx_block: BytesMut,
+    /// Where the copies kept for replay are made.
+    copies: CopyBlocks,
     /// Most bytes the next write to the link may carry (see [`FIRST_WRITE`]).
     write_limit: usize,
     /// The resumed answer, owed to the client before the replay (server).
@@ -98,7 +100,7 @@ impl SessionLink {
             role,
             out: Outbound::new(config.replay_budget),
             wire: 0,
-            tx_block: BytesMut::new(),
+            copies: CopyBlocks::new(config.replay_budget),
             write_limit: usize::MAX,
             preface: None,
             tx_walk: FrameWalker::default(),
@@ -178,10 +180,47 @@ impl SessionLink {
         }
     }
 
+    /// Takes a write: `take(self, room)` queues at most `room` bytes (the budget left; a
+    /// write may end inside a frame, the walker knows), which are then sent.
+    fn write_with(&mut self, take: impl FnOnce(&mut Self, usize)) -> io::Result<usize> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if !self.out.has_room() {
+            // Full: what is held still has to reach the link.
+            self.transmit();
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if self.ack_wanted || self.received - self.acked_to_peer >= PIGGYBACK_ACK {
+            self.inject_ack();
+        }
+        let before = self.out.sent();
+        take(self, self.out.room());
+        let total = (self.out.sent() - before) as usize;
+        if self.ack_wanted {
+            self.inject_ack();
+        }
+        self.shared.unacked.store(self.out.held() as u64, Relaxed);
+        self.transmit();
+        Ok(total)
+    }
+
+    /// Keeps a copy of `bufs` for replay, queued to be sent; `walk` follows the connection's
+    /// frames through them (the session's own ack frames are not part of those).
+    fn keep<'a>(&mut self, bufs: impl IntoIterator<Item = &'a [u8]>, walk: bool) {
+        let (out, tx_walk) = (&mut self.out, &mut self.tx_walk);
+        self.copies.copy(bufs, |piece| {
+            if walk {
+                tx_walk.walk(&piece, |_| {});
+            }
+            out.push(piece);
+        });
+    }
+
     /// Puts an ack frame into the stream if one is wanted and the stream is between frames.
     fn inject_ack(&mut self) {
         if self.received > self.acked_to_peer && self.tx_walk.at_boundary() {
-            self.out.push(Bytes::copy_from_slice(&ack_frame(self.received)));
+            self.keep([&ack_frame(self.received)[..]], false);
             self.acked_to_peer = self.received;
             self.ack_wanted = false;
             self.ack_timer = None;
@@ -461,38 +500,32 @@ impl Link for SessionLink {
     }
 
     fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if let Some(e) = self.failure() {
-            return Err(e);
-        }
-        if !self.out.has_room() {
-            // Full: what is held still has to reach the link.
-            self.transmit();
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        if self.ack_wanted || self.received - self.acked_to_peer >= PIGGYBACK_ACK {
-            self.inject_ack();
-        }
-        // Within the budget: a write may end inside a frame (the walker knows).
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.out.room());
-        // Copied into blocks that later writes share, so most writes allocate nothing.
-        if self.tx_block.capacity() < total {
-            self.tx_block.reserve(total.max(TX_BLOCK));
-        }
-        let mut left = total;
-        for b in bufs {
-            let take = b.len().min(left);
-            self.tx_block.extend_from_slice(&b[..take]);
-            left -= take;
-        }
-        let data = self.tx_block.split().freeze();
-        self.tx_walk.walk(&data, |_| {});
-        self.out.push(data);
-        if self.ack_wanted {
-            self.inject_ack();
-        }
-        self.shared.unacked.store(self.out.held() as u64, Relaxed);
-        self.transmit();
-        Ok(total)
+        self.write_with(|this, mut room| {
+            let taken = bufs.iter().map(|b| {
+                let take = b.len().min(room);
+                room -= take;
+                &b[..take]
+            });
+            this.keep(taken, true);
+        })
+    }
+
+    fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {
+        self.write_with(|this, mut room| {
+            for segment in segments {
+                let take = segment.len().min(room);
+                if take >= SHARE_AT_LEAST {
+                    // Kept as it is: the replay queue shares the connection's frame.
+                    let piece = segment.slice(..take);
+                    this.tx_walk.walk(&piece, |_| {});
+                    this.out.push(piece);
+                } else {
+                    this.keep([&segment[..take]], true);
+                }
+                room -= take;
+            }
+            this.keep([&tail[..tail.len().min(room)]], true);
+        })
     }
 
     fn has_pending(&self) -> bool {
@@ -523,7 +556,11 @@ impl Link for SessionLink {
             link.release_idle();
         }
         self.out.shrink();
-        self.tx_block = BytesMut::new();
+        // Blocks are only worth dropping once nothing unacknowledged shares them: until then
+        // dropping frees no memory and the next write would allocate another.
+        if self.out.held() == 0 {
+            self.copies.release();
+        }
         if self.stash.is_empty() {
             self.stash = BytesMut::new();
         }

@@ -3,12 +3,13 @@
 //! after a reconnect replay from where the other stopped; the connection above never
 //! notices. See `docs/PROTOCOL.md` §10 and ARCHITECTURE "Resumable sessions".
 
+mod blocks;
 mod link;
 mod open;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +113,8 @@ pub(crate) struct SessionShared {
     /// The key the client proved when the session began; a resume must prove the same.
     pub(crate) client_key: Option<Fingerprint>,
     offered: Mutex<Option<Attach>>,
+    /// Set while `offered` holds something: the connection checks it on every poll.
+    has_offer: AtomicBool,
     waker: AtomicWaker,
     attached: AtomicBool,
     ended: AtomicBool,
@@ -129,6 +132,7 @@ impl SessionShared {
             secret,
             client_key,
             offered: Mutex::new(None),
+            has_offer: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             attached: AtomicBool::new(true),
             ended: AtomicBool::new(false),
@@ -142,10 +146,14 @@ impl SessionShared {
     /// Hands the session a new link (or its failure) and wakes its connection.
     pub(crate) fn offer(&self, attach: Attach) {
         *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(attach);
+        self.has_offer.store(true, Release);
         self.waker.wake();
     }
 
     fn take_offer(&self) -> Option<Attach> {
+        if !self.has_offer.swap(false, Acquire) {
+            return None;
+        }
         self.offered.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 

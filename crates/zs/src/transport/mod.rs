@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub(crate) use tcp::{bind_listeners, connect, tune};
 
@@ -95,6 +95,17 @@ pub trait Link: Send + Sync + 'static {
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Writes as much of `bufs`, in order, as the link takes now; `WouldBlock` if none.
     fn try_write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
+    /// Writes as much of `segments` then `tail`, in order, as the link takes now;
+    /// `WouldBlock` if none. The segments are shared, so a link that keeps what it writes
+    /// (a session's replay queue) takes them without a copy.
+    fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {
+        let mut iov: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(segments.len() + 1);
+        iov.extend(segments.iter().map(|s| std::io::IoSlice::new(s)));
+        if !tail.is_empty() {
+            iov.push(std::io::IoSlice::new(tail));
+        }
+        self.try_write_vectored(&iov)
+    }
     /// Bytes taken by a write are still buffered in the link (sealed records, say).
     fn has_pending(&self) -> bool {
         false
@@ -166,6 +177,9 @@ impl<L: Link> Link for Box<L> {
     }
     fn try_write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
         (**self).try_write_vectored(bufs)
+    }
+    fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {
+        (**self).try_write_shared(segments, tail)
     }
     fn has_pending(&self) -> bool {
         (**self).has_pending()
