@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -71,6 +71,8 @@ pub(crate) struct SessionLink {
     ack_every: u64,
     ack_delay: Duration,
     ack_timer: Option<Pin<Box<Sleep>>>,
+    /// The waker in the shared slot (see [`Self::watch_offers`]).
+    registered: Option<Waker>,
     /// Input read (and counted) while a writer waited for acks; delivered first.
     stash: BytesMut,
     lost_at: Option<Instant>,
@@ -111,6 +113,7 @@ impl SessionLink {
             ack_every: config.ack_every as u64,
             ack_delay: config.ack_delay,
             ack_timer: None,
+            registered: None,
             stash: BytesMut::new(),
             lost_at: None,
             expiry: None,
@@ -303,13 +306,16 @@ impl SessionLink {
     }
 
     /// Takes a link (or a failure) offered by the registry or the reconnect task.
-    fn attach_offered(&mut self) {
-        let Some(attach) = self.shared.take_offer() else { return };
+    fn attach_offered(&mut self) -> bool {
+        let Some(attach) = self.shared.take_offer() else { return false };
+        // The offer's wake used up the registered waker.
+        self.registered = None;
         match attach {
             Attach::Failed(why) => self.expire(why),
             Attach::Link { link, peer_received, leftover, answer } => {
                 if let Err(e) = self.out.resume(peer_received) {
-                    return self.fail(format!("session resume refused: {e}"));
+                    self.fail(format!("session resume refused: {e}"));
+                    return true;
                 }
                 if let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) {
                     self.addrs = (remote, local);
@@ -336,12 +342,26 @@ impl SessionLink {
                 self.transmit();
             }
         }
+        true
+    }
+
+    /// Registers for offers (a resume may replace a link that only looks alive) and takes
+    /// any. The shared waker is registered again only when it changed or was used.
+    fn watch_offers(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                self.shared.waker.register(cx.waker());
+                self.registered = Some(cx.waker().clone());
+            }
+            if !self.attach_offered() {
+                return;
+            }
+        }
     }
 
     /// While there is no link: wait for one to be offered, or for the session to expire.
     fn poll_detached(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.shared.waker.register(cx.waker());
-        self.attach_offered();
+        self.watch_offers(cx);
         if let Some(e) = self.failure() {
             return Poll::Ready(Err(e));
         }
@@ -402,9 +422,7 @@ impl SessionLink {
 
 impl Link for SessionLink {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Registered on every poll: a resume may replace a link that only looks alive.
-        self.shared.waker.register(cx.waker());
-        self.attach_offered();
+        self.watch_offers(cx);
         if let Some(e) = self.failure() {
             return Poll::Ready(Err(e));
         }
@@ -471,7 +489,7 @@ impl Link for SessionLink {
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.attach_offered();
+        self.watch_offers(cx);
         if let Some(e) = self.failure() {
             return Poll::Ready(Err(e));
         }

@@ -9,7 +9,7 @@ mod open;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -146,12 +146,13 @@ impl SessionShared {
     /// Hands the session a new link (or its failure) and wakes its connection.
     pub(crate) fn offer(&self, attach: Attach) {
         *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(attach);
-        self.has_offer.store(true, Release);
+        self.has_offer.store(true, SeqCst);
         self.waker.wake();
     }
 
     fn take_offer(&self) -> Option<Attach> {
-        if !self.has_offer.swap(false, Acquire) {
+        // Loaded first: the common case (no offer) costs no locked instruction.
+        if !self.has_offer.load(SeqCst) || !self.has_offer.swap(false, SeqCst) {
             return None;
         }
         self.offered.lock().unwrap_or_else(|p| p.into_inner()).take()
