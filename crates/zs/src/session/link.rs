@@ -429,21 +429,24 @@ impl Link for SessionLink {
         if !self.stash.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        if let Some(t) = self.ack_timer.as_mut() {
-            if t.as_mut().poll(cx).is_ready() {
-                // Readable in name only: the connection reads nothing and then flushes.
-                self.ack_timer = None;
-                self.ack_wanted = true;
-                return Poll::Ready(Ok(()));
-            }
-        }
         let Some(link) = self.link.as_mut() else { return self.poll_detached(cx) };
         match link.poll_read_ready(cx) {
             Poll::Ready(Err(e)) => {
                 self.lose(&e.to_string());
                 self.poll_detached(cx)
             }
-            other => other,
+            // The ack timer is polled only once input pauses: while it flows, the connection
+            // polls again anyway, and acks go out with its writes or past `ack_every`.
+            Poll::Pending => match self.ack_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => {
+                    // Readable in name only: the connection reads nothing and then flushes.
+                    self.ack_timer = None;
+                    self.ack_wanted = true;
+                    Poll::Ready(Ok(()))
+                }
+                _ => Poll::Pending,
+            },
+            ready => ready,
         }
     }
 
