@@ -206,8 +206,8 @@ fn tally(got: &[u64], sent: u64) -> Tally {
     Tally { distinct, repeats, out_of_order }
 }
 
-/// The same rpc and bulk runs through our `Client` with sessions off and on, alternating,
-/// three pairs each; medians of the ratios.
+/// The same rpc and bulk runs through our `Client` with sessions off and on, three pairs
+/// each (the first pair off then on, the next on then off, ...); medians of the ratios.
 fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<SessionCost, String> {
     let servers = start_servers(bulk::floor_sink, opts.secure)?;
     let off = servers.ours.clone();
@@ -216,12 +216,20 @@ fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<Sessio
     let bulk_opts = BulkOptions { size: opts.cost_size, streams: 1, connections: 1, secure: opts.secure };
     let mut rpc = Vec::new();
     let mut bulk_runs = Vec::new();
-    for _ in 0..3 {
-        let a = load_rt.block_on(client_api(&off, load))?;
-        let b = load_rt.block_on(client_api(&on, load))?;
+    for pair in 0..3 {
+        // Which goes first alternates, so neither side always runs on a warmer machine.
+        let sides = if pair % 2 == 0 { [&off, &on] } else { [&on, &off] };
+        let mut r = Vec::new();
+        for t in sides {
+            r.push(load_rt.block_on(client_api(t, load))?);
+        }
+        let (a, b) = if pair % 2 == 0 { (r[0], r[1]) } else { (r[1], r[0]) };
         rpc.push((b.req_per_s / a.req_per_s.max(1e-9), a, b));
-        let a = load_rt.block_on(bulk::ours_streams(&off, bulk_opts))?.0;
-        let b = load_rt.block_on(bulk::ours_streams(&on, bulk_opts))?.0;
+        let mut r = Vec::new();
+        for t in sides {
+            r.push(load_rt.block_on(bulk::ours_streams(t, bulk_opts))?.0);
+        }
+        let (a, b) = if pair % 2 == 0 { (r[0], r[1]) } else { (r[1], r[0]) };
         bulk_runs.push((b.bytes_per_s / a.bytes_per_s.max(1e-9), a, b));
     }
     rpc.sort_by(|x, y| x.0.total_cmp(&y.0));
