@@ -54,6 +54,22 @@ pub enum Kind {
     StreamCancel = 0x15,
     /// The poster of batch streams asks the receiver to drop them.
     BatchClear = 0x16,
+    /// Multiplexer: opens a virtual channel; see `mux::MuxFrame`.
+    MuxOpen = 0x30,
+    /// Multiplexer: the channel is accepted.
+    MuxAccept = 0x31,
+    /// Multiplexer: the channel is refused.
+    MuxRefuse = 0x32,
+    /// Multiplexer: bytes of a channel.
+    MuxData = 0x33,
+    /// Multiplexer: the receiver grants more bytes of window.
+    MuxCredit = 0x34,
+    /// Multiplexer: the sender's side of the channel is finished.
+    MuxClose = 0x35,
+    /// Multiplexer: the channel is dropped, with a reason.
+    MuxReset = 0x36,
+    /// Multiplexer: no new channels on this link.
+    MuxGoAway = 0x37,
 }
 
 impl Kind {
@@ -75,6 +91,14 @@ impl Kind {
             0x14 => Kind::StreamResult,
             0x15 => Kind::StreamCancel,
             0x16 => Kind::BatchClear,
+            0x30 => Kind::MuxOpen,
+            0x31 => Kind::MuxAccept,
+            0x32 => Kind::MuxRefuse,
+            0x33 => Kind::MuxData,
+            0x34 => Kind::MuxCredit,
+            0x35 => Kind::MuxClose,
+            0x36 => Kind::MuxReset,
+            0x37 => Kind::MuxGoAway,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -97,6 +121,14 @@ impl Kind {
             Kind::StreamResult => "stream-result",
             Kind::StreamCancel => "stream-cancel",
             Kind::BatchClear => "batch-clear",
+            Kind::MuxOpen => "mux-open",
+            Kind::MuxAccept => "mux-accept",
+            Kind::MuxRefuse => "mux-refuse",
+            Kind::MuxData => "mux-data",
+            Kind::MuxCredit => "mux-credit",
+            Kind::MuxClose => "mux-close",
+            Kind::MuxReset => "mux-reset",
+            Kind::MuxGoAway => "mux-goaway",
         }
     }
 

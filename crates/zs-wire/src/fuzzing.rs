@@ -81,6 +81,28 @@ pub fn session(data: &[u8]) {
     assert_eq!(w.at_boundary(), w2.at_boundary());
 }
 
+/// Splits `data` into frames and decodes every multiplexer frame among them: whatever
+/// decodes re-encodes to the same frame (a reason longer than allowed never decodes).
+pub fn mux(data: &[u8]) {
+    use crate::mux::MuxFrame;
+    let limits = Limits { max_frame_len: 1 << 16, ..Limits::default() };
+    let mut dec = FrameDecoder::new(limits);
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(frame)) = dec.decode(&mut buf) {
+        if !MuxFrame::is_mux(frame.header.kind) {
+            continue;
+        }
+        if let Ok(m) = MuxFrame::decode(&frame.header, frame.body.clone()) {
+            assert_eq!(m.channel(), frame.header.channel);
+            let mut again = BytesMut::new();
+            m.encode(&mut again).expect("a decoded mux frame re-encodes");
+            let mut dec2 = FrameDecoder::new(limits);
+            let f2 = dec2.decode(&mut again).expect("re-decodes").expect("whole");
+            assert_eq!(MuxFrame::decode(&f2.header, f2.body).as_ref(), Ok(&m));
+        }
+    }
+}
+
 /// Decodes `data` as a DataFrame; whatever decodes must re-encode to an equal frame.
 pub fn dataframe(data: &[u8]) {
     let limits = Limits { max_elements: 1 << 14, max_depth: 16, ..Limits::default() };

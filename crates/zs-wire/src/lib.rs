@@ -13,6 +13,7 @@ mod error;
 pub mod frame;
 pub mod fuzzing;
 mod limits;
+pub mod mux;
 pub mod secure;
 pub mod session;
 

@@ -34,3 +34,10 @@ fn bulk_and_compressed_target() {
         fuzzing::bulk_and_compressed(&input);
     }
 }
+
+#[test]
+fn mux_target() {
+    for input in inputs("mux", 20_000) {
+        fuzzing::mux(&input);
+    }
+}

@@ -67,7 +67,7 @@ impl Client {
         stats.bump(|s| &s.connections_opened);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
         let session = session::of(&link);
-        let peer = Peer::new(id, remote, local, channel, session, Arc::new(config.connection), stats);
+        let peer = Peer::new(id, (remote, local), channel, session, Arc::new(config.connection), stats, true);
         let router = Arc::new(router);
         session::bind_events(&mut link, &peer, &router);
         let (tx, closed) = watch::channel(None);

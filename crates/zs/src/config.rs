@@ -42,6 +42,8 @@ pub struct ConnectionConfig {
     pub ordered: bool,
     /// On graceful shutdown, how long in-flight handlers may take to reply (default 10 s).
     pub drain_timeout: Duration,
+    /// Virtual channels: windows and limits (see [`MuxConfig`](crate::MuxConfig)).
+    pub mux: crate::mux::MuxConfig,
     /// Receive window of each incoming stream: bytes the sender may have in flight
     /// (default 1 MiB; at least the protocol's 256 KiB initial window).
     pub stream_window: u32,
@@ -94,6 +96,7 @@ impl Default for ConnectionConfig {
             ordered: false,
             drain_timeout: Duration::from_secs(10),
             stream_window: 1 << 20,
+            mux: crate::mux::MuxConfig::default(),
             connection_stream_window: 4 << 20,
             max_streams: 256,
             max_buffer_len: 64 << 20,

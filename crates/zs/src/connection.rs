@@ -23,11 +23,13 @@ use futures_util::FutureExt;
 use tokio::time::{Instant, Sleep};
 use zs_wire::body::{parse_code_message, CallBody};
 use zs_wire::bulk::{parse_batch_clear, parse_credit, StreamEnd, StreamMode, StreamOpen, UNKNOWN_LEN};
+use zs_wire::mux::MuxFrame;
 use zs_wire::{ErrorCode, Flags, Frame, FrameDecoder, GoAwayCode, Kind, WireError};
 
 use crate::bulk;
 use crate::config::ConnectionConfig;
 use crate::error::HandlerError;
+use crate::mux::Mux;
 use crate::output::Output;
 use crate::peer::{remote_error, Peer};
 use crate::rpc::outbox::Out;
@@ -122,6 +124,8 @@ pub(crate) struct Connection<L: Link> {
     /// Frames are still queued in the outbox (chunks left for later, or frames that came
     /// in while it was being drained): come back for them without waiting for a signal.
     outbox_more: bool,
+    /// Virtual channels; created on first use.
+    mux: Option<Box<Mux>>,
 }
 
 /// Incoming streams of a connection.
@@ -159,6 +163,7 @@ impl<L: Link> Connection<L> {
             local: LocalStats::default(),
             streams: None,
             outbox_more: false,
+            mux: None,
         };
         c.rearm_timer();
         c
@@ -193,6 +198,9 @@ impl<L: Link> Connection<L> {
             }
         }
         self.peer.mark_closed(reason.to_string());
+        if let Some(mux) = self.mux.as_mut() {
+            mux.fail_all(&format!("the connection closed: {reason}"));
+        }
         self.peer.inner.stats.bump(|s| &s.connections_closed);
         self.local.flush(&self.peer.inner.stats);
         unregister();
@@ -385,7 +393,7 @@ impl<L: Link> Connection<L> {
 
     fn on_frame(&mut self, frame: Frame) -> Step {
         let h = frame.header;
-        if h.channel != 0 {
+        if h.channel != 0 && !MuxFrame::is_mux(h.kind) {
             return Err(self.protocol_error(WireError::UnexpectedChannel(h.channel)));
         }
         match h.kind {
@@ -411,6 +419,18 @@ impl<L: Link> Connection<L> {
             }
             // Taken by the session link as it passed; nothing left to do.
             Kind::SessionAck => Ok(()),
+            Kind::MuxOpen
+            | Kind::MuxAccept
+            | Kind::MuxRefuse
+            | Kind::MuxData
+            | Kind::MuxCredit
+            | Kind::MuxClose
+            | Kind::MuxReset
+            | Kind::MuxGoAway => {
+                let mux = self.mux.get_or_insert_with(Box::default);
+                let r = mux.on_frame(&h, frame.body, &self.peer, &self.router, self.out.small());
+                self.parsed(r)
+            }
             Kind::StreamOpen => self.on_stream_open(frame),
             Kind::StreamData => {
                 let compressed = h.flags.contains(Flags::COMPRESSED);
@@ -728,6 +748,21 @@ impl<L: Link> Connection<L> {
                     if self.draining.is_none() {
                         self.draining = Some(Instant::now() + self.config.drain_timeout);
                         self.rearm_timer();
+                    }
+                }
+                Out::MuxOpen(channel, frame) => {
+                    let mux = self.mux.get_or_insert_with(Box::default);
+                    mux.add_local(channel.clone(), &self.peer);
+                    if !channel.finished() {
+                        self.put(frame);
+                    }
+                }
+                Out::MuxGoAway(reason) => {
+                    self.mux.get_or_insert_with(Box::default).go_away(&reason, self.out.small())
+                }
+                Out::MuxForget(id) => {
+                    if let Some(mux) = self.mux.as_mut() {
+                        mux.forget(id);
                     }
                 }
                 Out::StreamDone(id) => {

@@ -17,11 +17,13 @@ use crate::bulk::{BulkState, OutStream, StreamOptions, Transfer};
 
 use crate::config::ConnectionConfig;
 use crate::error::CallError;
+use crate::mux::{Channel, ChannelPhase, VirtualStream};
 use crate::rpc::outbox::{Out, Outbox, PushError};
 use crate::rpc::{encode, Payload, PayloadType, Text};
 use crate::secure::{ChannelInfo, Fingerprint};
 use crate::session::{SessionShared, SessionStatus};
 use crate::stats::Stats;
+use zs_wire::mux::{ChannelKind, MuxFrame};
 
 type ReplySender = oneshot::Sender<Result<(Flags, Bytes), CallError>>;
 
@@ -48,6 +50,9 @@ pub(crate) struct PeerShared {
     bulk: Mutex<Option<Box<BulkState>>>,
     /// The resumable session the connection runs on, if any.
     session: Option<Arc<SessionShared>>,
+    /// The next virtual channel id this end opens (odd on the end that connected, even on
+    /// the end that accepted).
+    mux_next: AtomicU32,
 }
 
 /// A handle to one connection (either end). Cheap to clone, `Send + Sync`: call the peer,
@@ -66,12 +71,12 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     pub(crate) fn new(
         id: u64,
-        remote: SocketAddr,
-        local: SocketAddr,
+        (remote, local): (SocketAddr, SocketAddr),
         channel: Option<ChannelInfo>,
         session: Option<Arc<SessionShared>>,
         config: Arc<ConnectionConfig>,
         stats: Arc<Stats>,
+        dialer: bool,
     ) -> Peer {
         let outbox = Outbox::new();
         Peer {
@@ -88,6 +93,7 @@ impl Peer {
                 state: Mutex::new(None),
                 bulk: Mutex::new(None),
                 session,
+                mux_next: AtomicU32::new(if dialer { 1 } else { 2 }),
             }),
         }
     }
@@ -179,6 +185,47 @@ impl Peer {
     /// Sends a one-way (direct) stream command.
     pub async fn send_stream(&self, name: &str, frame: DataFrame) -> Result<(), CallError> {
         self.send_payload(name, Payload::Frame(frame)).await
+    }
+
+    /// Opens a virtual channel to the other end's service `name` (see
+    /// [`Router::listen`](crate::Router::listen)) and waits until it is accepted. Fails if
+    /// nothing listens there, its backlog is full, or the connection closes first.
+    pub async fn open_stream(&self, name: &str) -> std::io::Result<VirtualStream> {
+        self.open_stream_port(name, 0).await
+    }
+
+    /// [`open_stream`](Self::open_stream) with a service port (the listener sees it).
+    pub async fn open_stream_port(&self, name: &str, port: u32) -> std::io::Result<VirtualStream> {
+        let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
+        let id = self.inner.mux_next.fetch_add(2, Ordering::Relaxed);
+        if id > u32::MAX - 2 {
+            return Err(invalid("this connection has used up its virtual channel ids"));
+        }
+        let window = self.inner.config.mux.initial_window;
+        let mut frame = bytes::BytesMut::new();
+        MuxFrame::Open { channel: id, kind: ChannelKind::Stream, port, window, name: name.to_owned() }
+            .encode(&mut frame)
+            .map_err(|e| invalid(&e.to_string()))?;
+        let channel = Channel::new(id, ChannelPhase::Opening, window, 0);
+        let channel_state = channel.clone();
+        let stream = VirtualStream::new(channel.clone(), self.clone(), name.into(), port);
+        self.inner.outbox.push_control(Out::MuxOpen(channel, frame.freeze())).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                self.close_reason().unwrap_or_else(|| "the connection is closed".into()),
+            )
+        })?;
+        // The stream exists first: if this future is dropped, so is it, and the channel
+        // is reset.
+        let stream = stream;
+        std::future::poll_fn(|cx| channel_state.lock().poll_opened(cx)).await?;
+        Ok(stream)
+    }
+
+    /// Takes no new virtual channels on this connection, from either end (the other end is
+    /// told `reason`); the channels open carry on.
+    pub fn refuse_new_channels(&self, reason: &str) {
+        let _ = self.inner.outbox.push_control(Out::MuxGoAway(reason.to_owned()));
     }
 
     /// Closes the connection: the peer is told why, pending calls on both ends fail.
@@ -462,6 +509,13 @@ impl Peer {
 }
 
 /// A remote error reply as a `CallError`.
+impl PeerShared {
+    /// Parity of the virtual channel ids this end opens.
+    pub(crate) fn mux_parity(&self) -> u32 {
+        self.mux_next.load(Ordering::Relaxed) % 2
+    }
+}
+
 pub(crate) fn remote_error(code: u16, message: &str) -> CallError {
     CallError::Remote { code: ErrorCode::from_code(code), message: message.to_owned() }
 }

@@ -191,8 +191,15 @@ fn admit(shared: &Arc<Shared>, mut link: AnyLink, channel: Option<ChannelInfo>) 
     let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let session = session::of(&link);
-    let peer =
-        Peer::new(id, remote, local, channel, session, shared.connection.clone(), shared.stats.clone());
+    let peer = Peer::new(
+        id,
+        (remote, local),
+        channel,
+        session,
+        shared.connection.clone(),
+        shared.stats.clone(),
+        false,
+    );
     session::bind_events(&mut link, &peer, &shared.router);
     shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);

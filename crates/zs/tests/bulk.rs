@@ -526,13 +526,6 @@ fn raw_open_to(command: &str, id: u32, total: u64) -> Vec<u8> {
     raw_frame(zs::wire::Kind::StreamOpen, zs::wire::Flags::NONE, id, &open)
 }
 
-fn goaway_of(frames: &[zs::wire::Frame]) -> (zs::GoAwayCode, String) {
-    let last = frames.last().expect("a goaway");
-    assert_eq!(last.header.kind, zs::wire::Kind::GoAway);
-    let (code, msg) = zs::wire::body::parse_code_message(&last.body).unwrap();
-    (zs::GoAwayCode::from_code(code), msg.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_stream_frames_close_only_their_connection() {
     use zs::wire::{Flags, Kind};

@@ -24,6 +24,12 @@ pub(crate) enum Out {
     Shutdown,
     /// An incoming stream's receiver is done with it: forget its id.
     StreamDone(u32),
+    /// Open a virtual channel: register it and write its open frame.
+    MuxOpen(std::sync::Arc<crate::mux::Channel>, Bytes),
+    /// Both ends are done with a virtual channel: forget it.
+    MuxForget(u32),
+    /// Take no new virtual channels (tell the other end why); those open carry on.
+    MuxGoAway(String),
 }
 
 /// Why a frame was not queued.
@@ -122,7 +128,7 @@ impl Outbox {
         self.push_lane(frame, true, max).await
     }
 
-    fn try_push_bulk(&self, frame: Bytes, max: usize) -> Result<(), (PushError, Bytes)> {
+    pub(crate) fn try_push_bulk(&self, frame: Bytes, max: usize) -> Result<(), (PushError, Bytes)> {
         let mut st = self.lock();
         if st.closed {
             return Err((PushError::Closed, frame));

@@ -12,6 +12,7 @@ use super::responder::{RawResponder, Responder};
 use super::{Form, IntoReply, Payload, PayloadType, Text};
 use crate::connection::CloseReason;
 use crate::error::HandlerError;
+use crate::mux::{Incoming, VirtualListener, DEFAULT_BACKLOG};
 use crate::peer::Peer;
 use crate::session::SessionEvent;
 
@@ -64,6 +65,8 @@ pub struct Router {
     pub(crate) on_connect: Vec<Box<ConnectHook>>,
     pub(crate) on_disconnect: Vec<Box<DisconnectHook>>,
     pub(crate) on_session: Vec<Box<SessionHook>>,
+    /// Virtual channel listeners by service name.
+    listeners: HashMap<Box<str>, tokio::sync::mpsc::Sender<Incoming>>,
 }
 
 /// Options of a command just registered.
@@ -319,5 +322,23 @@ impl Router {
     pub fn on_session(&mut self, f: impl Fn(&Peer, &SessionEvent) + Send + Sync + 'static) -> &mut Self {
         self.on_session.push(Box::new(f));
         self
+    }
+
+    /// Listens for virtual channels the other end opens to service `name`, on any
+    /// connection served with this router; up to [`DEFAULT_BACKLOG`] opens wait to be
+    /// accepted, more are refused. A second listener for a name replaces the first.
+    pub fn listen(&mut self, name: &str) -> VirtualListener {
+        self.listen_with_backlog(name, DEFAULT_BACKLOG)
+    }
+
+    /// [`listen`](Self::listen) with a backlog of `backlog` opens.
+    pub fn listen_with_backlog(&mut self, name: &str, backlog: usize) -> VirtualListener {
+        let (listener, tx) = VirtualListener::new(name.into(), backlog);
+        self.listeners.insert(name.into(), tx);
+        listener
+    }
+
+    pub(crate) fn listener(&self, name: &str) -> Option<&tokio::sync::mpsc::Sender<Incoming>> {
+        self.listeners.get(name)
     }
 }

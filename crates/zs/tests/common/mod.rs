@@ -88,3 +88,11 @@ pub async fn connect_with(
 pub fn plaintext() -> ServerConfig {
     ServerConfig { security: zs::ServerSecurity::Plaintext, ..ServerConfig::default() }
 }
+
+/// The code and message of the goaway that ends `frames`.
+pub fn goaway_of(frames: &[zs::wire::Frame]) -> (zs::GoAwayCode, String) {
+    let last = frames.last().expect("a goaway");
+    assert_eq!(last.header.kind, zs::wire::Kind::GoAway);
+    let (code, msg) = zs::wire::body::parse_code_message(&last.body).unwrap();
+    (zs::GoAwayCode::from_code(code), msg.to_owned())
+}

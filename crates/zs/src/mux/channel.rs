@@ -1,0 +1,252 @@
+//! One virtual channel's state, shared by its handle (a `VirtualStream`) and the
+//! connection's task, which delivers its input and credits.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes};
+use zs_wire::mux::MuxCode;
+
+/// Where a channel is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Opened by this end; the other has not answered yet.
+    Opening,
+    /// Both ends may send.
+    Open,
+    /// Over: refused, reset (by either end), or the connection is gone.
+    Failed(MuxCode, String),
+}
+
+/// What the connection's task does after delivering input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    Ok,
+    /// The sender went past its credit: reset the channel.
+    OverCredit,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    /// Input not yet read (bounded by `window`).
+    inbound: VecDeque<Bytes>,
+    inbound_len: usize,
+    /// The other end will send nothing more.
+    pub(crate) read_closed: bool,
+    /// This end sent its close.
+    pub(crate) write_closed: bool,
+    /// Our receive window: bytes the other end may have unread here.
+    window: u32,
+    /// Read since the last grant.
+    consumed: u32,
+    /// Bytes the other end can still take.
+    send_credit: u64,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// A channel's shared part.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub(crate) id: u32,
+    state: Mutex<State>,
+}
+
+impl Channel {
+    /// A channel with a receive window of `window` bytes; `send_credit` is what the other end
+    /// said it can take (0 until it answers, for a channel this end opens).
+    pub(crate) fn new(id: u32, phase: Phase, window: u32, send_credit: u32) -> Arc<Channel> {
+        Arc::new(Channel {
+            id,
+            state: Mutex::new(State {
+                phase,
+                inbound: VecDeque::new(),
+                inbound_len: 0,
+                read_closed: false,
+                write_closed: false,
+                window,
+                consumed: 0,
+                send_credit: send_credit.into(),
+                reader: None,
+                writer: None,
+            }),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The other end accepted: it can take `credit` bytes.
+    pub(crate) fn opened(&self, credit: u32) {
+        let mut st = self.lock();
+        if st.phase == Phase::Opening {
+            st.phase = Phase::Open;
+            st.send_credit = credit.into();
+            st.wake_all();
+        }
+    }
+
+    /// The channel is over (refused, reset, or its connection is gone); pending reads and
+    /// writes fail with `reason`. Input already received can no longer be read.
+    pub(crate) fn fail(&self, code: MuxCode, reason: &str) {
+        let mut st = self.lock();
+        if !matches!(st.phase, Phase::Failed(..)) {
+            st.phase = Phase::Failed(code, reason.to_owned());
+            st.inbound = VecDeque::new();
+            st.inbound_len = 0;
+            st.wake_all();
+        }
+    }
+
+    /// Input from the other end.
+    pub(crate) fn deliver(&self, data: Bytes) -> Delivered {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Failed(..)) || data.is_empty() {
+            return Delivered::Ok;
+        }
+        if st.read_closed || st.inbound_len + data.len() > st.window as usize {
+            return Delivered::OverCredit;
+        }
+        st.inbound_len += data.len();
+        st.inbound.push_back(data);
+        if let Some(w) = st.reader.take() {
+            w.wake();
+        }
+        Delivered::Ok
+    }
+
+    /// More credit from the other end.
+    pub(crate) fn grant(&self, bytes: u32) {
+        let mut st = self.lock();
+        st.send_credit += u64::from(bytes);
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// The other end closed its side; returns whether both sides are now closed.
+    pub(crate) fn peer_closed(&self) -> bool {
+        let mut st = self.lock();
+        st.read_closed = true;
+        if let Some(w) = st.reader.take() {
+            w.wake();
+        }
+        st.write_closed
+    }
+
+    /// Both sides closed, or failed: the connection can forget the channel.
+    pub(crate) fn finished(&self) -> bool {
+        let st = self.lock();
+        matches!(st.phase, Phase::Failed(..)) || (st.read_closed && st.write_closed)
+    }
+}
+
+impl State {
+    fn wake_all(&mut self) {
+        for w in [self.reader.take(), self.writer.take()].into_iter().flatten() {
+            w.wake();
+        }
+    }
+
+    /// The error a read or write sees on a failed channel.
+    pub(crate) fn error(&self) -> Option<io::Error> {
+        match &self.phase {
+            Phase::Failed(code, reason) => {
+                let kind = match code {
+                    MuxCode::NoListener
+                    | MuxCode::BacklogFull
+                    | MuxCode::Refused
+                    | MuxCode::GoingAway
+                    | MuxCode::TooManyChannels => io::ErrorKind::ConnectionRefused,
+                    _ => io::ErrorKind::ConnectionReset,
+                };
+                Some(io::Error::new(kind, reason.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Copies input into `out`; `Ready(0)` at the end. Returns the credit to grant, if it
+    /// is time: once half the window was read. The window doubles, up to `max_window`,
+    /// whenever the reader has read everything by then (the reader keeps up; the window,
+    /// not the reader, limits the rate).
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+        max_window: u32,
+    ) -> Poll<io::Result<(usize, Option<u32>)>> {
+        if let Some(e) = self.error() {
+            return Poll::Ready(Err(e));
+        }
+        if self.inbound_len == 0 {
+            if self.read_closed {
+                return Poll::Ready(Ok((0, None)));
+            }
+            self.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let mut n = 0;
+        while n < out.len() {
+            let Some(front) = self.inbound.front_mut() else { break };
+            let take = front.len().min(out.len() - n);
+            out[n..n + take].copy_from_slice(&front[..take]);
+            front.advance(take);
+            if front.is_empty() {
+                self.inbound.pop_front();
+            }
+            n += take;
+        }
+        self.inbound_len -= n;
+        if self.inbound.is_empty() {
+            self.inbound = VecDeque::new();
+        }
+        self.consumed += n as u32;
+        if self.consumed < self.window / 2 {
+            return Poll::Ready(Ok((n, None)));
+        }
+        let mut grant = std::mem::take(&mut self.consumed);
+        if self.inbound_len == 0 && self.window < max_window {
+            let grown = self.window.saturating_mul(2).min(max_window);
+            grant += grown - self.window;
+            self.window = grown;
+        }
+        Poll::Ready(Ok((n, Some(grant))))
+    }
+
+    /// Takes up to `want` bytes of credit, waiting for some.
+    pub(crate) fn poll_credit(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.error() {
+            return Poll::Ready(Err(e));
+        }
+        if self.write_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the channel was closed for writing",
+            )));
+        }
+        if self.phase == Phase::Opening || self.send_credit == 0 {
+            self.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = (want as u64).min(self.send_credit) as usize;
+        self.send_credit -= n as u64;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits until the other end answered the open.
+    pub(crate) fn poll_opened(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = self.error() {
+            return Poll::Ready(Err(e));
+        }
+        if self.phase == Phase::Opening {
+            self.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,217 @@
+//! Virtual channels (p2pVM): many channels over one connection, opened by either end to a
+//! service name, each with its own credit window. Runs inside the connection's task: input
+//! for a channel is handed to it from the read buffer without a copy, and its output joins
+//! the connection's writes (control frames ahead of data).
+
+mod channel;
+mod listener;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use zs_wire::mux::{ChannelKind, MuxCode, MuxFrame};
+use zs_wire::{Header, WireError};
+
+pub(crate) use channel::{Channel, Phase as ChannelPhase};
+use channel::{Delivered, Phase};
+pub(crate) use listener::Incoming;
+pub use listener::{VirtualListener, DEFAULT_BACKLOG};
+pub use stream::VirtualStream;
+
+use crate::peer::Peer;
+
+/// Limits and windows of virtual channels.
+#[derive(Debug, Clone, Copy)]
+pub struct MuxConfig {
+    /// Receive window a channel starts with (default 256 KiB).
+    pub initial_window: u32,
+    /// Largest a channel's window grows to while its reader keeps up (default 16 MiB).
+    pub max_window: u32,
+    /// Most channels open at once on one connection (default 250,000); opens beyond it
+    /// are refused with `TooManyChannels`.
+    pub max_channels: usize,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        MuxConfig { initial_window: 256 << 10, max_window: 16 << 20, max_channels: 250_000 }
+    }
+}
+
+/// The channels of one connection, kept by its task.
+#[derive(Default)]
+pub(crate) struct Mux {
+    channels: HashMap<u32, Arc<Channel>>,
+    /// The other end said it takes no new channels.
+    peer_going_away: bool,
+    /// The highest channel id the other end opened.
+    last_remote: u32,
+    /// This end said it takes no new channels.
+    going_away: bool,
+}
+
+impl Mux {
+    /// A channel this end opens (its open frame is written by the caller).
+    pub(crate) fn add_local(&mut self, channel: Arc<Channel>, peer: &Peer) {
+        let max = peer.inner.config.mux.max_channels;
+        if self.peer_going_away {
+            channel.fail(MuxCode::GoingAway, "the other end takes no new channels");
+        } else if self.going_away {
+            channel.fail(MuxCode::GoingAway, "this end takes no new channels");
+        } else if self.channels.len() >= max {
+            channel.fail(MuxCode::TooManyChannels, &format!("more than {max} channels on this connection"));
+        } else {
+            self.channels.insert(channel.id, channel);
+        }
+    }
+
+    /// Forgets a channel both ends are done with.
+    pub(crate) fn forget(&mut self, id: u32) {
+        if self.channels.get(&id).is_some_and(|c| c.finished()) {
+            self.channels.remove(&id);
+        }
+    }
+
+    /// Handles a multiplexer frame from the other end.
+    /// Answers (refusals, resets) are appended to `out`, the connection's output.
+    pub(crate) fn on_frame(
+        &mut self,
+        header: &Header,
+        body: Bytes,
+        peer: &Peer,
+        router: &crate::Router,
+        out: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        let frame = MuxFrame::decode(header, body)?;
+        match frame {
+            open @ MuxFrame::Open { .. } => {
+                let channel = open.channel();
+                if let Err((code, reason)) = self.on_open(open, peer, router) {
+                    answer(out, MuxFrame::Refuse { channel, code, reason });
+                }
+            }
+            MuxFrame::Accept { channel, window } => {
+                if let Some(c) = self.channels.get(&channel) {
+                    c.opened(window);
+                }
+            }
+            MuxFrame::Refuse { channel, code, reason } | MuxFrame::Reset { channel, code, reason } => {
+                if let Some(c) = self.channels.remove(&channel) {
+                    c.fail(code, &reason);
+                }
+            }
+            MuxFrame::Data { channel, data } => {
+                if let Some(c) = self.channels.get(&channel) {
+                    if c.deliver(data) == Delivered::OverCredit {
+                        let reason = "data beyond the channel's credit, or after its close".to_owned();
+                        c.fail(MuxCode::FlowControl, &reason);
+                        self.channels.remove(&channel);
+                        answer(out, MuxFrame::Reset { channel, code: MuxCode::FlowControl, reason });
+                    }
+                }
+                // Data for a channel already reset here: dropped (it was in flight).
+            }
+            MuxFrame::Credit { channel, bytes } => {
+                if let Some(c) = self.channels.get(&channel) {
+                    c.grant(bytes);
+                }
+            }
+            MuxFrame::Close { channel } => {
+                if let Some(c) = self.channels.get(&channel) {
+                    if c.peer_closed() {
+                        self.channels.remove(&channel);
+                    }
+                }
+            }
+            MuxFrame::GoAway { last, reason, .. } => {
+                self.peer_going_away = true;
+                // Opens the other end saw (up to `last`) are still answered; later ones not.
+                for c in self.channels.values() {
+                    if c.id > last && c.lock().phase == Phase::Opening {
+                        c.fail(MuxCode::GoingAway, &format!("the other end takes no new channels: {reason}"));
+                    }
+                }
+                self.channels.retain(|_, c| !c.finished());
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a channel the other end opens and hands it to its listener, or says why not.
+    fn on_open(
+        &mut self,
+        open: MuxFrame,
+        peer: &Peer,
+        router: &crate::Router,
+    ) -> Result<(), (MuxCode, String)> {
+        let MuxFrame::Open { channel: id, kind, port, window, name } = open else {
+            unreachable!("called with an open frame")
+        };
+        let refuse = |code, reason: String| Err((code, reason));
+        if id % 2 == peer.inner.mux_parity() {
+            return refuse(MuxCode::Protocol, format!("channel {id} has this end's parity"));
+        }
+        if self.channels.contains_key(&id) {
+            return refuse(MuxCode::Protocol, format!("channel {id} is already open"));
+        }
+        let max = peer.inner.config.mux.max_channels;
+        if self.channels.len() >= max {
+            return refuse(MuxCode::TooManyChannels, format!("more than {max} channels on this connection"));
+        }
+        if self.going_away {
+            return refuse(MuxCode::GoingAway, "this end takes no new channels".to_owned());
+        }
+        if kind != ChannelKind::Stream {
+            return refuse(MuxCode::Refused, "only stream channels are served here".to_owned());
+        }
+        let Some(tx) = router.listener(&name) else {
+            return refuse(MuxCode::NoListener, format!("nothing listens on \"{name}\""));
+        };
+        let config = peer.inner.config.mux;
+        let channel = Channel::new(id, Phase::Open, config.initial_window, window);
+        let incoming = Incoming {
+            channel: channel.clone(),
+            peer: peer.clone(),
+            name: name.as_str().into(),
+            port,
+            window: config.initial_window,
+        };
+        match tx.try_send(incoming) {
+            Ok(()) => {
+                self.last_remote = self.last_remote.max(id);
+                self.channels.insert(id, channel);
+                Ok(())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                refuse(MuxCode::BacklogFull, format!("the backlog of \"{name}\" is full"))
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                refuse(MuxCode::NoListener, format!("nothing listens on \"{name}\""))
+            }
+        }
+    }
+
+    /// The connection is gone: every channel fails with `reason`.
+    pub(crate) fn fail_all(&mut self, reason: &str) {
+        for (_, c) in self.channels.drain() {
+            c.fail(MuxCode::Other, reason);
+        }
+    }
+
+    /// Tells the other end to open no more channels here; the channels open carry on.
+    pub(crate) fn go_away(&mut self, reason: &str, out: &mut BytesMut) {
+        self.going_away = true;
+        answer(
+            out,
+            MuxFrame::GoAway { last: self.last_remote, code: MuxCode::GoingAway, reason: reason.to_owned() },
+        );
+    }
+}
+
+/// Appends a frame the connection's task writes itself.
+fn answer(out: &mut BytesMut, frame: MuxFrame) {
+    // Only an open with a bad name fails to encode, and the task never writes one.
+    let _ = frame.encode(out);
+}
