@@ -24,6 +24,8 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Client {
     peer: Peer,
     closed: watch::Receiver<Option<CloseReason>>,
+    /// The virtual clients of `ClientConfig::virtual_clients`, by service name.
+    channels: Vec<(String, Peer)>,
 }
 
 impl Client {
@@ -76,7 +78,21 @@ impl Client {
             let reason = conn.run(|| {}).await;
             let _ = tx.send(Some(reason));
         });
-        Ok(Client { peer, closed })
+        let mut channels = Vec::with_capacity(config.virtual_clients.len());
+        for name in &config.virtual_clients {
+            let channel = peer.open_peer(name).await.map_err(|e| {
+                peer.close();
+                io::Error::new(e.kind(), format!("virtual client \"{name}\": {e}"))
+            })?;
+            channels.push((name.clone(), channel));
+        }
+        Ok(Client { peer, closed, channels })
+    }
+
+    /// The virtual client opened for service `name` (one of `ClientConfig::virtual_clients`): a
+    /// full peer over this client's one connection.
+    pub fn virtual_client(&self, name: &str) -> Option<&Peer> {
+        self.channels.iter().find(|(n, _)| n == name).map(|(_, p)| p)
     }
 
     /// The connection's peer handle (clone it to use from other tasks).

@@ -166,6 +166,11 @@ pub struct ClientConfig {
     /// Open a resumable session: the connection survives dropped links (default `None`;
     /// needs Noise or TLS).
     pub session: Option<SessionConfig>,
+    /// Automated virtual clients (p2pVM): service names the server serves as peer channels
+    /// ([`Router::serve_channels`](crate::Router::serve_channels)); the client opens one
+    /// channel per name as it connects ([`Client::virtual_client`](crate::Client::virtual_client)).
+    /// Default: none.
+    pub virtual_clients: Vec<String>,
 }
 
 impl Default for ClientConfig {
@@ -175,6 +180,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             security: ClientSecurity::default(),
             session: None,
+            virtual_clients: Vec::new(),
         }
     }
 }

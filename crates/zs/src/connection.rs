@@ -140,6 +140,7 @@ struct Streams {
 
 impl<L: Link> Connection<L> {
     pub(crate) fn new(link: L, peer: Peer, router: Arc<Router>) -> Self {
+        let _ = peer.inner.router.set(router.clone());
         let config = peer.inner.config.clone();
         let now = Instant::now();
         let mut c = Connection {

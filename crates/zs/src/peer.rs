@@ -53,6 +53,9 @@ pub(crate) struct PeerShared {
     /// The next virtual channel id this end opens (odd on the end that connected, even on
     /// the end that accepted).
     mux_next: AtomicU32,
+    /// The router the connection serves (set when its task starts): virtual peer channels
+    /// opened from here are served by it too.
+    pub(crate) router: std::sync::OnceLock<Arc<crate::Router>>,
 }
 
 /// A handle to one connection (either end). Cheap to clone, `Send + Sync`: call the peer,
@@ -94,6 +97,7 @@ impl Peer {
                 bulk: Mutex::new(None),
                 session,
                 mux_next: AtomicU32::new(if dialer { 1 } else { 2 }),
+                router: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -196,6 +200,28 @@ impl Peer {
 
     /// [`open_stream`](Self::open_stream) with a service port (the listener sees it).
     pub async fn open_stream_port(&self, name: &str, port: u32) -> std::io::Result<VirtualStream> {
+        let channel = self.open_channel(name, port, ChannelKind::Stream)?;
+        // The stream exists first: if this future is dropped, so is it, and the channel
+        // is reset.
+        let stream = VirtualStream::new(channel.clone(), self.clone(), name.into(), port);
+        std::future::poll_fn(|cx| channel.lock().poll_opened(cx)).await?;
+        Ok(stream)
+    }
+
+    /// Opens a virtual channel to the other end's service `name` that is a full peer (see
+    /// [`Router::serve_channels`](crate::Router::serve_channels)): calls, sends, push and
+    /// bulk work on the returned `Peer` as on a connection, and this connection's router
+    /// serves the other end's calls on it.
+    pub async fn open_peer(&self, name: &str) -> std::io::Result<Peer> {
+        let channel = self.open_channel(name, 0, ChannelKind::Peer)?;
+        let link = crate::mux::ChannelLink::new(channel.clone(), self.clone());
+        std::future::poll_fn(|cx| channel.lock().poll_opened(cx)).await?;
+        let router = self.inner.router.get().cloned().unwrap_or_default();
+        Ok(crate::mux::serve_peer(link, self, true, router))
+    }
+
+    /// Registers a channel this end opens and queues its open frame.
+    fn open_channel(&self, name: &str, port: u32, kind: ChannelKind) -> std::io::Result<Arc<Channel>> {
         let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
         let id = self.inner.mux_next.fetch_add(2, Ordering::Relaxed);
         if id > u32::MAX - 2 {
@@ -203,23 +229,29 @@ impl Peer {
         }
         let window = self.inner.config.mux.initial_window;
         let mut frame = bytes::BytesMut::new();
-        MuxFrame::Open { channel: id, kind: ChannelKind::Stream, port, window, name: name.to_owned() }
+        MuxFrame::Open { channel: id, kind, port, window, name: name.to_owned() }
             .encode(&mut frame)
             .map_err(|e| invalid(&e.to_string()))?;
         let channel = Channel::new(id, ChannelPhase::Opening, window, 0);
-        let channel_state = channel.clone();
-        let stream = VirtualStream::new(channel.clone(), self.clone(), name.into(), port);
-        self.inner.outbox.push_control(Out::MuxOpen(channel, frame.freeze())).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                self.close_reason().unwrap_or_else(|| "the connection is closed".into()),
-            )
+        self.inner.outbox.push_control(Out::MuxOpen(channel.clone(), frame.freeze())).map_err(|_| {
+            let why = self.close_reason().unwrap_or_else(|| "the connection is closed".into());
+            std::io::Error::new(std::io::ErrorKind::NotConnected, why)
         })?;
-        // The stream exists first: if this future is dropped, so is it, and the channel
-        // is reset.
-        let stream = stream;
-        std::future::poll_fn(|cx| channel_state.lock().poll_opened(cx)).await?;
-        Ok(stream)
+        Ok(channel)
+    }
+
+    /// A peer on a virtual channel of `physical`.
+    pub(crate) fn on_channel(physical: &Peer, id: u64, dialer: bool) -> Peer {
+        let p = &physical.inner;
+        Peer::new(
+            id,
+            (p.remote, p.local),
+            p.channel.as_deref().cloned(),
+            None,
+            p.config.clone(),
+            p.stats.clone(),
+            dialer,
+        )
     }
 
     /// Takes no new virtual channels on this connection, from either end (the other end is

@@ -52,6 +52,19 @@ async fn round_trip(s: &mut VirtualStream, data: &[u8]) -> Vec<u8> {
     got
 }
 
+/// The server's handle of its one connection (it registers it as the client connects).
+async fn server_peer(server: &zs::ServerHandle) -> zs::Peer {
+    within("the server to see the client", async {
+        loop {
+            if let Some(p) = server.peers().pop() {
+                break p;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
 async fn client(server: &zs::ServerHandle, router: Router) -> Client {
     let config = ClientConfig { security: server.client_security(), ..ClientConfig::default() };
     Client::connect_with(server.local_addr(), router, config).await.unwrap()
@@ -194,15 +207,7 @@ async fn the_server_opens_channels_to_a_client_and_the_link_ending_fails_them() 
     let mut client_router = Router::new();
     echo(client_router.listen("behind-nat"));
     let c = client(&server, client_router).await;
-    let peer = within("the server to see the client", async {
-        loop {
-            if let Some(p) = server.peers().into_iter().next() {
-                break p;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let peer = server_peer(&server).await;
     let mut s = peer.open_stream_port("behind-nat", 8080).await.unwrap();
     assert_eq!(s.id() % 2, 0, "the accepting end opens even channels");
     assert_eq!(round_trip(&mut s, b"reverse p2pVM").await, b"reverse p2pVM");
@@ -221,7 +226,7 @@ async fn a_go_away_refuses_new_channels_and_the_open_ones_carry_on() {
     let server = serve(router).await;
     let c = client(&server, Router::new()).await;
     let mut open = c.peer().open_stream("echo").await.unwrap();
-    let server_peer = server.peers().pop().expect("one connection");
+    let server_peer = server_peer(&server).await;
     server_peer.refuse_new_channels("draining for a deploy");
     let e = within("the refusal", c.peer().open_stream("echo")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
@@ -303,4 +308,97 @@ async fn hostile_mux_frames_get_refusals_resets_or_a_goaway_and_hurt_no_one_else
 
     // The bystander's channel never noticed.
     assert_eq!(round_trip(&mut channel, b"unharmed").await, b"unharmed");
+}
+
+#[tokio::test]
+async fn virtual_clients_are_full_peers_over_one_connection() {
+    let mut router = Router::new();
+    router.console("whoami", |peer, text| format!("{} on peer {}", text, peer.id()));
+    router.serve_channels("chat").serve_channels("files");
+    let server = serve(router).await;
+    let mut client_router = Router::new();
+    client_router.console("pushed", |_, text| format!("client saw {text}"));
+    let config = ClientConfig {
+        security: server.client_security(),
+        virtual_clients: vec!["chat".into(), "files".into()],
+        ..ClientConfig::default()
+    };
+    let c = Client::connect_with(server.local_addr(), client_router, config).await.unwrap();
+    let (chat, files) = (c.virtual_client("chat").unwrap(), c.virtual_client("files").unwrap());
+    assert!(c.virtual_client("nope").is_none());
+    let a = chat.call_console("hello", "x").await.unwrap_err();
+    assert!(a.to_string().contains("hello"), "unknown commands are named: {a}");
+    let a = chat.call_console("whoami", "chat").await.unwrap();
+    let b = files.call_console("whoami", "files").await.unwrap();
+    let main = c.peer().call_console("whoami", "main").await.unwrap();
+    // Three distinct peers at the server, over one connection.
+    let ids: std::collections::HashSet<_> =
+        [&a, &b, &main].iter().map(|t| t.split(' ').next_back().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 3, "{a} / {b} / {main}");
+    assert_eq!(server.connection_count(), 1);
+    // Concurrent calls on both virtual clients.
+    let calls: Vec<_> = (0..500)
+        .map(|i| {
+            let p = if i % 2 == 0 { chat.clone() } else { files.clone() };
+            tokio::spawn(async move {
+                p.call_console("whoami", i.to_string()).await.unwrap().starts_with(&format!("{i} "))
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(within("a call on a virtual client", call).await.unwrap());
+    }
+    // A service the server does not serve is refused clearly.
+    let config = ClientConfig {
+        security: server.client_security(),
+        virtual_clients: vec!["missing".into()],
+        ..ClientConfig::default()
+    };
+    let Err(e) = Client::connect_with(server.local_addr(), Router::new(), config).await else {
+        panic!("a virtual client of a service nobody serves was opened")
+    };
+    assert!(e.to_string().contains("no peer service \"missing\""), "{e}");
+}
+
+#[tokio::test]
+async fn the_server_hosts_nothing_and_calls_a_service_behind_the_client() {
+    let server = serve(Router::new()).await;
+    let mut client_router = Router::new();
+    client_router.console("behind", |_, text| format!("from behind the NAT: {text}"));
+    client_router.serve_channels("agent");
+    let _c = client(&server, client_router).await;
+    let physical = server_peer(&server).await;
+    let agent = physical.open_peer("agent").await.unwrap();
+    assert_eq!(agent.call_console("behind", "ping").await.unwrap(), "from behind the NAT: ping");
+}
+
+#[tokio::test]
+async fn virtual_channels_carry_on_when_the_session_link_is_cut() {
+    use zs_bench::fault_proxy::{FaultProxy, Faults};
+    let mut router = Router::new();
+    router.console("echo", |_, text| text.to_owned());
+    router.serve_channels("svc");
+    echo(router.listen("raw"));
+    let server = serve(router).await;
+    let proxy = FaultProxy::start(server.local_addr(), Faults::default()).await.unwrap();
+    let config = ClientConfig {
+        security: server.client_security(),
+        session: Some(zs::SessionConfig {
+            min_backoff: std::time::Duration::from_millis(5),
+            ..Default::default()
+        }),
+        virtual_clients: vec!["svc".into()],
+        ..ClientConfig::default()
+    };
+    let c = Client::connect_with(proxy.addr(), Router::new(), config).await.unwrap();
+    let svc = c.virtual_client("svc").unwrap().clone();
+    let mut raw = c.peer().open_stream("raw").await.unwrap();
+    for round in 0..20u32 {
+        let text = format!("round {round}");
+        assert_eq!(svc.call_console("echo", text.clone()).await.unwrap(), text.as_str());
+        let data = round.to_le_bytes().repeat(1000);
+        assert_eq!(round_trip(&mut raw, &data).await, data);
+        proxy.cut_all();
+    }
+    assert_eq!(server.connection_count(), 1);
 }

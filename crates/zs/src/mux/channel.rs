@@ -170,25 +170,26 @@ impl State {
         }
     }
 
-    /// Copies input into `out`; `Ready(0)` at the end. Returns the credit to grant, if it
-    /// is time: once half the window was read. The window doubles, up to `max_window`,
-    /// whenever the reader has read everything by then (the reader keeps up; the window,
-    /// not the reader, limits the rate).
-    pub(crate) fn poll_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut [u8],
-        max_window: u32,
-    ) -> Poll<io::Result<(usize, Option<u32>)>> {
+    /// Whether a read would make progress now (input, its end, or a failure); if not, the
+    /// reader is woken when it would.
+    pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.inbound_len > 0 || self.read_closed || matches!(self.phase, Phase::Failed(..)) {
+            return true;
+        }
+        self.reader = Some(cx.waker().clone());
+        false
+    }
+
+    /// Copies input into `out` (0 at the end; `WouldBlock` if none yet). Returns the credit
+    /// to grant, if it is time: once half the window was read. The window doubles, up to
+    /// `max_window`, whenever the reader has read everything by then (the reader keeps up;
+    /// the window, not the reader, limits the rate).
+    pub(crate) fn read(&mut self, out: &mut [u8], max_window: u32) -> io::Result<(usize, Option<u32>)> {
         if let Some(e) = self.error() {
-            return Poll::Ready(Err(e));
+            return Err(e);
         }
         if self.inbound_len == 0 {
-            if self.read_closed {
-                return Poll::Ready(Ok((0, None)));
-            }
-            self.reader = Some(cx.waker().clone());
-            return Poll::Pending;
+            return if self.read_closed { Ok((0, None)) } else { Err(io::ErrorKind::WouldBlock.into()) };
         }
         let mut n = 0;
         while n < out.len() {
@@ -207,7 +208,7 @@ impl State {
         }
         self.consumed += n as u32;
         if self.consumed < self.window / 2 {
-            return Poll::Ready(Ok((n, None)));
+            return Ok((n, None));
         }
         let mut grant = std::mem::take(&mut self.consumed);
         if self.inbound_len == 0 && self.window < max_window {
@@ -215,27 +216,39 @@ impl State {
             grant += grown - self.window;
             self.window = grown;
         }
-        Poll::Ready(Ok((n, Some(grant))))
+        Ok((n, Some(grant)))
     }
 
-    /// Takes up to `want` bytes of credit, waiting for some.
-    pub(crate) fn poll_credit(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+    /// Input bytes waiting to be read.
+    pub(crate) fn unread(&self) -> usize {
+        self.inbound_len
+    }
+
+    /// Whether a write would make progress now (credit, or a failure); if not, the writer
+    /// is woken when it would.
+    pub(crate) fn poll_writable(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.error().is_some() || self.write_closed || (self.phase == Phase::Open && self.send_credit > 0)
+        {
+            return true;
+        }
+        self.writer = Some(cx.waker().clone());
+        false
+    }
+
+    /// Takes up to `want` bytes of credit (`WouldBlock` if there is none).
+    pub(crate) fn take_credit(&mut self, want: usize) -> io::Result<usize> {
         if let Some(e) = self.error() {
-            return Poll::Ready(Err(e));
+            return Err(e);
         }
         if self.write_closed {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the channel was closed for writing",
-            )));
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the channel was closed for writing"));
         }
         if self.phase == Phase::Opening || self.send_credit == 0 {
-            self.writer = Some(cx.waker().clone());
-            return Poll::Pending;
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = (want as u64).min(self.send_credit) as usize;
         self.send_credit -= n as u64;
-        Poll::Ready(Ok(n))
+        Ok(n)
     }
 
     /// Waits until the other end answered the open.

@@ -6,7 +6,8 @@ use tokio::sync::mpsc;
 use zs_wire::mux::MuxFrame;
 
 use super::channel::Channel;
-use super::stream::{control, VirtualStream};
+use super::link::control;
+use super::stream::VirtualStream;
 use crate::peer::Peer;
 
 /// Opens not yet accepted that a listener holds by default; more are refused with

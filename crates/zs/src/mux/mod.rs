@@ -4,6 +4,7 @@
 //! the connection's writes (control frames ahead of data).
 
 mod channel;
+mod link;
 mod listener;
 mod stream;
 
@@ -16,6 +17,7 @@ use zs_wire::{Header, WireError};
 
 pub(crate) use channel::{Channel, Phase as ChannelPhase};
 use channel::{Delivered, Phase};
+pub(crate) use link::ChannelLink;
 pub(crate) use listener::Incoming;
 pub use listener::{VirtualListener, DEFAULT_BACKLOG};
 pub use stream::VirtualStream;
@@ -81,15 +83,17 @@ impl Mux {
         header: &Header,
         body: Bytes,
         peer: &Peer,
-        router: &crate::Router,
+        router: &Arc<crate::Router>,
         out: &mut BytesMut,
     ) -> Result<(), WireError> {
         let frame = MuxFrame::decode(header, body)?;
         match frame {
             open @ MuxFrame::Open { .. } => {
                 let channel = open.channel();
-                if let Err((code, reason)) = self.on_open(open, peer, router) {
-                    answer(out, MuxFrame::Refuse { channel, code, reason });
+                match self.on_open(open, peer, router) {
+                    Err((code, reason)) => answer(out, MuxFrame::Refuse { channel, code, reason }),
+                    Ok(Some(window)) => answer(out, MuxFrame::Accept { channel, window }),
+                    Ok(None) => {}
                 }
             }
             MuxFrame::Accept { channel, window } => {
@@ -140,12 +144,13 @@ impl Mux {
     }
 
     /// Registers a channel the other end opens and hands it to its listener, or says why not.
+    /// `Ok(Some(window))`: accepted at once (a peer channel), answer with the window.
     fn on_open(
         &mut self,
         open: MuxFrame,
         peer: &Peer,
-        router: &crate::Router,
-    ) -> Result<(), (MuxCode, String)> {
+        router: &Arc<crate::Router>,
+    ) -> Result<Option<u32>, (MuxCode, String)> {
         let MuxFrame::Open { channel: id, kind, port, window, name } = open else {
             unreachable!("called with an open frame")
         };
@@ -163,14 +168,20 @@ impl Mux {
         if self.going_away {
             return refuse(MuxCode::GoingAway, "this end takes no new channels".to_owned());
         }
-        if kind != ChannelKind::Stream {
-            return refuse(MuxCode::Refused, "only stream channels are served here".to_owned());
+        let config = peer.inner.config.mux;
+        let channel = Channel::new(id, Phase::Open, config.initial_window, window);
+        if kind == ChannelKind::Peer {
+            if !router.serves_channels(&name) {
+                return refuse(MuxCode::NoListener, format!("no peer service \"{name}\" here"));
+            }
+            self.last_remote = self.last_remote.max(id);
+            self.channels.insert(id, channel.clone());
+            serve_peer(ChannelLink::new(channel, peer.clone()), peer, false, router.clone());
+            return Ok(Some(config.initial_window));
         }
         let Some(tx) = router.listener(&name) else {
             return refuse(MuxCode::NoListener, format!("nothing listens on \"{name}\""));
         };
-        let config = peer.inner.config.mux;
-        let channel = Channel::new(id, Phase::Open, config.initial_window, window);
         let incoming = Incoming {
             channel: channel.clone(),
             peer: peer.clone(),
@@ -182,7 +193,7 @@ impl Mux {
             Ok(()) => {
                 self.last_remote = self.last_remote.max(id);
                 self.channels.insert(id, channel);
-                Ok(())
+                Ok(None)
             }
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                 refuse(MuxCode::BacklogFull, format!("the backlog of \"{name}\" is full"))
@@ -214,4 +225,21 @@ impl Mux {
 fn answer(out: &mut BytesMut, frame: MuxFrame) {
     // Only an open with a bad name fails to encode, and the task never writes one.
     let _ = frame.encode(out);
+}
+
+/// Ids of peers on virtual channels (apart from those of connections).
+static VIRTUAL_PEER_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 48);
+
+/// Runs a full connection over a virtual channel of `physical`, served by `router`.
+pub(crate) fn serve_peer(
+    link: ChannelLink,
+    physical: &Peer,
+    dialer: bool,
+    router: Arc<crate::Router>,
+) -> Peer {
+    let id = VIRTUAL_PEER_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let peer = Peer::on_channel(physical, id, dialer);
+    let conn = crate::connection::Connection::new(link, peer.clone(), router);
+    tokio::spawn(conn.run(|| {}));
+    peer
 }

@@ -67,6 +67,8 @@ pub struct Router {
     pub(crate) on_session: Vec<Box<SessionHook>>,
     /// Virtual channel listeners by service name.
     listeners: HashMap<Box<str>, tokio::sync::mpsc::Sender<Incoming>>,
+    /// Service names whose virtual channels this router serves as full peers.
+    peer_services: std::collections::HashSet<Box<str>>,
 }
 
 /// Options of a command just registered.
@@ -336,6 +338,17 @@ impl Router {
         let (listener, tx) = VirtualListener::new(name.into(), backlog);
         self.listeners.insert(name.into(), tx);
         listener
+    }
+
+    /// Serves virtual channels the other end opens to service `name` as full peers of this
+    /// router (its commands, push, bulk; `on_connect` runs for each, with its own `Peer`).
+    pub fn serve_channels(&mut self, name: &str) -> &mut Self {
+        self.peer_services.insert(name.into());
+        self
+    }
+
+    pub(crate) fn serves_channels(&self, name: &str) -> bool {
+        self.peer_services.contains(name)
     }
 
     pub(crate) fn listener(&self, name: &str) -> Option<&tokio::sync::mpsc::Sender<Incoming>> {
