@@ -200,7 +200,7 @@ impl<L: Link> Connection<L> {
         }
         self.peer.mark_closed(reason.to_string());
         if let Some(mux) = self.mux.as_mut() {
-            mux.fail_all(&format!("the connection closed: {reason}"));
+            mux.fail_all(&format!("the connection closed: {reason}"), &self.peer);
         }
         self.peer.inner.stats.bump(|s| &s.connections_closed);
         self.local.flush(&self.peer.inner.stats);
@@ -763,7 +763,7 @@ impl<L: Link> Connection<L> {
                 }
                 Out::MuxForget(id) => {
                     if let Some(mux) = self.mux.as_mut() {
-                        mux.forget(id);
+                        mux.forget(id, &self.peer);
                     }
                 }
                 Out::StreamDone(id) => {

@@ -69,6 +69,10 @@ counters! {
     handshakes_failed,
     /// Times a connection rolled its sending keys.
     rekeys,
+    /// Virtual channels opened (by either end) on this end's connections.
+    channels_opened,
+    /// Virtual channels closed, reset, refused after opening, or failed with their connection.
+    channels_closed,
     /// Resumable sessions opened.
     sessions_opened,
     /// Times a session resumed over a new link.

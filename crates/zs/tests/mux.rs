@@ -101,6 +101,10 @@ async fn ten_thousand_channels_exchange_at_once_over_one_connection() {
     assert_eq!(ids.len(), 10_000);
     assert!(ids.iter().all(|id| id % 2 == 1), "the connecting end opens odd channels");
     assert_eq!(server.connection_count(), 1);
+    // Every channel was forgotten by both ends once both had closed it.
+    let all_forgotten = |s: zs::StatsSnapshot| s.channels_opened == 10_000 && s.channels_closed == 10_000;
+    wait_until("the server to forget its channels", || all_forgotten(server.stats())).await;
+    wait_until("the client to forget its channels", || all_forgotten(c.stats())).await;
 }
 
 #[tokio::test]
@@ -401,4 +405,39 @@ async fn virtual_channels_carry_on_when_the_session_link_is_cut() {
         proxy.cut_all();
     }
     assert_eq!(server.connection_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_peer_channels_exchange_calls_at_once() {
+    let mut router = Router::new();
+    router.console("double", |_, text| text.repeat(2));
+    router.serve_channels("svc");
+    let server = serve(router).await;
+    let c = client(&server, Router::new()).await;
+    let tasks: Vec<_> = (0..10_000u32)
+        .map(|i| {
+            let physical = c.peer().clone();
+            tokio::spawn(async move {
+                let peer = physical.open_peer("svc").await.unwrap();
+                for round in 0..3 {
+                    let text = format!("{i}.{round}");
+                    assert_eq!(
+                        peer.call_console("double", text.clone()).await.unwrap(),
+                        text.repeat(2).as_str()
+                    );
+                }
+                peer.close();
+            })
+        })
+        .collect();
+    for t in tasks {
+        within("a virtual peer's calls", t).await.unwrap();
+    }
+    assert_eq!(server.connection_count(), 1);
+    wait_until("the server to forget the closed channels", || {
+        let s = server.stats();
+        s.channels_opened == 10_000 && s.channels_closed == 10_000
+    })
+    .await;
+    wait_until("the client to forget them", || c.stats().channels_closed == 10_000).await;
 }

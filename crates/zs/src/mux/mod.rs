@@ -9,6 +9,7 @@ mod listener;
 mod stream;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -65,14 +66,14 @@ impl Mux {
         } else if self.channels.len() >= max {
             channel.fail(MuxCode::TooManyChannels, &format!("more than {max} channels on this connection"));
         } else {
-            self.channels.insert(channel.id, channel);
+            self.insert(channel, peer);
         }
     }
 
     /// Forgets a channel both ends are done with.
-    pub(crate) fn forget(&mut self, id: u32) {
+    pub(crate) fn forget(&mut self, id: u32, peer: &Peer) {
         if self.channels.get(&id).is_some_and(|c| c.finished()) {
-            self.channels.remove(&id);
+            self.remove(id, peer);
         }
     }
 
@@ -102,7 +103,7 @@ impl Mux {
                 }
             }
             MuxFrame::Refuse { channel, code, reason } | MuxFrame::Reset { channel, code, reason } => {
-                if let Some(c) = self.channels.remove(&channel) {
+                if let Some(c) = self.remove(channel, peer) {
                     c.fail(code, &reason);
                 }
             }
@@ -111,7 +112,7 @@ impl Mux {
                     if c.deliver(data) == Delivered::OverCredit {
                         let reason = "data beyond the channel's credit, or after its close".to_owned();
                         c.fail(MuxCode::FlowControl, &reason);
-                        self.channels.remove(&channel);
+                        self.remove(channel, peer);
                         answer(out, MuxFrame::Reset { channel, code: MuxCode::FlowControl, reason });
                     }
                 }
@@ -125,7 +126,7 @@ impl Mux {
             MuxFrame::Close { channel } => {
                 if let Some(c) = self.channels.get(&channel) {
                     if c.peer_closed() {
-                        self.channels.remove(&channel);
+                        self.remove(channel, peer);
                     }
                 }
             }
@@ -137,7 +138,9 @@ impl Mux {
                         c.fail(MuxCode::GoingAway, &format!("the other end takes no new channels: {reason}"));
                     }
                 }
+                let before = self.channels.len();
                 self.channels.retain(|_, c| !c.finished());
+                peer.inner.stats.channels_closed.fetch_add((before - self.channels.len()) as u64, Relaxed);
             }
         }
         Ok(())
@@ -175,7 +178,7 @@ impl Mux {
                 return refuse(MuxCode::NoListener, format!("no peer service \"{name}\" here"));
             }
             self.last_remote = self.last_remote.max(id);
-            self.channels.insert(id, channel.clone());
+            self.insert(channel.clone(), peer);
             serve_peer(ChannelLink::new(channel, peer.clone()), peer, false, router.clone());
             return Ok(Some(config.initial_window));
         }
@@ -192,7 +195,7 @@ impl Mux {
         match tx.try_send(incoming) {
             Ok(()) => {
                 self.last_remote = self.last_remote.max(id);
-                self.channels.insert(id, channel);
+                self.insert(channel, peer);
                 Ok(None)
             }
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
@@ -205,10 +208,22 @@ impl Mux {
     }
 
     /// The connection is gone: every channel fails with `reason`.
-    pub(crate) fn fail_all(&mut self, reason: &str) {
+    pub(crate) fn fail_all(&mut self, reason: &str, peer: &Peer) {
+        peer.inner.stats.channels_closed.fetch_add(self.channels.len() as u64, Relaxed);
         for (_, c) in self.channels.drain() {
             c.fail(MuxCode::Other, reason);
         }
+    }
+
+    fn insert(&mut self, channel: Arc<Channel>, peer: &Peer) {
+        peer.inner.stats.bump(|s| &s.channels_opened);
+        self.channels.insert(channel.id, channel);
+    }
+
+    fn remove(&mut self, id: u32, peer: &Peer) -> Option<Arc<Channel>> {
+        let c = self.channels.remove(&id)?;
+        peer.inner.stats.bump(|s| &s.channels_closed);
+        Some(c)
     }
 
     /// Tells the other end to open no more channels here; the channels open carry on.
