@@ -12,6 +12,7 @@ pub mod fault_proxy;
 pub mod floor;
 mod harness;
 pub mod idle;
+pub mod mux;
 mod procmem;
 pub mod report;
 pub mod resume;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, fanout, idle, resume, rpc, Secure};
+use zs_bench::{bulk, churn, fanout, idle, mux, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -192,6 +192,23 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Virtual channels over one connection: bytes per held channel (both ends), one
+    /// channel's bulk throughput against plain TCP and tokio-yamux, and 64-byte calls on one
+    /// channel while another saturates the link.
+    Mux {
+        /// Channels held at once for the memory figure (0 skips it).
+        #[arg(long, default_value_t = 100_000)]
+        channels: usize,
+        /// Bytes per bulk transfer, e.g. 1G (0 skips the comparison).
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Calls timed alone and beside the saturating channel (0 skips it).
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn a folder of `--json` results into SVG charts.
     Report {
         /// Folder of results (one JSON object per file).
@@ -311,6 +328,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Bulk { .. } => Some(Progress::start("bulk", None)),
         Scenario::Idle { .. } => Some(Progress::start("idle", None)),
         Scenario::Resume { .. } => Some(Progress::start("resume", None)),
+        Scenario::Mux { .. } => Some(Progress::start("mux", None)),
         _ => None,
     };
     match args.scenario {
@@ -403,6 +421,16 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let opts = resume::ResumeOptions { disconnects, messages, secure, cost_duration, cost_size };
             let r = resume::run(opts)?;
             print(json, &r, || resume::table(&r))
+        }
+        Scenario::Mux { channels, size, calls, json } => {
+            if channels > 1_000_000 || calls > 1_000_000 || size > 1 << 36 {
+                return Err(
+                    "--channels and --calls must be at most 1,000,000, --size at most 64 GiB (0 skips)"
+                        .into(),
+                );
+            }
+            let r = mux::run(mux::MuxOptions { channels, size, calls })?;
+            print(json, &r, || mux::table(&r))
         }
         Scenario::Report { input, output } => {
             for path in zs_bench::report::run(&input, &output)? {

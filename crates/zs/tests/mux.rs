@@ -441,3 +441,27 @@ async fn ten_thousand_peer_channels_exchange_calls_at_once() {
     .await;
     wait_until("the client to forget them", || c.stats().channels_closed == 10_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_shut_down_and_dropped_still_delivers_everything_in_order() {
+    let mut router = Router::new();
+    let mut listener = router.listen("sink");
+    let server = serve_with(router, plaintext()).await;
+    let config = ClientConfig::secured(zs::ClientSecurity::Plaintext);
+    let c = Client::connect_with(server.local_addr(), Router::new(), config).await.unwrap();
+    let (w, r) =
+        within("open and accept", async { tokio::join!(c.peer().open_stream("sink"), listener.accept()) })
+            .await;
+    let (mut w, mut r) = (w.unwrap(), r.unwrap());
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.map(|_| got)
+    });
+    w.write_all(&data).await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    let got = within("everything to arrive", reader).await.unwrap().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes arrived changed or out of order");
+}

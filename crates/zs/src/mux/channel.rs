@@ -26,6 +26,8 @@ pub(crate) enum Delivered {
     Ok,
     /// The sender went past its credit: reset the channel.
     OverCredit,
+    /// Nobody reads the channel any more (its handle was dropped after a shutdown): reset it.
+    Abandoned,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub(crate) struct State {
     pub(crate) read_closed: bool,
     /// This end sent its close.
     pub(crate) write_closed: bool,
+    /// The handle was dropped after its shutdown: input is no longer wanted.
+    abandoned: bool,
     /// Our receive window: bytes the other end may have unread here.
     window: u32,
     /// Read since the last grant.
@@ -67,6 +71,7 @@ impl Channel {
                 inbound_len: 0,
                 read_closed: false,
                 write_closed: false,
+                abandoned: false,
                 window,
                 consumed: 0,
                 send_credit: send_credit.into(),
@@ -108,6 +113,9 @@ impl Channel {
         if matches!(st.phase, Phase::Failed(..)) || data.is_empty() {
             return Delivered::Ok;
         }
+        if st.abandoned {
+            return Delivered::Abandoned;
+        }
         if st.read_closed || st.inbound_len + data.len() > st.window as usize {
             return Delivered::OverCredit;
         }
@@ -136,6 +144,15 @@ impl Channel {
             w.wake();
         }
         st.write_closed
+    }
+
+    /// The handle is gone after shutting its side down: the close it sent stands (the other
+    /// end still reads everything before it), and input from now on is refused.
+    pub(crate) fn abandon(&self) {
+        let mut st = self.lock();
+        st.abandoned = true;
+        st.inbound = VecDeque::new();
+        st.inbound_len = 0;
     }
 
     /// Both sides closed, or failed: the connection can forget the channel.

@@ -217,15 +217,22 @@ impl Link for ChannelLink {
 
 impl Drop for ChannelLink {
     fn drop(&mut self) {
-        let failed = matches!(self.channel.lock().phase, Phase::Failed(..));
-        if !failed && !self.channel.finished() {
+        let (failed, write_closed) = {
+            let st = self.channel.lock();
+            (matches!(st.phase, Phase::Failed(..)), st.write_closed)
+        };
+        if !failed && !write_closed {
+            // Dropped before its shutdown: the other end must not wait for more.
             self.reset(MuxCode::Cancelled, "the other end dropped the channel");
             return;
         }
-        // A close still waiting for room goes out by itself.
+        // Shut down, then dropped: what was sent, and the close, still arrive in order (a
+        // close waiting for room goes out by itself). The connection forgets the channel
+        // when the other end closes too, and refuses input until then.
         if let (Some(p), Ok(rt)) = (self.pending().take(), tokio::runtime::Handle::try_current()) {
             rt.spawn(p);
         }
+        self.channel.abandon();
         let _ = self.peer.inner.outbox.push_control(Out::MuxForget(self.channel.id));
     }
 }

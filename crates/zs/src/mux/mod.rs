@@ -108,13 +108,22 @@ impl Mux {
                 }
             }
             MuxFrame::Data { channel, data } => {
-                if let Some(c) = self.channels.get(&channel) {
-                    if c.deliver(data) == Delivered::OverCredit {
+                let refused = match self.channels.get(&channel).map(|c| (c.deliver(data), c)) {
+                    Some((Delivered::OverCredit, c)) => {
                         let reason = "data beyond the channel's credit, or after its close".to_owned();
                         c.fail(MuxCode::FlowControl, &reason);
-                        self.remove(channel, peer);
-                        answer(out, MuxFrame::Reset { channel, code: MuxCode::FlowControl, reason });
+                        Some((MuxCode::FlowControl, reason))
                     }
+                    Some((Delivered::Abandoned, c)) => {
+                        let reason = "nobody reads this channel any more".to_owned();
+                        c.fail(MuxCode::Cancelled, &reason);
+                        Some((MuxCode::Cancelled, reason))
+                    }
+                    _ => None,
+                };
+                if let Some((code, reason)) = refused {
+                    self.remove(channel, peer);
+                    answer(out, MuxFrame::Reset { channel, code, reason });
                 }
                 // Data for a channel already reset here: dropped (it was in flight).
             }

@@ -69,11 +69,15 @@ fn pending_or(r: io::Result<usize>) -> Poll<io::Result<usize>> {
 impl AsyncRead for VirtualStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let link = &mut self.get_mut().link;
+        // Counts against the task's budget like tokio's own IO: a reader that always finds
+        // data yields now and then instead of holding a worker thread.
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             ready!(link.poll_read_ready(cx))?;
             match pending_or(link.read(buf.initialize_unfilled())) {
                 Poll::Ready(r) => {
                     buf.advance(r?);
+                    coop.made_progress();
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Pending => continue, // emptied meanwhile: register again
@@ -85,9 +89,11 @@ impl AsyncRead for VirtualStream {
 impl AsyncWrite for VirtualStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let link = &mut self.get_mut().link;
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             ready!(link.poll_write_ready(cx))?;
             if let Poll::Ready(r) = pending_or(link.try_write(buf)) {
+                coop.made_progress();
                 return Poll::Ready(r);
             }
         }
