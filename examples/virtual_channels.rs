@@ -21,7 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 let mut data = Vec::new();
                 stream.read_to_end(&mut data).await?;
-                stream.write_all(format!("received {} bytes on port {}", data.len(), stream.port()).as_bytes()).await?;
+                stream
+                    .write_all(format!("received {} bytes on port {}", data.len(), stream.port()).as_bytes())
+                    .await?;
                 stream.shutdown().await
             });
         }

@@ -246,6 +246,10 @@ async fn yamux_once(size: u64) -> Result<f64, String> {
         first
     });
     let w = control.open_stream().await.map_err(|e| e.to_string())?;
+    // A tokio-yamux stream takes its window updates in only while it is read (its docs: a
+    // stream that only writes gets stuck), so the writing end is also read, as it expects.
+    let (mut updates, w) = tokio::io::split(w);
+    tokio::spawn(async move { sink(&mut updates, u64::MAX).await });
     // yamux announces a stream with its first data: the writer starts before the accept.
     let start = Instant::now();
     let writer = tokio::spawn(send(w, size));
