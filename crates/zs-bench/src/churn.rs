@@ -110,11 +110,11 @@ fn measure(
     // A short warm-up, so the figures exclude first-use allocations.
     let warm = ChurnOptions { duration: Duration::from_millis(200), ..opts };
     rt.block_on(churn(&server.addrs, &server.target, floor, warm))?;
-    let rss_before = crate::procmem::status_bytes(&pid, "VmRSS:")?;
+    let rss_before = crate::procmem::rss(&pid)?;
     let (h, failed, elapsed) = rt.block_on(churn(&server.addrs, &server.target, floor, opts))?;
     // The server sees the last closes a moment after the clients made them.
     std::thread::sleep(Duration::from_millis(500));
-    let rss_after = crate::procmem::status_bytes(&pid, "VmRSS:")?;
+    let rss_after = crate::procmem::rss(&pid)?;
     let cycle = Figures::from(&h, elapsed);
     Ok(ChurnFigures {
         conns_per_s: cycle.req_per_s,

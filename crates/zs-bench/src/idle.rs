@@ -288,7 +288,7 @@ pub async fn floor_server(addrs: usize) -> Result<(), String> {
 }
 
 fn rss_of(pids: &[u32]) -> Result<u64, String> {
-    pids.iter().map(|p| crate::procmem::status_bytes(&p.to_string(), "VmRSS:")).sum()
+    pids.iter().map(|p| crate::procmem::rss(&p.to_string())).sum()
 }
 
 /// Opens `connections` from `procs` client processes, spread over the server's addresses,

@@ -123,10 +123,6 @@ async fn serve(router: Router) -> Result<(zs::ServerHandle, Client), String> {
     Ok((server, client))
 }
 
-fn rss() -> Result<u64, String> {
-    procmem::status_bytes("self", "VmRSS:")
-}
-
 /// Opens `n` channels and holds both ends.
 async fn held(n: usize) -> Result<Held, String> {
     let mut router = Router::new();
@@ -144,7 +140,7 @@ async fn held(n: usize) -> Result<Held, String> {
     });
     // Warm the connection, then measure from here.
     drop(client.peer().open_stream("hold").await.map_err(|e| e.to_string())?);
-    let before = rss()?;
+    let before = procmem::rss("self")?;
     let start = Instant::now();
     let mut mine: Vec<VirtualStream> = Vec::with_capacity(n);
     // Opened 1,000 at a time: the transient futures stay small beside what is measured.
@@ -162,7 +158,7 @@ async fn held(n: usize) -> Result<Held, String> {
     }
     let theirs = accepted.await.map_err(|e| e.to_string())?;
     let open_s = start.elapsed().as_secs_f64();
-    let growth = rss()?.saturating_sub(before);
+    let growth = procmem::rss("self")?.saturating_sub(before);
     let channels = mine.len();
     drop((mine, theirs));
     Ok(Held { channels, rss_growth: growth, bytes_per_channel: growth as f64 / channels as f64, open_s })

@@ -12,9 +12,14 @@ pub(crate) fn status_bytes(pid: &str, field: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// A process's resident memory in bytes; `pid` may be `self`.
+pub(crate) fn rss(pid: &str) -> Result<u64, String> {
+    status_bytes(pid, "VmRSS:")
+}
+
 /// Resets a process's peak-RSS mark (`VmHWM`) and returns its current RSS.
 pub(crate) fn reset_peak(pid: &str) -> Result<u64, String> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
         .map_err(|e| format!("cannot reset peak RSS: {e}"))?;
-    status_bytes(pid, "VmRSS:")
+    rss(pid)
 }

@@ -217,19 +217,9 @@ fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<Sessio
     let mut rpc = Vec::new();
     let mut bulk_runs = Vec::new();
     for pair in 0..3 {
-        // Which goes first alternates, so neither side always runs on a warmer machine.
-        let sides = if pair % 2 == 0 { [&off, &on] } else { [&on, &off] };
-        let mut r = Vec::new();
-        for t in sides {
-            r.push(load_rt.block_on(client_api(t, load))?);
-        }
-        let (a, b) = if pair % 2 == 0 { (r[0], r[1]) } else { (r[1], r[0]) };
+        let (a, b) = off_on(pair, &off, &on, |t| load_rt.block_on(client_api(t, load)))?;
         rpc.push((b.req_per_s / a.req_per_s.max(1e-9), a, b));
-        let mut r = Vec::new();
-        for t in sides {
-            r.push(load_rt.block_on(bulk::ours_streams(t, bulk_opts))?.0);
-        }
-        let (a, b) = if pair % 2 == 0 { (r[0], r[1]) } else { (r[1], r[0]) };
+        let (a, b) = off_on(pair, &off, &on, |t| Ok(load_rt.block_on(bulk::ours_streams(t, bulk_opts))?.0))?;
         bulk_runs.push((b.bytes_per_s / a.bytes_per_s.max(1e-9), a, b));
     }
     rpc.sort_by(|x, y| x.0.total_cmp(&y.0));
@@ -237,6 +227,23 @@ fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<Sessio
     let (rpc_ratio, rpc_off, rpc_on) = rpc[1];
     let (bulk_ratio, bulk_off, bulk_on) = bulk_runs[1];
     Ok(SessionCost { rpc_off, rpc_on, rpc_ratio, bulk_off, bulk_on, bulk_ratio })
+}
+
+/// Runs `run` with sessions off and on, in the order pair number `pair` says (off first in
+/// even pairs, so neither side always runs on a warmer machine); returns (off, on).
+fn off_on<T>(
+    pair: usize,
+    off: &Target,
+    on: &Target,
+    mut run: impl FnMut(&Target) -> Result<T, String>,
+) -> Result<(T, T), String> {
+    if pair.is_multiple_of(2) {
+        let a = run(off)?;
+        Ok((a, run(on)?))
+    } else {
+        let b = run(on)?;
+        Ok((run(off)?, b))
+    }
 }
 
 /// A readable table of the report.

@@ -318,10 +318,12 @@ impl MuxFrame {
     }
 }
 
-/// Appends a data frame for `channel` with `data` as its body (no intermediate value).
-pub fn encode_data(out: &mut BytesMut, channel: u32, data: &[u8]) {
+/// Appends a data frame for `channel` whose body is `parts`, in order (no intermediate value).
+pub fn encode_data<'a>(out: &mut BytesMut, channel: u32, parts: impl IntoIterator<Item = &'a [u8]>) {
     let mut w = FrameWriter::begin(out, Kind::MuxData, Flags::NONE, channel, 0);
-    w.body().put_slice(data);
+    for part in parts {
+        w.body().put_slice(part);
+    }
     w.finish(u32::MAX).expect("no limit");
 }
 

@@ -78,14 +78,15 @@ impl Client {
             let reason = conn.run(|| {}).await;
             let _ = tx.send(Some(reason));
         });
-        let mut channels = Vec::with_capacity(config.virtual_clients.len());
-        for name in &config.virtual_clients {
-            let channel = peer.open_peer(name).await.map_err(|e| {
-                peer.close();
-                io::Error::new(e.kind(), format!("virtual client \"{name}\": {e}"))
-            })?;
-            channels.push((name.clone(), channel));
-        }
+        // Opened at once: one round trip for all of them.
+        let physical = &peer;
+        let opens = config.virtual_clients.iter().map(|name| async move {
+            match physical.open_peer(name).await {
+                Ok(channel) => Ok((name.clone(), channel)),
+                Err(e) => Err(io::Error::new(e.kind(), format!("virtual client \"{name}\": {e}"))),
+            }
+        });
+        let channels = futures_util::future::try_join_all(opens).await.inspect_err(|_| peer.close())?;
         Ok(Client { peer, closed, channels })
     }
 

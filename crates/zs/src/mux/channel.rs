@@ -197,11 +197,16 @@ impl State {
         false
     }
 
-    /// Copies input into `out` (0 at the end; `WouldBlock` if none yet). Returns the credit
-    /// to grant, if it is time: once half the window was read. The window doubles, up to
-    /// `max_window`, whenever the reader has read everything by then (the reader keeps up;
-    /// the window, not the reader, limits the rate).
-    pub(crate) fn read(&mut self, out: &mut [u8], max_window: u32) -> io::Result<(usize, Option<u32>)> {
+    /// Hands up to `max` bytes of input, in pieces, to `put` (0 at the end; `WouldBlock` if
+    /// none yet). Returns the credit to grant, if it is time: once half the window was read.
+    /// The window doubles, up to `max_window`, whenever the reader has read everything by
+    /// then (the reader keeps up; the window, not the reader, limits the rate).
+    pub(crate) fn read(
+        &mut self,
+        max: usize,
+        max_window: u32,
+        mut put: impl FnMut(&[u8]),
+    ) -> io::Result<(usize, Option<u32>)> {
         if let Some(e) = self.error() {
             return Err(e);
         }
@@ -209,10 +214,10 @@ impl State {
             return if self.read_closed { Ok((0, None)) } else { Err(io::ErrorKind::WouldBlock.into()) };
         }
         let mut n = 0;
-        while n < out.len() {
+        while n < max {
             let Some(front) = self.inbound.front_mut() else { break };
-            let take = front.len().min(out.len() - n);
-            out[n..n + take].copy_from_slice(&front[..take]);
+            let take = front.len().min(max - n);
+            put(&front[..take]);
             front.advance(take);
             if front.is_empty() {
                 self.inbound.pop_front();
@@ -236,9 +241,9 @@ impl State {
         Ok((n, Some(grant)))
     }
 
-    /// Input bytes waiting to be read.
-    pub(crate) fn unread(&self) -> usize {
-        self.inbound_len
+    /// The receive window now.
+    pub(crate) fn window(&self) -> u32 {
+        self.window
     }
 
     /// Whether a write would make progress now (credit, or a failure); if not, the writer

@@ -14,7 +14,7 @@ use zs_wire::mux::{encode_data, MuxCode, MuxFrame};
 use super::channel::{Channel, Phase};
 use crate::peer::{Peer, PeerShared};
 use crate::rpc::outbox::{Out, PushError};
-use crate::transport::Link;
+use crate::transport::{self, Link};
 
 /// Largest data frame a channel sends: big writes are cut so that other channels' frames
 /// (and this link's control frames) interleave.
@@ -81,10 +81,10 @@ impl ChannelLink {
         }
     }
 
-    /// Reads into `out`, granting credit as the window asks.
-    pub(crate) fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// Hands up to `max` bytes of input to `put`, granting credit as the window asks.
+    pub(crate) fn read_with(&mut self, max: usize, put: impl FnMut(&[u8])) -> io::Result<usize> {
         let max_window = self.peer.inner.config.mux.max_window;
-        let (n, grant) = self.channel.lock().read(out, max_window)?;
+        let (n, grant) = self.channel.lock().read(max, max_window, put)?;
         if let Some(bytes) = grant.filter(|&g| g > 0) {
             control(&self.peer.inner, MuxFrame::Credit { channel: self.channel.id, bytes });
         }
@@ -102,19 +102,7 @@ impl ChannelLink {
         }
         let n = self.channel.lock().take_credit(total.min(MAX_DATA))?;
         let mut frame = BytesMut::with_capacity(zs_wire::HEADER_LEN + n);
-        let mut left = n;
-        let first = bufs.iter().find(|b| !b.is_empty()).expect("total > 0");
-        if first.len() >= n {
-            encode_data(&mut frame, self.channel.id, &first[..n]);
-        } else {
-            let mut joined = Vec::with_capacity(n);
-            for b in bufs {
-                let take = b.len().min(left);
-                joined.extend_from_slice(&b[..take]);
-                left -= take;
-            }
-            encode_data(&mut frame, self.channel.id, &joined);
-        }
+        encode_data(&mut frame, self.channel.id, transport::up_to(bufs, n));
         self.queue(frame.freeze())?;
         Ok(n)
     }
@@ -165,12 +153,8 @@ impl Link for ChannelLink {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        let want = self.channel.lock().unread().max(1);
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        let r = self.read(&mut buf[start..]);
-        buf.truncate(start + *r.as_ref().unwrap_or(&0));
-        r
+        // All that is queued, appended as it is (no zero-filled room first).
+        self.read_with(usize::MAX, |piece| buf.extend_from_slice(piece))
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

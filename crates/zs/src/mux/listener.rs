@@ -20,8 +20,6 @@ pub(crate) struct Incoming {
     pub(crate) peer: Peer,
     pub(crate) name: Arc<str>,
     pub(crate) port: u32,
-    /// The receive window this end advertises when it accepts.
-    pub(crate) window: u32,
 }
 
 /// The channels opened to one service name, from any connection that shares the router.
@@ -54,7 +52,8 @@ impl VirtualListener {
             if inc.channel.finished() {
                 continue; // the opener gave up, or the connection is gone
             }
-            control(&inc.peer.inner, MuxFrame::Accept { channel: inc.channel.id, window: inc.window });
+            let window = inc.channel.lock().window();
+            control(&inc.peer.inner, MuxFrame::Accept { channel: inc.channel.id, window });
             return Some(VirtualStream::new(inc.channel, inc.peer, inc.name, inc.port));
         }
     }

@@ -166,54 +166,50 @@ impl Mux {
         let MuxFrame::Open { channel: id, kind, port, window, name } = open else {
             unreachable!("called with an open frame")
         };
-        let refuse = |code, reason: String| Err((code, reason));
-        if id % 2 == peer.inner.mux_parity() {
-            return refuse(MuxCode::Protocol, format!("channel {id} has this end's parity"));
-        }
-        if self.channels.contains_key(&id) {
-            return refuse(MuxCode::Protocol, format!("channel {id} is already open"));
-        }
         let max = peer.inner.config.mux.max_channels;
-        if self.channels.len() >= max {
-            return refuse(MuxCode::TooManyChannels, format!("more than {max} channels on this connection"));
+        let refusal = if id % 2 == peer.inner.mux_parity() {
+            Some((MuxCode::Protocol, format!("channel {id} has this end's parity")))
+        } else if self.channels.contains_key(&id) {
+            Some((MuxCode::Protocol, format!("channel {id} is already open")))
+        } else if self.channels.len() >= max {
+            Some((MuxCode::TooManyChannels, format!("more than {max} channels on this connection")))
+        } else if self.going_away {
+            Some((MuxCode::GoingAway, "this end takes no new channels".to_owned()))
+        } else if kind == ChannelKind::Peer && !router.serves_channels(&name) {
+            Some((MuxCode::NoListener, format!("no peer service \"{name}\" here")))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Err(refusal);
         }
-        if self.going_away {
-            return refuse(MuxCode::GoingAway, "this end takes no new channels".to_owned());
-        }
-        let config = peer.inner.config.mux;
-        let channel = Channel::new(id, Phase::Open, config.initial_window, window);
+        let our_window = peer.inner.config.mux.initial_window;
+        let channel = Channel::new(id, Phase::Open, our_window, window);
         if kind == ChannelKind::Peer {
-            if !router.serves_channels(&name) {
-                return refuse(MuxCode::NoListener, format!("no peer service \"{name}\" here"));
-            }
-            self.last_remote = self.last_remote.max(id);
-            self.insert(channel.clone(), peer);
+            self.accepted(channel.clone(), peer);
             serve_peer(ChannelLink::new(channel, peer.clone()), peer, false, router.clone());
-            return Ok(Some(config.initial_window));
+            return Ok(Some(our_window));
         }
-        let Some(tx) = router.listener(&name) else {
-            return refuse(MuxCode::NoListener, format!("nothing listens on \"{name}\""));
-        };
-        let incoming = Incoming {
-            channel: channel.clone(),
-            peer: peer.clone(),
-            name: name.as_str().into(),
-            port,
-            window: config.initial_window,
-        };
+        let no_listener = || (MuxCode::NoListener, format!("nothing listens on \"{name}\""));
+        let tx = router.listener(&name).ok_or_else(no_listener)?;
+        let incoming =
+            Incoming { channel: channel.clone(), peer: peer.clone(), name: name.as_str().into(), port };
         match tx.try_send(incoming) {
             Ok(()) => {
-                self.last_remote = self.last_remote.max(id);
-                self.insert(channel, peer);
+                self.accepted(channel, peer);
                 Ok(None)
             }
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                refuse(MuxCode::BacklogFull, format!("the backlog of \"{name}\" is full"))
+                Err((MuxCode::BacklogFull, format!("the backlog of \"{name}\" is full")))
             }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-                refuse(MuxCode::NoListener, format!("nothing listens on \"{name}\""))
-            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(no_listener()),
         }
+    }
+
+    /// Takes in a channel the other end opened.
+    fn accepted(&mut self, channel: Arc<Channel>, peer: &Peer) {
+        self.last_remote = self.last_remote.max(channel.id);
+        self.insert(channel, peer);
     }
 
     /// The connection is gone: every channel fails with `reason`.

@@ -74,9 +74,9 @@ impl AsyncRead for VirtualStream {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             ready!(link.poll_read_ready(cx))?;
-            match pending_or(link.read(buf.initialize_unfilled())) {
+            match pending_or(link.read_with(buf.remaining(), |piece| buf.put_slice(piece))) {
                 Poll::Ready(r) => {
-                    buf.advance(r?);
+                    r?;
                     coop.made_progress();
                     return Poll::Ready(Ok(()));
                 }

@@ -21,7 +21,7 @@ use super::open::Reconnect;
 use super::{Attach, Registry, SessionConfig, SessionEvent, SessionShared};
 use crate::secure::AnyLink;
 use crate::stats::Stats;
-use crate::transport::Link;
+use crate::transport::{self, Link};
 
 /// Unacknowledged bytes received that an outgoing write carries an ack for.
 const PIGGYBACK_ACK: u64 = 4 << 10;
@@ -521,14 +521,7 @@ impl Link for SessionLink {
     }
 
     fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.write_with(|this, mut room| {
-            let taken = bufs.iter().map(|b| {
-                let take = b.len().min(room);
-                room -= take;
-                &b[..take]
-            });
-            this.keep(taken, true);
-        })
+        self.write_with(|this, room| this.keep(transport::up_to(bufs, room), true))
     }
 
     fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {

@@ -82,6 +82,18 @@ pub(crate) async fn read_message<T, E: std::fmt::Display>(
     }
 }
 
+/// The first `limit` bytes of `bufs`, as slices in order.
+pub(crate) fn up_to<'a>(
+    bufs: &'a [std::io::IoSlice<'_>],
+    mut limit: usize,
+) -> impl Iterator<Item = &'a [u8]> {
+    bufs.iter().map(move |b| {
+        let take = b.len().min(limit);
+        limit -= take;
+        &b[..take]
+    })
+}
+
 /// A byte link driven by readiness, as tokio's sockets are.
 pub trait Link: Send + Sync + 'static {
     /// Ready when a read may make progress.
@@ -99,12 +111,15 @@ pub trait Link: Send + Sync + 'static {
     /// `WouldBlock` if none. The segments are shared, so a link that keeps what it writes
     /// (a session's replay queue) takes them without a copy.
     fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {
-        let mut iov: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(segments.len() + 1);
-        iov.extend(segments.iter().map(|s| std::io::IoSlice::new(s)));
-        if !tail.is_empty() {
-            iov.push(std::io::IoSlice::new(tail));
+        // On the stack (a write may take less than it is offered, so 64 slices are plenty).
+        let mut iov = [std::io::IoSlice::new(&[]); 64];
+        let parts = segments.iter().map(|s| &s[..]).chain((!tail.is_empty()).then_some(tail));
+        let mut n = 0;
+        for (slot, part) in iov.iter_mut().zip(parts) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
         }
-        self.try_write_vectored(&iov)
+        self.try_write_vectored(&iov[..n])
     }
     /// Bytes taken by a write are still buffered in the link (sealed records, say).
     fn has_pending(&self) -> bool {
