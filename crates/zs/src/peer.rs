@@ -227,7 +227,7 @@ impl Peer {
         if id > u32::MAX - 2 {
             return Err(invalid("this connection has used up its virtual channel ids"));
         }
-        let window = self.inner.config.mux.initial_window;
+        let (window, _) = self.inner.config.mux.windows();
         let mut frame = bytes::BytesMut::new();
         MuxFrame::Open { channel: id, kind, port, window, name: name.to_owned() }
             .encode(&mut frame)

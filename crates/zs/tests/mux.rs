@@ -465,3 +465,21 @@ async fn a_stream_shut_down_and_dropped_still_delivers_everything_in_order() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "bytes arrived changed or out of order");
 }
+
+#[tokio::test]
+async fn windows_set_below_one_frame_are_raised_and_data_still_flows() {
+    let mux = zs::MuxConfig { initial_window: 0, max_window: 0, ..zs::MuxConfig::default() };
+    let connection = zs::ConnectionConfig { mux, ..Default::default() };
+    let mut router = Router::new();
+    echo(router.listen("echo"));
+    let server = serve_with(
+        router,
+        zs::ServerConfig { connection: connection.clone(), ..zs::ServerConfig::default() },
+    )
+    .await;
+    let config = ClientConfig { security: server.client_security(), connection, ..ClientConfig::default() };
+    let c = Client::connect_with(server.local_addr(), Router::new(), config).await.unwrap();
+    let mut s = c.peer().open_stream("echo").await.unwrap();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    assert!(within("1 MiB through zero-sized windows", round_trip(&mut s, &data)).await == data);
+}
