@@ -1,0 +1,90 @@
+//! Bodies of the ZServer4D fuzz targets under `fuzz/` (`compat_frame`, `compat_seq`,
+//! `compat_dfe`), as plain functions that ordinary tests also run over a corpus and random
+//! inputs. Each returns normally for every input; whatever decodes re-encodes to the same
+//! bytes (or the same value, where the decoder is lenient).
+
+use bytes::BytesMut;
+
+use crate::dfe::Dfe;
+use crate::frame::{self, CompatLimits, Decoded};
+use crate::hash::HashKind;
+use crate::seq::{self, Parsed, SeqConfig, SeqLayer};
+
+const LIMIT: u64 = 1 << 20;
+
+/// Decodes `data` as frames (as requests, as results and as chunk heads); each frame
+/// decoded re-encodes to its bytes, and each request payload is parsed.
+pub fn frames(data: &[u8]) {
+    let limits = CompatLimits { max_payload: 1 << 16, max_complete_buffer: 1 << 16, max_chunk: 1 << 16 };
+    let mut at = 0;
+    while let Ok(Some((f, n))) = frame::decode(&data[at..], &limits) {
+        let mut again = Vec::new();
+        match &f {
+            Decoded::Request(r) => {
+                let hash = HashKind::from_u8(r.hash).expect("a verified frame has a known hash kind");
+                frame::encode_request(&mut again, r.kind, &r.payload, hash);
+                assert_eq!(again, &data[at..at + n]);
+                let _ = frame::parse_request_payload(r.kind, &r.payload, LIMIT);
+            }
+            Decoded::BigStreamHead { total, command } => {
+                frame::encode_big_stream_head(&mut again, *total, command)
+            }
+            Decoded::FragmentSignal | Decoded::DoneSignal => {
+                frame::encode_signal(&mut again, f == Decoded::DoneSignal)
+            }
+            Decoded::CompleteBufferHead { size, compressed, command } => {
+                frame::encode_complete_buffer_head(&mut again, *size, *compressed, command)
+            }
+        }
+        assert_eq!(frame::decode(&again, &limits).expect("re-decodes"), Some((f, again.len())));
+        at += n;
+    }
+    if let Ok(Some((r, n))) = frame::decode_reply(data, &limits) {
+        let mut again = Vec::new();
+        frame::encode_reply(&mut again, &r.payload, HashKind::from_u8(r.hash).expect("known hash kind"));
+        assert_eq!(again, &data[..n]);
+    }
+    if let Ok(Some(h)) = frame::decode_chunk_head(data, &limits) {
+        let mut again = Vec::new();
+        frame::encode_chunk_head(&mut again, h.size, h.compressed);
+        assert_eq!(again, &data[..frame::CHUNK_HEAD_LEN]);
+    }
+}
+
+/// Decodes `data` as sequence packets, each re-encoding to its bytes, and feeds them to a
+/// sequence layer (which must stay within its memory bound or fail cleanly).
+pub fn packets(data: &[u8]) {
+    let now = std::time::Instant::now();
+    let mut layer = SeqLayer::new(SeqConfig { max_memory: 1 << 16, ..SeqConfig::default() }, now);
+    let (mut input, mut out) = (BytesMut::new(), BytesMut::new());
+    let mut at = 0;
+    while let Ok(Some((p, n))) = seq::decode(&data[at..]) {
+        if let Parsed::Packet(packet) = &p {
+            let mut again = BytesMut::new();
+            seq::encode(packet, &mut again);
+            assert_eq!(&again[..], &data[at..at + n]);
+        }
+        if layer.receive(p, now, &mut input, &mut out).is_err() {
+            return;
+        }
+        at += n;
+    }
+    assert!(input.len() <= data.len());
+}
+
+/// Decodes `data` as a DataFrameEngine; what decodes re-encodes (plain and compressed) to
+/// bytes that decode to the same encoding, and converts to a `DataFrame` and back.
+pub fn dfe(data: &[u8]) {
+    let Ok(d) = Dfe::decode(data, LIMIT) else { return };
+    let plain = d.encode();
+    assert_eq!(Dfe::decode(&plain, LIMIT).expect("re-decodes").encode(), plain);
+    let packed = d.encode_compressed();
+    assert_eq!(Dfe::decode(&packed, LIMIT).expect("compressed re-decodes").encode(), plain);
+    let _ = Dfe::from_dataframe(&d.to_dataframe()).encode();
+}
+
+/// Reads the corpus of `target` under `root/fuzz/corpus`, plus `n` inputs derived from it
+/// and random ones (the same generator as zs-wire's targets).
+pub fn inputs(root: &std::path::Path, target: &str, n: usize) -> Vec<Vec<u8>> {
+    zs_wire::fuzzing::inputs(root, target, n)
+}
