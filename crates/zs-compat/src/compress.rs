@@ -55,6 +55,22 @@ pub fn parallel_compress(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The raw size a `ParallelCompressMemory` container announces (the sum of its strips').
+pub fn parallel_len(data: &[u8]) -> Result<u64, CompatError> {
+    let mut r = crate::dfe::Cursor::new(data, "parallel compression container");
+    let strips = r.i32()?;
+    let mut total = 0u64;
+    for _ in 0..strips.max(0) {
+        let strip_len = usize::try_from(r.i64()?).unwrap_or(usize::MAX);
+        let mut s = crate::dfe::Cursor::new(r.take(strip_len)?, "compressed strip");
+        s.u8()?;
+        let raw = u64::try_from(s.i64()?)
+            .map_err(|_| CompatError::malformed("compressed strip", "negative size"))?;
+        total = total.saturating_add(raw);
+    }
+    Ok(total)
+}
+
 /// Inflates a `ParallelCompressMemory` container that must hold exactly `len` bytes.
 pub fn parallel_decompress(data: &[u8], len: u64, limit: u64) -> Result<Vec<u8>, CompatError> {
     if len > limit {
@@ -106,6 +122,7 @@ mod tests {
         for n in [0usize, 1, 100, STRIP, 3 * STRIP + 7, 200_000] {
             let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8 ^ (i / 997) as u8).collect();
             let c = parallel_compress(&data);
+            assert_eq!(parallel_len(&c).unwrap(), n as u64);
             assert_eq!(parallel_decompress(&c, n as u64, 1 << 30).unwrap(), data);
             assert!(parallel_decompress(&c, n as u64 + 1, 1 << 30).is_err());
         }

@@ -45,7 +45,8 @@ pub enum CompatError {
 }
 
 impl CompatError {
-    pub(crate) fn malformed(what: &'static str, why: impl Into<String>) -> Self {
+    /// A `Malformed` error.
+    pub fn malformed(what: &'static str, why: impl Into<String>) -> Self {
         CompatError::Malformed { what, why: why.into() }
     }
 }

@@ -136,6 +136,8 @@ pub struct ServerConfig {
     /// defaults of [`SessionConfig`]; `None` refuses them). Clients that do not ask are
     /// served as before, at no cost.
     pub sessions: Option<SessionConfig>,
+    /// Listeners for unmodified ZServer4D clients, served the same router (default: none).
+    pub compat: crate::compat::CompatConfig,
 }
 
 impl Default for ServerConfig {
@@ -150,6 +152,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
             sessions: Some(SessionConfig::default()),
+            compat: crate::compat::CompatConfig::default(),
         }
     }
 }

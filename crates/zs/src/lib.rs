@@ -21,6 +21,7 @@
 mod blocking;
 pub mod bulk;
 mod client;
+pub mod compat;
 pub mod config;
 mod connection;
 mod error;

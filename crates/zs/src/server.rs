@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use zs_wire::{DataFrame, GoAwayCode, Kind};
 
+use crate::compat::{CompatLink, CompatShared};
 use crate::config::{ConnectionConfig, ServerConfig};
 use crate::connection::Connection;
 use crate::error::CallError;
@@ -51,12 +52,23 @@ impl Server {
         }
         let (stop, _) = watch::channel(false);
         let config_handshakes = config.max_handshakes.max(1);
+        let mut compat_listeners = Vec::new();
+        for addr in &config.compat.listen {
+            compat_listeners.extend(bind_listeners(addr, config.reuse_port, config.backlog).await?);
+        }
+        let stats = Arc::new(Stats::default());
+        // Replies to ZServer4D clients are translated: never lz4-compressed on the way.
+        let compat_connection =
+            Arc::new(ConnectionConfig { compress_frames: false, ..config.connection.clone() });
         let shared = Arc::new(Shared {
             addrs: listeners.iter().map(TcpListener::local_addr).collect::<io::Result<_>>()?,
+            compat_addrs: compat_listeners.iter().map(TcpListener::local_addr).collect::<io::Result<_>>()?,
+            compat: Arc::new(CompatShared::new(config.compat.clone(), stats.clone())),
+            compat_connection,
             connection: Arc::new(config.connection.clone()),
             config,
             router: Arc::new(router),
-            stats: Arc::new(Stats::default()),
+            stats,
             peers: RwLock::default(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
@@ -68,12 +80,20 @@ impl Server {
         for listener in listeners {
             tokio::spawn(accept_loop(shared.clone(), listener));
         }
+        for listener in compat_listeners {
+            tokio::spawn(compat_accept_loop(shared.clone(), listener));
+        }
         Ok(ServerHandle { shared })
     }
 }
 
 struct Shared {
     addrs: Vec<SocketAddr>,
+    /// Addresses of the ZServer4D listeners.
+    compat_addrs: Vec<SocketAddr>,
+    compat: Arc<CompatShared>,
+    /// Connection settings of ZServer4D clients.
+    compat_connection: Arc<ConnectionConfig>,
     config: ServerConfig,
     connection: Arc<ConnectionConfig>,
     router: Arc<Router>,
@@ -129,6 +149,33 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// Accepts ZServer4D clients: no handshake of ours (theirs is answered by the link).
+async fn compat_accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    tune(&stream, shared.connection.socket_unsent_limit);
+                    if let Some((_, msg)) = shared.refusal() {
+                        // The original's protocol has no way to say why: the client sees a close.
+                        shared.stats.bump(|s| &s.connections_refused);
+                        tracing::warn!(%remote, msg, "ZServer4D connection refused");
+                        continue;
+                    }
+                    let link = AnyLink::Compat(Box::new(CompatLink::new(stream, shared.compat.clone())));
+                    admit(&shared, link, None, shared.compat_connection.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
     tune(&stream, shared.connection.socket_unsent_limit);
     if let Some((code, msg)) = shared.refusal() {
@@ -141,7 +188,7 @@ fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSe
         return;
     }
     let Some(permit) = permit else {
-        admit(shared, AnyLink::Tcp(stream), None);
+        admit(shared, AnyLink::Tcp(stream), None, shared.connection.clone());
         return;
     };
     let shared = shared.clone();
@@ -183,23 +230,20 @@ fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSe
             let e = secure::refuse(link, code, msg, "connection").await;
             return tracing::warn!(?remote, error = %e, "connection refused");
         }
-        admit(&shared, link, channel);
+        admit(&shared, link, channel, shared.connection.clone());
     });
 }
 
-fn admit(shared: &Arc<Shared>, mut link: AnyLink, channel: Option<ChannelInfo>) {
+fn admit(
+    shared: &Arc<Shared>,
+    mut link: AnyLink,
+    channel: Option<ChannelInfo>,
+    config: Arc<ConnectionConfig>,
+) {
     let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let session = session::of(&link);
-    let peer = Peer::new(
-        id,
-        (remote, local),
-        channel,
-        session,
-        shared.connection.clone(),
-        shared.stats.clone(),
-        false,
-    );
+    let peer = Peer::new(id, (remote, local), channel, session, config, shared.stats.clone(), false);
     session::bind_events(&mut link, &peer, &shared.router);
     shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
@@ -246,6 +290,11 @@ impl ServerHandle {
             (ServerSecurity::Noise(_), Some(fp)) => fp.into(),
             _ => ClientSecurity::Plaintext,
         }
+    }
+
+    /// Addresses of the ZServer4D listeners (`ServerConfig::compat`), with real ports.
+    pub fn compat_addrs(&self) -> &[SocketAddr] {
+        &self.shared.compat_addrs
     }
 
     /// Every address listened on.

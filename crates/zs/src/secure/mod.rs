@@ -122,6 +122,8 @@ pub(crate) enum AnyLink {
     Tls(Box<SecureLink<TlsRecords>>),
     /// A resumable session over one of the others.
     Session(Box<crate::session::SessionLink>),
+    /// A ZServer4D client, translated (see `compat`).
+    Compat(Box<crate::compat::CompatLink>),
 }
 
 macro_rules! each_link {
@@ -131,6 +133,7 @@ macro_rules! each_link {
             AnyLink::Noise($l) => $e,
             AnyLink::Tls($l) => $e,
             AnyLink::Session($l) => $e,
+            AnyLink::Compat($l) => $e,
         }
     };
 }

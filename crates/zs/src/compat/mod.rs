@@ -1,0 +1,70 @@
+//! ZServer4D compatibility: a listener that serves the same [`Router`](crate::Router) to
+//! unmodified Delphi/FreePascal ZServer4D clients, and [`CompatClient`], a client for
+//! ZServer4D servers. The wire codecs are in the `zs-compat` crate; `docs/COMPAT.md` says
+//! what is supported.
+
+mod client;
+mod link;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use client::{CompatClient, CompatClientConfig, CompatClientError};
+pub(crate) use link::CompatLink;
+pub use zs_compat::{frame::CompatLimits, seq::SeqConfig, Dfe, Element, Variant};
+
+use crate::stats::Stats;
+
+/// Settings of the ZServer4D listeners of a server.
+#[derive(Debug, Clone)]
+pub struct CompatConfig {
+    /// Addresses to serve ZServer4D clients on (default none).
+    pub listen: Vec<SocketAddr>,
+    /// Size limits: command payloads 16 MiB, CompleteBuffers 64 MiB, BigStream chunks
+    /// 16 MiB by default.
+    pub limits: CompatLimits,
+    /// The sequence-packet layer (resend after 3 s; at most 32 MiB unacknowledged or out
+    /// of order per connection; no keepalives of our own, the clients' are answered).
+    pub seq: SeqConfig,
+    /// Most requests a client may send before reading their results (default 64; the
+    /// original's clients send one at a time).
+    pub max_pipelined: usize,
+    /// Idle timeout announced to clients in the handshake, in ms (default 0: none).
+    pub idle_ms: u64,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig {
+            listen: Vec::new(),
+            limits: CompatLimits::default(),
+            seq: SeqConfig::default(),
+            max_pipelined: 64,
+            idle_ms: 0,
+        }
+    }
+}
+
+/// What the compat links of one server share.
+pub(crate) struct CompatShared {
+    pub(crate) config: CompatConfig,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) started: Instant,
+    /// Sent in the handshake as the original does (MD5 of the start time).
+    pub(crate) started_md5: [u8; 16],
+    next_peer: AtomicU32,
+}
+
+impl CompatShared {
+    pub(crate) fn new(config: CompatConfig, stats: Arc<Stats>) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let started_md5 = zs_compat::hash::md5(now.as_nanos().to_string().as_bytes());
+        CompatShared { config, stats, started: Instant::now(), started_md5, next_peer: AtomicU32::new(1) }
+    }
+
+    pub(crate) fn next_peer_id(&self) -> u32 {
+        self.next_peer.fetch_add(1, Ordering::Relaxed)
+    }
+}
