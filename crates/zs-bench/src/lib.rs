@@ -6,6 +6,7 @@
 pub mod bulk;
 pub mod churn;
 pub mod codec;
+pub mod compat;
 mod driver;
 pub mod fanout;
 pub mod fault_proxy;

@@ -209,6 +209,22 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// The ZServer4D listener: connections held (≥ 10,000) and their memory, and console
+    /// calls per second on one connection and over many, against the original's figures.
+    Compat {
+        /// ZServer4D connections held at once.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Console calls timed on one connection, and again over `--parallel` connections.
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Connections calling at once for the aggregate figure.
+        #[arg(long, default_value_t = 100)]
+        parallel: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn a folder of `--json` results into SVG charts.
     Report {
         /// Folder of results (one JSON object per file).
@@ -329,6 +345,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Idle { .. } => Some(Progress::start("idle", None)),
         Scenario::Resume { .. } => Some(Progress::start("resume", None)),
         Scenario::Mux { .. } => Some(Progress::start("mux", None)),
+        Scenario::Compat { .. } => Some(Progress::start("compat", None)),
         _ => None,
     };
     match args.scenario {
@@ -431,6 +448,17 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             }
             let r = mux::run(mux::MuxOptions { channels, size, calls })?;
             print(json, &r, || mux::table(&r))
+        }
+        Scenario::Compat { connections, calls, parallel, json } => {
+            if connections > 18_000 || calls > 10_000_000 || parallel == 0 {
+                return Err("--connections must be at most 18,000 (open files per process), --calls at most 10,000,000, --parallel at least 1".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let r = zs_bench::compat::run(
+                zs_bench::compat::CompatOptions { connections, calls, parallel },
+                &exe,
+            )?;
+            print(json, &r, || zs_bench::compat::table(&r))
         }
         Scenario::Report { input, output } => {
             for path in zs_bench::report::run(&input, &output)? {

@@ -20,6 +20,10 @@ pub struct CallArgs {
     /// Send as a direct (one-way) command and expect no reply.
     #[arg(long)]
     direct: bool,
+    /// ADDR is an original ZServer4D server: speak its protocol (console by default,
+    /// `--stream` sends TEXT as a one-string DataFrameEngine, `--direct` one-way).
+    #[arg(long)]
+    compat: bool,
     /// Seconds to wait for the connection and for the reply.
     #[arg(long, default_value = "10", value_parser = crate::seconds)]
     timeout: Duration,
@@ -30,6 +34,9 @@ pub struct CallArgs {
 pub fn run(args: CallArgs) -> Result<(), String> {
     let rt = crate::runtime()?;
     rt.block_on(async {
+        if args.compat {
+            return call_compat(&args).await;
+        }
         let security = args.security.resolve(&args.addr)?;
         let config = ClientConfig { connect_timeout: args.timeout, security, ..ClientConfig::default() };
         let client = Client::connect_with(args.addr.as_str(), Router::new(), config).await.map_err(|e| {
@@ -69,4 +76,34 @@ pub fn run(args: CallArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// `zs call --compat`: one command to a ZServer4D server.
+async fn call_compat(args: &CallArgs) -> Result<(), String> {
+    use zs::compat::{CompatClient, CompatClientConfig, Dfe, Element};
+    let addr = tokio::net::lookup_host(args.addr.as_str())
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", args.addr))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", args.addr))?;
+    let config = CompatClientConfig { timeout: args.timeout, ..CompatClientConfig::default() };
+    let client = CompatClient::connect(addr, config)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let fail = |e: zs::compat::CompatClientError| format!("{} failed: {e}", args.command);
+    let frame = || Dfe { elements: vec![Element::String(args.text.clone())] };
+    match (args.stream, args.direct) {
+        (false, false) => println!("{}", client.call_console(&args.command, &args.text).await.map_err(fail)?),
+        (true, false) => {
+            let reply = client.call_stream(&args.command, frame()).await.map_err(fail)?;
+            println!("{}", reply.to_dataframe().to_json());
+        }
+        (false, true) => client.send_direct_console(&args.command, &args.text).await.map_err(fail)?,
+        (true, true) => client.send_direct_stream(&args.command, frame()).await.map_err(fail)?,
+    }
+    if args.direct {
+        // The barrier: the server has handled the command when it answers.
+        client.wait().await.map_err(fail)?;
+    }
+    Ok(())
 }

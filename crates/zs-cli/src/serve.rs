@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Close a connection after this many seconds without receiving anything (0 = never).
     #[arg(long, default_value = "60", value_parser = crate::seconds)]
     idle_timeout: Duration,
+    /// Also serve unmodified ZServer4D (Delphi/FreePascal) clients on this address, with
+    /// the same commands (repeatable; see docs/COMPAT.md).
+    #[arg(long, value_name = "ADDR")]
+    compat_listen: Vec<String>,
     #[command(flatten)]
     security: crate::security::ServerSecurityArgs,
 }
@@ -56,13 +60,23 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {a}: {e}"))?;
             addrs.extend(resolved);
         }
-        let listen = args.listen.join(" ");
+        for a in &args.compat_listen {
+            let resolved = tokio::net::lookup_host(a.as_str())
+                .await
+                .map_err(|e| format!("cannot listen for ZServer4D clients on {a}: {e}"))?;
+            config.compat.listen.extend(resolved);
+        }
+        let listen = args.listen.iter().chain(&args.compat_listen).cloned().collect::<Vec<_>>().join(" ");
         let server = Server::bind(&addrs[..], zs_bench::builtin_router(), config)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         println!("listening on {}", addrs.join(" "));
         println!("{describe}");
+        if !server.compat_addrs().is_empty() {
+            let compat: Vec<String> = server.compat_addrs().iter().map(ToString::to_string).collect();
+            println!("ZServer4D clients on {} (plaintext, as the original's protocol)", compat.join(" "));
+        }
         let _ = std::io::stdout().flush();
         if args.worker {
             stdin_closed().await;

@@ -105,6 +105,9 @@ pub(crate) struct CompatLink {
     /// Bytes came from the client since the connection's last keepalive.
     heard: bool,
     eof: bool,
+    /// The connection took input and has not yet been told there is no more: it drops its
+    /// read buffer only when told (as a socket does, with `WouldBlock`).
+    owe_would_block: bool,
     failed: Option<String>,
     read_waker: Option<Waker>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -135,6 +138,7 @@ impl CompatLink {
             client_requests: false,
             heard: true,
             eof: false,
+            owe_would_block: false,
             failed: None,
             read_waker: None,
             timer: None,
@@ -560,9 +564,6 @@ impl CompatLink {
                 Err(e) => return Err(e),
             }
         }
-        if self.out.capacity() > 64 << 10 {
-            self.out = BytesMut::new();
-        }
         Ok(())
     }
 }
@@ -570,7 +571,7 @@ impl CompatLink {
 impl Link for CompatLink {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if !self.to_conn.is_empty() || self.failed.is_some() || self.eof {
+            if !self.to_conn.is_empty() || self.failed.is_some() || self.eof || self.owe_would_block {
                 return Poll::Ready(Ok(()));
             }
             if self.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
@@ -585,6 +586,8 @@ impl Link for CompatLink {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
+                    // Going idle: an idle connection holds no buffer.
+                    self.release_idle();
                     self.read_waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
@@ -610,6 +613,7 @@ impl Link for CompatLink {
             let n = self.to_conn.len();
             buf.extend_from_slice(&self.to_conn);
             self.to_conn.clear();
+            self.owe_would_block = true;
             return Ok(n);
         }
         if let Some(why) = self.failed.clone() {
@@ -618,6 +622,7 @@ impl Link for CompatLink {
         if self.eof {
             return Ok(0);
         }
+        self.owe_would_block = false;
         Err(io::ErrorKind::WouldBlock.into())
     }
 
@@ -657,8 +662,8 @@ impl Link for CompatLink {
     }
 
     fn release_idle(&mut self) {
-        for b in [&mut self.raw, &mut self.plain, &mut self.to_conn, &mut self.from_conn] {
-            if b.is_empty() {
+        for b in [&mut self.raw, &mut self.plain, &mut self.to_conn, &mut self.from_conn, &mut self.out] {
+            if b.is_empty() && b.capacity() > 0 {
                 *b = BytesMut::new();
             }
         }
