@@ -275,3 +275,64 @@ async fn bad_input_closes_only_its_own_connection_with_a_reason() {
     within("a resend request", tcp.read_exact(&mut answer)).await.unwrap();
     assert_eq!(seq::decode(&answer).unwrap().unwrap().0, Parsed::Packet(Packet::Resend(0)));
 }
+
+#[tokio::test]
+async fn direct_commands_reach_a_client_that_makes_no_requests_and_never_one_that_does() {
+    let (server, _) = serve().await;
+    let addr = server.compat_addrs()[0];
+    let listener = CompatClient::connect(addr, CompatClientConfig::default()).await.unwrap();
+    wait_until("the server to register the client", || server.connection_count() == 1).await;
+    let mut frame = DataFrame::new();
+    frame.push("ping").push(7i32);
+    assert_eq!(server.broadcast_console("note", "first", |_| true).unwrap(), 1);
+    assert_eq!(server.broadcast_stream("data", frame, |_| true).unwrap(), 1);
+    let (name, body) = within("a pushed console", listener.recv_direct()).await.unwrap();
+    assert_eq!((name.as_str(), body), ("note", zs::compat::Body::Text("first".into())));
+    let (name, body) = within("a pushed stream", listener.recv_direct()).await.unwrap();
+    let zs::compat::Body::Frame(d) = body else { panic!("{body:?}") };
+    assert_eq!(
+        (name.as_str(), d.elements),
+        ("data", vec![Element::String("ping".into()), Element::Integer(7)])
+    );
+    // A client that makes requests would read a push as its result: none is sent to it.
+    listener.call_console("echo", "now I make requests").await.unwrap();
+    let errors = server.stats().errors_out;
+    server.broadcast_console("note", "second", |_| true).unwrap();
+    wait_until("the push to be refused", || server.stats().errors_out > errors).await;
+    assert_eq!(listener.call_console("echo", "still in step").await.unwrap(), "still in step");
+}
+
+#[tokio::test]
+async fn a_silent_client_times_out_and_one_sending_keepalives_stays() {
+    let counts = Arc::new(Counts::default());
+    let mut config = ServerConfig {
+        compat: CompatConfig { listen: vec!["127.0.0.1:0".parse().unwrap()], ..CompatConfig::default() },
+        ..ServerConfig::default()
+    };
+    config.connection.idle_timeout = Some(std::time::Duration::from_millis(1500));
+    config.connection.keepalive_interval = Some(std::time::Duration::from_millis(300));
+    let server = zs::Server::bind("127.0.0.1:0", router(counts), config).await.unwrap();
+    let addr = server.compat_addrs()[0];
+    let silent = CompatClient::connect(addr, CompatClientConfig::default()).await.unwrap();
+    // The original's keepalive: `04 0000` once a second of silence (here every 200 ms).
+    let mut alive = TcpStream::connect(addr).await.unwrap();
+    let keepalives = tokio::spawn(async move {
+        let mut ping = BytesMut::new();
+        seq::encode(&Packet::KeepAlive(bytes::Bytes::new()), &mut ping);
+        let mut echoes = 0;
+        let mut buf = [0u8; 64];
+        for _ in 0..15 {
+            alive.write_all(&ping).await.unwrap();
+            let n = alive.read(&mut buf).await.unwrap();
+            assert!(n > 0, "a client sending keepalives was closed");
+            echoes += n / 3;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        echoes
+    });
+    wait_until("both connections to be served", || server.connection_count() == 2).await;
+    wait_until("the silent connection to close", || server.connection_count() == 1).await;
+    assert!(silent.call_console("echo", "x").await.is_err(), "the silent client was closed");
+    assert_eq!(within("the keepalives", keepalives).await.unwrap(), 15, "every keepalive echoed");
+    assert_eq!(server.stats().idle_timeouts, 1);
+}

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use zs_compat::dfe::Dfe;
-use zs_compat::frame::{self, Body, CompatLimits, Decoded, FrameKind, CHUNK_SIZE};
+pub use zs_compat::frame::Body;
+use zs_compat::frame::{self, CompatLimits, Decoded, FrameKind, CHUNK_SIZE};
 use zs_compat::handshake::{self, CipherModel};
 use zs_compat::seq::{self, SeqConfig, SeqLayer};
 use zs_compat::HashKind;
@@ -295,6 +296,26 @@ impl CompatClient {
         } else {
             frame::encode_chunk_head(f, data.len() as u32, false);
             f.extend_from_slice(data);
+        }
+    }
+
+    /// Waits for the next direct command the server pushes (on a connection the client
+    /// makes no requests on, as the original's receive tunnels are): its name and body.
+    pub async fn recv_direct(&self) -> Result<(String, Body), CompatClientError> {
+        let mut io = self.io.lock().await;
+        loop {
+            if let Some((f, n)) = frame::decode(&io.plain, &io.limits)? {
+                io.plain.advance(n);
+                let Decoded::Request(r) = f else {
+                    return Err(zs_compat::CompatError::malformed("push", "not a direct command").into());
+                };
+                if !r.kind.is_direct() {
+                    return Err(zs_compat::CompatError::malformed("push", "the server made a request").into());
+                }
+                let limit = self.config.limits.max_payload as u64;
+                return Ok(frame::parse_request_payload(r.kind, &r.payload, limit)?);
+            }
+            io.fill().await?;
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use client::{CompatClient, CompatClientConfig, CompatClientError};
+pub use client::{Body, CompatClient, CompatClientConfig, CompatClientError};
 pub(crate) use link::CompatLink;
 pub use zs_compat::{frame::CompatLimits, seq::SeqConfig, Dfe, Element, Variant};
 
