@@ -171,26 +171,78 @@ fn check_tail(buf: &[u8]) -> Result<(), CompatError> {
     }
 }
 
-/// Reads `hash kind | hash len | hash | cipher | payload | tail` of a `size`-byte payload at
-/// `at`; returns the hash kind, the payload and the frame's end.
-fn verified_payload(buf: &[u8], at: usize, size: usize) -> Result<Option<(u8, Bytes, usize)>, CompatError> {
+/// A command or result frame as it travels: its payload maybe encrypted, not yet verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The command kind; `None` for a result frame.
+    pub kind: Option<FrameKind>,
+    /// The hash kind byte.
+    pub hash: u8,
+    /// The verify code.
+    pub code: &'a [u8],
+    /// The cipher kind byte (0: none).
+    pub cipher: u8,
+    /// The payload as sent.
+    pub payload: &'a [u8],
+    /// The frame's length.
+    pub len: usize,
+}
+
+impl Envelope<'_> {
+    /// The plaintext payload, its verify code checked; only cipher 0 is read.
+    pub fn verified(&self) -> Result<Bytes, CompatError> {
+        if self.cipher != 0 {
+            return Err(CompatError::Encrypted(self.cipher));
+        }
+        hash::check(self.hash, self.code, self.payload)?;
+        Ok(Bytes::copy_from_slice(self.payload))
+    }
+}
+
+/// Reads the command (`result` false) or result frame at the front of `buf` without
+/// decrypting or verifying it; `Ok(None)` until it is whole.
+pub fn envelope<'a>(
+    buf: &'a [u8],
+    result: bool,
+    limits: &CompatLimits,
+) -> Result<Option<Envelope<'a>>, CompatError> {
+    check_head(buf)?;
+    let (kind, at) = if result {
+        (None, 8)
+    } else {
+        let Some(()) = need(buf, 5) else { return Ok(None) };
+        (Some(FrameKind::from_u8(buf[4]).ok_or(CompatError::UnknownType(buf[4]))?), 9)
+    };
+    let Some(()) = need(buf, at) else { return Ok(None) };
+    let size = i32::from_le_bytes(buf[at - 4..at].try_into().expect("4 bytes"));
+    // Results announce an i32, requests a u32: both beyond the limit are refused.
+    let size = if result {
+        u32::try_from(size).map_err(|_| CompatError::malformed("result frame", "negative size"))?
+    } else {
+        size as u32
+    };
+    if size > limits.max_payload {
+        let what = if result { "result payload" } else { "command payload" };
+        return Err(too_large(what, size as u64, limits.max_payload));
+    }
     let Some(()) = need(buf, at + 3) else { return Ok(None) };
-    let kind = buf[at];
+    let hash = buf[at];
     let hash_len = u16::from_le_bytes([buf[at + 1], buf[at + 2]]) as usize;
     if hash_len > MAX_HASH_LEN {
         return Err(CompatError::malformed("verify code", format!("{hash_len} bytes")));
     }
     let cipher_at = at + 3 + hash_len;
-    let end = cipher_at + 1 + size + 4;
-    let Some(()) = need(buf, end) else { return Ok(None) };
-    check_tail(&buf[end - 4..end])?;
-    let cipher = buf[cipher_at];
-    if cipher != 0 {
-        return Err(CompatError::Encrypted(cipher));
-    }
-    let payload = &buf[cipher_at + 1..end - 4];
-    hash::check(kind, &buf[at + 3..cipher_at], payload)?;
-    Ok(Some((kind, Bytes::copy_from_slice(payload), end)))
+    let len = cipher_at + 1 + size as usize + 4;
+    let Some(()) = need(buf, len) else { return Ok(None) };
+    check_tail(&buf[len - 4..len])?;
+    Ok(Some(Envelope {
+        kind,
+        hash,
+        code: &buf[at + 3..cipher_at],
+        cipher: buf[cipher_at],
+        payload: &buf[cipher_at + 1..len - 4],
+        len,
+    }))
 }
 
 /// Decodes the frame at the front of `buf` when no result is expected; `Ok(None)` until it
@@ -200,13 +252,8 @@ pub fn decode(buf: &[u8], limits: &CompatLimits) -> Result<Option<(Decoded, usiz
     let Some(()) = need(buf, 5) else { return Ok(None) };
     let ty = buf[4];
     if let Some(kind) = FrameKind::from_u8(ty) {
-        let Some(()) = need(buf, 9) else { return Ok(None) };
-        let size = u32::from_le_bytes(buf[5..9].try_into().expect("4 bytes"));
-        if size > limits.max_payload {
-            return Err(too_large("command payload", size as u64, limits.max_payload));
-        }
-        return Ok(verified_payload(buf, 9, size as usize)?
-            .map(|(hash, payload, end)| (Decoded::Request(Request { kind, hash, payload }), end)));
+        let Some(e) = envelope(buf, false, limits)? else { return Ok(None) };
+        return Ok(Some((Decoded::Request(Request { kind, hash: e.hash, payload: e.verified()? }), e.len)));
     }
     match ty {
         FRAGMENT_SIGNAL | DONE_SIGNAL => {
@@ -256,14 +303,8 @@ fn command_and_tail(buf: &[u8], at: usize) -> Result<Option<(String, usize)>, Co
 
 /// Decodes the result frame at the front of `buf` (read when a request is outstanding).
 pub fn decode_reply(buf: &[u8], limits: &CompatLimits) -> Result<Option<(Reply, usize)>, CompatError> {
-    check_head(buf)?;
-    let Some(()) = need(buf, 8) else { return Ok(None) };
-    let size = i32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-    let size = u32::try_from(size).map_err(|_| CompatError::malformed("result frame", "negative size"))?;
-    if size > limits.max_payload {
-        return Err(too_large("result payload", size as u64, limits.max_payload));
-    }
-    Ok(verified_payload(buf, 8, size as usize)?.map(|(hash, payload, end)| (Reply { hash, payload }, end)))
+    let Some(e) = envelope(buf, true, limits)? else { return Ok(None) };
+    Ok(Some((Reply { hash: e.hash, payload: e.verified()? }, e.len)))
 }
 
 /// Decodes a BigStream chunk's head at the front of `buf`.

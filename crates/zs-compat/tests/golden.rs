@@ -254,3 +254,63 @@ fn the_documented_examples_decode() {
     let empty = Dfe::new().encode();
     assert_eq!(empty, [&[0xff, 4, 0, 0, 0, 0][..], &[0; 16], &[0, 0, 0, 0]].concat());
 }
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn capture_a_every_packet_and_frame_envelope_matches_the_listing() {
+    let chunks = capture("a");
+    let c2s = direction(&chunks, true);
+    let s2c = direction(&chunks, false);
+    assert_eq!(c2s.data, vec![(0, 114), (1, 88), (2, 123), (3, 85), (4, 115), (5, 73)]);
+    assert_eq!(s2c.data, vec![(0, 147), (1, 47), (2, 80), (3, 79)]);
+    assert_eq!((c2s.acks, s2c.acks), (vec![0, 1, 2, 3], vec![0, 1, 2, 3, 4, 5]));
+    assert_eq!((c2s.payload.len(), s2c.payload.len()), (598, 353));
+    let limits = CompatLimits::default();
+    let listed = |payload: &[u8], result: bool, want: &[(Option<FrameKind>, usize, &str, u8)]| {
+        let mut at = 0;
+        for (i, (kind, size, code, cipher)) in want.iter().enumerate() {
+            let e = frame::envelope(&payload[at..], result, &limits).unwrap().expect("whole");
+            assert_eq!(
+                (e.kind, e.payload.len(), e.hash, e.code, e.cipher),
+                (*kind, *size, 1, &hex(code)[..], *cipher),
+                "frame {i}"
+            );
+            at += e.len;
+        }
+        assert_eq!(at, payload.len());
+    };
+    let (s, c, dc, ds) =
+        (FrameKind::Stream, FrameKind::Console, FrameKind::DirectConsole, FrameKind::DirectStream);
+    listed(
+        &c2s.payload,
+        false,
+        &[
+            (Some(s), 81, "4565fb8a1e670f2530e1ed73512ffbc2", 0),
+            (Some(c), 55, "d945ab6a3c95ce3a12493e03f293ace4", 4),
+            (Some(s), 90, "9acf67b4adc2e02fe279cfa329b881c5", 4),
+            (Some(dc), 52, "4991169c96ddcc0eb17bfb70efdb817c", 4),
+            (Some(ds), 82, "6238a1b915c4baa96c10417a4a045874", 4),
+            (Some(c), 40, "c54e88797b3870824efcc5824e6d7fd7", 4),
+        ],
+    );
+    listed(
+        &s2c.payload,
+        true,
+        &[
+            (None, 115, "af82d8f1bb72f60db14a87663647779e", 0),
+            (None, 15, "81340a8ee57a8b8f0a3b0fb123918abc", 4),
+            (None, 48, "ba7c42d69f6e4c73d08c360c57494f4c", 4),
+            (None, 47, "0dd52c64d3de354588de831884a1a51a", 4),
+        ],
+    );
+    // The verify code is the MD5 of the plaintext: capture B's plaintext requests and
+    // results are capture A's (same commands, same values), and their MD5s are A's codes.
+    let plain = direction(&capture("b"), true);
+    let frames = requests(&plain.payload);
+    let Decoded::Request(echo) = &frames[1].0 else { panic!() };
+    assert_eq!(zs_compat::hash::md5(&echo.payload).to_vec(), hex("d945ab6a3c95ce3a12493e03f293ace4"));
+    assert_eq!(zs_compat::hash::md5(b"hello zserver4d").to_vec(), hex("81340a8ee57a8b8f0a3b0fb123918abc"));
+}

@@ -52,6 +52,10 @@ impl Server {
         }
         let (stop, _) = watch::channel(false);
         let config_handshakes = config.max_handshakes.max(1);
+        // A CompleteBuffer the connection would refuse is refused at its header instead.
+        let buffer_cap = u32::try_from(config.connection.max_buffer_len).unwrap_or(u32::MAX);
+        let limits = &mut config.compat.limits;
+        limits.max_complete_buffer = limits.max_complete_buffer.min(buffer_cap);
         let mut compat_listeners = Vec::new();
         for addr in &config.compat.listen {
             compat_listeners.extend(bind_listeners(addr, config.reuse_port, config.backlog).await?);
