@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use zs_wire::mux::MuxCode;
@@ -46,6 +47,15 @@ pub(crate) struct State {
     window: u32,
     /// Read since the last grant.
     consumed: u32,
+    /// When the last grant went out (or the channel was made).
+    last_grant: Instant,
+    /// When a grant went out to a sender that had used all its credit: the next input
+    /// after it measures a round trip.
+    stalled_grant: Option<Instant>,
+    /// The shortest round trip measured (grant to the sender, its data back).
+    rtt: Option<Duration>,
+    /// Bytes that arrived since the last grant.
+    arrived: u32,
     /// Bytes the other end can still take.
     send_credit: u64,
     reader: Option<Waker>,
@@ -74,6 +84,10 @@ impl Channel {
                 abandoned: false,
                 window,
                 consumed: 0,
+                last_grant: Instant::now(),
+                stalled_grant: None,
+                rtt: None,
+                arrived: 0,
                 send_credit: send_credit.into(),
                 reader: None,
                 writer: None,
@@ -119,7 +133,12 @@ impl Channel {
         if st.read_closed || st.inbound_len + data.len() > st.window as usize {
             return Delivered::OverCredit;
         }
+        if let Some(at) = st.stalled_grant.take() {
+            let sample = at.elapsed();
+            st.rtt = Some(st.rtt.map_or(sample, |r| r.min(sample)));
+        }
         st.inbound_len += data.len();
+        st.arrived = st.arrived.saturating_add(data.len() as u32);
         st.inbound.push_back(data);
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -199,8 +218,11 @@ impl State {
 
     /// Hands up to `max` bytes of input, in pieces, to `put` (0 at the end; `WouldBlock` if
     /// none yet). Returns the credit to grant, if it is time: once half the window was read.
-    /// The window doubles, up to `max_window`, whenever the reader has read everything by
-    /// then (the reader keeps up; the window, not the reader, limits the rate).
+    /// The window doubles, up to `max_window`, while the reader keeps up (has read
+    /// everything) and the window is under four times the measured bandwidth-delay product:
+    /// the rate input arrived at since the last grant, times the shortest round trip seen
+    /// from a grant to a sender that had used all its credit until its data came back. A
+    /// bigger window would not send faster, only queue bytes ahead of other channels' frames.
     pub(crate) fn read(
         &mut self,
         max: usize,
@@ -232,8 +254,21 @@ impl State {
         if self.consumed < self.window / 2 {
             return Ok((n, None));
         }
+        // The sender has used all its credit: this grant times a round trip.
+        let stalled = self.inbound_len + self.consumed as usize >= self.window as usize;
+        let now = Instant::now();
+        let elapsed = now.duration_since(std::mem::replace(&mut self.last_grant, now));
+        let arrived = std::mem::take(&mut self.arrived);
+        if stalled && self.stalled_grant.is_none() {
+            self.stalled_grant = Some(now);
+        }
         let mut grant = std::mem::take(&mut self.consumed);
-        if self.inbound_len == 0 && self.window < max_window {
+        // Bandwidth-delay product: the rate data arrived at since the last grant, times the
+        // round trip. window < 4 × BDP  ⇔  window × elapsed < 4 × arrived × rtt.
+        let below_bdp = self.rtt.is_some_and(|rtt| {
+            u128::from(self.window) * elapsed.as_nanos() < 4 * u128::from(arrived) * rtt.as_nanos()
+        });
+        if self.inbound_len == 0 && self.window < max_window && below_bdp {
             let grown = self.window.saturating_mul(2).min(max_window);
             grant += grown - self.window;
             self.window = grown;
