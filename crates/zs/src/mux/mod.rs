@@ -34,8 +34,9 @@ pub const MIN_WINDOW: u32 = 64 << 10;
 pub struct MuxConfig {
     /// Receive window a channel starts with (default 256 KiB; at least [`MIN_WINDOW`]).
     pub initial_window: u32,
-    /// Largest a channel's window grows to while its reader keeps up (default 16 MiB; at
-    /// least the initial window).
+    /// Largest a channel's window grows to, while its reader keeps up and the window is
+    /// under four times the measured bandwidth-delay product (default 16 MiB; at least the
+    /// initial window).
     pub max_window: u32,
     /// Most channels open at once on one connection (default 250,000); opens beyond it
     /// are refused with `TooManyChannels`.
