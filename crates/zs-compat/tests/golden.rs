@@ -12,6 +12,11 @@ use zs_compat::handshake::{self, CipherModel};
 use zs_compat::seq::{self, Packet, Parsed, SeqConfig, SeqLayer};
 use zs_compat::{CompatError, HashKind};
 
+/// Bytes from hex digits.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
 /// The chunks of a capture, in order: (client to server?, bytes).
 fn capture(name: &str) -> Vec<(bool, Vec<u8>)> {
     let path = format!("{}/tests/fixtures/capture_{name}.txt", env!("CARGO_MANIFEST_DIR"));
@@ -20,10 +25,8 @@ fn capture(name: &str) -> Vec<(bool, Vec<u8>)> {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| {
-            let (dir, hex) = l.split_once(' ').expect("direction and hex");
-            let bytes =
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-            (dir == "c2s", bytes)
+            let (dir, bytes) = l.split_once(' ').expect("direction and hex");
+            (dir == "c2s", hex(bytes))
         })
         .collect()
 }
@@ -236,12 +239,10 @@ fn captures_a_and_0_default_profile_handshakes_reencode_and_encrypted_frames_are
 #[test]
 fn the_documented_examples_decode() {
     // §2.4: a plain console request for echo("hi") under hsFastMD5.
-    let hex = "f0f0f0f0 f1 2a000000 01 1000 8a24223e2e60e4d9e60c1548cb318c5b 00 \
+    let listed = "f0f0f0f0 f1 2a000000 01 1000 8a24223e2e60e4d9e60c1548cb318c5b 00 \
                ff 14000000 00 00000000000000000000000000000000 02000000 00 04000000 6563686f 00 02000000 6869 \
                f1f1f1f1";
-    let hex: String = hex.split_whitespace().collect();
-    let bytes: Vec<u8> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let bytes = hex(&listed.split_whitespace().collect::<String>());
     let (f, n) = frame::decode(&bytes, &CompatLimits::default()).unwrap().unwrap();
     assert_eq!(n, 75);
     let Decoded::Request(r) = f else { panic!() };
@@ -253,10 +254,6 @@ fn the_documented_examples_decode() {
     // §5.1: the empty DataFrameEngine is 26 bytes.
     let empty = Dfe::new().encode();
     assert_eq!(empty, [&[0xff, 4, 0, 0, 0, 0][..], &[0; 16], &[0, 0, 0, 0]].concat());
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 #[test]

@@ -225,7 +225,18 @@ async fn compat_client_calls_every_command_kind_and_moves_bulk_data_intact() {
             );
         }
     }
-    assert!(server.stats().protocol_errors == 0);
+    // Transfers to commands that do not take them are read and dropped: the client is
+    // not left waiting, and the connection carries on.
+    let client =
+        CompatClient::connect(server.compat_addrs()[0], CompatClientConfig::default()).await.unwrap();
+    let data = payload(3 << 20, 9);
+    within("a big stream to a console command", client.send_big_stream("echo", &data[..], data.len() as u64))
+        .await
+        .unwrap();
+    client.send_complete_buffer("nowhere", &data).await.unwrap();
+    assert_eq!(client.call_console("echo", "after").await.unwrap(), "after");
+    assert!(counts.received.lock().unwrap().is_empty());
+    assert_eq!(server.stats().protocol_errors, 0);
 }
 
 #[tokio::test]

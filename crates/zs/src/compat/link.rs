@@ -74,6 +74,9 @@ struct Inbound {
     signal_due: bool,
     /// Bytes the connection lets us send.
     credit: u64,
+    /// The connection refused the stream (no such command, too large...): the rest of it
+    /// is read and dropped, and the client still gets its signals.
+    refused: bool,
     sent: u64,
     hasher: blake3::Hasher,
 }
@@ -174,6 +177,13 @@ impl CompatLink {
         } else {
             self.out.extend_from_slice(frame);
         }
+    }
+
+    /// Tells a BigStream's sender to send its next chunk, or that all of it arrived.
+    fn send_signal(&mut self, done: bool) {
+        let mut f = Vec::with_capacity(9);
+        frame::encode_signal(&mut f, done);
+        self.send(&f);
     }
 
     /// Writes the results that are ready, in request order.
@@ -345,6 +355,7 @@ impl CompatLink {
             staged: Bytes::new(),
             signal_due: false,
             credit: INITIAL_WINDOW as u64,
+            refused: false,
             sent: 0,
             hasher: blake3::Hasher::new(),
         }));
@@ -368,9 +379,12 @@ impl CompatLink {
             if data.len() as u64 > s.remaining {
                 return Err(CompatError::malformed("BigStream", "chunks run past the announced size"));
             }
+            s.remaining -= n as u64;
+            if s.refused {
+                return Ok(true);
+            }
             s.hasher.update(&data);
-            (s.credit, s.remaining, s.sent) =
-                (s.credit - n as u64, s.remaining - n as u64, s.sent + n as u64);
+            (s.credit, s.sent) = (s.credit - n as u64, s.sent + n as u64);
             let id = s.id;
             self.control(Kind::StreamData, id, |b| b.extend_from_slice(&data));
             return Ok(true);
@@ -380,9 +394,7 @@ impl CompatLink {
         }
         if s.signal_due && s.remaining > 0 {
             s.signal_due = false;
-            let mut f = Vec::with_capacity(9);
-            frame::encode_signal(&mut f, false);
-            self.send(&f);
+            self.send_signal(false);
             return Ok(true);
         }
         if let Some(packed) = s.packed {
@@ -399,6 +411,14 @@ impl CompatLink {
             .into();
             s.packed = None;
             s.signal_due = s.big;
+            return Ok(true);
+        }
+        if s.remaining == 0 && s.refused {
+            let s = self.inbound.take().expect("an inbound stream");
+            if s.big {
+                self.send_signal(true);
+            }
+            self.send_results();
             return Ok(true);
         }
         if s.remaining == 0 {
@@ -488,6 +508,10 @@ impl CompatLink {
                 }
             }
             Kind::StreamResult => {
+                if let Some(s) = self.inbound.as_mut().filter(|s| s.id == h.request) {
+                    // Refused before its end: drop the rest as it comes.
+                    (s.refused, s.credit) = (true, u64::MAX);
+                }
                 let verdict = zs_wire::body::parse_code_message(&f.body).map(|(c, m)| (c, m.to_owned()));
                 if let Ok((code, why)) =
                     verdict.as_ref().map_err(drop).and_then(|v| if v.0 != 0 { Ok(v) } else { Err(()) })
@@ -495,9 +519,7 @@ impl CompatLink {
                     tracing::warn!(peer = self.peer_id, code, error = %why, "ZServer4D transfer failed in its handler");
                 }
                 if self.answers_due.remove(&h.request) == Some(true) {
-                    let mut s = Vec::with_capacity(9);
-                    frame::encode_signal(&mut s, true);
-                    self.send(&s);
+                    self.send_signal(true);
                 }
                 self.send_results();
             }
