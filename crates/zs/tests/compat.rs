@@ -305,6 +305,12 @@ async fn direct_commands_reach_a_client_that_makes_no_requests_and_never_one_tha
         (name.as_str(), d.elements),
         ("data", vec![Element::String("ping".into()), Element::Integer(7)])
     );
+    // Calls and virtual channels to a ZServer4D client fail at once, with the reason.
+    let peer = server.peers().pop().unwrap();
+    let call = within("a call to a ZServer4D client", peer.call_console("anything", "x")).await;
+    assert!(call.unwrap_err().to_string().contains("takes no calls"));
+    let open = within("a channel to a ZServer4D client", peer.open_stream("svc")).await;
+    assert!(open.unwrap_err().to_string().contains("no virtual channels"));
     // A client that makes requests would read a push as its result: none is sent to it.
     listener.call_console("echo", "now I make requests").await.unwrap();
     let errors = server.stats().errors_out;

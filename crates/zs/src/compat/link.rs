@@ -25,6 +25,7 @@ use zs_compat::seq::{self, SeqLayer};
 use zs_compat::{compress, CompatError, HashKind};
 use zs_wire::body::{put_code_message, CallBody};
 use zs_wire::bulk::{StreamEnd, StreamMode, StreamOpen, INITIAL_WINDOW};
+use zs_wire::mux::{MuxCode, MuxFrame};
 use zs_wire::{DataFrame, ErrorCode, Flags, Frame, FrameDecoder, FrameWriter, Kind, Limits};
 
 use super::CompatShared;
@@ -535,6 +536,13 @@ impl CompatLink {
                 self.control(Kind::StreamResult, h.request, |b| {
                     put_code_message(b, ErrorCode::Cancelled.code(), why)
                 });
+            }
+            Kind::MuxOpen => {
+                if let Ok(MuxFrame::Open { channel, .. }) = MuxFrame::decode(&h, f.body.clone()) {
+                    let reason = "a ZServer4D client has no virtual channels".to_owned();
+                    let _ = MuxFrame::Refuse { channel, code: MuxCode::Refused, reason }
+                        .encode(&mut self.to_conn);
+                }
             }
             _ => {}
         }
