@@ -353,3 +353,50 @@ async fn a_silent_client_times_out_and_one_sending_keepalives_stays() {
     assert_eq!(within("the keepalives", keepalives).await.unwrap(), 15, "every keepalive echoed");
     assert_eq!(server.stats().idle_timeouts, 1);
 }
+
+#[tokio::test]
+async fn mutated_client_traffic_never_panics_the_listener_and_others_are_served() {
+    // Any panic anywhere (a connection's task included) fails the test.
+    let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = panicked.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flag.store(true, Relaxed);
+        default_hook(info);
+    }));
+    let (server, _) = serve().await;
+    let addr = server.compat_addrs()[0];
+    let good = CompatClient::connect(addr, CompatClientConfig::default()).await.unwrap();
+    let session: Vec<u8> = capture_b().into_iter().filter(|c| c.0).flat_map(|c| c.1).collect();
+    let mut rng = zs::wire::fuzzing::SplitMix(0xC0FFEE);
+    for batch in 0..10 {
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            let mut bytes = session.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.next() as u8;
+            }
+            if rng.below(4) == 0 {
+                bytes.truncate(rng.below(bytes.len()));
+            }
+            tasks.push(tokio::spawn(async move {
+                let mut tcp = TcpStream::connect(addr).await.unwrap();
+                let _ = tcp.write_all(&bytes).await;
+                // Read what comes back for a moment (results, or a close), then leave.
+                let mut sink = vec![0u8; 4096];
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(100), async {
+                    while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let text = format!("batch {batch}");
+        assert_eq!(good.call_console("echo", &text).await.unwrap(), text);
+    }
+    wait_until("the mutated connections to close", || server.connection_count() == 1).await;
+    assert!(!panicked.load(Relaxed), "a panic happened");
+}
