@@ -305,6 +305,11 @@ async fn direct_commands_reach_a_client_that_makes_no_requests_and_never_one_tha
         (name.as_str(), d.elements),
         ("data", vec![Element::String("ping".into()), Element::Integer(7)])
     );
+    // A broadcast big enough to be compressed on the native wire arrives as plain text.
+    let long = "zserver ".repeat(4096);
+    server.broadcast_console("note", long.as_str(), |_| true).unwrap();
+    let (_, body) = within("a long push", listener.recv_direct()).await.unwrap();
+    assert_eq!(body, zs::compat::Body::Text(long));
     // Calls and virtual channels to a ZServer4D client fail at once, with the reason.
     let peer = server.peers().pop().unwrap();
     let call = within("a call to a ZServer4D client", peer.call_console("anything", "x")).await;

@@ -560,11 +560,20 @@ impl CompatLink {
                 "direct command not sent: this ZServer4D client makes requests on the connection"
             );
         }
+        // A broadcast is encoded once for every peer, so it may come lz4-compressed.
+        let payload = if f.header.flags.contains(Flags::COMPRESSED) {
+            match zs_wire::compress::unlz4(&call.payload, self.shared.config.limits.max_payload) {
+                Ok(p) => Bytes::from(p),
+                Err(e) => return tracing::warn!(peer = self.peer_id, error = %e, "direct command not sent"),
+            }
+        } else {
+            call.payload.clone()
+        };
         let (kind, body) = if f.header.flags.contains(Flags::DATAFRAME) {
-            let d = DataFrame::decode(&call.payload, &Limits::default()).unwrap_or_default();
+            let d = DataFrame::decode(&payload, &Limits::default()).unwrap_or_default();
             (FrameKind::DirectStream, Body::Frame(Dfe::from_dataframe(&d)))
         } else {
-            (FrameKind::DirectConsole, Body::Text(String::from_utf8_lossy(&call.payload).into_owned()))
+            (FrameKind::DirectConsole, Body::Text(String::from_utf8_lossy(&payload).into_owned()))
         };
         let mut out = Vec::new();
         frame::encode_request(&mut out, kind, &frame::request_payload(call.name(), &body), HashKind::None);
