@@ -469,31 +469,36 @@ impl CompatLink {
         let h = f.header;
         match h.kind {
             Kind::Reply | Kind::Error => {
-                let Some(Pending::Call { console, result, .. }) = self
+                let Some(i) = self
                     .pending
-                    .iter_mut()
-                    .find(|p| matches!(p, Pending::Call { id, .. } if *id == h.request))
+                    .iter()
+                    .position(|p| matches!(p, Pending::Call { id, .. } if *id == h.request))
                 else {
                     return;
                 };
-                *result = Some(if h.kind == Kind::Error {
-                    let why = zs_wire::body::parse_code_message(&f.body)
-                        .map(|(_, m)| m.to_owned())
-                        .unwrap_or_default();
-                    tracing::warn!(peer = self.peer_id, error = %why, "ZServer4D request failed: the client gets an empty result");
-                    if *console {
-                        Vec::new()
-                    } else {
-                        Dfe::new().encode()
-                    }
-                } else if *console {
-                    f.body.to_vec()
+                let console = matches!(self.pending[i], Pending::Call { console: true, .. });
+                let payload = if h.kind == Kind::Error {
+                    let why = zs_wire::body::parse_code_message(&f.body).map(|(_, m)| m.to_owned());
+                    Err(why.unwrap_or_default())
                 } else {
-                    match DataFrame::decode(&f.body, &Limits::default()) {
-                        Ok(d) => Dfe::from_dataframe(&d).encode(),
-                        Err(_) => Dfe::new().encode(),
+                    uncompressed(&f, &f.body, self.shared.config.limits.max_payload)
+                        .map_err(|e| e.to_string())
+                };
+                let translated = match payload {
+                    Ok(p) if console => Some(p.to_vec()),
+                    Ok(p) => DataFrame::decode(&p, &Limits::default())
+                        .ok()
+                        .map(|d| Dfe::from_dataframe(&d).encode()),
+                    Err(why) => {
+                        tracing::warn!(peer = self.peer_id, error = %why, "ZServer4D request failed: the client gets an empty result");
+                        None
                     }
-                });
+                };
+                // The original's answer to a failure: an empty result.
+                let empty = || if console { Vec::new() } else { Dfe::new().encode() };
+                if let Pending::Call { result, .. } = &mut self.pending[i] {
+                    *result = Some(translated.unwrap_or_else(empty));
+                }
                 self.send_results();
             }
             // Answered only if the client was heard from since: a silent client times out.
@@ -561,13 +566,9 @@ impl CompatLink {
             );
         }
         // A broadcast is encoded once for every peer, so it may come lz4-compressed.
-        let payload = if f.header.flags.contains(Flags::COMPRESSED) {
-            match zs_wire::compress::unlz4(&call.payload, self.shared.config.limits.max_payload) {
-                Ok(p) => Bytes::from(p),
-                Err(e) => return tracing::warn!(peer = self.peer_id, error = %e, "direct command not sent"),
-            }
-        } else {
-            call.payload.clone()
+        let payload = match uncompressed(f, &call.payload, self.shared.config.limits.max_payload) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(peer = self.peer_id, error = %e, "direct command not sent"),
         };
         let (kind, body) = if f.header.flags.contains(Flags::DATAFRAME) {
             let d = DataFrame::decode(&payload, &Limits::default()).unwrap_or_default();
@@ -604,6 +605,15 @@ impl CompatLink {
             }
         }
         Ok(())
+    }
+}
+
+/// `payload` of frame `f`, inflated if the frame says it is lz4-compressed.
+fn uncompressed(f: &Frame, payload: &Bytes, max: u32) -> Result<Bytes, zs_wire::WireError> {
+    if f.header.flags.contains(Flags::COMPRESSED) {
+        zs_wire::compress::unlz4(payload, max).map(Bytes::from)
+    } else {
+        Ok(payload.clone())
     }
 }
 
