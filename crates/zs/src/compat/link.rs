@@ -54,8 +54,9 @@ enum Pending {
     Call { id: u32, console: bool, result: Option<Vec<u8>> },
     /// Answered by the link itself (the handshake).
     Ready(Vec<u8>),
-    /// `__@Wait`: answered once every transfer before it was handled too.
-    Wait(Vec<u8>),
+    /// `__@Wait`: answered once the connection has taken every frame before it (it
+    /// answered `ping`, which follows them) and every transfer before it was handled.
+    Wait { ping: u32, ponged: bool, tick: Vec<u8> },
 }
 
 /// A BigStream or CompleteBuffer being handed to the connection as a stream.
@@ -193,7 +194,7 @@ impl CompatLink {
             let transfers_done = self.inbound.is_none() && self.answers_due.is_empty();
             let payload = match self.pending.front_mut() {
                 Some(Pending::Ready(p)) => std::mem::take(p),
-                Some(Pending::Wait(p)) if transfers_done => std::mem::take(p),
+                Some(Pending::Wait { ponged: true, tick, .. }) if transfers_done => std::mem::take(tick),
                 Some(Pending::Call { result: Some(p), .. }) => std::mem::take(p),
                 _ => return,
             };
@@ -280,13 +281,19 @@ impl CompatLink {
             );
             Some(Pending::Ready(model.to_dfe().encode()))
         } else if command.eq_ignore_ascii_case(handshake::WAIT) {
+            if kind.is_direct() {
+                return Ok(()); // a barrier nobody waits for
+            }
             let tick = format!("{:X}", self.shared.started.elapsed().as_millis());
             let tick = if kind.is_console() {
                 tick.into_bytes()
             } else {
                 Dfe { elements: vec![Element::String(tick)] }.encode()
             };
-            Some(Pending::Wait(tick))
+            // A ping behind the frames before it: its pong says the connection took them.
+            let ping = self.id();
+            self.control(Kind::Ping, ping, |_| {});
+            Some(Pending::Wait { ping, ponged: false, tick })
         } else {
             None
         };
@@ -500,6 +507,16 @@ impl CompatLink {
                     *result = Some(translated.unwrap_or_else(empty));
                 }
                 self.send_results();
+            }
+            Kind::Pong => {
+                let wait = self.pending.iter_mut().find_map(|p| match p {
+                    Pending::Wait { ping, ponged, .. } if *ping == h.request => Some(ponged),
+                    _ => None,
+                });
+                if let Some(ponged) = wait {
+                    *ponged = true;
+                    self.send_results();
+                }
             }
             // Answered only if the client was heard from since: a silent client times out.
             Kind::Ping if self.heard => {
