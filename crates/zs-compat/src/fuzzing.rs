@@ -72,10 +72,18 @@ pub fn packets(data: &[u8]) {
     assert!(input.len() <= data.len());
 }
 
-/// Decodes `data` as a DataFrameEngine; what decodes re-encodes (plain and compressed) to
-/// bytes that decode to the same encoding, and converts to a `DataFrame` and back.
+/// Decodes `data` as a DataFrameEngine (and as a parallel compression container); what
+/// decodes re-encodes (plain and compressed) to bytes that decode to the same encoding,
+/// converts to a `DataFrame` and back, and is read as a handshake answer.
 pub fn dfe(data: &[u8]) {
+    if let Ok(len) = crate::compress::parallel_len(data) {
+        let _ = crate::compress::parallel_decompress(data, len, LIMIT);
+    }
     let Ok(d) = Dfe::decode(data, LIMIT) else { return };
+    if let Ok(model) = crate::handshake::CipherModel::from_dfe(&d) {
+        let again = crate::handshake::CipherModel::from_dfe(&model.to_dfe()).expect("re-reads");
+        assert_eq!(again, model);
+    }
     let plain = d.encode();
     assert_eq!(Dfe::decode(&plain, LIMIT).expect("re-decodes").encode(), plain);
     let packed = d.encode_compressed();
@@ -87,4 +95,22 @@ pub fn dfe(data: &[u8]) {
 /// and random ones (the same generator as zs-wire's targets).
 pub fn inputs(root: &std::path::Path, target: &str, n: usize) -> Vec<Vec<u8>> {
     zs_wire::fuzzing::inputs(root, target, n)
+}
+
+/// Bytes from hex digits (test fixtures; panics on anything else).
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits")).collect()
+}
+
+/// A recorded capture of the original's traffic (`tests/fixtures/capture_*.txt`: `#`
+/// comments, then one recv() chunk per line, `c2s` or `s2c` and its hex): (client to
+/// server?, bytes) in order.
+pub fn parse_capture(text: &str) -> Vec<(bool, Vec<u8>)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (dir, bytes) = l.split_once(' ').expect("direction and hex");
+            (dir == "c2s", hex(bytes))
+        })
+        .collect()
 }

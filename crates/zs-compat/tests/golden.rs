@@ -8,27 +8,15 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use zs_compat::dfe::{Dfe, Element};
 use zs_compat::frame::{self, Body, CompatLimits, Decoded, FrameKind};
+use zs_compat::fuzzing::{hex, parse_capture};
 use zs_compat::handshake::{self, CipherModel};
 use zs_compat::seq::{self, Packet, Parsed, SeqConfig, SeqLayer};
 use zs_compat::{CompatError, HashKind};
 
-/// Bytes from hex digits.
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
 /// The chunks of a capture, in order: (client to server?, bytes).
 fn capture(name: &str) -> Vec<(bool, Vec<u8>)> {
     let path = format!("{}/tests/fixtures/capture_{name}.txt", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(path)
-        .expect("fixture")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let (dir, bytes) = l.split_once(' ').expect("direction and hex");
-            (dir == "c2s", hex(bytes))
-        })
-        .collect()
+    parse_capture(&std::fs::read_to_string(path).expect("fixture"))
 }
 
 /// One direction's packets, as (sizes and seqs of data packets, acks sent), and the

@@ -82,10 +82,10 @@ impl Server {
             sessions: Arc::default(),
         });
         for listener in listeners {
-            tokio::spawn(accept_loop(shared.clone(), listener));
+            tokio::spawn(accept_loop(shared.clone(), listener, false));
         }
         for listener in compat_listeners {
-            tokio::spawn(compat_accept_loop(shared.clone(), listener));
+            tokio::spawn(accept_loop(shared.clone(), listener, true));
         }
         Ok(ServerHandle { shared })
     }
@@ -114,6 +114,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// A new connection's id.
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Why a new connection cannot be taken now, if it cannot.
     fn refusal(&self) -> Option<(GoAwayCode, &'static str)> {
         if self.stopping.load(Ordering::Acquire) {
@@ -126,9 +131,10 @@ impl Shared {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+/// Accepts connections on `listener`: zserver clients, or ZServer4D clients (`compat`).
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, compat: bool) {
     let mut stop = shared.stop.subscribe();
-    let secured = !matches!(shared.config.security, ServerSecurity::Plaintext);
+    let secured = !compat && !matches!(shared.config.security, ServerSecurity::Plaintext);
     loop {
         // A permit per handshake: when all are taken, connections wait in the backlog.
         let permit = if secured {
@@ -141,6 +147,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         tokio::select! {
             r = listener.accept() => match r {
+                Ok((stream, _)) if compat => on_compat_accept(&shared, stream),
                 Ok((stream, _)) => on_accept(&shared, stream, permit),
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
@@ -153,31 +160,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// Accepts ZServer4D clients: no handshake of ours (theirs is answered by the link).
-async fn compat_accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mut stop = shared.stop.subscribe();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, remote)) => {
-                    tune(&stream, shared.connection.socket_unsent_limit);
-                    if let Some((_, msg)) = shared.refusal() {
-                        // The original's protocol has no way to say why: the client sees a close.
-                        shared.stats.bump(|s| &s.connections_refused);
-                        tracing::warn!(%remote, msg, "ZServer4D connection refused");
-                        continue;
-                    }
-                    let link = AnyLink::Compat(Box::new(CompatLink::new(stream, shared.compat.clone())));
-                    admit(&shared, link, None, shared.compat_connection.clone());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => return,
-        }
+/// A ZServer4D client: no handshake of ours (theirs is answered by the link).
+fn on_compat_accept(shared: &Arc<Shared>, stream: TcpStream) {
+    tune(&stream, shared.connection.socket_unsent_limit);
+    if let Some((_, msg)) = shared.refusal() {
+        // The original's protocol has no way to say why: the client sees a close.
+        shared.stats.bump(|s| &s.connections_refused);
+        return tracing::warn!(remote = ?stream.peer_addr().ok(), msg, "ZServer4D connection refused");
     }
+    let id = shared.next_id();
+    let link = AnyLink::Compat(Box::new(CompatLink::new(stream, shared.compat.clone(), id)));
+    admit(shared, id, link, None, shared.compat_connection.clone());
 }
 
 fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
@@ -192,7 +185,7 @@ fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSe
         return;
     }
     let Some(permit) = permit else {
-        admit(shared, AnyLink::Tcp(stream), None, shared.connection.clone());
+        admit(shared, shared.next_id(), AnyLink::Tcp(stream), None, shared.connection.clone());
         return;
     };
     let shared = shared.clone();
@@ -234,18 +227,19 @@ fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSe
             let e = secure::refuse(link, code, msg, "connection").await;
             return tracing::warn!(?remote, error = %e, "connection refused");
         }
-        admit(&shared, link, channel, shared.connection.clone());
+        admit(&shared, shared.next_id(), link, channel, shared.connection.clone());
     });
 }
 
+/// Serves `link` as connection `id`.
 fn admit(
     shared: &Arc<Shared>,
+    id: u64,
     mut link: AnyLink,
     channel: Option<ChannelInfo>,
     config: Arc<ConnectionConfig>,
 ) {
     let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let session = session::of(&link);
     let peer = Peer::new(id, (remote, local), channel, session, config, shared.stats.clone(), false);
     session::bind_events(&mut link, &peer, &shared.router);

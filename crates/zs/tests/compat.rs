@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use common::{wait_until, within};
+use common::{hash_stream, serve_with, wait_until, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zs::compat::{CompatClient, CompatClientConfig, CompatConfig, Dfe, Element};
@@ -70,12 +70,9 @@ fn router(counts: Arc<Counts>) -> Router {
     r.big_stream("big", move |_, mut s: IncomingStream| {
         let c = c.clone();
         async move {
-            let mut h = blake3::Hasher::new();
-            while let Some(chunk) = s.next_chunk().await {
-                h.update(&chunk?);
-            }
+            let hash = hash_stream(&mut s).await?;
             c.big.fetch_add(1, Relaxed);
-            c.received.lock().unwrap().push(("big".into(), s.received(), *h.finalize().as_bytes()));
+            c.received.lock().unwrap().push(("big".into(), s.received(), *hash.as_bytes()));
             Ok::<_, zs::CallError>(())
         }
     });
@@ -88,31 +85,21 @@ fn router(counts: Arc<Counts>) -> Router {
     r
 }
 
+/// Server settings with a ZServer4D listener on an ephemeral port.
+fn compat_config() -> ServerConfig {
+    let compat = CompatConfig { listen: vec!["127.0.0.1:0".parse().unwrap()], ..CompatConfig::default() };
+    ServerConfig { compat, ..ServerConfig::default() }
+}
+
 async fn serve() -> (ServerHandle, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
-    let config = ServerConfig {
-        compat: CompatConfig { listen: vec!["127.0.0.1:0".parse().unwrap()], ..CompatConfig::default() },
-        ..ServerConfig::default()
-    };
-    let server = zs::Server::bind("127.0.0.1:0", router(counts.clone()), config).await.unwrap();
-    (server, counts)
+    (serve_with(router(counts.clone()), compat_config()).await, counts)
 }
 
 /// The capture's chunks: (client to server?, bytes).
 fn capture_b() -> Vec<(bool, Vec<u8>)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../zs-compat/tests/fixtures/capture_b.txt");
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let (dir, hex) = l.split_once(' ').unwrap();
-            (
-                dir == "c2s",
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
-            )
-        })
-        .collect()
+    zs_compat::fuzzing::parse_capture(&std::fs::read_to_string(path).unwrap())
 }
 
 /// Reads sequence packets from a raw socket until one whole result frame is in.
@@ -327,13 +314,10 @@ async fn direct_commands_reach_a_client_that_makes_no_requests_and_never_one_tha
 #[tokio::test]
 async fn a_silent_client_times_out_and_one_sending_keepalives_stays() {
     let counts = Arc::new(Counts::default());
-    let mut config = ServerConfig {
-        compat: CompatConfig { listen: vec!["127.0.0.1:0".parse().unwrap()], ..CompatConfig::default() },
-        ..ServerConfig::default()
-    };
+    let mut config = compat_config();
     config.connection.idle_timeout = Some(std::time::Duration::from_millis(1500));
     config.connection.keepalive_interval = Some(std::time::Duration::from_millis(300));
-    let server = zs::Server::bind("127.0.0.1:0", router(counts), config).await.unwrap();
+    let server = serve_with(router(counts), config).await;
     let addr = server.compat_addrs()[0];
     let silent = CompatClient::connect(addr, CompatClientConfig::default()).await.unwrap();
     // The original's keepalive: `04 0000` once a second of silence (here every 200 ms).
@@ -404,4 +388,37 @@ async fn mutated_client_traffic_never_panics_the_listener_and_others_are_served(
     }
     wait_until("the mutated connections to close", || server.connection_count() == 1).await;
     assert!(!panicked.load(Relaxed), "a panic happened");
+}
+
+#[tokio::test]
+async fn the_client_reports_a_server_that_is_not_zserver4d_closes_or_never_answers() {
+    use zs::compat::CompatClientError;
+    // Each fake server answers the handshake its own way.
+    let fake = |answer: &'static [u8], close: bool| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; 64];
+            let _ = tcp.read(&mut hello).await;
+            let _ = tcp.write_all(answer).await;
+            if !close {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            }
+        });
+        addr
+    };
+    let config = CompatClientConfig {
+        timeout: std::time::Duration::from_millis(500),
+        ..CompatClientConfig::default()
+    };
+    let garbage = fake(b"HTTP/1.1 400 Bad Request\r\n\r\n", true).await;
+    let e = within("garbage", CompatClient::connect(garbage, config.clone())).await.err().unwrap();
+    assert!(matches!(e, CompatClientError::Protocol(_)), "{e}");
+    let closing = fake(b"", true).await;
+    let e = within("a close", CompatClient::connect(closing, config.clone())).await.err().unwrap();
+    assert!(matches!(e, CompatClientError::Io(_)), "{e}");
+    let silent = fake(b"", false).await;
+    let e = within("silence", CompatClient::connect(silent, config)).await.err().unwrap();
+    assert!(matches!(e, CompatClientError::Timeout(_)), "{e}");
 }

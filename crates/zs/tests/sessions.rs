@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{serve_with, wait_until, within};
+use common::{hash_stream, serve_with, wait_until, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zs::secure::SecureStream;
 use zs::wire::session::{Answer, Hello, Refusal};
@@ -101,11 +101,8 @@ async fn a_thousand_cuts_during_mixed_traffic_lose_and_duplicate_nothing() {
     router.big_stream("sink", move |_, mut s: IncomingStream| {
         let got = got.clone();
         async move {
-            let mut h = blake3::Hasher::new();
-            while let Some(chunk) = s.next_chunk().await {
-                h.update(&chunk?);
-            }
-            got.lock().unwrap().push((s.received(), h.finalize()));
+            let hash = hash_stream(&mut s).await?;
+            got.lock().unwrap().push((s.received(), hash));
             Ok::<(), zs::CallError>(())
         }
     });

@@ -206,9 +206,8 @@ impl CompatClient {
             io.drain().await?;
             return Ok(None);
         }
-        let t = self.config.timeout;
         // A result that does not come leaves the connection unusable (results carry no ids).
-        tokio::time::timeout(t, io.result()).await.map_err(|_| CompatClientError::Timeout(t))?.map(Some)
+        self.timed(io.result()).await.map(Some)
     }
 
     /// Calls a console command: text in, text out.
@@ -254,29 +253,20 @@ impl CompatClient {
         let mut io = self.io.lock().await;
         let mut f = Vec::new();
         frame::encode_big_stream_head(&mut f, total as i64, command);
-        let t = self.config.timeout;
-        if total == 0 {
-            io.send(&f).await?;
-            let signal =
-                tokio::time::timeout(t, io.signal()).await.map_err(|_| CompatClientError::Timeout(t))??;
-            return match signal {
-                Decoded::DoneSignal => Ok(()),
-                s => Err(zs_compat::CompatError::malformed("BigStream", format!("unexpected {s:?}")).into()),
-            };
-        }
         let mut left = total;
         let mut chunk = vec![0; CHUNK_SIZE.min(total as usize)];
         loop {
-            let n = (left as usize).min(CHUNK_SIZE);
-            reader.read_exact(&mut chunk[..n]).await?;
-            self.put_chunk(&mut f, &chunk[..n]);
+            // The header goes with the first chunk (alone for an empty stream); after each
+            // chunk the server says "next" (F6) or, after the last, "done" (F7).
+            if left > 0 {
+                let n = (left as usize).min(CHUNK_SIZE);
+                reader.read_exact(&mut chunk[..n]).await?;
+                self.put_chunk(&mut f, &chunk[..n]);
+                left -= n as u64;
+            }
             io.send(&f).await?;
             f.clear();
-            left -= n as u64;
-            let want_done = left == 0;
-            let signal =
-                tokio::time::timeout(t, io.signal()).await.map_err(|_| CompatClientError::Timeout(t))??;
-            match (signal, want_done) {
+            match (self.timed(io.signal()).await?, left == 0) {
                 (Decoded::DoneSignal, true) => return Ok(()),
                 (Decoded::FragmentSignal, false) => {}
                 (s, _) => {
@@ -286,6 +276,15 @@ impl CompatClient {
                 }
             }
         }
+    }
+
+    /// `f`, failed with `Timeout` if it takes longer than the configured timeout.
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, CompatClientError>>,
+    ) -> Result<T, CompatClientError> {
+        let t = self.config.timeout;
+        tokio::time::timeout(t, f).await.map_err(|_| CompatClientError::Timeout(t))?
     }
 
     fn put_chunk(&self, f: &mut Vec<u8>, data: &[u8]) {

@@ -23,12 +23,13 @@ use zs_compat::frame::{self, Body, Decoded, FrameKind};
 use zs_compat::handshake::{self, CipherModel};
 use zs_compat::seq::{self, SeqLayer};
 use zs_compat::{compress, CompatError, HashKind};
-use zs_wire::body::{put_code_message, CallBody};
+use zs_wire::body::CallBody;
 use zs_wire::bulk::{StreamEnd, StreamMode, StreamOpen, INITIAL_WINDOW};
 use zs_wire::mux::{MuxCode, MuxFrame};
 use zs_wire::{DataFrame, ErrorCode, Flags, Frame, FrameDecoder, FrameWriter, Kind, Limits};
 
 use super::CompatShared;
+use crate::rpc::encode;
 use crate::transport::Link;
 
 /// Input held while the connection has not taken it (a BigStream waiting for credit):
@@ -87,7 +88,8 @@ struct Inbound {
 pub(crate) struct CompatLink {
     tcp: TcpStream,
     shared: Arc<CompatShared>,
-    peer_id: u32,
+    /// The connection's id (its `Peer::id`).
+    peer_id: u64,
     framing: Framing,
     /// From the socket, not yet through the sequence layer.
     raw: BytesMut,
@@ -123,8 +125,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl CompatLink {
-    pub(crate) fn new(tcp: TcpStream, shared: Arc<CompatShared>) -> Self {
-        let peer_id = shared.next_peer_id();
+    pub(crate) fn new(tcp: TcpStream, shared: Arc<CompatShared>, peer_id: u64) -> Self {
         CompatLink {
             tcp,
             shared,
@@ -273,8 +274,9 @@ impl CompatLink {
         let (command, body) = frame::parse_request_payload(kind, payload, limit)?;
         let local = if command.eq_ignore_ascii_case(handshake::CIPHER_MODEL) {
             let c = &self.shared.config;
+            // The handshake has a 32-bit id: the connection's, wrapped.
             let model = CipherModel::plain(
-                self.peer_id,
+                self.peer_id as u32,
                 self.shared.started_md5,
                 c.idle_ms,
                 c.limits.max_complete_buffer,
@@ -292,7 +294,7 @@ impl CompatLink {
             };
             // A ping behind the frames before it: its pong says the connection took them.
             let ping = self.id();
-            self.control(Kind::Ping, ping, |_| {});
+            encode::control(&mut self.to_conn, Kind::Ping, ping);
             Some(Pending::Wait { ping, ponged: false, tick })
         } else {
             None
@@ -321,25 +323,19 @@ impl CompatLink {
             self.client_requests = true;
         }
         let id = if kind.is_direct() { 0 } else { self.id() };
-        let (flags, payload) = match &body {
-            Body::Text(t) => (Flags::NONE, Bytes::copy_from_slice(t.as_bytes())),
-            Body::Frame(d) => (Flags::DATAFRAME, d.to_dataframe().to_bytes()),
-        };
         let native = if kind.is_direct() { Kind::Send } else { Kind::Call };
+        let flags = if kind.is_console() { Flags::NONE } else { Flags::DATAFRAME };
         let mut w = FrameWriter::begin(&mut self.to_conn, native, flags, 0, id);
         CallBody::put_name(w.body(), &command).expect("name length checked");
-        w.body().extend_from_slice(&payload);
+        match &body {
+            Body::Text(t) => w.body().extend_from_slice(t.as_bytes()),
+            Body::Frame(d) => d.to_dataframe().encode(w.body()),
+        }
         w.finish(u32::MAX).expect("no limit");
         if !kind.is_direct() {
             self.pending.push_back(Pending::Call { id, console: kind.is_console(), result: None });
         }
         Ok(())
-    }
-
-    fn control(&mut self, kind: Kind, request: u32, body: impl FnOnce(&mut BytesMut)) {
-        let mut w = FrameWriter::begin(&mut self.to_conn, kind, Flags::NONE, 0, request);
-        body(w.body());
-        w.finish(u32::MAX).expect("no limit");
     }
 
     fn open_inbound(&mut self, big: bool, total: u64, packed: u32, command: &str) {
@@ -351,7 +347,7 @@ impl CompatLink {
             key: 0,
             name: command.chars().take(255).collect(),
         };
-        self.control(Kind::StreamOpen, id, |b| {
+        encode::frame(&mut self.to_conn, Kind::StreamOpen, id, |b| {
             let _ = open.encode(b);
         });
         self.inbound = Some(Box::new(Inbound {
@@ -394,7 +390,7 @@ impl CompatLink {
             s.hasher.update(&data);
             (s.credit, s.sent) = (s.credit - n as u64, s.sent + n as u64);
             let id = s.id;
-            self.control(Kind::StreamData, id, |b| b.extend_from_slice(&data));
+            encode::frame(&mut self.to_conn, Kind::StreamData, id, |b| b.extend_from_slice(&data));
             return Ok(true);
         }
         if !s.staged.is_empty() || s.chunk_left > 0 {
@@ -421,19 +417,19 @@ impl CompatLink {
             s.signal_due = s.big;
             return Ok(true);
         }
-        if s.remaining == 0 && s.refused {
-            let s = self.inbound.take().expect("an inbound stream");
-            if s.big {
-                self.send_signal(true);
-            }
-            self.send_results();
-            return Ok(true);
-        }
         if s.remaining == 0 {
             let s = self.inbound.take().expect("an inbound stream");
-            let end = StreamEnd { bytes: s.sent, hash: *s.hasher.finalize().as_bytes() };
-            self.control(Kind::StreamEnd, s.id, |b| end.encode(b));
-            self.answers_due.insert(s.id, s.big);
+            if s.refused {
+                // Nothing to wait for: the connection answered already.
+                if s.big {
+                    self.send_signal(true);
+                }
+                self.send_results();
+            } else {
+                let end = StreamEnd { bytes: s.sent, hash: *s.hasher.finalize().as_bytes() };
+                encode::frame(&mut self.to_conn, Kind::StreamEnd, s.id, |b| end.encode(b));
+                self.answers_due.insert(s.id, s.big);
+            }
             return Ok(true);
         }
         // A BigStream's next chunk.
@@ -521,7 +517,7 @@ impl CompatLink {
             // Answered only if the client was heard from since: a silent client times out.
             Kind::Ping if self.heard => {
                 self.heard = false;
-                self.control(Kind::Pong, h.request, |_| {});
+                encode::control(&mut self.to_conn, Kind::Pong, h.request);
             }
             Kind::StreamCredit => {
                 if let (Some(s), Ok(n)) = (self.inbound.as_mut(), zs_wire::bulk::parse_credit(&f.body)) {
@@ -549,15 +545,11 @@ impl CompatLink {
             Kind::Send => self.push_direct(&f),
             Kind::Call => {
                 let why = "a ZServer4D client takes no calls (replies carry no ids); use direct commands on a connection it makes no requests on";
-                self.control(Kind::Error, h.request, |b| {
-                    put_code_message(b, ErrorCode::Overloaded.code(), why)
-                });
+                encode::error(&mut self.to_conn, h.request, ErrorCode::Overloaded, why);
             }
             Kind::StreamOpen => {
                 let why = "sending streams to a ZServer4D client is not supported";
-                self.control(Kind::StreamResult, h.request, |b| {
-                    put_code_message(b, ErrorCode::Cancelled.code(), why)
-                });
+                encode::stream_result(&mut self.to_conn, h.request, ErrorCode::Cancelled.code(), why);
             }
             Kind::MuxOpen => {
                 if let Ok(MuxFrame::Open { channel, .. }) = MuxFrame::decode(&h, f.body.clone()) {
@@ -677,8 +669,14 @@ impl Link for CompatLink {
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         if !self.to_conn.is_empty() {
             let n = self.to_conn.len();
-            buf.extend_from_slice(&self.to_conn);
-            self.to_conn.clear();
+            if buf.is_empty() {
+                // Whole frames only, so the connection's buffer is empty: hand ours over
+                // (and take its room for the next ones) instead of copying.
+                std::mem::swap(buf, &mut self.to_conn);
+            } else {
+                buf.extend_from_slice(&self.to_conn);
+                self.to_conn.clear();
+            }
             self.owe_would_block = true;
             return Ok(n);
         }

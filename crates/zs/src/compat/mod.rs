@@ -7,7 +7,6 @@ mod client;
 mod link;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,17 +53,12 @@ pub(crate) struct CompatShared {
     pub(crate) started: Instant,
     /// Sent in the handshake as the original does (MD5 of the start time).
     pub(crate) started_md5: [u8; 16],
-    next_peer: AtomicU32,
 }
 
 impl CompatShared {
     pub(crate) fn new(config: CompatConfig, stats: Arc<Stats>) -> Self {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let started_md5 = zs_compat::hash::md5(now.as_nanos().to_string().as_bytes());
-        CompatShared { config, stats, started: Instant::now(), started_md5, next_peer: AtomicU32::new(1) }
-    }
-
-    pub(crate) fn next_peer_id(&self) -> u32 {
-        self.next_peer.fetch_add(1, Ordering::Relaxed)
+        CompatShared { config, stats, started: Instant::now(), started_md5 }
     }
 }

@@ -96,3 +96,12 @@ pub fn goaway_of(frames: &[zs::wire::Frame]) -> (zs::GoAwayCode, String) {
     let (code, msg) = zs::wire::body::parse_code_message(&last.body).unwrap();
     (zs::GoAwayCode::from_code(code), msg.to_owned())
 }
+
+/// Reads a whole incoming stream and returns its BLAKE3 hash (or the stream's error).
+pub async fn hash_stream(s: &mut zs::IncomingStream) -> Result<blake3::Hash, zs::CallError> {
+    let mut h = blake3::Hasher::new();
+    while let Some(chunk) = s.next_chunk().await {
+        h.update(&chunk?);
+    }
+    Ok(h.finalize())
+}
