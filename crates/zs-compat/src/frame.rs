@@ -36,30 +36,21 @@ pub const CHUNK_HEAD_LEN: usize = 5;
 /// Longest verify code accepted (SHA-512).
 const MAX_HASH_LEN: usize = 64;
 
-/// The four command frame types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FrameKind {
-    /// Text in, text out (0xF1).
-    Console = 0xF1,
-    /// DataFrameEngine in, DataFrameEngine out (0x2F).
-    Stream = 0x2F,
-    /// One-way console (0xF3).
-    DirectConsole = 0xF3,
-    /// One-way stream (0x4F).
-    DirectStream = 0x4F,
+zs_wire::wire_enum! {
+    /// The four command frame types.
+    pub enum FrameKind: u8 {
+        /// Text in, text out (0xF1).
+        Console = 0xF1 => "console",
+        /// DataFrameEngine in, DataFrameEngine out (0x2F).
+        Stream = 0x2F => "stream",
+        /// One-way console (0xF3).
+        DirectConsole = 0xF3 => "direct console",
+        /// One-way stream (0x4F).
+        DirectStream = 0x4F => "direct stream",
+    }
 }
 
 impl FrameKind {
-    /// The kind of a type byte, if it is a command frame.
-    pub fn from_u8(b: u8) -> Option<FrameKind> {
-        Some(match b {
-            0xF1 => FrameKind::Console,
-            0x2F => FrameKind::Stream,
-            0xF3 => FrameKind::DirectConsole,
-            0x4F => FrameKind::DirectStream,
-            _ => return None,
-        })
-    }
     /// One-way: no result frame answers it.
     pub fn is_direct(self) -> bool {
         matches!(self, FrameKind::DirectConsole | FrameKind::DirectStream)
@@ -211,7 +202,7 @@ pub fn envelope<'a>(
         (None, 8)
     } else {
         let Some(()) = need(buf, 5) else { return Ok(None) };
-        (Some(FrameKind::from_u8(buf[4]).ok_or(CompatError::UnknownType(buf[4]))?), 9)
+        (Some(FrameKind::from_code(buf[4]).ok_or(CompatError::UnknownType(buf[4]))?), 9)
     };
     let Some(()) = need(buf, at) else { return Ok(None) };
     let size = i32::from_le_bytes(buf[at - 4..at].try_into().expect("4 bytes"));
@@ -251,7 +242,7 @@ pub fn decode(buf: &[u8], limits: &CompatLimits) -> Result<Option<(Decoded, usiz
     check_head(buf)?;
     let Some(()) = need(buf, 5) else { return Ok(None) };
     let ty = buf[4];
-    if let Some(kind) = FrameKind::from_u8(ty) {
+    if let Some(kind) = FrameKind::from_code(ty) {
         let Some(e) = envelope(buf, false, limits)? else { return Ok(None) };
         return Ok(Some((Decoded::Request(Request { kind, hash: e.hash, payload: e.verified()? }), e.len)));
     }
@@ -323,7 +314,7 @@ pub fn decode_chunk_head(buf: &[u8], limits: &CompatLimits) -> Result<Option<Chu
 
 fn put_verified(out: &mut Vec<u8>, payload: &[u8], hash: HashKind) {
     let code = hash::verify_code(hash, payload);
-    out.push(hash as u8);
+    out.push(hash.code());
     out.extend_from_slice(&(code.len() as u16).to_le_bytes());
     out.extend_from_slice(&code);
     out.push(0); // cipher: none
@@ -334,7 +325,7 @@ fn put_verified(out: &mut Vec<u8>, payload: &[u8], hash: HashKind) {
 /// Appends a command frame carrying `payload` (unencrypted).
 pub fn encode_request(out: &mut Vec<u8>, kind: FrameKind, payload: &[u8], hash: HashKind) {
     out.extend_from_slice(&HEAD);
-    out.push(kind as u8);
+    out.push(kind.code());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     put_verified(out, payload, hash);
 }

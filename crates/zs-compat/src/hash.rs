@@ -4,49 +4,37 @@ use md5::{Digest, Md5};
 
 use crate::CompatError;
 
-/// The original's `THashSecurity` ordinals (the hash kind byte of a frame).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum HashKind {
-    /// No verify code (but see [`verify_code`]: 1 to 5 bytes always carry an MD5).
-    None = 0,
-    /// MD5 (the default profiles use this).
-    FastMd5 = 1,
-    /// MD5.
-    Md5 = 2,
-    /// SHA-1.
-    Sha1 = 3,
-    /// SHA-256.
-    Sha256 = 4,
-    /// SHA-512.
-    Sha512 = 5,
-    /// SHA3-224.
-    Sha3_224 = 6,
-    /// SHA3-256.
-    Sha3_256 = 7,
-    /// SHA3-384.
-    Sha3_384 = 8,
-    /// SHA3-512.
-    Sha3_512 = 9,
+zs_wire::wire_enum! {
+    /// The original's `THashSecurity` ordinals (the hash kind byte of a frame).
+    pub enum HashKind: u8 {
+        /// No verify code (but see [`verify_code`]: 1 to 5 bytes always carry an MD5).
+        None = 0 => "none",
+        /// MD5 (the default profiles use this).
+        FastMd5 = 1 => "fast md5",
+        /// MD5.
+        Md5 = 2 => "md5",
+        /// SHA-1.
+        Sha1 = 3 => "sha1",
+        /// SHA-256.
+        Sha256 = 4 => "sha256",
+        /// SHA-512.
+        Sha512 = 5 => "sha512",
+        /// SHA3-224.
+        Sha3_224 = 6 => "sha3-224",
+        /// SHA3-256.
+        Sha3_256 = 7 => "sha3-256",
+        /// SHA3-384.
+        Sha3_384 = 8 => "sha3-384",
+        /// SHA3-512.
+        Sha3_512 = 9 => "sha3-512",
+    }
 }
 
 impl HashKind {
     /// The kind of a hash kind byte; the original's LockBox, ELF, Mix128 and CRC kinds
     /// (10-19) are not supported.
     pub fn from_u8(b: u8) -> Result<HashKind, CompatError> {
-        Ok(match b {
-            0 => HashKind::None,
-            1 => HashKind::FastMd5,
-            2 => HashKind::Md5,
-            3 => HashKind::Sha1,
-            4 => HashKind::Sha256,
-            5 => HashKind::Sha512,
-            6 => HashKind::Sha3_224,
-            7 => HashKind::Sha3_256,
-            8 => HashKind::Sha3_384,
-            9 => HashKind::Sha3_512,
-            other => return Err(CompatError::UnsupportedHash(other)),
-        })
+        HashKind::from_code(b).ok_or(CompatError::UnsupportedHash(b))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::wire_enum;
 use crate::WireError;
 
 /// Longest command name in bytes.
@@ -50,86 +51,57 @@ impl CallBody {
     }
 }
 
-macro_rules! codes {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $n:expr, $text:expr;)* }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vm])* $v,)*
-            /// A code this build does not know (sent by a newer peer).
-            Other(u16),
-        }
-        impl $name {
-            /// The numeric code on the wire.
-            pub fn code(self) -> u16 {
-                match self { $($name::$v => $n,)* $name::Other(c) => c }
-            }
-            /// Decodes a numeric code.
-            pub fn from_code(c: u16) -> Self {
-                match c { $($n => $name::$v,)* other => $name::Other(other) }
-            }
-            /// A short description.
-            pub fn describe(self) -> &'static str {
-                match self { $($name::$v => $text,)* $name::Other(_) => "unknown code" }
-            }
-        }
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{} ({})", self.describe(), self.code())
-            }
-        }
-    };
-}
-
-codes! {
+wire_enum! {
     /// Why a call failed, carried by an `Error` frame.
-    ErrorCode {
+    pub enum ErrorCode: u16 {
         /// No handler is registered under the name.
-        UnknownCommand = 1, "unknown command";
+        UnknownCommand = 1 => "unknown command",
         /// The handler panicked.
-        HandlerPanicked = 2, "handler panicked";
+        HandlerPanicked = 2 => "handler panicked",
         /// The handler dropped its responder without answering.
-        NoReply = 3, "handler gave no reply";
+        NoReply = 3 => "handler gave no reply",
         /// The payload is not what the command takes (text vs DataFrame, or undecodable).
-        BadPayload = 4, "bad payload";
+        BadPayload = 4 => "bad payload",
         /// The receiver is over a limit (in-flight calls, queue space).
-        Overloaded = 5, "overloaded";
+        Overloaded = 5 => "overloaded",
         /// The receiver is shutting down and takes no new calls.
-        ShuttingDown = 6, "shutting down";
+        ShuttingDown = 6 => "shutting down",
         /// The handler returned an error.
-        Application = 7, "handler error";
+        Application = 7 => "handler error",
         /// The reply would exceed the frame size limit.
-        ReplyTooLarge = 8, "reply too large";
+        ReplyTooLarge = 8 => "reply too large",
         /// A stream's data does not match the BLAKE3 hash (or byte count) its sender computed.
-        ChecksumMismatch = 9, "checksum mismatch";
+        ChecksumMismatch = 9 => "checksum mismatch",
         /// A transfer was cancelled by one of its ends.
-        Cancelled = 10, "cancelled";
+        Cancelled = 10 => "cancelled",
         /// A complete buffer over the size limit, or a batch stream over the budget.
-        TooLarge = 11, "too large";
+        TooLarge = 11 => "too large",
+        _ => Other,
     }
 }
 
-codes! {
+wire_enum! {
     /// Why a connection is being closed, carried by a `GoAway` frame.
-    GoAwayCode {
+    pub enum GoAwayCode: u16 {
         /// Orderly close.
-        Normal = 0, "normal close";
+        Normal = 0 => "normal close",
         /// The peer sent something that is not valid protocol.
-        ProtocolError = 1, "protocol error";
+        ProtocolError = 1 => "protocol error",
         /// The peer sent a frame over the size limit.
-        FrameTooLarge = 2, "frame too large";
+        FrameTooLarge = 2 => "frame too large",
         /// Nothing was received within the idle timeout.
-        IdleTimeout = 3, "idle timeout";
+        IdleTimeout = 3 => "idle timeout",
         /// The server is at its connection limit.
-        ServerFull = 4, "server full";
+        ServerFull = 4 => "server full",
         /// The server is shutting down.
-        ShuttingDown = 5, "shutting down";
+        ShuttingDown = 5 => "shutting down",
         /// The peer does not read fast enough; its queue is full.
-        SlowConsumer = 6, "slow consumer";
+        SlowConsumer = 6 => "slow consumer",
         /// This end accepts only encrypted connections and the peer spoke plaintext.
-        EncryptionRequired = 7, "encryption required";
+        EncryptionRequired = 7 => "encryption required",
         /// The peer's key is not on this end's list of allowed keys.
-        NotAuthorized = 8, "not authorized";
+        NotAuthorized = 8 => "not authorized",
+        _ => Other,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::wire_enum;
 use crate::WireError;
 
 /// Bytes a sender may send on a new stream before the receiver grants more (protocol constant).
@@ -12,15 +13,16 @@ pub const UNKNOWN_LEN: u64 = u64::MAX;
 /// `key` of a `BatchClear` that clears every parked stream.
 pub const ALL_BATCHES: u64 = u64::MAX;
 
-/// What the receiver does with a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StreamMode {
-    /// A big stream: the handler reads it as it arrives.
-    Stream = 0,
-    /// A complete buffer: the handler gets the whole message once it is in.
-    Buffer = 1,
-    /// A batch stream: parked at the receiver under `key` until a command consumes it.
-    Batch = 2,
+wire_enum! {
+    /// What the receiver does with a stream.
+    pub enum StreamMode: u8 {
+        /// A big stream: the handler reads it as it arrives.
+        Stream = 0 => "big stream",
+        /// A complete buffer: the handler gets the whole message once it is in.
+        Buffer = 1 => "complete buffer",
+        /// A batch stream: parked at the receiver under `key` until a command consumes it.
+        Batch = 2 => "batch stream",
+    }
 }
 
 /// The body of a `StreamOpen` frame (the request id is the stream id).
@@ -48,7 +50,7 @@ impl StreamOpen {
         if self.name.len() > 255 || (self.name.is_empty() && self.mode != StreamMode::Batch) {
             return Err(WireError::Malformed { what: "stream open", why: "name must be 1 to 255 bytes" });
         }
-        out.put_u8(self.mode as u8);
+        out.put_u8(self.mode.code());
         out.put_u64_le(self.total);
         out.put_u64_le(self.offset);
         out.put_u64_le(self.key);
@@ -63,12 +65,7 @@ impl StreamOpen {
         if b.len() < OPEN_FIXED {
             return Err(bad("shorter than its fixed fields"));
         }
-        let mode = match b.get_u8() {
-            0 => StreamMode::Stream,
-            1 => StreamMode::Buffer,
-            2 => StreamMode::Batch,
-            _ => return Err(bad("unknown mode")),
-        };
+        let mode = StreamMode::from_code(b.get_u8()).ok_or_else(|| bad("unknown mode"))?;
         let (total, offset, key) = (b.get_u64_le(), b.get_u64_le(), b.get_u64_le());
         let n = b.get_u8() as usize;
         if b.len() != n {

@@ -10,6 +10,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::wire_enum;
 use crate::{Limits, WireError};
 
 /// First byte of every frame.
@@ -19,117 +20,63 @@ pub const VERSION: u8 = 1;
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 16;
 
-/// What a frame carries; the body layout follows from it (see `docs/PROTOCOL.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Kind {
-    /// A command call that expects a reply carrying the same request id.
-    Call = 0x01,
-    /// A one-way (direct) command; request id 0, no reply.
-    Send = 0x02,
-    /// A successful reply to a `Call`.
-    Reply = 0x03,
-    /// An error reply to a `Call`: code and message.
-    Error = 0x04,
-    /// A keepalive probe; the peer answers `Pong` with the same request id.
-    Ping = 0x05,
-    /// The answer to a `Ping`.
-    Pong = 0x06,
-    /// The sender is closing the connection, with a reason code and message.
-    GoAway = 0x07,
-    /// Resumable sessions: the sender has received this many bytes of the session's
-    /// stream (u64 LE body); see `session`.
-    SessionAck = 0x08,
-    /// Opens a bulk stream (request id = stream id); see `bulk::StreamOpen`.
-    StreamOpen = 0x10,
-    /// A chunk of a stream; may carry the COMPRESSED flag (zstd).
-    StreamData = 0x11,
-    /// The stream's end: byte count and BLAKE3 hash.
-    StreamEnd = 0x12,
-    /// The receiver grants the sender more bytes of window.
-    StreamCredit = 0x13,
-    /// The receiver's verdict on a stream: code 0 for success, else an error.
-    StreamResult = 0x14,
-    /// The sender abandons a stream, with a reason.
-    StreamCancel = 0x15,
-    /// The poster of batch streams asks the receiver to drop them.
-    BatchClear = 0x16,
-    /// Multiplexer: opens a virtual channel; see `mux::MuxFrame`.
-    MuxOpen = 0x30,
-    /// Multiplexer: the channel is accepted.
-    MuxAccept = 0x31,
-    /// Multiplexer: the channel is refused.
-    MuxRefuse = 0x32,
-    /// Multiplexer: bytes of a channel.
-    MuxData = 0x33,
-    /// Multiplexer: the receiver grants more bytes of window.
-    MuxCredit = 0x34,
-    /// Multiplexer: the sender's side of the channel is finished.
-    MuxClose = 0x35,
-    /// Multiplexer: the channel is dropped, with a reason.
-    MuxReset = 0x36,
-    /// Multiplexer: no new channels on this link.
-    MuxGoAway = 0x37,
+wire_enum! {
+    /// What a frame carries; the body layout follows from it (see `docs/PROTOCOL.md`).
+    pub enum Kind: u8 {
+        /// A command call that expects a reply carrying the same request id.
+        Call = 0x01 => "call",
+        /// A one-way (direct) command; request id 0, no reply.
+        Send = 0x02 => "send",
+        /// A successful reply to a `Call`.
+        Reply = 0x03 => "reply",
+        /// An error reply to a `Call`: code and message.
+        Error = 0x04 => "error",
+        /// A keepalive probe; the peer answers `Pong` with the same request id.
+        Ping = 0x05 => "ping",
+        /// The answer to a `Ping`.
+        Pong = 0x06 => "pong",
+        /// The sender is closing the connection, with a reason code and message.
+        GoAway = 0x07 => "goaway",
+        /// Resumable sessions: the sender has received this many bytes of the session's
+        /// stream (u64 LE body); see `session`.
+        SessionAck = 0x08 => "session-ack",
+        /// Opens a bulk stream (request id = stream id); see `bulk::StreamOpen`.
+        StreamOpen = 0x10 => "stream-open",
+        /// A chunk of a stream; may carry the COMPRESSED flag (zstd).
+        StreamData = 0x11 => "stream-data",
+        /// The stream's end: byte count and BLAKE3 hash.
+        StreamEnd = 0x12 => "stream-end",
+        /// The receiver grants the sender more bytes of window.
+        StreamCredit = 0x13 => "stream-credit",
+        /// The receiver's verdict on a stream: code 0 for success, else an error.
+        StreamResult = 0x14 => "stream-result",
+        /// The sender abandons a stream, with a reason.
+        StreamCancel = 0x15 => "stream-cancel",
+        /// The poster of batch streams asks the receiver to drop them.
+        BatchClear = 0x16 => "batch-clear",
+        /// Multiplexer: opens a virtual channel; see `mux::MuxFrame`.
+        MuxOpen = 0x30 => "mux-open",
+        /// Multiplexer: the channel is accepted.
+        MuxAccept = 0x31 => "mux-accept",
+        /// Multiplexer: the channel is refused.
+        MuxRefuse = 0x32 => "mux-refuse",
+        /// Multiplexer: bytes of a channel.
+        MuxData = 0x33 => "mux-data",
+        /// Multiplexer: the receiver grants more bytes of window.
+        MuxCredit = 0x34 => "mux-credit",
+        /// Multiplexer: the sender's side of the channel is finished.
+        MuxClose = 0x35 => "mux-close",
+        /// Multiplexer: the channel is dropped, with a reason.
+        MuxReset = 0x36 => "mux-reset",
+        /// Multiplexer: no new channels on this link.
+        MuxGoAway = 0x37 => "mux-goaway",
+    }
 }
 
 impl Kind {
     /// Decodes a kind byte.
     pub fn from_u8(b: u8) -> Result<Kind, WireError> {
-        Ok(match b {
-            0x01 => Kind::Call,
-            0x02 => Kind::Send,
-            0x03 => Kind::Reply,
-            0x04 => Kind::Error,
-            0x05 => Kind::Ping,
-            0x06 => Kind::Pong,
-            0x07 => Kind::GoAway,
-            0x08 => Kind::SessionAck,
-            0x10 => Kind::StreamOpen,
-            0x11 => Kind::StreamData,
-            0x12 => Kind::StreamEnd,
-            0x13 => Kind::StreamCredit,
-            0x14 => Kind::StreamResult,
-            0x15 => Kind::StreamCancel,
-            0x16 => Kind::BatchClear,
-            0x30 => Kind::MuxOpen,
-            0x31 => Kind::MuxAccept,
-            0x32 => Kind::MuxRefuse,
-            0x33 => Kind::MuxData,
-            0x34 => Kind::MuxCredit,
-            0x35 => Kind::MuxClose,
-            0x36 => Kind::MuxReset,
-            0x37 => Kind::MuxGoAway,
-            other => return Err(WireError::UnknownKind(other)),
-        })
-    }
-
-    /// Lower-case name, for logs and errors.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Call => "call",
-            Kind::Send => "send",
-            Kind::Reply => "reply",
-            Kind::Error => "error",
-            Kind::Ping => "ping",
-            Kind::Pong => "pong",
-            Kind::GoAway => "goaway",
-            Kind::SessionAck => "session-ack",
-            Kind::StreamOpen => "stream-open",
-            Kind::StreamData => "stream-data",
-            Kind::StreamEnd => "stream-end",
-            Kind::StreamCredit => "stream-credit",
-            Kind::StreamResult => "stream-result",
-            Kind::StreamCancel => "stream-cancel",
-            Kind::BatchClear => "batch-clear",
-            Kind::MuxOpen => "mux-open",
-            Kind::MuxAccept => "mux-accept",
-            Kind::MuxRefuse => "mux-refuse",
-            Kind::MuxData => "mux-data",
-            Kind::MuxCredit => "mux-credit",
-            Kind::MuxClose => "mux-close",
-            Kind::MuxReset => "mux-reset",
-            Kind::MuxGoAway => "mux-goaway",
-        }
+        Kind::from_code(b).ok_or(WireError::UnknownKind(b))
     }
 
     /// Flag bits this kind may carry.
@@ -180,7 +127,7 @@ impl Header {
     pub fn encode(&self, out: &mut [u8; HEADER_LEN]) {
         out[0] = MAGIC;
         out[1] = VERSION;
-        out[2] = self.kind as u8;
+        out[2] = self.kind.code();
         out[3] = self.flags.0;
         out[4..8].copy_from_slice(&self.channel.to_le_bytes());
         out[8..12].copy_from_slice(&self.request.to_le_bytes());

@@ -9,6 +9,7 @@ pub mod body;
 pub mod bulk;
 pub mod compress;
 pub mod dataframe;
+mod enums;
 mod error;
 pub mod frame;
 pub mod fuzzing;

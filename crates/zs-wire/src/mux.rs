@@ -8,6 +8,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::frame::{Flags, FrameWriter, Header, Kind};
+use crate::wire_enum;
 use crate::WireError;
 
 /// Longest service name.
@@ -15,68 +16,38 @@ pub const MAX_NAME: usize = 255;
 /// Longest reason text in a refusal, reset or go-away.
 pub const MAX_REASON: usize = 1024;
 
-/// Why a channel was refused or reset, or the link is going away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MuxCode {
-    /// Nothing listens on that service name.
-    NoListener,
-    /// The listener's backlog of opens not yet accepted is full.
-    BacklogFull,
-    /// The application refused or dropped the channel.
-    Refused,
-    /// The other end sent more than its credit allowed.
-    FlowControl,
-    /// The channel broke a rule of the protocol (data after close, say).
-    Protocol,
-    /// The physical link is closing; no new channels.
-    GoingAway,
-    /// Too many channels are open on this link.
-    TooManyChannels,
-    /// The application reset or dropped the channel.
-    Cancelled,
-    /// Anything else.
-    Other,
-}
-
-impl MuxCode {
-    /// The wire byte.
-    pub fn code(self) -> u8 {
-        match self {
-            MuxCode::NoListener => 1,
-            MuxCode::BacklogFull => 2,
-            MuxCode::Refused => 3,
-            MuxCode::FlowControl => 4,
-            MuxCode::Protocol => 5,
-            MuxCode::GoingAway => 6,
-            MuxCode::TooManyChannels => 7,
-            MuxCode::Cancelled => 8,
-            MuxCode::Other => 255,
-        }
-    }
-
-    /// From the wire byte (unknown codes read as `Other`).
-    pub fn from_code(b: u8) -> MuxCode {
-        match b {
-            1 => MuxCode::NoListener,
-            2 => MuxCode::BacklogFull,
-            3 => MuxCode::Refused,
-            4 => MuxCode::FlowControl,
-            5 => MuxCode::Protocol,
-            6 => MuxCode::GoingAway,
-            7 => MuxCode::TooManyChannels,
-            8 => MuxCode::Cancelled,
-            _ => MuxCode::Other,
-        }
+wire_enum! {
+    /// Why a channel was refused or reset, or the link is going away.
+    pub enum MuxCode: u8 {
+        /// Nothing listens on that service name.
+        NoListener = 1 => "no listener",
+        /// The listener's backlog of opens not yet accepted is full.
+        BacklogFull = 2 => "backlog full",
+        /// The application refused or dropped the channel.
+        Refused = 3 => "refused",
+        /// The other end sent more than its credit allowed.
+        FlowControl = 4 => "flow control",
+        /// The channel broke a rule of the protocol (data after close, say).
+        Protocol = 5 => "protocol error",
+        /// The physical link is closing; no new channels.
+        GoingAway = 6 => "going away",
+        /// Too many channels are open on this link.
+        TooManyChannels = 7 => "too many channels",
+        /// The application reset or dropped the channel.
+        Cancelled = 8 => "cancelled",
+        /// Anything else (and codes this build does not know).
+        Other = 255 => "other",
     }
 }
 
-/// What a channel carries once open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChannelKind {
-    /// zserver frames: the channel is a full peer (commands, push, bulk).
-    Peer,
-    /// Raw bytes.
-    Stream,
+wire_enum! {
+    /// What a channel carries once open.
+    pub enum ChannelKind: u8 {
+        /// zserver frames: the channel is a full peer (commands, push, bulk).
+        Peer = 0 => "peer",
+        /// Raw bytes.
+        Stream = 1 => "stream",
+    }
 }
 
 /// A decoded multiplexer frame.
@@ -175,7 +146,7 @@ fn clip(s: &str, max: usize) -> &str {
 impl MuxFrame {
     /// Whether a frame kind belongs to the multiplexer.
     pub fn is_mux(kind: Kind) -> bool {
-        (kind as u8) & 0xF0 == 0x30
+        kind.code() & 0xF0 == 0x30
     }
 
     /// The channel the frame is about (0 for `GoAway`).
@@ -217,10 +188,7 @@ impl MuxFrame {
         let b = w.body();
         match self {
             MuxFrame::Open { kind, port, window, name, .. } => {
-                b.put_u8(match kind {
-                    ChannelKind::Peer => 0,
-                    ChannelKind::Stream => 1,
-                });
+                b.put_u8(kind.code());
                 b.put_u32_le(*port);
                 b.put_u32_le(*window);
                 b.put_u8(name.len() as u8);
@@ -266,11 +234,8 @@ impl MuxFrame {
         Ok(match h.kind {
             Kind::MuxOpen => {
                 fixed(10, "mux open")?;
-                let kind = match b.get_u8() {
-                    0 => ChannelKind::Peer,
-                    1 => ChannelKind::Stream,
-                    _ => return Err(bad("mux open", "unknown channel kind")),
-                };
+                let kind = ChannelKind::from_code(b.get_u8())
+                    .ok_or_else(|| bad("mux open", "unknown channel kind"))?;
                 let (port, window) = (b.get_u32_le(), b.get_u32_le());
                 let n = b.get_u8() as usize;
                 if n == 0 || b.len() != n {
@@ -286,7 +251,7 @@ impl MuxFrame {
             }
             Kind::MuxRefuse | Kind::MuxReset => {
                 fixed(1, "mux refuse or reset")?;
-                let code = MuxCode::from_code(b.get_u8());
+                let code = MuxCode::from_code(b.get_u8()).unwrap_or(MuxCode::Other);
                 let reason = reason_text(b, "mux reason")?;
                 if h.kind == Kind::MuxRefuse {
                     MuxFrame::Refuse { channel, code, reason }
@@ -310,7 +275,7 @@ impl MuxFrame {
             Kind::MuxGoAway => {
                 fixed(5, "mux goaway")?;
                 let last = b.get_u32_le();
-                let code = MuxCode::from_code(b.get_u8());
+                let code = MuxCode::from_code(b.get_u8()).unwrap_or(MuxCode::Other);
                 MuxFrame::GoAway { last, code, reason: reason_text(b, "mux reason")? }
             }
             _ => return Err(bad("mux frame", "not a multiplexer kind")),

@@ -2,6 +2,7 @@
 //! prefix of every handshake message and encrypted record (`docs/PROTOCOL.md` §9).
 
 use crate::frame::MAGIC;
+use crate::wire_enum;
 
 /// The preamble's first three bytes. Chosen so that no plaintext frame (first byte
 /// [`MAGIC`]) and no TLS record (first byte 0x16) can be mistaken for it.
@@ -17,14 +18,16 @@ pub const TAG_LEN: usize = 16;
 /// Most plaintext bytes one record carries.
 pub const MAX_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
 
-/// The AEAD cipher of a Noise channel, chosen by the client in its preamble.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NoiseCipher {
-    /// ChaCha20-Poly1305: fastest without AES instructions.
-    ChaChaPoly,
-    /// AES-256-GCM: fastest with AES instructions (the default).
-    #[default]
-    AesGcm,
+wire_enum! {
+    /// The AEAD cipher of a Noise channel, chosen by the client in its preamble.
+    #[derive(Default)]
+    pub enum NoiseCipher: u8 {
+        /// ChaCha20-Poly1305: fastest without AES instructions.
+        ChaChaPoly = 0 => "chacha20-poly1305",
+        /// AES-256-GCM: fastest with AES instructions (the default).
+        #[default]
+        AesGcm = 1 => "aes-256-gcm",
+    }
 }
 
 impl NoiseCipher {
@@ -33,13 +36,6 @@ impl NoiseCipher {
         match self {
             NoiseCipher::ChaChaPoly => "Noise_XX_25519_ChaChaPoly_BLAKE2s",
             NoiseCipher::AesGcm => "Noise_XX_25519_AESGCM_BLAKE2s",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            NoiseCipher::ChaChaPoly => 0,
-            NoiseCipher::AesGcm => 1,
         }
     }
 }
@@ -103,11 +99,9 @@ pub fn parse_opening(buf: &[u8]) -> Result<Option<Opening>, OpeningError> {
         return Err(OpeningError::Version(buf[3]));
     }
     let session = buf[4] & SESSION_FLAG != 0;
-    match buf[4] & !SESSION_FLAG {
-        0 => Ok(Some(Opening::Noise(NoiseCipher::ChaChaPoly, session))),
-        1 => Ok(Some(Opening::Noise(NoiseCipher::AesGcm, session))),
-        c => Err(OpeningError::Cipher(c)),
-    }
+    let code = buf[4] & !SESSION_FLAG;
+    let cipher = NoiseCipher::from_code(code).ok_or(OpeningError::Cipher(code))?;
+    Ok(Some(Opening::Noise(cipher, session)))
 }
 
 fn first3(buf: &[u8]) -> [u8; 3] {

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::frame::{Kind, HEADER_LEN, MAGIC, VERSION};
+use crate::wire_enum;
 
 /// Why a session message or a peer's count cannot be right.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,7 +167,7 @@ pub fn ack_frame(received: u64) -> [u8; ACK_FRAME_LEN] {
     let mut f = [0u8; ACK_FRAME_LEN];
     f[0] = MAGIC;
     f[1] = VERSION;
-    f[2] = Kind::SessionAck as u8;
+    f[2] = Kind::SessionAck.code();
     f[12..16].copy_from_slice(&8u32.to_le_bytes());
     f[16..].copy_from_slice(&received.to_le_bytes());
     f
@@ -208,7 +209,7 @@ impl FrameWalker {
             bytes = &bytes[n..];
             if self.have as usize == HEADER_LEN {
                 let len = u32::from_le_bytes(self.head[12..16].try_into().expect("4 bytes"));
-                if !(self.head[2] == Kind::SessionAck as u8 && len == 8) {
+                if !(self.head[2] == Kind::SessionAck.code() && len == 8) {
                     self.have = 0;
                     self.body_left = len;
                 }
@@ -308,28 +309,17 @@ pub fn proof_message(id: &[u8; ID_LEN], received: u64, binding: &[u8; 32]) -> [u
     m
 }
 
-/// Why a server refuses a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Refusal {
-    /// No such session: it expired, ended, or the server restarted.
-    Unknown = 1,
-    /// The proof does not match the session's secret and this connection.
-    BadProof = 2,
-    /// The server does not keep sessions.
-    Disabled = 3,
-    /// Anything else.
-    Other = 255,
-}
-
-impl Refusal {
-    fn from_u8(b: u8) -> Refusal {
-        match b {
-            1 => Refusal::Unknown,
-            2 => Refusal::BadProof,
-            3 => Refusal::Disabled,
-            _ => Refusal::Other,
-        }
+wire_enum! {
+    /// Why a server refuses a session.
+    pub enum Refusal: u8 {
+        /// No such session: it expired, ended, or the server restarted.
+        Unknown = 1 => "unknown session",
+        /// The proof does not match the session's secret and this connection.
+        BadProof = 2 => "bad proof",
+        /// The server does not keep sessions.
+        Disabled = 3 => "sessions disabled",
+        /// Anything else.
+        Other = 255 => "other",
     }
 }
 
@@ -382,7 +372,7 @@ impl Answer {
             Answer::Refused { code, message } => {
                 let m = truncated(message).as_bytes();
                 out.put_u8(ANSWER_REFUSED);
-                out.put_u8(*code as u8);
+                out.put_u8(code.code());
                 out.put_u16_le(m.len() as u16);
                 out.put_slice(m);
             }
@@ -408,7 +398,7 @@ impl Answer {
             ANSWER_RESUMED => Ok(Some((Answer::Resumed { received: b.get_u64_le() }, 9))),
             ANSWER_REFUSED if b.len() < 3 => Ok(None),
             ANSWER_REFUSED => {
-                let code = Refusal::from_u8(b.get_u8());
+                let code = Refusal::from_code(b.get_u8()).unwrap_or(Refusal::Other);
                 let len = b.get_u16_le() as usize;
                 if len > MAX_MESSAGE {
                     return Err(SessionError::Malformed { what: "answer", why: "message too long" });
