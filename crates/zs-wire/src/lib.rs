@@ -17,6 +17,7 @@ mod limits;
 pub mod mux;
 pub mod secure;
 pub mod session;
+pub mod window;
 
 pub use body::{CallBody, ErrorCode, GoAwayCode};
 pub use dataframe::{DataFrame, ReadError, Reader, Value};

@@ -5,15 +5,17 @@
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW, UNKNOWN_LEN};
+use zs_wire::window::{RecvWindow, WindowPolicy};
 use zs_wire::{ErrorCode, Kind};
 
 use super::hash::HashPipeline;
@@ -38,10 +40,9 @@ pub(crate) enum Incoming {
 /// The connection's record of an incoming stream.
 pub(crate) struct Entry {
     tx: mpsc::UnboundedSender<Incoming>,
-    /// Wire bytes received so far.
-    received: u64,
-    /// Credit granted beyond the initial window (shared with the consumer).
-    granted: Arc<AtomicU64>,
+    /// The receive window, shared with the consumer: arrivals are checked against it here,
+    /// grants decided there as the handler reads.
+    window: SharedWindow,
     ended: bool,
     /// Bytes of the connection's complete-buffer budget this stream holds.
     pub(crate) reserved: u64,
@@ -55,8 +56,7 @@ impl Entry {
         }
         match &item {
             Incoming::Data { bytes, .. } => {
-                self.received += bytes.len() as u64;
-                if self.received > u64::from(INITIAL_WINDOW) + self.granted.load(Ordering::Acquire) {
+                if lock(&self.window).on_data(bytes.len() as u64, Instant::now()).is_err() {
                     return Err("sender exceeded the stream window");
                 }
             }
@@ -84,11 +84,9 @@ pub struct IncomingStream {
     /// The sender's end, kept until every chunk before it is hashed.
     end: Option<StreamEnd>,
     received: u64,
-    /// Bytes the sender may still send: its window not yet used.
-    outstanding: u64,
     /// Incoming streams open on the connection, which share its receive window.
     open_streams: Arc<AtomicUsize>,
-    granted: Arc<AtomicU64>,
+    window: SharedWindow,
     current: Bytes,
     outcome: Arc<Mutex<Option<Result<(), CallError>>>>,
 }
@@ -160,8 +158,7 @@ impl IncomingStream {
         };
         Poll::Ready(match item {
             Incoming::Data { bytes, compressed } => {
-                self.outstanding = self.outstanding.saturating_sub(bytes.len() as u64);
-                self.top_up();
+                self.top_up(bytes.len() as u64);
                 let data = if compressed {
                     match zs_wire::compress::unzstd(&bytes, MAX_CHUNK) {
                         Ok(d) => Bytes::from(d),
@@ -214,16 +211,20 @@ impl IncomingStream {
         share.clamp(u64::from(INITIAL_WINDOW), u64::from(c.stream_window.max(INITIAL_WINDOW)))
     }
 
-    /// Tops the sender's window back up to this stream's share once a quarter of it has
-    /// been used. Shares shrink as more streams open, so memory stays bounded per
-    /// connection, not per stream. A sender needs credit for a whole chunk at once, so the
-    /// window is also topped up whenever less than a chunk is left (a share is never
-    /// smaller than one chunk), or both ends would wait for each other.
-    fn top_up(&mut self) {
+    /// Counts `consumed` bytes as read and tops the sender's window back up to this stream's
+    /// share once a quarter of it has been used. Shares shrink as more streams open, so
+    /// memory stays bounded per connection, not per stream. A sender needs credit for a
+    /// whole chunk at once, so the window is also topped up whenever less than a chunk is
+    /// left (a share is never smaller than one chunk), or both ends would wait for each other.
+    fn top_up(&mut self, consumed: u64) {
         let target = self.target_window();
-        if self.outstanding + target / 4 <= target || self.outstanding < MAX_CHUNK as u64 {
-            send_credit(&self.peer, self.id, &self.granted, target - self.outstanding);
-            self.outstanding = target;
+        let grant = {
+            let mut w = lock(&self.window);
+            w.set_window(target as u32);
+            w.on_consumed(consumed, Instant::now())
+        };
+        if let Some(n) = grant {
+            send_credit(&self.peer, self.id, n);
         }
     }
 
@@ -248,13 +249,18 @@ fn bad_data(message: String) -> CallError {
     CallError::Remote { code: ErrorCode::ChecksumMismatch, message }
 }
 
-fn send_credit(peer: &Peer, id: u32, granted: &AtomicU64, n: u64) {
-    let n = n.min(u64::from(u32::MAX)) as u32;
+/// A stream's receive window, shared by the connection (arrivals) and the consumer (reads).
+type SharedWindow = Arc<Mutex<RecvWindow>>;
+
+fn lock(w: &SharedWindow) -> std::sync::MutexGuard<'_, RecvWindow> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends a grant (already counted by the window, so the sender cannot use it first).
+fn send_credit(peer: &Peer, id: u32, n: u32) {
     if n == 0 {
         return;
     }
-    // Count the grant before the sender can use it.
-    granted.fetch_add(u64::from(n), Ordering::AcqRel);
     let credit = encode::frame_bytes(Kind::StreamCredit, id, |b| b.extend_from_slice(&n.to_le_bytes()));
     let _ = peer.inner.outbox.push_control(Out::Frame(credit));
 }
@@ -297,7 +303,10 @@ pub(crate) fn accept(
     open_streams: Arc<AtomicUsize>,
 ) -> Entry {
     let (tx, rx) = mpsc::unbounded_channel();
-    let granted = Arc::new(AtomicU64::new(0));
+    // Grants at a quarter of the window, or when the sender has less than a chunk; the
+    // window is the stream's share of the connection's (it does not grow on its own).
+    let policy = WindowPolicy { grant_divisor: 4, min_credit: MAX_CHUNK as u32, max_window: 0 };
+    let window = Arc::new(Mutex::new(RecvWindow::new(INITIAL_WINDOW, policy, Instant::now())));
     let mut stream = IncomingStream {
         peer: peer.clone(),
         id,
@@ -308,16 +317,15 @@ pub(crate) fn accept(
         hash: HashPipeline::default(),
         end: None,
         received: 0,
-        outstanding: u64::from(INITIAL_WINDOW),
         open_streams,
-        granted: granted.clone(),
+        window: window.clone(),
         current: Bytes::new(),
         outcome: Arc::default(),
     };
     // Raise the sender's window from the protocol's initial one to this stream's share.
-    stream.top_up();
+    stream.top_up(0);
     tokio::spawn(consume(stream, open.key, sink));
-    Entry { tx, received: 0, granted, ended: false, reserved }
+    Entry { tx, window, ended: false, reserved }
 }
 
 async fn consume(stream: IncomingStream, key: u64, sink: Sink) {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use zs_wire::window::SendCredit;
 
 use crate::error::CallError;
 
@@ -18,7 +19,7 @@ pub(crate) struct OutStream {
 
 #[derive(Debug, Default)]
 struct OutState {
-    credit: u64,
+    credit: SendCredit,
     result: Option<Result<(), CallError>>,
     cancel: Option<String>,
 }
@@ -26,7 +27,7 @@ struct OutState {
 impl OutStream {
     pub(crate) fn new(initial_credit: u64) -> Arc<Self> {
         Arc::new(OutStream {
-            state: Mutex::new(OutState { credit: initial_credit, ..OutState::default() }),
+            state: Mutex::new(OutState { credit: SendCredit::new(initial_credit), ..OutState::default() }),
             changed: Notify::new(),
         })
     }
@@ -36,7 +37,7 @@ impl OutStream {
     }
 
     pub(crate) fn grant(&self, n: u32) {
-        self.lock().credit += u64::from(n);
+        self.lock().credit.grant(n.into());
         self.changed.notify_waiters();
     }
 
@@ -62,10 +63,11 @@ impl OutStream {
             if let Some(r) = &st.result {
                 return Some(Err(Stop::Answered(r.clone())));
             }
-            (st.credit >= n).then_some(Ok(()))
+            (st.credit.available() >= n).then_some(Ok(()))
         })
         .await?;
-        self.lock().credit -= n;
+        // Only this stream's sender task takes credit: what was there is still there.
+        self.lock().credit.take_exact(n);
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use zs_compat::{compress, CompatError, HashKind};
 use zs_wire::body::CallBody;
 use zs_wire::bulk::{StreamEnd, StreamMode, StreamOpen, INITIAL_WINDOW};
 use zs_wire::mux::{MuxCode, MuxFrame};
+use zs_wire::window::SendCredit;
 use zs_wire::{DataFrame, ErrorCode, Flags, Frame, FrameDecoder, FrameWriter, Kind, Limits};
 
 use super::CompatShared;
@@ -76,7 +77,7 @@ struct Inbound {
     /// A chunk was taken: send F6 once it is handed over.
     signal_due: bool,
     /// Bytes the connection lets us send.
-    credit: u64,
+    credit: SendCredit,
     /// The connection refused the stream (no such command, too large...): the rest of it
     /// is read and dropped, and the client still gets its signals.
     refused: bool,
@@ -358,7 +359,7 @@ impl CompatLink {
             packed: (packed > 0).then_some(packed as usize),
             staged: Bytes::new(),
             signal_due: false,
-            credit: INITIAL_WINDOW as u64,
+            credit: SendCredit::new(INITIAL_WINDOW.into()),
             refused: false,
             sent: 0,
             hasher: blake3::Hasher::new(),
@@ -374,7 +375,7 @@ impl CompatLink {
         let from_staged = !s.staged.is_empty();
         let available =
             if from_staged { s.staged.len() } else { s.chunk_left.min(self.plain.len() as u64) as usize };
-        let n = available.min(s.credit as usize).min(DATA_FRAME);
+        let n = s.credit.take_up_to(available.min(DATA_FRAME) as u64) as usize;
         if n > 0 {
             let data = if from_staged { s.staged.split_to(n) } else { self.plain.split_to(n).freeze() };
             if !from_staged {
@@ -388,7 +389,7 @@ impl CompatLink {
                 return Ok(true);
             }
             s.hasher.update(&data);
-            (s.credit, s.sent) = (s.credit - n as u64, s.sent + n as u64);
+            s.sent += n as u64;
             let id = s.id;
             encode::frame(&mut self.to_conn, Kind::StreamData, id, |b| b.extend_from_slice(&data));
             return Ok(true);
@@ -522,14 +523,14 @@ impl CompatLink {
             Kind::StreamCredit => {
                 if let (Some(s), Ok(n)) = (self.inbound.as_mut(), zs_wire::bulk::parse_credit(&f.body)) {
                     if s.id == h.request {
-                        s.credit += n as u64;
+                        s.credit.grant(n.into());
                     }
                 }
             }
             Kind::StreamResult => {
                 if let Some(s) = self.inbound.as_mut().filter(|s| s.id == h.request) {
                     // Refused before its end: drop the rest as it comes.
-                    (s.refused, s.credit) = (true, u64::MAX);
+                    (s.refused, s.credit) = (true, SendCredit::new(u64::MAX));
                 }
                 let verdict = zs_wire::body::parse_code_message(&f.body).map(|(c, m)| (c, m.to_owned()));
                 if let Ok((code, why)) =

@@ -5,10 +5,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use zs_wire::mux::MuxCode;
+use zs_wire::window::{RecvWindow, SendCredit, WindowPolicy};
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,21 +44,11 @@ pub(crate) struct State {
     pub(crate) write_closed: bool,
     /// The handle was dropped after its shutdown: input is no longer wanted.
     abandoned: bool,
-    /// Our receive window: bytes the other end may have unread here.
-    window: u32,
-    /// Read since the last grant.
-    consumed: u32,
-    /// When the last grant went out (or the channel was made).
-    last_grant: Instant,
-    /// When a grant went out to a sender that had used all its credit: the next input
-    /// after it measures a round trip.
-    stalled_grant: Option<Instant>,
-    /// The shortest round trip measured (grant to the sender, its data back).
-    rtt: Option<Duration>,
-    /// Bytes that arrived since the last grant.
-    arrived: u32,
+    /// Our receive window: bytes the other end may have unread here, grown by the
+    /// measured bandwidth-delay product.
+    recv: RecvWindow,
     /// Bytes the other end can still take.
-    send_credit: u64,
+    send: SendCredit,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -70,9 +61,17 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    /// A channel with a receive window of `window` bytes; `send_credit` is what the other end
-    /// said it can take (0 until it answers, for a channel this end opens).
-    pub(crate) fn new(id: u32, phase: Phase, window: u32, send_credit: u32) -> Arc<Channel> {
+    /// A channel with a receive window of `window` bytes that may grow to `max_window`;
+    /// `send_credit` is what the other end said it can take (0 until it answers, for a
+    /// channel this end opens).
+    pub(crate) fn new(
+        id: u32,
+        phase: Phase,
+        (window, max_window): (u32, u32),
+        send_credit: u32,
+    ) -> Arc<Channel> {
+        // Grants go out once half the window was read.
+        let policy = WindowPolicy { grant_divisor: 2, min_credit: 0, max_window };
         Arc::new(Channel {
             id,
             state: Mutex::new(State {
@@ -82,13 +81,8 @@ impl Channel {
                 read_closed: false,
                 write_closed: false,
                 abandoned: false,
-                window,
-                consumed: 0,
-                last_grant: Instant::now(),
-                stalled_grant: None,
-                rtt: None,
-                arrived: 0,
-                send_credit: send_credit.into(),
+                recv: RecvWindow::new(window, policy, Instant::now()),
+                send: SendCredit::new(send_credit.into()),
                 reader: None,
                 writer: None,
             }),
@@ -104,7 +98,7 @@ impl Channel {
         let mut st = self.lock();
         if st.phase == Phase::Opening {
             st.phase = Phase::Open;
-            st.send_credit = credit.into();
+            st.send = SendCredit::new(credit.into());
             st.wake_all();
         }
     }
@@ -130,15 +124,10 @@ impl Channel {
         if st.abandoned {
             return Delivered::Abandoned;
         }
-        if st.read_closed || st.inbound_len + data.len() > st.window as usize {
+        if st.read_closed || st.recv.on_data(data.len() as u64, Instant::now()).is_err() {
             return Delivered::OverCredit;
         }
-        if let Some(at) = st.stalled_grant.take() {
-            let sample = at.elapsed();
-            st.rtt = Some(st.rtt.map_or(sample, |r| r.min(sample)));
-        }
         st.inbound_len += data.len();
-        st.arrived = st.arrived.saturating_add(data.len() as u32);
         st.inbound.push_back(data);
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -149,7 +138,7 @@ impl Channel {
     /// More credit from the other end.
     pub(crate) fn grant(&self, bytes: u32) {
         let mut st = self.lock();
-        st.send_credit += u64::from(bytes);
+        st.send.grant(bytes.into());
         if let Some(w) = st.writer.take() {
             w.wake();
         }
@@ -217,16 +206,11 @@ impl State {
     }
 
     /// Hands up to `max` bytes of input, in pieces, to `put` (0 at the end; `WouldBlock` if
-    /// none yet). Returns the credit to grant, if it is time: once half the window was read.
-    /// The window doubles, up to `max_window`, while the reader keeps up (has read
-    /// everything) and the window is under four times the measured bandwidth-delay product:
-    /// the rate input arrived at since the last grant, times the shortest round trip seen
-    /// from a grant to a sender that had used all its credit until its data came back. A
-    /// bigger window would not send faster, only queue bytes ahead of other channels' frames.
+    /// none yet). Returns the credit to grant, if it is time: once half the window was read
+    /// (the window grows by the measured bandwidth-delay product, see [`RecvWindow`]).
     pub(crate) fn read(
         &mut self,
         max: usize,
-        max_window: u32,
         mut put: impl FnMut(&[u8]),
     ) -> io::Result<(usize, Option<u32>)> {
         if let Some(e) = self.error() {
@@ -250,41 +234,20 @@ impl State {
         if self.inbound.is_empty() {
             self.inbound = VecDeque::new();
         }
-        self.consumed += n as u32;
-        if self.consumed < self.window / 2 {
-            return Ok((n, None));
-        }
-        // The sender has used all its credit: this grant times a round trip.
-        let stalled = self.inbound_len + self.consumed as usize >= self.window as usize;
-        let now = Instant::now();
-        let elapsed = now.duration_since(std::mem::replace(&mut self.last_grant, now));
-        let arrived = std::mem::take(&mut self.arrived);
-        if stalled && self.stalled_grant.is_none() {
-            self.stalled_grant = Some(now);
-        }
-        let mut grant = std::mem::take(&mut self.consumed);
-        // Bandwidth-delay product: the rate data arrived at since the last grant, times the
-        // round trip. window < 4 × BDP  ⇔  window × elapsed < 4 × arrived × rtt.
-        let below_bdp = self.rtt.is_some_and(|rtt| {
-            u128::from(self.window) * elapsed.as_nanos() < 4 * u128::from(arrived) * rtt.as_nanos()
-        });
-        if self.inbound_len == 0 && self.window < max_window && below_bdp {
-            let grown = self.window.saturating_mul(2).min(max_window);
-            grant += grown - self.window;
-            self.window = grown;
-        }
-        Ok((n, Some(grant)))
+        Ok((n, self.recv.on_consumed(n as u64, Instant::now())))
     }
 
     /// The receive window now.
     pub(crate) fn window(&self) -> u32 {
-        self.window
+        self.recv.window()
     }
 
     /// Whether a write would make progress now (credit, or a failure); if not, the writer
     /// is woken when it would.
     pub(crate) fn poll_writable(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.error().is_some() || self.write_closed || (self.phase == Phase::Open && self.send_credit > 0)
+        if self.error().is_some()
+            || self.write_closed
+            || (self.phase == Phase::Open && self.send.available() > 0)
         {
             return true;
         }
@@ -300,12 +263,10 @@ impl State {
         if self.write_closed {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the channel was closed for writing"));
         }
-        if self.phase == Phase::Opening || self.send_credit == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
+        match self.send.take_up_to(if self.phase == Phase::Opening { 0 } else { want as u64 }) {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n as usize),
         }
-        let n = (want as u64).min(self.send_credit) as usize;
-        self.send_credit -= n as u64;
-        Ok(n)
     }
 
     /// Waits until the other end answered the open.

@@ -83,8 +83,7 @@ impl ChannelLink {
 
     /// Hands up to `max` bytes of input to `put`, granting credit as the window asks.
     pub(crate) fn read_with(&mut self, max: usize, put: impl FnMut(&[u8])) -> io::Result<usize> {
-        let (_, max_window) = self.peer.inner.config.mux.windows();
-        let (n, grant) = self.channel.lock().read(max, max_window, put)?;
+        let (n, grant) = self.channel.lock().read(max, put)?;
         if let Some(bytes) = grant.filter(|&g| g > 0) {
             control(&self.peer.inner, MuxFrame::Credit { channel: self.channel.id, bytes });
         }

@@ -197,8 +197,9 @@ impl Mux {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        let (our_window, _) = peer.inner.config.mux.windows();
-        let channel = Channel::new(id, Phase::Open, our_window, window);
+        let windows = peer.inner.config.mux.windows();
+        let our_window = windows.0;
+        let channel = Channel::new(id, Phase::Open, windows, window);
         if kind == ChannelKind::Peer {
             self.accepted(channel.clone(), peer);
             serve_peer(ChannelLink::new(channel, peer.clone()), peer, false, router.clone());
