@@ -9,6 +9,7 @@ pub mod body;
 pub mod bulk;
 pub mod compress;
 pub mod dataframe;
+pub mod encode;
 mod enums;
 mod error;
 pub mod frame;

@@ -9,13 +9,14 @@ use tokio::net::ToSocketAddrs;
 use tokio::sync::watch;
 
 use crate::config::ClientConfig;
-use crate::connection::{CloseReason, Connection};
+use crate::connection::{AnyLink, CloseReason, Connection};
 use crate::peer::Peer;
 use crate::rpc::Router;
-use crate::secure::{self, AnyLink, ClientSecurity};
+use crate::secure::{self, ClientSecurity};
 use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::Link;
+use crate::transport::tcp::{TcpDialer, TcpOptions};
+use crate::transport::{erase_dialer, Boxed, Dialer, Link, RawLink};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -45,33 +46,54 @@ impl Client {
         router: Router,
         config: ClientConfig,
     ) -> io::Result<Client> {
+        let dialer =
+            TcpDialer { options: TcpOptions { unsent_limit: config.connection.socket_unsent_limit } };
+        Client::connect_via(dialer, addr, router, config).await
+    }
+
+    /// Connects over a transport of one's own (see [`Dialer`]): the link it makes runs the
+    /// security mode, session and router of `config` as a TCP link would.
+    pub async fn connect_over<D: Dialer>(
+        dialer: D,
+        addr: impl ToSocketAddrs,
+        router: Router,
+        config: ClientConfig,
+    ) -> io::Result<Client> {
+        Client::connect_via(Boxed(dialer), addr, router, config).await
+    }
+
+    async fn connect_via<D: Dialer>(
+        dialer: D,
+        addr: impl ToSocketAddrs,
+        router: Router,
+        config: ClientConfig,
+    ) -> io::Result<Client>
+    where
+        D::Raw: Into<RawLink>,
+    {
         let stats = Arc::new(Stats::default());
+        let (rekey, timeout) = (config.connection.rekey_policy(), config.connect_timeout);
         let (mut link, channel) = match &config.session {
             Some(session) => {
-                let (link, channel) = session::connect(addr, &config, session, stats.clone()).await?;
+                let dial = erase_dialer(dialer);
+                let reach = session::Reach { dial, security: config.security.clone(), rekey, timeout };
+                let (link, channel) = session::connect(addr, reach, session, stats.clone()).await?;
                 (AnyLink::Session(Box::new(link)), channel)
             }
             None => {
-                let timeout = config.connect_timeout;
-                let secured = secure::connect(
-                    addr,
-                    &config.security,
-                    false,
-                    timeout,
-                    &config.connection,
-                    stats.clone(),
-                )
-                .await?;
-                (secured.link, secured.channel)
+                let secured =
+                    secure::connect(&dialer, addr, &config.security, false, timeout, rekey, stats.clone())
+                        .await?;
+                (AnyLink::from(secured.link), secured.channel)
             }
         };
         let (remote, local) = (link.peer_addr()?, link.local_addr()?);
         stats.bump(|s| &s.connections_opened);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-        let session = session::of(&link);
+        let session = link.session();
         let peer = Peer::new(id, (remote, local), channel, session, Arc::new(config.connection), stats, true);
         let router = Arc::new(router);
-        session::bind_events(&mut link, &peer, &router);
+        link.bind_session_events(&peer, &router);
         let (tx, closed) = watch::channel(None);
         let conn = Connection::new(link, peer.clone(), router);
         tokio::spawn(async move {

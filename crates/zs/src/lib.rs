@@ -26,7 +26,6 @@ pub mod config;
 mod connection;
 mod error;
 pub mod mux;
-mod output;
 mod peer;
 pub mod rpc;
 pub mod secure;

@@ -16,10 +16,11 @@ use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
 use crate::bulk::{BulkState, OutStream, StreamOptions, Transfer};
 
 use crate::config::ConnectionConfig;
+use crate::connection::encode;
+use crate::connection::outbox::{Out, Outbox, PushError};
 use crate::error::CallError;
 use crate::mux::{Channel, ChannelPhase, VirtualStream};
-use crate::rpc::outbox::{Out, Outbox, PushError};
-use crate::rpc::{encode, Payload, PayloadType, Text};
+use crate::rpc::{Payload, PayloadType, Text};
 use crate::secure::{ChannelInfo, Fingerprint};
 use crate::session::{SessionShared, SessionStatus};
 use crate::stats::Stats;

@@ -20,10 +20,10 @@ use zs_wire::{ErrorCode, Kind};
 
 use super::hash::HashPipeline;
 use super::MAX_CHUNK;
+use crate::connection::encode;
+use crate::connection::outbox::Out;
 use crate::error::{CallError, HandlerError};
 use crate::peer::Peer;
-use crate::rpc::encode;
-use crate::rpc::outbox::Out;
 use crate::rpc::{BufferHandler, BulkHandler};
 
 /// What the connection hands an incoming stream.

@@ -15,9 +15,9 @@ use zs_wire::{ErrorCode, Flags, Header, Kind, HEADER_LEN};
 
 use super::state::{OutStream, Stop};
 use super::{Compression, Progress, StreamOptions, MAX_CHUNK};
+use crate::connection::encode;
 use crate::error::CallError;
 use crate::peer::Peer;
-use crate::rpc::encode;
 
 /// A transfer in progress. Await it (or [`finish`](Self::finish)) for the outcome: the
 /// bytes sent once the receiver has verified them, or why not.

@@ -1,4 +1,4 @@
-//! `CompatLink`: a ZServer4D client's TCP connection, seen by the ordinary connection
+//! `CompatLink`: a ZServer4D client's connection (a raw link), seen by the ordinary connection
 //! driver as a link carrying zserver frames. Reading, it runs the sequence layer, answers
 //! `__@CipherModel` and `__@Wait`, and turns requests, BigStreams and CompleteBuffers into
 //! calls and streams; writing, it turns replies into result frames in the order the
@@ -16,7 +16,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use zs_compat::dfe::{Dfe, Element};
 use zs_compat::frame::{self, Body, Decoded, FrameKind};
@@ -30,8 +29,8 @@ use zs_wire::window::SendCredit;
 use zs_wire::{DataFrame, ErrorCode, Flags, Frame, FrameDecoder, FrameWriter, Kind, Limits};
 
 use super::CompatShared;
-use crate::rpc::encode;
-use crate::transport::Link;
+use crate::connection::encode;
+use crate::transport::{Link, RawLink};
 
 /// Input held while the connection has not taken it (a BigStream waiting for credit):
 /// beyond this the socket is not read.
@@ -87,7 +86,7 @@ struct Inbound {
 
 /// A ZServer4D client's connection, as a [`Link`] carrying zserver frames.
 pub(crate) struct CompatLink {
-    tcp: TcpStream,
+    socket: RawLink,
     shared: Arc<CompatShared>,
     /// The connection's id (its `Peer::id`).
     peer_id: u64,
@@ -126,9 +125,9 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl CompatLink {
-    pub(crate) fn new(tcp: TcpStream, shared: Arc<CompatShared>, peer_id: u64) -> Self {
+    pub(crate) fn new(socket: RawLink, shared: Arc<CompatShared>, peer_id: u64) -> Self {
         CompatLink {
-            tcp,
+            socket,
             shared,
             peer_id,
             framing: Framing::Unknown,
@@ -607,7 +606,7 @@ impl CompatLink {
 
     fn write_out(&mut self) -> io::Result<()> {
         while !self.out.is_empty() {
-            match self.tcp.try_write(&self.out) {
+            match self.socket.try_write(&self.out) {
                 Ok(n) => self.out.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -641,7 +640,7 @@ impl Link for CompatLink {
                 self.read_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            match self.tcp.poll_read_ready(cx) {
+            match self.socket.poll_read_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -652,7 +651,7 @@ impl Link for CompatLink {
                 }
             }
             self.raw.reserve(16 << 10);
-            match self.tcp.try_read_buf(&mut self.raw) {
+            match self.socket.try_read_buf(&mut self.raw) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {
                     self.heard = true;
@@ -692,7 +691,7 @@ impl Link for CompatLink {
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tcp.poll_write_ready(cx)
+        self.socket.poll_write_ready(cx)
     }
 
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -736,14 +735,14 @@ impl Link for CompatLink {
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         let _ = self.write_out();
-        socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write)
+        self.socket.shutdown_write()
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.peer_addr()
+        self.socket.peer_addr()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        self.socket.local_addr()
     }
 }

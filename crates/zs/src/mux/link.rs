@@ -12,8 +12,8 @@ use futures_util::FutureExt;
 use zs_wire::mux::{encode_data, MuxCode, MuxFrame};
 
 use super::channel::{Channel, Phase};
+use crate::connection::outbox::{Out, PushError};
 use crate::peer::{Peer, PeerShared};
-use crate::rpc::outbox::{Out, PushError};
 use crate::transport::{self, Link};
 
 /// Largest data frame a channel sends: big writes are cut so that other channels' frames

@@ -1,7 +1,5 @@
 //! The rpc layer: commands, payloads, the router, responders, and frame encoding.
 
-pub(crate) mod encode;
-pub(crate) mod outbox;
 mod payload;
 mod responder;
 mod router;

@@ -4,8 +4,9 @@ use std::marker::PhantomData;
 
 use zs_wire::ErrorCode;
 
-use super::outbox::Out;
-use super::{encode, IntoReply, Payload, PayloadType};
+use super::{IntoReply, Payload, PayloadType};
+use crate::connection::encode;
+use crate::connection::outbox::Out;
 use crate::error::HandlerError;
 use crate::peer::Peer;
 

@@ -1,7 +1,7 @@
-//! `SecureLink`: a TCP stream whose bytes are records of a record layer (Noise or TLS).
-//! The connection driver sees plaintext through the same readiness-based [`Link`] surface
-//! as plain TCP: reads decrypt every whole record that arrived, writes seal what they are
-//! given into records and write them with one syscall.
+//! `SecureLink`: a raw link (of any transport) whose bytes are records of a record layer
+//! (Noise or TLS). The connection driver sees plaintext through the same readiness-based
+//! [`Link`] surface as the raw link: reads decrypt every whole record that arrived, writes
+//! seal what they are given into records and write them with one syscall.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -10,10 +10,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::net::TcpStream;
 
 use crate::stats::Stats;
-use crate::transport::Link;
+use crate::transport::{Link, RawLink};
 
 /// Most sealed bytes held before the socket takes them; writes wait beyond it.
 const MAX_SEALED: usize = 256 << 10;
@@ -35,15 +34,25 @@ pub(crate) trait Records: Send + Sync + 'static {
     fn close(&mut self, _out: &mut BytesMut) {}
 }
 
-/// When the sending keys are rolled.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RekeyPolicy {
-    pub(crate) after_bytes: u64,
-    pub(crate) after_time: Duration,
+/// When a secure channel's sending keys are rolled: after this many bytes or this much
+/// time, whichever comes first (default 1 GiB or 10 minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyPolicy {
+    /// Bytes sealed under one key.
+    pub after_bytes: u64,
+    /// Time since the last roll (checked at the next record sent).
+    pub after_time: Duration,
 }
 
-pub(crate) struct SecureLink<R> {
-    tcp: TcpStream,
+impl Default for RekeyPolicy {
+    fn default() -> Self {
+        RekeyPolicy { after_bytes: 1 << 30, after_time: Duration::from_secs(600) }
+    }
+}
+
+/// A secure channel over the raw link `S`.
+pub(crate) struct SecureLink<R, S = RawLink> {
+    raw: S,
     records: R,
     /// Received bytes not yet a whole record.
     sealed_in: BytesMut,
@@ -58,17 +67,11 @@ pub(crate) struct SecureLink<R> {
     stats: Arc<Stats>,
 }
 
-impl<R: Records> SecureLink<R> {
-    /// Wraps a stream whose handshake is done; `leftover` is what was read past it.
-    pub(crate) fn new(
-        tcp: TcpStream,
-        records: R,
-        leftover: BytesMut,
-        rekey: RekeyPolicy,
-        stats: Arc<Stats>,
-    ) -> Self {
+impl<R: Records, S: Link> SecureLink<R, S> {
+    /// Wraps a raw link whose handshake is done; `leftover` is what was read past it.
+    pub(crate) fn new(raw: S, records: R, leftover: BytesMut, rekey: RekeyPolicy, stats: Arc<Stats>) -> Self {
         SecureLink {
-            tcp,
+            raw,
             records,
             sealed_in: leftover,
             sealed_out: BytesMut::new(),
@@ -83,7 +86,7 @@ impl<R: Records> SecureLink<R> {
     /// Writes sealed records until the socket would block.
     fn flush_sealed(&mut self) -> io::Result<()> {
         while !self.sealed_out.is_empty() {
-            let n = self.tcp.try_write(&self.sealed_out)?;
+            let n = self.raw.try_write(&self.sealed_out)?;
             self.sealed_out.advance(n);
         }
         Ok(())
@@ -109,12 +112,12 @@ impl<R: Records> SecureLink<R> {
     }
 }
 
-impl<R: Records> Link for SecureLink<R> {
+impl<R: Records, S: Link> Link for SecureLink<R, S> {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.primed {
             return Poll::Ready(Ok(()));
         }
-        self.tcp.poll_read_ready(cx)
+        self.raw.poll_read_ready(cx)
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -128,7 +131,7 @@ impl<R: Records> Link for SecureLink<R> {
                 return Ok(n);
             }
             self.sealed_in.reserve(want);
-            match self.tcp.try_read_buf(&mut self.sealed_in) {
+            match self.raw.try_read_buf(&mut self.sealed_in) {
                 Ok(0) if self.sealed_in.is_empty() => return Ok(0),
                 Ok(0) => {
                     return Err(io::Error::new(
@@ -148,7 +151,7 @@ impl<R: Records> Link for SecureLink<R> {
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tcp.poll_write_ready(cx)
+        self.raw.poll_write_ready(cx)
     }
 
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -188,14 +191,14 @@ impl<R: Records> Link for SecureLink<R> {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.records.close(&mut self.sealed_out);
         self.flush_ignoring_block()?;
-        self.tcp.shutdown_write()
+        self.raw.shutdown_write()
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.peer_addr()
+        self.raw.peer_addr()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        self.raw.local_addr()
     }
 }

@@ -11,30 +11,25 @@ mod stream;
 mod tls;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use zs_wire::secure::{parse_opening, Opening, PREAMBLE_LEN};
 use zs_wire::{FrameDecoder, GoAwayCode, Kind, MAGIC};
 
 pub use keys::{default_known_servers, known_server, remember_server, Fingerprint, KeyPair, Trust};
-pub(crate) use link::RekeyPolicy;
-use link::SecureLink;
+pub use link::RekeyPolicy;
+pub(crate) use link::SecureLink;
 use noise::NoiseRecords;
 pub use stream::SecureStream;
 use tls::TlsRecords;
 pub use tls::{self_signed, TlsClient, TlsServer};
 pub use zs_wire::secure::NoiseCipher;
 
-use crate::config::ConnectionConfig;
-use crate::rpc::encode;
 use crate::stats::Stats;
-use crate::transport::{self, Link};
+use crate::transport::{self, link_enum, Dialer, Link, LinkIo, RawLink};
 
 /// How a server secures its connections (default: Noise).
 #[derive(Debug, Clone)]
@@ -113,75 +108,16 @@ fn anonymous_key() -> &'static KeyPair {
     KEY.get_or_init(KeyPair::generate)
 }
 
-/// The link a connection runs on: plain TCP or a secure channel over it.
-///
-/// The secure variants are boxed, so a plaintext connection does not pay for their size.
-pub(crate) enum AnyLink {
-    Tcp(TcpStream),
-    Noise(Box<SecureLink<NoiseRecords>>),
-    Tls(Box<SecureLink<TlsRecords>>),
-    /// A resumable session over one of the others.
-    Session(Box<crate::session::SessionLink>),
-    /// A ZServer4D client, translated (see `compat`).
-    Compat(Box<crate::compat::CompatLink>),
+/// A raw link after the handshake of this server's or client's mode: as it is (plaintext),
+/// or a secure channel over it. The secure variants are boxed, so a plaintext connection
+/// does not pay for their size.
+pub(crate) enum SecuredLink<S = RawLink> {
+    Plain(S),
+    Noise(Box<SecureLink<NoiseRecords, S>>),
+    Tls(Box<SecureLink<TlsRecords, S>>),
 }
 
-macro_rules! each_link {
-    ($self:expr, $l:ident => $e:expr) => {
-        match $self {
-            AnyLink::Tcp($l) => $e,
-            AnyLink::Noise($l) => $e,
-            AnyLink::Tls($l) => $e,
-            AnyLink::Session($l) => $e,
-            AnyLink::Compat($l) => $e,
-        }
-    };
-}
-
-impl Link for AnyLink {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_link!(self, l => l.poll_read_ready(cx))
-    }
-    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        each_link!(self, l => l.try_read_buf(buf))
-    }
-    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_link!(self, l => l.poll_write_ready(cx))
-    }
-    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        each_link!(self, l => l.try_write(buf))
-    }
-    fn try_write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        each_link!(self, l => l.try_write_vectored(bufs))
-    }
-    fn try_write_shared(&mut self, segments: &[Bytes], tail: &[u8]) -> io::Result<usize> {
-        each_link!(self, l => l.try_write_shared(segments, tail))
-    }
-    fn has_pending(&self) -> bool {
-        each_link!(self, l => l.has_pending())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        each_link!(self, l => Link::flush(l))
-    }
-    fn release_idle(&mut self) {
-        each_link!(self, l => l.release_idle())
-    }
-    fn detached(&self) -> bool {
-        each_link!(self, l => l.detached())
-    }
-    fn abandon(&mut self, why: &str) -> bool {
-        each_link!(self, l => l.abandon(why))
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        each_link!(self, l => l.shutdown_write())
-    }
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        each_link!(self, l => Link::peer_addr(l))
-    }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        each_link!(self, l => Link::local_addr(l))
-    }
-}
+link_enum!(impl[S: Link] SecuredLink<S> { SecuredLink::Plain, SecuredLink::Noise, SecuredLink::Tls });
 
 /// What a secure channel established.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +135,8 @@ pub struct ChannelInfo {
 
 /// A connection after its handshake, and what the handshake established (`None` in
 /// plaintext).
-pub(crate) struct Secured {
-    pub(crate) link: AnyLink,
+pub(crate) struct Secured<S = RawLink> {
+    pub(crate) link: SecuredLink<S>,
     pub(crate) channel: Option<ChannelInfo>,
     /// The client asked for a resumable session: its hello follows.
     pub(crate) session: bool,
@@ -218,17 +154,26 @@ fn refused(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionRefused, msg)
 }
 
-/// Runs the server's side of the handshake. A client that speaks the wrong mode is told
-/// so in a plaintext goaway before the connection closes.
-pub(crate) async fn accept(
-    mut tcp: TcpStream,
+/// Bytes read past a handshake: what the handshake kept, then what the reader still held.
+fn leftover(mut kept: BytesMut, held: BytesMut) -> BytesMut {
+    kept.extend_from_slice(&held);
+    kept
+}
+
+/// Runs the server's side of the handshake over a raw link of any transport. A client that
+/// speaks the wrong mode is told so in a plaintext goaway before the connection closes.
+pub(crate) async fn accept<S: Link>(
+    raw: S,
     security: &ServerSecurity,
     rekey: RekeyPolicy,
     stats: Arc<Stats>,
-) -> io::Result<Secured> {
+) -> io::Result<Secured<S>> {
     match security {
-        ServerSecurity::Plaintext => Ok(Secured { link: AnyLink::Tcp(tcp), channel: None, session: false }),
+        ServerSecurity::Plaintext => {
+            Ok(Secured { link: SecuredLink::Plain(raw), channel: None, session: false })
+        }
         ServerSecurity::Noise(noise) => {
+            let mut io = LinkIo::new(raw);
             let mut buf = BytesMut::with_capacity(256);
             let (cipher, session) = loop {
                 match parse_opening(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
@@ -236,16 +181,13 @@ pub(crate) async fn accept(
                     Some(Opening::Plaintext) => {
                         let msg =
                             "this server accepts only encrypted (Noise) connections: connect with its key";
-                        return Err(refuse(
-                            AnyLink::Tcp(tcp),
-                            GoAwayCode::EncryptionRequired,
-                            msg,
-                            "plaintext client",
-                        )
-                        .await);
+                        let (raw, _) = io.into_parts();
+                        return Err(
+                            refuse(raw, GoAwayCode::EncryptionRequired, msg, "plaintext client").await
+                        );
                     }
                     Some(Opening::Tls) => return Err(refused("a TLS client on a Noise listener".into())),
-                    None if tcp.read_buf(&mut buf).await? == 0 => {
+                    None if io.read_buf(&mut buf).await? == 0 => {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "closed before the handshake",
@@ -256,10 +198,12 @@ pub(crate) async fn accept(
             };
             buf.advance(PREAMBLE_LEN);
             let key = noise.key.as_ref().expect("the server's key is set at bind");
-            let hs = noise::respond(&mut tcp, key, cipher, session, buf).await?;
+            let hs = noise::respond(&mut io, key, cipher, session, buf).await?;
             let remote = Fingerprint(hs.remote_key);
             let channel = noise_info(cipher, &hs);
-            let link = AnyLink::Noise(Box::new(SecureLink::new(tcp, hs.records, hs.leftover, rekey, stats)));
+            let (raw, held) = io.into_parts();
+            let link = SecureLink::new(raw, hs.records, leftover(hs.leftover, held), rekey, stats);
+            let link = SecuredLink::Noise(Box::new(link));
             if noise.allowed_clients.as_ref().is_some_and(|allowed| !allowed.contains(&remote)) {
                 let msg = format!("client key {remote} is not allowed on this server");
                 return Err(refuse(link, GoAwayCode::NotAuthorized, &msg, "client key not allowed").await);
@@ -267,18 +211,20 @@ pub(crate) async fn accept(
             Ok(Secured { link, channel, session })
         }
         ServerSecurity::Tls(tls) => {
-            let mut first = [0u8; 1];
-            if tcp.peek(&mut first).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the handshake"));
+            let mut io = LinkIo::new(raw);
+            match io.peek_first().await? {
+                None => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the handshake"))
+                }
+                Some(0x16) => {}
+                Some(_) => {
+                    let msg = "this server accepts only TLS connections: connect with --tls";
+                    let (raw, _) = io.into_parts();
+                    return Err(refuse(raw, GoAwayCode::EncryptionRequired, msg, "non-TLS client").await);
+                }
             }
-            if first[0] != 0x16 {
-                let msg = "this server accepts only TLS connections: connect with --tls";
-                return Err(
-                    refuse(AnyLink::Tcp(tcp), GoAwayCode::EncryptionRequired, msg, "non-TLS client").await
-                );
-            }
-            let stream = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(tcp).await?;
-            let (tcp, conn) = stream.into_inner();
+            let stream = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(io).await?;
+            let (io, conn) = stream.into_inner();
             let session = conn.alpn_protocol() == Some(tls::SESSION_ALPN);
             let records = TlsRecords::new(conn);
             let channel = Some(ChannelInfo {
@@ -286,8 +232,9 @@ pub(crate) async fn accept(
                 remote_key: None,
                 binding: records.binding()?,
             });
+            let (raw, held) = io.into_parts();
             Ok(Secured {
-                link: AnyLink::Tls(Box::new(SecureLink::new(tcp, records, BytesMut::new(), rekey, stats))),
+                link: SecuredLink::Tls(Box::new(SecureLink::new(raw, records, held, rekey, stats))),
                 channel,
                 session,
             })
@@ -295,63 +242,68 @@ pub(crate) async fn accept(
     }
 }
 
-/// Connects to `addr` and runs the client's side of the handshake, all within `timeout`.
-pub(crate) async fn connect(
+/// Dials `addr` through `dialer` and runs the client's side of the handshake, all within
+/// `timeout`.
+pub(crate) async fn connect<D: Dialer>(
+    dialer: &D,
     addr: impl tokio::net::ToSocketAddrs,
     security: &ClientSecurity,
     session: bool,
     timeout: Duration,
-    config: &ConnectionConfig,
+    rekey: RekeyPolicy,
     stats: Arc<Stats>,
-) -> io::Result<Secured> {
+) -> io::Result<Secured>
+where
+    D::Raw: Into<RawLink>,
+{
     let establish = async {
-        let tcp = transport::connect(addr, timeout).await?;
-        transport::tune(&tcp, config.socket_unsent_limit);
-        handshake(tcp, security, session, config.rekey_policy(), stats).await
+        let raw = transport::tcp::dial_first(dialer, addr, timeout).await?;
+        handshake(raw.into(), security, session, rekey, stats).await
     };
     tokio::time::timeout(timeout, establish).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("connecting timed out after {timeout:?}"))
     })?
 }
 
-/// Runs the client's side of the handshake.
-async fn handshake(
-    mut tcp: TcpStream,
+/// Runs the client's side of the handshake over a raw link of any transport.
+pub(crate) async fn handshake<S: Link>(
+    raw: S,
     security: &ClientSecurity,
     session: bool,
     rekey: RekeyPolicy,
     stats: Arc<Stats>,
-) -> io::Result<Secured> {
-    let name = tcp.peer_addr()?.to_string();
+) -> io::Result<Secured<S>> {
+    let peer = raw.peer_addr()?;
+    let name = peer.to_string();
     match security {
         ClientSecurity::Plaintext if session => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "resumable sessions need an encrypted channel (Noise or TLS): its binding is what a resume proves",
         )),
-        ClientSecurity::Plaintext => Ok(Secured { link: AnyLink::Tcp(tcp), channel: None, session: false }),
+        ClientSecurity::Plaintext => Ok(Secured { link: SecuredLink::Plain(raw), channel: None, session: false }),
         ClientSecurity::Noise(noise) => {
             let key = noise.key.as_ref().unwrap_or_else(|| anonymous_key());
             let verify = |k: &[u8; 32]| noise.trust.check(&Fingerprint(*k), &name);
-            let hs = noise::initiate(&mut tcp, key, noise.cipher, session, plaintext_reply, verify).await?;
+            let mut io = LinkIo::new(raw);
+            let hs = noise::initiate(&mut io, key, noise.cipher, session, plaintext_reply, verify).await?;
             let channel = noise_info(noise.cipher, &hs);
-            Ok(Secured {
-                link: AnyLink::Noise(Box::new(SecureLink::new(tcp, hs.records, hs.leftover, rekey, stats))),
-                channel,
-                session,
-            })
+            let (raw, held) = io.into_parts();
+            let link = SecureLink::new(raw, hs.records, leftover(hs.leftover, held), rekey, stats);
+            Ok(Secured { link: SecuredLink::Noise(Box::new(link)), channel, session })
         }
         ClientSecurity::Tls(tls) => {
             let config = tls.config(&name, session)?;
-            let server_name = tls.server_name(tcp.peer_addr()?.ip())?;
-            let stream = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await?;
-            let (tcp, conn) = stream.into_inner();
+            let server_name = tls.server_name(peer.ip())?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(server_name, LinkIo::new(raw)).await?;
+            let (io, conn) = stream.into_inner();
             let remote_key =
                 conn.peer_certificates().and_then(|c| c.first()).map(|c| Fingerprint::of_certificate(c));
             let records = TlsRecords::new(conn);
             let channel =
                 Some(ChannelInfo { protocol: records.describe(), remote_key, binding: records.binding()? });
+            let (raw, held) = io.into_parts();
             Ok(Secured {
-                link: AnyLink::Tls(Box::new(SecureLink::new(tcp, records, BytesMut::new(), rekey, stats))),
+                link: SecuredLink::Tls(Box::new(SecureLink::new(raw, records, held, rekey, stats))),
                 channel,
                 session,
             })
@@ -389,16 +341,16 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Tells the peer why it is refused (a goaway over `link`) and closes; returns the error to
 /// log.
-pub(crate) async fn refuse(link: AnyLink, code: GoAwayCode, msg: &str, what: &str) -> io::Error {
+pub(crate) async fn refuse(link: impl Link, code: GoAwayCode, msg: &str, what: &str) -> io::Error {
     let mut out = BytesMut::new();
-    encode::goaway(&mut out, code, msg);
+    zs_wire::encode::goaway(&mut out, code, msg);
     say_and_close(link, &out).await;
     refused(format!("{what} refused: {msg}"))
 }
 
 /// Writes `last` (a refusal) over `link`, half-closes, and discards what the peer still
 /// sends for a moment, so it reads the reason instead of a reset.
-pub(crate) async fn say_and_close(mut link: AnyLink, last: &[u8]) {
+pub(crate) async fn say_and_close(mut link: impl Link, last: &[u8]) {
     let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
     if let Ok(Ok(())) = tokio::time::timeout_at(deadline, transport::write_all(&mut link, last)).await {
         transport::close_after_draining(&mut link, deadline).await;

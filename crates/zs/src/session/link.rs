@@ -19,7 +19,7 @@ use zs_wire::session::{ack_frame, Answer, FrameWalker, Outbound};
 use super::blocks::CopyBlocks;
 use super::open::Reconnect;
 use super::{Attach, Registry, SessionConfig, SessionEvent, SessionShared};
-use crate::secure::AnyLink;
+use crate::secure::SecuredLink;
 use crate::stats::Stats;
 use crate::transport::{self, Link};
 
@@ -49,7 +49,7 @@ pub(crate) enum Role {
 pub(crate) type EventSink = Box<dyn Fn(SessionEvent) + Send + Sync>;
 
 pub(crate) struct SessionLink {
-    link: Option<AnyLink>,
+    link: Option<SecuredLink>,
     shared: Arc<SessionShared>,
     role: Role,
     out: Outbound,
@@ -88,7 +88,7 @@ pub(crate) struct SessionLink {
 impl SessionLink {
     /// A session that starts on `link`; `leftover` is input read past the session answer.
     pub(crate) fn new(
-        link: AnyLink,
+        link: SecuredLink,
         shared: Arc<SessionShared>,
         role: Role,
         config: &SessionConfig,

@@ -18,11 +18,9 @@ use futures_util::task::AtomicWaker;
 use zs_wire::session::{ID_LEN, SECRET_LEN};
 
 pub(crate) use link::SessionLink;
-pub(crate) use open::{accept, connect, Admitted};
+pub(crate) use open::{accept, connect, Admitted, Reach};
 
-use crate::peer::Peer;
-use crate::rpc::Router;
-use crate::secure::{AnyLink, Fingerprint};
+use crate::secure::{Fingerprint, SecuredLink};
 
 /// Settings of resumable sessions (both ends).
 #[derive(Debug, Clone)]
@@ -100,7 +98,7 @@ pub(crate) enum Attach {
     /// A resumed link: the other end received `peer_received` bytes; `leftover` is what
     /// was read past the session answer; `answer` says this end (the server) still owes
     /// the resumed answer.
-    Link { link: AnyLink, peer_received: u64, leftover: BytesMut, answer: bool },
+    Link { link: SecuredLink, peer_received: u64, leftover: BytesMut, answer: bool },
     /// The session cannot resume.
     Failed(String),
 }
@@ -206,31 +204,6 @@ impl Registry {
     /// Sessions kept now (with or without a link).
     pub(crate) fn len(&self) -> usize {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-/// The session a link carries, if it is a session's.
-pub(crate) fn of(link: &AnyLink) -> Option<Arc<SessionShared>> {
-    match link {
-        AnyLink::Session(s) => Some(s.shared().clone()),
-        _ => None,
-    }
-}
-
-/// Sends a session link's events to the router's session hooks, with its peer.
-pub(crate) fn bind_events(link: &mut AnyLink, peer: &Peer, router: &Arc<Router>) {
-    if let AnyLink::Session(s) = link {
-        if router.on_session.is_empty() {
-            return;
-        }
-        let (peer, router) = (peer.clone(), router.clone());
-        s.set_events(Box::new(move |event| {
-            for hook in &router.on_session {
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&peer, &event))).is_err() {
-                    tracing::error!(peer = peer.id(), "on_session hook panicked");
-                }
-            }
-        }));
     }
 }
 

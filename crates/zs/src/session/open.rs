@@ -12,10 +12,9 @@ use zs_wire::session::{Answer, Hello, Refusal};
 
 use super::link::Role;
 use super::{proof, random, Attach, Registry, SessionConfig, SessionLink, SessionShared};
-use crate::config::{ClientConfig, ConnectionConfig};
-use crate::secure::{self, AnyLink, ClientSecurity, Secured};
+use crate::secure::{self, ClientSecurity, RekeyPolicy, Secured, SecuredLink};
 use crate::stats::Stats;
-use crate::transport::{read_message, write_all, Link};
+use crate::transport::{read_message, write_all, DialFn, Link};
 
 /// What a server does with a connection whose client asked for a session.
 pub(crate) enum Admitted {
@@ -83,19 +82,27 @@ async fn refuse(secured: Secured, code: Refusal, message: &str) -> io::Result<Ad
 }
 
 /// Sends a client's hello and reads the server's answer (and what came after it).
-async fn exchange(link: &mut AnyLink, hello: Hello) -> io::Result<(Answer, BytesMut)> {
+async fn exchange(link: &mut SecuredLink, hello: Hello) -> io::Result<(Answer, BytesMut)> {
     let mut bytes = BytesMut::new();
     hello.encode(&mut bytes);
     write_all(link, &bytes).await?;
     read_message(link, Answer::parse).await
 }
 
+/// How a client reaches its server: what it dials with and how it secures the link.
+#[derive(Clone)]
+pub(crate) struct Reach {
+    pub(crate) dial: DialFn,
+    pub(crate) security: ClientSecurity,
+    pub(crate) rekey: RekeyPolicy,
+    /// How long dialing, handshake and hello may take.
+    pub(crate) timeout: Duration,
+}
+
 /// What a client needs to resume its session.
 pub(crate) struct Reconnect {
     addr: SocketAddr,
-    security: ClientSecurity,
-    connection: ConnectionConfig,
-    connect_timeout: Duration,
+    reach: Reach,
     config: SessionConfig,
     stats: Arc<Stats>,
 }
@@ -104,13 +111,14 @@ pub(crate) struct Reconnect {
 /// secure channel established.
 pub(crate) async fn connect(
     addr: impl tokio::net::ToSocketAddrs,
-    client: &ClientConfig,
+    reach: Reach,
     config: &SessionConfig,
     stats: Arc<Stats>,
 ) -> io::Result<(SessionLink, Option<secure::ChannelInfo>)> {
-    let timeout = client.connect_timeout;
+    let timeout = reach.timeout;
     let mut secured =
-        secure::connect(addr, &client.security, true, timeout, &client.connection, stats.clone()).await?;
+        secure::connect(&reach.dial, addr, &reach.security, true, timeout, reach.rekey, stats.clone())
+            .await?;
     let (answer, leftover) =
         tokio::time::timeout(timeout, exchange(&mut secured.link, Hello::New)).await.map_err(|_| {
             io::Error::new(io::ErrorKind::TimedOut, "the server did not answer the session hello")
@@ -125,9 +133,7 @@ pub(crate) async fn connect(
     config.keep_detached = config.keep_detached.min(Duration::from_millis(keep_ms.into()));
     let reconnect = Arc::new(Reconnect {
         addr: secured.link.peer_addr()?,
-        security: client.security.clone(),
-        connection: client.connection.clone(),
-        connect_timeout: timeout,
+        reach,
         config: config.clone(),
         stats: stats.clone(),
     });
@@ -183,9 +189,17 @@ pub(crate) async fn reconnect(shared: Arc<SessionShared>, r: Arc<Reconnect>) {
 /// the server refused the session (no point in trying again).
 async fn resume_once(shared: &SessionShared, r: &Reconnect) -> io::Result<Result<Attach, String>> {
     let attempt = async {
-        let mut secured =
-            secure::connect(r.addr, &r.security, true, r.connect_timeout, &r.connection, r.stats.clone())
-                .await?;
+        let reach = &r.reach;
+        let mut secured = secure::connect(
+            &reach.dial,
+            r.addr,
+            &reach.security,
+            true,
+            reach.timeout,
+            reach.rekey,
+            r.stats.clone(),
+        )
+        .await?;
         let binding = secured.channel.as_ref().map(|c| c.binding).unwrap_or_default();
         let received = shared.received.load(std::sync::atomic::Ordering::Relaxed);
         let proof = *proof(&shared.secret, &shared.id, received, &binding).as_bytes();
@@ -199,7 +213,7 @@ async fn resume_once(shared: &SessionShared, r: &Reconnect) -> io::Result<Result
             other => Err(unexpected(other)),
         }
     };
-    tokio::time::timeout(r.connect_timeout, attempt)
+    tokio::time::timeout(r.reach.timeout, attempt)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "resume timed out"))?
 }

@@ -1,16 +1,44 @@
 //! Transports: what carries bytes between two ends. The connection driver needs only
-//! readiness and non-blocking reads and writes, so that an idle connection holds no
-//! buffer; later layers (secure, session, mux) implement the same [`Link`] surface.
+//! readiness and non-blocking reads and writes ([`Link`]), so that an idle connection holds
+//! no buffer; the secure, session and mux layers implement the same surface over it.
+//!
+//! A transport plugs in below the secure layer with a [`Listener`] (server) and a
+//! [`Dialer`] (client), each yielding a raw link: TCP today ([`tcp`]); a WebSocket or QUIC
+//! stream is one more pair. Raw links of any transport travel as [`RawLink`], so the layers
+//! above have one type to run on whatever carried the bytes.
 
-mod tcp;
+mod link_io;
+mod raw;
+pub(crate) mod tcp;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
-pub(crate) use tcp::{bind_listeners, connect, tune};
+pub(crate) use link_io::LinkIo;
+pub(crate) use raw::{erase_dialer, Boxed, DialFn, RawLink};
+
+/// Where a server's raw links come from: a bound listener of some transport.
+pub trait Listener: Send + 'static {
+    /// The link an accepted connection arrives as.
+    type Raw: Link;
+    /// Waits for the next connection. An error is about that one attempt (out of file
+    /// descriptors, say); the listener stays usable.
+    fn accept(&mut self) -> impl Future<Output = io::Result<Self::Raw>> + Send;
+    /// The address listened on.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// How a client makes raw links to a server.
+pub trait Dialer: Send + Sync + 'static {
+    /// The link a connection is made as.
+    type Raw: Link;
+    /// Connects to `addr` (one resolved address; the caller tries each in turn).
+    fn dial(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Raw>> + Send;
+}
 
 /// Most input discarded while a closing link waits for its peer to close.
 const CLOSE_DISCARD: usize = 16 << 20;
@@ -177,7 +205,7 @@ impl Link for tokio::net::TcpStream {
     }
 }
 
-impl<L: Link> Link for Box<L> {
+impl<L: Link + ?Sized> Link for Box<L> {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_read_ready(cx)
     }
@@ -221,3 +249,56 @@ impl<L: Link> Link for Box<L> {
         (**self).local_addr()
     }
 }
+
+/// Implements [`Link`] for an enum whose variants each hold a link, by forwarding every
+/// method to the variant's link: `link_enum!(impl[S: Link] Enum<S> { Enum::A, Enum::B })`.
+macro_rules! link_enum {
+    (impl[$($g:tt)*] $ty:ty { $($v:path),+ $(,)? }) => {
+        impl<$($g)*> $crate::transport::Link for $ty {
+            fn poll_read_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+                match self { $($v(l) => l.poll_read_ready(cx),)+ }
+            }
+            fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
+                match self { $($v(l) => l.try_read_buf(buf),)+ }
+            }
+            fn poll_write_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+                match self { $($v(l) => l.poll_write_ready(cx),)+ }
+            }
+            fn try_write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                match self { $($v(l) => l.try_write(buf),)+ }
+            }
+            fn try_write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                match self { $($v(l) => l.try_write_vectored(bufs),)+ }
+            }
+            fn try_write_shared(&mut self, segments: &[bytes::Bytes], tail: &[u8]) -> std::io::Result<usize> {
+                match self { $($v(l) => l.try_write_shared(segments, tail),)+ }
+            }
+            fn has_pending(&self) -> bool {
+                match self { $($v(l) => l.has_pending(),)+ }
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                match self { $($v(l) => $crate::transport::Link::flush(l),)+ }
+            }
+            fn release_idle(&mut self) {
+                match self { $($v(l) => l.release_idle(),)+ }
+            }
+            fn detached(&self) -> bool {
+                match self { $($v(l) => l.detached(),)+ }
+            }
+            fn abandon(&mut self, why: &str) -> bool {
+                match self { $($v(l) => l.abandon(why),)+ }
+            }
+            fn shutdown_write(&mut self) -> std::io::Result<()> {
+                match self { $($v(l) => l.shutdown_write(),)+ }
+            }
+            fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                match self { $($v(l) => $crate::transport::Link::peer_addr(l),)+ }
+            }
+            fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                match self { $($v(l) => $crate::transport::Link::local_addr(l),)+ }
+            }
+        }
+    };
+}
+
+pub(crate) use link_enum;

@@ -1,4 +1,4 @@
-//! TCP over IPv4 and IPv6.
+//! TCP over IPv4 and IPv6: the listener and dialer of the first transport.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,9 +7,92 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{lookup_host, TcpListener, TcpStream, ToSocketAddrs};
 
+use super::{Dialer, Listener};
+
+/// Socket options of TCP links (both ends).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TcpOptions {
+    /// Most bytes the kernel may hold unsent (Linux `TCP_NOTSENT_LOWAT`); `None` = the
+    /// kernel's default.
+    pub(crate) unsent_limit: Option<u32>,
+}
+
+/// A bound TCP listener whose accepted sockets are tuned with `options`.
+pub(crate) struct TcpAcceptor {
+    listener: TcpListener,
+    options: TcpOptions,
+}
+
+impl TcpAcceptor {
+    /// Binds on every address `addr` resolves to (see [`bind_listeners`]).
+    pub(crate) async fn bind(
+        addr: impl ToSocketAddrs,
+        reuse_port: bool,
+        backlog: u32,
+        options: TcpOptions,
+    ) -> io::Result<Vec<TcpAcceptor>> {
+        let listeners = bind_listeners(addr, reuse_port, backlog).await?;
+        Ok(listeners.into_iter().map(|listener| TcpAcceptor { listener, options }).collect())
+    }
+}
+
+impl Listener for TcpAcceptor {
+    type Raw = TcpStream;
+
+    async fn accept(&mut self) -> io::Result<TcpStream> {
+        let (stream, _) = self.listener.accept().await?;
+        tune(&stream, self.options.unsent_limit);
+        Ok(stream)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Makes TCP links, tuned with its options.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TcpDialer {
+    pub(crate) options: TcpOptions,
+}
+
+impl Dialer for TcpDialer {
+    type Raw = TcpStream;
+
+    async fn dial(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+        tune(&stream, self.options.unsent_limit);
+        Ok(stream)
+    }
+}
+
+/// Connects through `dialer` to the first address of `addr` that answers, within `timeout`.
+pub(crate) async fn dial_first<D: Dialer>(
+    dialer: &D,
+    addr: impl ToSocketAddrs,
+    timeout: Duration,
+) -> io::Result<D::Raw> {
+    let attempt = async {
+        let mut last_err = None;
+        for a in lookup_host(addr).await? {
+            match dialer.dial(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))
+    };
+    tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}"))
+    })?
+}
+
 /// Binds a listener on every address `addr` resolves to (e.g. `localhost` gives both
 /// `127.0.0.1` and `::1`). Addresses asking for port 0 all get the port the first one got.
-pub(crate) async fn bind_listeners(
+async fn bind_listeners(
     addr: impl ToSocketAddrs,
     reuse_port: bool,
     backlog: u32,
@@ -58,28 +141,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: u32) -> io::Result<TcpL
     TcpListener::from_std(socket.into())
 }
 
-/// Connects with a timeout, to the first address of `addr` that answers.
-pub(crate) async fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
-    let attempt = async {
-        let mut last_err = None;
-        for a in lookup_host(addr).await? {
-            match TcpStream::connect(a).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last_err = Some(io::Error::new(e.kind(), format!("cannot connect to {a}: {e}"))),
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))
-    };
-    let stream = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
-        io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}"))
-    })??;
-    Ok(stream)
-}
-
 /// Applies per-connection socket options: no Nagle delay, and a bound on unsent bytes in
 /// the kernel where the platform has one.
-pub(crate) fn tune(stream: &TcpStream, unsent_limit: Option<u32>) {
+fn tune(stream: &TcpStream, unsent_limit: Option<u32>) {
     let _ = stream.set_nodelay(true);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some(limit) = unsent_limit {

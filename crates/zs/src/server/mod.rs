@@ -1,29 +1,31 @@
-//! `Server`: accepts TCP connections (IPv4 and IPv6) and serves a router on each.
+//! `Server`: listens (TCP over IPv4 and IPv6, for zserver and ZServer4D clients) and serves
+//! a router on each connection; `accept.rs` takes connections in.
+
+mod accept;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::net::ToSocketAddrs;
+use tokio::sync::{watch, Notify, Semaphore};
 use zs_wire::{DataFrame, GoAwayCode, Kind};
 
-use crate::compat::{CompatLink, CompatShared};
+use accept::Protocol;
+
+use crate::compat::CompatShared;
 use crate::config::{ConnectionConfig, ServerConfig};
-use crate::connection::Connection;
+use crate::connection::encode;
 use crate::error::CallError;
 use crate::peer::Peer;
-use crate::rpc::{encode, Payload, Router, Text};
-use crate::secure::{
-    self, AnyLink, ChannelInfo, ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient,
-};
+use crate::rpc::{Payload, Router, Text};
+use crate::secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient};
 use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::{bind_listeners, tune, Link};
+use crate::transport::tcp::{TcpAcceptor, TcpOptions};
+use crate::transport::{Boxed, Listener};
 
 /// Starts servers.
 pub struct Server;
@@ -39,7 +41,8 @@ impl Server {
         if let ServerSecurity::Noise(noise) = &mut config.security {
             noise.key.get_or_insert_with(KeyPair::generate);
         }
-        let listeners = bind_listeners(addr, config.reuse_port, config.backlog).await?;
+        let tcp = TcpOptions { unsent_limit: config.connection.socket_unsent_limit };
+        let listeners = TcpAcceptor::bind(addr, config.reuse_port, config.backlog, tcp).await?;
         if matches!(config.security, ServerSecurity::Plaintext) {
             for l in &listeners {
                 if let Some(a) = l.local_addr().ok().filter(|a| !a.ip().is_loopback()) {
@@ -58,15 +61,15 @@ impl Server {
         limits.max_complete_buffer = limits.max_complete_buffer.min(buffer_cap);
         let mut compat_listeners = Vec::new();
         for addr in &config.compat.listen {
-            compat_listeners.extend(bind_listeners(addr, config.reuse_port, config.backlog).await?);
+            compat_listeners.extend(TcpAcceptor::bind(addr, config.reuse_port, config.backlog, tcp).await?);
         }
         let stats = Arc::new(Stats::default());
         // Replies to ZServer4D clients are translated: never lz4-compressed on the way.
         let compat_connection =
             Arc::new(ConnectionConfig { compress_frames: false, ..config.connection.clone() });
         let shared = Arc::new(Shared {
-            addrs: listeners.iter().map(TcpListener::local_addr).collect::<io::Result<_>>()?,
-            compat_addrs: compat_listeners.iter().map(TcpListener::local_addr).collect::<io::Result<_>>()?,
+            addrs: listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
+            compat_addrs: compat_listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
             compat: Arc::new(CompatShared::new(config.compat.clone(), stats.clone())),
             compat_connection,
             connection: Arc::new(config.connection.clone()),
@@ -82,16 +85,16 @@ impl Server {
             sessions: Arc::default(),
         });
         for listener in listeners {
-            tokio::spawn(accept_loop(shared.clone(), listener, false));
+            tokio::spawn(accept::accept_loop(shared.clone(), listener, Protocol::Native));
         }
         for listener in compat_listeners {
-            tokio::spawn(accept_loop(shared.clone(), listener, true));
+            tokio::spawn(accept::accept_loop(shared.clone(), listener, Protocol::Compat));
         }
         Ok(ServerHandle { shared })
     }
 }
 
-struct Shared {
+pub(super) struct Shared {
     addrs: Vec<SocketAddr>,
     /// Addresses of the ZServer4D listeners.
     compat_addrs: Vec<SocketAddr>,
@@ -131,134 +134,6 @@ impl Shared {
     }
 }
 
-/// Accepts connections on `listener`: zserver clients, or ZServer4D clients (`compat`).
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, compat: bool) {
-    let mut stop = shared.stop.subscribe();
-    let secured = !compat && !matches!(shared.config.security, ServerSecurity::Plaintext);
-    loop {
-        // A permit per handshake: when all are taken, connections wait in the backlog.
-        let permit = if secured {
-            tokio::select! {
-                p = shared.handshakes.clone().acquire_owned() => Some(p.expect("the semaphore is never closed")),
-                _ = stop.changed() => return,
-            }
-        } else {
-            None
-        };
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) if compat => on_compat_accept(&shared, stream),
-                Ok((stream, _)) => on_accept(&shared, stream, permit),
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// A ZServer4D client: no handshake of ours (theirs is answered by the link).
-fn on_compat_accept(shared: &Arc<Shared>, stream: TcpStream) {
-    tune(&stream, shared.connection.socket_unsent_limit);
-    if let Some((_, msg)) = shared.refusal() {
-        // The original's protocol has no way to say why: the client sees a close.
-        shared.stats.bump(|s| &s.connections_refused);
-        return tracing::warn!(remote = ?stream.peer_addr().ok(), msg, "ZServer4D connection refused");
-    }
-    let id = shared.next_id();
-    let link = AnyLink::Compat(Box::new(CompatLink::new(stream, shared.compat.clone(), id)));
-    admit(shared, id, link, None, shared.compat_connection.clone());
-}
-
-fn on_accept(shared: &Arc<Shared>, mut stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
-    tune(&stream, shared.connection.socket_unsent_limit);
-    if let Some((code, msg)) = shared.refusal() {
-        // Refused before any handshake: the goaway goes in plaintext.
-        shared.stats.bump(|s| &s.connections_refused);
-        tracing::warn!(remote = ?stream.peer_addr().ok(), msg, "connection refused");
-        let mut out = BytesMut::new();
-        encode::goaway(&mut out, code, msg);
-        let _ = Link::try_write(&mut stream, &out);
-        return;
-    }
-    let Some(permit) = permit else {
-        admit(shared, shared.next_id(), AnyLink::Tcp(stream), None, shared.connection.clone());
-        return;
-    };
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let remote = stream.peer_addr().ok();
-        let policy = shared.connection.rekey_policy();
-        // The handshake, and the session hello if the client asked for a session.
-        let handshake = async {
-            let secured =
-                secure::accept(stream, &shared.config.security, policy, shared.stats.clone()).await?;
-            shared.stats.bump(|s| &s.handshakes);
-            if !secured.session {
-                return Ok::<_, io::Error>(Some((secured.link, secured.channel)));
-            }
-            let channel = secured.channel.clone();
-            let sessions = shared.config.sessions.as_ref();
-            match session::accept(secured, sessions, &shared.sessions, &shared.stats).await? {
-                session::Admitted::New(link) => Ok(Some((AnyLink::Session(link), channel))),
-                session::Admitted::Resumed => Ok(None),
-            }
-        };
-        let result = tokio::time::timeout(shared.config.handshake_timeout, handshake).await;
-        drop(permit);
-        let (link, channel) = match result {
-            Ok(Ok(Some(admitted))) => admitted,
-            Ok(Ok(None)) => return tracing::debug!(?remote, "session resumed"),
-            Ok(Err(e)) => {
-                shared.stats.bump(|s| &s.handshakes_failed);
-                return tracing::info!(?remote, error = %e, "handshake failed");
-            }
-            Err(_) => {
-                shared.stats.bump(|s| &s.handshakes_failed);
-                let timeout = shared.config.handshake_timeout;
-                return tracing::info!(?remote, ?timeout, "handshake timed out");
-            }
-        };
-        if let Some((code, msg)) = shared.refusal() {
-            shared.stats.bump(|s| &s.connections_refused);
-            let e = secure::refuse(link, code, msg, "connection").await;
-            return tracing::warn!(?remote, error = %e, "connection refused");
-        }
-        admit(&shared, shared.next_id(), link, channel, shared.connection.clone());
-    });
-}
-
-/// Serves `link` as connection `id`.
-fn admit(
-    shared: &Arc<Shared>,
-    id: u64,
-    mut link: AnyLink,
-    channel: Option<ChannelInfo>,
-    config: Arc<ConnectionConfig>,
-) {
-    let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
-    let session = session::of(&link);
-    let peer = Peer::new(id, (remote, local), channel, session, config, shared.stats.clone(), false);
-    session::bind_events(&mut link, &peer, &shared.router);
-    shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
-    shared.stats.bump(|s| &s.connections_opened);
-    let router = shared.router.clone();
-    let shared = shared.clone();
-    let unregister = move || {
-        let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
-        peers.remove(&id);
-        if peers.is_empty() {
-            shared.all_closed.notify_waiters();
-        }
-    };
-    // The task is the connection's `run` future itself: its state is all an idle
-    // connection costs, so nothing else is captured beside it.
-    tokio::spawn(Connection::new(link, peer, router).run(unregister));
-}
-
 /// A running server: its addresses, peers, statistics, broadcast and shutdown.
 #[derive(Clone)]
 pub struct ServerHandle {
@@ -288,6 +163,15 @@ impl ServerHandle {
             (ServerSecurity::Noise(_), Some(fp)) => fp.into(),
             _ => ClientSecurity::Plaintext,
         }
+    }
+
+    /// Serves zserver clients on one more listener, of any transport: its connections run
+    /// the server's security mode, sessions, limits and router like every other. Returns
+    /// the address it listens on.
+    pub fn serve<L: Listener>(&self, listener: L) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        tokio::spawn(accept::accept_loop(self.shared.clone(), Boxed(listener), Protocol::Native));
+        Ok(addr)
     }
 
     /// Addresses of the ZServer4D listeners (`ServerConfig::compat`), with real ports.

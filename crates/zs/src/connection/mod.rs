@@ -6,36 +6,41 @@
 //! the peer's bounded outbox and join the same write. Buffers exist only while there is
 //! data: an idle connection holds none.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
 use tokio::time::{Instant, Sleep};
-use zs_wire::body::{parse_code_message, CallBody};
-use zs_wire::bulk::{parse_batch_clear, parse_credit, StreamEnd, StreamMode, StreamOpen, UNKNOWN_LEN};
-use zs_wire::mux::MuxFrame;
-use zs_wire::{ErrorCode, Flags, Frame, FrameDecoder, GoAwayCode, Kind, WireError};
+use zs_wire::{Frame, FrameDecoder, GoAwayCode, Kind, WireError};
 
-use crate::bulk;
+use self::output::Output;
 use crate::config::ConnectionConfig;
-use crate::error::HandlerError;
+use crate::connection::outbox::Out;
 use crate::mux::Mux;
-use crate::output::Output;
-use crate::peer::{remote_error, Peer};
-use crate::rpc::outbox::Out;
-use crate::rpc::{encode, Command, Exec, Form, Payload, RawResponder, Router};
+use crate::peer::Peer;
+use crate::rpc::{Payload, Router};
 use crate::stats::LocalStats;
 use crate::transport::{close_after_draining, Link};
+
+mod dispatch;
+pub(crate) mod encode;
+mod link;
+pub(crate) mod outbox;
+mod output;
+mod streams;
+
+pub(crate) use link::AnyLink;
+
+use dispatch::Finished;
+use streams::Streams;
 
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,13 +74,6 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
-}
-
-/// An async handler's result.
-struct Finished {
-    request: u32,
-    ordered: bool,
-    result: Result<Payload, HandlerError>,
 }
 
 enum Event {
@@ -126,16 +124,6 @@ pub(crate) struct Connection<L: Link> {
     outbox_more: bool,
     /// Virtual channels; created on first use.
     mux: Option<Box<Mux>>,
-}
-
-/// Incoming streams of a connection.
-#[derive(Default)]
-struct Streams {
-    entries: HashMap<u32, bulk::Entry>,
-    /// Bytes of complete buffers being received (bounded by `max_buffer_len`).
-    buffers: u64,
-    /// Streams open, shared with their consumers, which split the receive window by it.
-    open: Arc<AtomicUsize>,
 }
 
 impl<L: Link> Connection<L> {
@@ -392,329 +380,6 @@ impl<L: Link> Connection<L> {
         CloseReason::Local { code, message: message.to_owned() }
     }
 
-    fn on_frame(&mut self, frame: Frame) -> Step {
-        let h = frame.header;
-        if h.channel != 0 && !MuxFrame::is_mux(h.kind) {
-            return Err(self.protocol_error(WireError::UnexpectedChannel(h.channel)));
-        }
-        match h.kind {
-            Kind::Call => self.on_command(frame, false, false),
-            Kind::Send => self.on_command(frame, true, false),
-            Kind::Reply => {
-                self.peer.resolve(h.request, Ok((h.flags, frame.body)));
-                Ok(())
-            }
-            Kind::Error => {
-                let (code, message) = self.parsed(parse_code_message(&frame.body))?;
-                self.peer.resolve(h.request, Err(remote_error(code, message)));
-                Ok(())
-            }
-            Kind::Ping => {
-                encode::control(self.out.small(), Kind::Pong, h.request);
-                self.local.frames_out += 1;
-                Ok(())
-            }
-            Kind::Pong => {
-                self.ping_out = false;
-                Ok(())
-            }
-            // Taken by the session link as it passed; nothing left to do.
-            Kind::SessionAck => Ok(()),
-            Kind::MuxOpen
-            | Kind::MuxAccept
-            | Kind::MuxRefuse
-            | Kind::MuxData
-            | Kind::MuxCredit
-            | Kind::MuxClose
-            | Kind::MuxReset
-            | Kind::MuxGoAway => {
-                let mux = self.mux.get_or_insert_with(Box::default);
-                let r = mux.on_frame(&h, frame.body, &self.peer, &self.router, self.out.small());
-                self.parsed(r)
-            }
-            Kind::StreamOpen => self.on_stream_open(frame),
-            Kind::StreamData => {
-                let compressed = h.flags.contains(Flags::COMPRESSED);
-                self.deliver(h.request, bulk::Incoming::Data { bytes: frame.body, compressed })
-            }
-            Kind::StreamEnd => {
-                let end = self.parsed(StreamEnd::parse(&frame.body))?;
-                self.deliver(h.request, bulk::Incoming::End(end))
-            }
-            Kind::StreamCancel => {
-                let (_, why) = self.parsed(parse_code_message(&frame.body))?;
-                self.deliver(h.request, bulk::Incoming::Cancel(why.to_owned()))
-            }
-            Kind::StreamCredit => {
-                let n = self.parsed(parse_credit(&frame.body))?;
-                if let Some(out) = self.peer.outgoing(h.request) {
-                    out.grant(n);
-                }
-                Ok(())
-            }
-            Kind::StreamResult => {
-                let (code, message) = self.parsed(parse_code_message(&frame.body))?;
-                if let Some(out) = self.peer.outgoing(h.request) {
-                    out.finish(if code == 0 { Ok(()) } else { Err(remote_error(code, message)) });
-                }
-                Ok(())
-            }
-            Kind::BatchClear => {
-                let key = self.parsed(parse_batch_clear(&frame.body))?;
-                self.peer.clear_batches(key);
-                Ok(())
-            }
-            Kind::GoAway => {
-                let (code, message) = self.parsed(parse_code_message(&frame.body))?;
-                Err(CloseReason::PeerGoAway {
-                    code: GoAwayCode::from_code(code),
-                    message: message.to_owned(),
-                })
-            }
-        }
-    }
-
-    fn count_command(&mut self, direct: bool, flags: Flags) {
-        let s = &mut self.local;
-        match (direct, Form::of(flags)) {
-            (false, Form::Console) => s.console_in += 1,
-            (false, Form::Stream) => s.stream_in += 1,
-            (true, Form::Console) => s.direct_console_in += 1,
-            (true, Form::Stream) => s.direct_stream_in += 1,
-        }
-    }
-
-    fn on_command(&mut self, frame: Frame, direct: bool, from_queue: bool) -> Step {
-        let call = self.parsed(CallBody::parse(&frame.body))?;
-        let request = frame.header.request;
-        if direct != (request == 0) {
-            let why = if direct { "a send carries a request id" } else { "a call has no request id" };
-            return self.parsed(Err(WireError::Malformed { what: "command frame", why }));
-        }
-        if !from_queue {
-            self.count_command(direct, frame.header.flags);
-        }
-        let Some(cmd) = self.router.get(call.name()).cloned() else {
-            self.peer.inner.stats.bump(|s| &s.unknown_commands);
-            let msg = format!("unknown command: {}", call.name());
-            return self.refuse(request, ErrorCode::UnknownCommand, &msg);
-        };
-        if matches!(cmd.exec, Exec::BigStream(_) | Exec::Buffer(_)) {
-            let msg = format!("command `{}` receives bulk transfers, not calls", cmd.name);
-            return self.refuse(request, ErrorCode::BadPayload, &msg);
-        }
-        if cmd.direct != direct {
-            let msg = if cmd.direct {
-                format!("command `{}` is one-way: send it, do not call it", cmd.name)
-            } else {
-                format!("command `{}` replies: call it, do not send it", cmd.name)
-            };
-            return self.refuse(request, ErrorCode::BadPayload, &msg);
-        }
-        if self.draining.is_some() && !direct {
-            return self.refuse(request, ErrorCode::ShuttingDown, "shutting down");
-        }
-        let ordered = cmd.ordered || self.config.ordered;
-        if ordered && self.ordered_busy {
-            self.ordered_queue.push_back(frame);
-            return Ok(());
-        }
-        let payload = match Payload::decode(cmd.form, frame.header.flags, call.payload, &self.config.limits) {
-            Ok(p) => p,
-            Err(why) => {
-                let msg = format!("command `{}` {why}", cmd.name);
-                return self.refuse(request, ErrorCode::BadPayload, &msg);
-            }
-        };
-        self.start(&cmd, request, ordered, payload);
-        Ok(())
-    }
-
-    /// Answers a call with an error, or logs a refused direct command; the connection
-    /// goes on.
-    fn refuse(&mut self, request: u32, code: ErrorCode, message: &str) -> Step {
-        if request == 0 {
-            tracing::debug!(peer = self.peer.id(), %code, message, "direct command refused");
-        } else {
-            self.write_result(request, &Err(HandlerError::with_code(code, message)));
-        }
-        Ok(())
-    }
-
-    fn start(&mut self, cmd: &Command, request: u32, ordered: bool, payload: Payload) {
-        let peer = &self.peer;
-        match &cmd.exec {
-            Exec::Inline(f) => {
-                let r = catch_unwind(AssertUnwindSafe(|| f(peer, payload)))
-                    .unwrap_or_else(|_| Err(panicked(peer, &cmd.name)));
-                match (request, r) {
-                    (0, Err(e)) => {
-                        tracing::warn!(peer = peer.id(), command = %cmd.name, error = %e, "direct command failed")
-                    }
-                    (0, Ok(_)) => {}
-                    (request, r) => self.write_result(request, &r),
-                }
-            }
-            Exec::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(peer.clone(), payload))) {
-                Ok(fut) => {
-                    let (peer, name) = (peer.clone(), cmd.name.clone());
-                    let task = async move {
-                        let result = AssertUnwindSafe(fut)
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| Err(panicked(&peer, &name)));
-                        Finished { request, ordered, result }
-                    };
-                    self.tasks.get_or_insert_with(FuturesUnordered::new).push(task.boxed());
-                    self.hold(ordered);
-                }
-                Err(_) => {
-                    let e = panicked(peer, &cmd.name);
-                    self.write_result(request, &Err(e));
-                }
-            },
-            Exec::Delayed(f) => {
-                let responder = RawResponder::new(peer.clone(), request, ordered);
-                self.hold(ordered);
-                // A panic drops the responder while unwinding; it answers `HandlerPanicked`.
-                let peer = &self.peer;
-                if catch_unwind(AssertUnwindSafe(|| f(peer, payload, responder))).is_err() {
-                    tracing::error!(peer = peer.id(), command = %cmd.name, "handler panicked");
-                }
-            }
-            Exec::BigStream(_) | Exec::Buffer(_) => unreachable!("refused in on_command"),
-            Exec::Hpc(f) => {
-                let responder = RawResponder::new(peer.clone(), request, ordered);
-                self.hold(ordered);
-                let (f, name) = (f.clone(), cmd.name.clone());
-                tokio::task::spawn_blocking(move || {
-                    let peer = responder.peer().clone();
-                    if !peer.is_connected() {
-                        return responder.skip();
-                    }
-                    let r = catch_unwind(AssertUnwindSafe(|| f(&peer, payload)))
-                        .unwrap_or_else(|_| Err(panicked(&peer, &name)));
-                    responder.finish(r);
-                });
-            }
-        }
-    }
-
-    /// A call is now in flight off the inline path.
-    fn hold(&mut self, ordered: bool) {
-        self.in_flight += 1;
-        if ordered {
-            self.ordered_busy = true;
-        }
-    }
-
-    /// A call in flight has finished.
-    fn release(&mut self, ordered: bool) -> Step {
-        self.in_flight -= 1;
-        if ordered {
-            self.ordered_busy = false;
-            while !self.ordered_busy {
-                let Some(frame) = self.ordered_queue.pop_front() else { break };
-                let direct = frame.header.kind == Kind::Send;
-                self.on_command(frame, direct, true)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn on_stream_open(&mut self, frame: Frame) -> Step {
-        let id = frame.header.request;
-        let open = self.parsed(StreamOpen::parse(&frame.body))?;
-        let bad = |why| Err(WireError::Malformed { what: "stream open", why });
-        if id == 0 {
-            return self.parsed(bad("stream id 0"));
-        }
-        if self.streams.as_ref().is_some_and(|s| s.entries.contains_key(&id)) {
-            return self.parsed(bad("stream id in use"));
-        }
-        self.peer.inner.stats.bump(|s| &s.streams_in);
-        match self.admit_stream(&open) {
-            Ok((sink, reserved)) => {
-                let streams = self.streams.get_or_insert_with(Box::default);
-                streams.open.fetch_add(1, Ordering::Relaxed);
-                let entry = bulk::accept(&self.peer, id, open, sink, reserved, streams.open.clone());
-                streams.buffers += reserved;
-                streams.entries.insert(id, entry);
-            }
-            Err((code, message)) => {
-                tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
-                self.peer.inner.stats.bump(|s| &s.errors_out);
-                self.local.frames_out += 1;
-                encode::stream_result(self.out.small(), id, code.code(), &message);
-            }
-        }
-        Ok(())
-    }
-
-    /// Decides whether an announced stream is taken, and by what; checks every size limit
-    /// before anything is allocated for it.
-    fn admit_stream(&mut self, open: &StreamOpen) -> Result<(bulk::Sink, u64), (ErrorCode, String)> {
-        let c = &self.config;
-        let (count, buffers) = self.streams.as_deref().map_or((0, 0), |s| (s.entries.len(), s.buffers));
-        if count >= c.max_streams {
-            return Err((ErrorCode::Overloaded, format!("more than {} incoming streams", c.max_streams)));
-        }
-        let known = (open.total != UNKNOWN_LEN).then_some(open.total);
-        if open.mode == StreamMode::Batch {
-            let total = known.ok_or((ErrorCode::BadPayload, "a batch stream needs a known length".into()))?;
-            self.peer.reserve_batch(total).map_err(|m| (ErrorCode::TooLarge, m))?;
-            return Ok((bulk::Sink::Batch, 0));
-        }
-        let Some(cmd) = self.router.get(&open.name) else {
-            self.peer.inner.stats.bump(|s| &s.unknown_commands);
-            return Err((ErrorCode::UnknownCommand, format!("unknown command: {}", open.name)));
-        };
-        match (&cmd.exec, open.mode) {
-            (Exec::BigStream(h), StreamMode::Stream) => Ok((bulk::Sink::Handler(h.clone()), 0)),
-            (Exec::Buffer(h), StreamMode::Buffer) => {
-                let total =
-                    known.ok_or((ErrorCode::BadPayload, "a complete buffer needs a known length".into()))?;
-                if total > c.max_buffer_len {
-                    let msg =
-                        format!("a buffer of {total} bytes exceeds the limit of {} bytes", c.max_buffer_len);
-                    return Err((ErrorCode::TooLarge, msg));
-                }
-                if buffers + total > c.max_buffer_len {
-                    let msg = format!("complete buffers in progress would exceed {} bytes", c.max_buffer_len);
-                    return Err((ErrorCode::Overloaded, msg));
-                }
-                Ok((bulk::Sink::Buffer(h.clone()), total))
-            }
-            (_, mode) => {
-                let what = if mode == StreamMode::Stream { "big streams" } else { "complete buffers" };
-                Err((ErrorCode::BadPayload, format!("command `{}` does not take {what}", cmd.name)))
-            }
-        }
-    }
-
-    /// Routes a stream frame to its receiver; frames of streams already refused or
-    /// finished are dropped.
-    fn deliver(&mut self, id: u32, item: bulk::Incoming) -> Step {
-        let Some(entry) = self.streams.as_mut().and_then(|s| s.entries.get_mut(&id)) else { return Ok(()) };
-        let delivered = entry.deliver(item).map_err(|why| WireError::Malformed { what: "stream", why });
-        self.parsed(delivered)
-    }
-
-    fn write_result(&mut self, request: u32, r: &Result<Payload, HandlerError>) {
-        if r.is_err() {
-            self.peer.inner.stats.bump(|s| &s.errors_out);
-        }
-        self.local.frames_out += 1;
-        encode::result(self.out.small(), request, r, &self.config);
-    }
-
-    fn on_finished(&mut self, f: Finished) -> Step {
-        if f.request != 0 {
-            self.write_result(f.request, &f.result);
-        }
-        self.release(f.ordered)
-    }
-
     fn on_outbox(&mut self) -> Step {
         let mut queue = VecDeque::new();
         self.peer.inner.outbox.drain(&mut queue);
@@ -766,14 +431,7 @@ impl<L: Link> Connection<L> {
                         mux.forget(id, &self.peer);
                     }
                 }
-                Out::StreamDone(id) => {
-                    if let Some(s) = self.streams.as_mut() {
-                        if let Some(e) = s.entries.remove(&id) {
-                            s.buffers -= e.reserved;
-                            s.open.fetch_sub(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                Out::StreamDone(id) => self.stream_done(id),
             }
         }
         Ok(())
@@ -841,10 +499,4 @@ impl<L: Link> Connection<L> {
             (None, _) => self.timer = None,
         }
     }
-}
-
-fn panicked(peer: &Peer, command: &str) -> HandlerError {
-    peer.inner.stats.bump(|s| &s.handler_panics);
-    tracing::error!(peer = peer.id(), command, "handler panicked");
-    HandlerError::with_code(ErrorCode::HandlerPanicked, format!("handler of `{command}` panicked"))
 }

@@ -1,8 +1,10 @@
-//! Encoding of rpc frames into an output buffer.
+//! Encoding of frames into a connection's output: calls and replies with their payloads
+//! (lz4 when it pays); the control frames come from `zs_wire::encode`.
 
 use bytes::{Bytes, BytesMut};
-use zs_wire::body::{put_code_message, CallBody};
-use zs_wire::{ErrorCode, Flags, FrameWriter, GoAwayCode, Kind, WireError, HEADER_LEN};
+use zs_wire::body::CallBody;
+pub(crate) use zs_wire::encode::{control, error, frame, frame_bytes, goaway, stream_result};
+use zs_wire::{ErrorCode, Flags, FrameWriter, Kind, WireError, HEADER_LEN};
 
 use super::Payload;
 use crate::config::ConnectionConfig;
@@ -66,11 +68,6 @@ pub(crate) fn call_bytes(
     Ok(out.freeze())
 }
 
-/// Appends an `Error` frame.
-pub(crate) fn error(out: &mut BytesMut, request: u32, code: ErrorCode, message: &str) {
-    frame(out, Kind::Error, request, |b| put_code_message(b, code.code(), message));
-}
-
 /// Appends the reply to a call: a `Reply`, or an `Error` for a handler error or a reply
 /// over the frame size limit.
 pub(crate) fn result(
@@ -102,35 +99,5 @@ pub(crate) fn result_bytes(
     let hint = r.as_ref().map_or(64, Payload::size_hint);
     let mut out = BytesMut::with_capacity(HEADER_LEN + hint);
     result(&mut out, request, r, config);
-    out.freeze()
-}
-
-/// Appends a `GoAway` frame.
-pub(crate) fn goaway(out: &mut BytesMut, code: GoAwayCode, message: &str) {
-    frame(out, Kind::GoAway, 0, |b| put_code_message(b, code.code(), message));
-}
-
-/// Appends an empty control frame (`Ping`, `Pong`).
-pub(crate) fn control(out: &mut BytesMut, kind: Kind, request: u32) {
-    frame(out, kind, request, |_| {});
-}
-
-/// Appends a `StreamResult` frame: code 0 for success, else an error code and message.
-pub(crate) fn stream_result(out: &mut BytesMut, stream: u32, code: u16, message: &str) {
-    frame(out, Kind::StreamResult, stream, |b| put_code_message(b, code, message));
-}
-
-/// Appends a control frame (no flags, channel 0) whose body `body` writes. Control bodies
-/// are small; one over the limit would be dropped by `finish`.
-pub(crate) fn frame(out: &mut BytesMut, kind: Kind, request: u32, body: impl FnOnce(&mut BytesMut)) {
-    let mut w = FrameWriter::begin(out, kind, Flags::NONE, 0, request);
-    body(w.body());
-    let _ = w.finish(u32::MAX);
-}
-
-/// A control frame (see [`frame`]) as shareable bytes.
-pub(crate) fn frame_bytes(kind: Kind, request: u32, body: impl FnOnce(&mut BytesMut)) -> Bytes {
-    let mut out = BytesMut::new();
-    frame(&mut out, kind, request, body);
     out.freeze()
 }
