@@ -125,7 +125,7 @@ impl Client {
 
     /// This client's statistics.
     pub fn stats(&self) -> StatsSnapshot {
-        self.peer.inner.stats.snapshot()
+        self.peer.shared_stats().snapshot()
     }
 
     /// Waits until the connection has closed and tells why.

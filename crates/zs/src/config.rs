@@ -43,7 +43,7 @@ pub struct ConnectionConfig {
     /// On graceful shutdown, how long in-flight handlers may take to reply (default 10 s).
     pub drain_timeout: Duration,
     /// Virtual channels: windows and limits (see [`MuxConfig`](crate::MuxConfig)).
-    pub mux: crate::mux::MuxConfig,
+    pub mux: crate::mux::config::MuxConfig,
     /// Receive window of each incoming stream: bytes the sender may have in flight
     /// (default 1 MiB; at least the protocol's 256 KiB initial window).
     pub stream_window: u32,
@@ -75,8 +75,17 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// When the secure channel's keys are rolled.
     pub(crate) fn rekey_policy(&self) -> RekeyPolicy {
         RekeyPolicy { after_bytes: self.rekey_after_bytes, after_time: self.rekey_interval }
+    }
+
+    /// How calls and replies are encoded.
+    pub(crate) fn encoding(&self) -> crate::connection::encode::Encoding {
+        crate::connection::encode::Encoding {
+            max_frame_len: self.limits.max_frame_len,
+            compress: self.compress_frames,
+        }
     }
 }
 
@@ -96,7 +105,7 @@ impl Default for ConnectionConfig {
             ordered: false,
             drain_timeout: Duration::from_secs(10),
             stream_window: 1 << 20,
-            mux: crate::mux::MuxConfig::default(),
+            mux: crate::mux::config::MuxConfig::default(),
             connection_stream_window: 4 << 20,
             max_streams: 256,
             max_buffer_len: 64 << 20,
@@ -104,8 +113,8 @@ impl Default for ConnectionConfig {
             max_queued_bulk_bytes: 4 << 20,
             bulk_quantum: 256 << 10,
             socket_unsent_limit: Some(256 << 10),
-            rekey_after_bytes: 1 << 30,
-            rekey_interval: Duration::from_secs(600),
+            rekey_after_bytes: RekeyPolicy::default().after_bytes,
+            rekey_interval: RekeyPolicy::default().after_time,
         }
     }
 }

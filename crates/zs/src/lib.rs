@@ -32,6 +32,7 @@ pub mod secure;
 mod server;
 pub mod session;
 mod stats;
+mod sync;
 pub mod transport;
 
 pub use blocking::BlockingClient;

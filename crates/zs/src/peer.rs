@@ -8,23 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
-use zs_wire::bulk::{StreamMode, StreamOpen, ALL_BATCHES, UNKNOWN_LEN};
 use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
 
-use crate::bulk::{BulkState, OutStream, StreamOptions, Transfer};
+use crate::bulk::BulkState;
 
 use crate::config::ConnectionConfig;
 use crate::connection::encode;
 use crate::connection::outbox::{Out, Outbox, PushError};
 use crate::error::CallError;
-use crate::mux::{Channel, ChannelPhase, VirtualStream};
 use crate::rpc::{Payload, PayloadType, Text};
 use crate::secure::{ChannelInfo, Fingerprint};
 use crate::session::{SessionShared, SessionStatus};
 use crate::stats::Stats;
-use zs_wire::mux::{ChannelKind, MuxFrame};
+use crate::sync::Recover;
 
 type ReplySender = oneshot::Sender<Result<(Flags, Bytes), CallError>>;
 
@@ -35,7 +32,7 @@ struct Pending {
     closed: Option<Box<str>>,
 }
 
-pub(crate) struct PeerShared {
+struct PeerShared {
     pub(crate) id: u64,
     pub(crate) remote: SocketAddr,
     pub(crate) local: SocketAddr,
@@ -63,7 +60,7 @@ pub(crate) struct PeerShared {
 /// send it one-way commands, keep typed per-peer state, close it.
 #[derive(Clone)]
 pub struct Peer {
-    pub(crate) inner: Arc<PeerShared>,
+    inner: Arc<PeerShared>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -143,12 +140,12 @@ impl Peer {
 
     /// Stores typed user state on the peer, replacing any earlier state.
     pub fn set_state<T: Any + Send + Sync>(&self, value: T) {
-        *self.inner.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(value));
+        *self.inner.state.lock_or_recover() = Some(Arc::new(value));
     }
 
     /// The user state, if one of type `T` is stored.
     pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let st = self.inner.state.lock_or_recover().clone()?;
         st.downcast::<T>().ok()
     }
 
@@ -192,75 +189,6 @@ impl Peer {
         self.send_payload(name, Payload::Frame(frame)).await
     }
 
-    /// Opens a virtual channel to the other end's service `name` (see
-    /// [`Router::listen`](crate::Router::listen)) and waits until it is accepted. Fails if
-    /// nothing listens there, its backlog is full, or the connection closes first.
-    pub async fn open_stream(&self, name: &str) -> std::io::Result<VirtualStream> {
-        self.open_stream_port(name, 0).await
-    }
-
-    /// [`open_stream`](Self::open_stream) with a service port (the listener sees it).
-    pub async fn open_stream_port(&self, name: &str, port: u32) -> std::io::Result<VirtualStream> {
-        let channel = self.open_channel(name, port, ChannelKind::Stream)?;
-        // The stream exists first: if this future is dropped, so is it, and the channel
-        // is reset.
-        let stream = VirtualStream::new(channel.clone(), self.clone(), name.into(), port);
-        std::future::poll_fn(|cx| channel.lock().poll_opened(cx)).await?;
-        Ok(stream)
-    }
-
-    /// Opens a virtual channel to the other end's service `name` that is a full peer (see
-    /// [`Router::serve_channels`](crate::Router::serve_channels)): calls, sends, push and
-    /// bulk work on the returned `Peer` as on a connection, and this connection's router
-    /// serves the other end's calls on it.
-    pub async fn open_peer(&self, name: &str) -> std::io::Result<Peer> {
-        let channel = self.open_channel(name, 0, ChannelKind::Peer)?;
-        let link = crate::mux::ChannelLink::new(channel.clone(), self.clone());
-        std::future::poll_fn(|cx| channel.lock().poll_opened(cx)).await?;
-        let router = self.inner.router.get().cloned().unwrap_or_default();
-        Ok(crate::mux::serve_peer(link, self, true, router))
-    }
-
-    /// Registers a channel this end opens and queues its open frame.
-    fn open_channel(&self, name: &str, port: u32, kind: ChannelKind) -> std::io::Result<Arc<Channel>> {
-        let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
-        let id = self.inner.mux_next.fetch_add(2, Ordering::Relaxed);
-        if id > u32::MAX - 2 {
-            return Err(invalid("this connection has used up its virtual channel ids"));
-        }
-        let windows = self.inner.config.mux.windows();
-        let mut frame = bytes::BytesMut::new();
-        MuxFrame::Open { channel: id, kind, port, window: windows.0, name: name.to_owned() }
-            .encode(&mut frame)
-            .map_err(|e| invalid(&e.to_string()))?;
-        let channel = Channel::new(id, ChannelPhase::Opening, windows, 0);
-        self.inner.outbox.push_control(Out::MuxOpen(channel.clone(), frame.freeze())).map_err(|_| {
-            let why = self.close_reason().unwrap_or_else(|| "the connection is closed".into());
-            std::io::Error::new(std::io::ErrorKind::NotConnected, why)
-        })?;
-        Ok(channel)
-    }
-
-    /// A peer on a virtual channel of `physical`.
-    pub(crate) fn on_channel(physical: &Peer, id: u64, dialer: bool) -> Peer {
-        let p = &physical.inner;
-        Peer::new(
-            id,
-            (p.remote, p.local),
-            p.channel.as_deref().cloned(),
-            None,
-            p.config.clone(),
-            p.stats.clone(),
-            dialer,
-        )
-    }
-
-    /// Takes no new virtual channels on this connection, from either end (the other end is
-    /// told `reason`); the channels open carry on.
-    pub fn refuse_new_channels(&self, reason: &str) {
-        let _ = self.inner.outbox.push_control(Out::MuxGoAway(reason.to_owned()));
-    }
-
     /// Closes the connection: the peer is told why, pending calls on both ends fail.
     pub fn close(&self) {
         self.close_with(GoAwayCode::Normal, "closed by application");
@@ -281,13 +209,13 @@ impl Peer {
     }
 
     async fn send_payload(&self, name: &str, p: Payload) -> Result<(), CallError> {
-        let frame = encode::call_bytes(Kind::Send, 0, name, &p, &self.inner.config)?;
+        let frame = encode::call_bytes(Kind::Send, 0, name, &p, self.inner.config.encoding())?;
         self.inner.stats.bump(|s| &s.commands_out);
         self.queue(frame).await
     }
 
     /// Queues a frame for the connection, waiting for room; fails with the close reason.
-    async fn queue(&self, frame: Bytes) -> Result<(), CallError> {
+    pub(crate) async fn queue(&self, frame: Bytes) -> Result<(), CallError> {
         self.inner
             .outbox
             .push(frame, self.inner.config.max_queued_bytes)
@@ -296,7 +224,7 @@ impl Peer {
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.pending.lock_or_recover()
     }
 
     /// Broadcast path: queue an already-encoded frame without waiting. A full queue
@@ -312,7 +240,7 @@ impl Peer {
         }
     }
 
-    fn disconnected(&self) -> CallError {
+    pub(crate) fn disconnected(&self) -> CallError {
         CallError::Disconnected(self.close_reason().unwrap_or_else(|| "connection closed".into()))
     }
 
@@ -327,7 +255,7 @@ impl Peer {
 
     async fn call_raw(&self, name: &str, p: Payload, timeout: Duration) -> Result<(Flags, Bytes), CallError> {
         let request = self.next_request();
-        let frame = encode::call_bytes(Kind::Call, request, name, &p, &self.inner.config)?;
+        let frame = encode::call_bytes(Kind::Call, request, name, &p, self.inner.config.encoding())?;
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.pending();
@@ -380,7 +308,7 @@ impl Peer {
     /// with `why`, parked batch streams are dropped, and nothing more can be queued.
     pub(crate) fn mark_closed(&self, why: String) {
         self.inner.outbox.close();
-        if let Some(bulk) = self.bulk().take() {
+        if let Some(bulk) = self.inner.bulk.lock_or_recover().take() {
             for out in bulk.outgoing.values() {
                 out.finish(Err(CallError::Disconnected(why.clone())));
             }
@@ -401,140 +329,7 @@ impl Peer {
     }
 }
 
-/// Bulk transfers (see [`crate::bulk`]).
 impl Peer {
-    fn bulk(&self) -> std::sync::MutexGuard<'_, Option<Box<BulkState>>> {
-        self.inner.bulk.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn with_bulk<T>(&self, f: impl FnOnce(&mut BulkState) -> T) -> T {
-        f(self.bulk().get_or_insert_with(Box::default))
-    }
-
-    /// Sends a big stream from any `AsyncRead` to a command registered with
-    /// [`Router::big_stream`](crate::Router::big_stream). Runs in its own task (call from
-    /// within a tokio runtime); the returned [`Transfer`] reports progress, can cancel, and
-    /// resolves to the bytes sent once the receiver has verified them.
-    pub fn send_big_stream<R>(&self, name: &str, reader: R, opts: StreamOptions) -> Transfer
-    where
-        R: AsyncRead + Send + Unpin + 'static,
-    {
-        let open = StreamOpen {
-            mode: StreamMode::Stream,
-            total: opts.len.unwrap_or(UNKNOWN_LEN),
-            offset: opts.offset,
-            key: 0,
-            name: name.to_owned(),
-        };
-        crate::bulk::send::start(self, open, reader, opts)
-    }
-
-    /// Sends one binary message to a command registered with
-    /// [`Router::complete_buffer`](crate::Router::complete_buffer). A message over the
-    /// receiver's `max_buffer_len` is refused before it is sent.
-    pub fn send_complete_buffer(&self, name: &str, data: Bytes) -> Transfer {
-        let len = data.len() as u64;
-        let open =
-            StreamOpen { mode: StreamMode::Buffer, total: len, offset: 0, key: 0, name: name.to_owned() };
-        crate::bulk::send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
-    }
-
-    /// Parks `data` at the peer under `key` (a batch stream), for a later command there to
-    /// take with [`take_batch`](Self::take_batch). Refused if it would exceed the peer's
-    /// batch budget.
-    pub fn post_batch(&self, key: u64, data: Bytes) -> Transfer {
-        let len = data.len() as u64;
-        let open = StreamOpen { mode: StreamMode::Batch, total: len, offset: 0, key, name: String::new() };
-        crate::bulk::send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
-    }
-
-    /// Asks the peer to drop the batch streams this end parked there (`None`: all of them).
-    pub async fn clear_remote_batches(&self, key: Option<u64>) -> Result<(), CallError> {
-        let key = key.unwrap_or(ALL_BATCHES).to_le_bytes();
-        self.queue(encode::frame_bytes(Kind::BatchClear, 0, |b| b.extend_from_slice(&key))).await
-    }
-
-    /// Takes the batch stream the peer parked here under `key`.
-    pub fn take_batch(&self, key: u64) -> Option<Bytes> {
-        self.with_bulk(|b| {
-            let data = b.batches.remove(&key)?;
-            b.batch_bytes -= data.len() as u64;
-            Some(data)
-        })
-    }
-
-    /// Keys of the batch streams parked here by the peer.
-    pub fn batch_keys(&self) -> Vec<u64> {
-        let mut keys: Vec<u64> = self.with_bulk(|b| b.batches.keys().copied().collect());
-        keys.sort_unstable();
-        keys
-    }
-
-    /// Drops batch streams parked here (`ALL_BATCHES` for all).
-    pub(crate) fn clear_batches(&self, key: u64) {
-        self.with_bulk(|b| {
-            if key == ALL_BATCHES {
-                b.batches.clear();
-                b.batch_bytes = 0;
-            } else if let Some(d) = b.batches.remove(&key) {
-                b.batch_bytes -= d.len() as u64;
-            }
-        });
-    }
-
-    /// Reserves `n` bytes of the batch budget for an incoming batch stream.
-    pub(crate) fn reserve_batch(&self, n: u64) -> Result<(), String> {
-        let budget = self.inner.config.batch_budget;
-        self.with_bulk(|b| {
-            if b.batch_bytes + n > budget {
-                return Err(format!(
-                    "a batch stream of {n} bytes exceeds the budget: {} of {budget} bytes in use",
-                    b.batch_bytes
-                ));
-            }
-            b.batch_bytes += n;
-            Ok(())
-        })
-    }
-
-    /// Parks a received batch stream (its bytes were reserved when it was announced); a
-    /// stream under an existing key replaces it.
-    pub(crate) fn park_batch(&self, key: u64, data: Bytes, reserved: u64) {
-        // A peer that left has dropped its bulk state (and its reservations) already.
-        if !self.is_connected() {
-            return;
-        }
-        self.with_bulk(|b| {
-            b.batch_bytes = b.batch_bytes.saturating_sub(reserved) + data.len() as u64;
-            if let Some(old) = b.batches.insert(key, data) {
-                b.batch_bytes = b.batch_bytes.saturating_sub(old.len() as u64);
-            }
-        });
-    }
-
-    /// Returns a reservation of a batch stream that did not arrive.
-    pub(crate) fn release_batch_reservation(&self, n: u64) {
-        if self.is_connected() {
-            self.with_bulk(|b| b.batch_bytes = b.batch_bytes.saturating_sub(n));
-        }
-    }
-
-    pub(crate) fn register_outgoing(&self, id: u32, out: Arc<OutStream>) {
-        if self.is_connected() {
-            self.with_bulk(|b| b.outgoing.insert(id, out));
-        } else {
-            out.finish(Err(self.disconnected()));
-        }
-    }
-
-    pub(crate) fn forget_outgoing(&self, id: u32) {
-        self.with_bulk(|b| b.outgoing.remove(&id));
-    }
-
-    pub(crate) fn outgoing(&self, id: u32) -> Option<Arc<OutStream>> {
-        self.bulk().as_ref()?.outgoing.get(&id).cloned()
-    }
-
     /// Why the connection closed, once it has.
     pub(crate) fn close_reason(&self) -> Option<String> {
         self.pending().closed.as_deref().map(str::to_owned)
@@ -542,10 +337,60 @@ impl Peer {
 }
 
 /// A remote error reply as a `CallError`.
-impl PeerShared {
+/// What the connection's own layers use of its peer.
+impl Peer {
+    /// A peer on a virtual channel of `physical`.
+    pub(crate) fn on_channel(physical: &Peer, id: u64, dialer: bool) -> Peer {
+        let p = &physical.inner;
+        Peer::new(
+            id,
+            (p.remote, p.local),
+            p.channel.as_deref().cloned(),
+            None,
+            p.config.clone(),
+            p.stats.clone(),
+            dialer,
+        )
+    }
+
+    /// The next id of a virtual channel this end opens.
+    pub(crate) fn next_channel_id(&self) -> u32 {
+        self.inner.mux_next.fetch_add(2, Ordering::Relaxed)
+    }
+
+    /// The router the connection serves, once its task started.
+    pub(crate) fn router(&self) -> Option<Arc<crate::Router>> {
+        self.inner.router.get().cloned()
+    }
+
+    /// Transfers in progress and batch streams parked here; created on first use.
+    pub(crate) fn bulk_slot(&self) -> &Mutex<Option<Box<BulkState>>> {
+        &self.inner.bulk
+    }
+
     /// Parity of the virtual channel ids this end opens.
     pub(crate) fn mux_parity(&self) -> u32 {
-        self.mux_next.load(Ordering::Relaxed) % 2
+        self.inner.mux_next.load(Ordering::Relaxed) % 2
+    }
+
+    /// The counters of the server or client the connection belongs to.
+    pub(crate) fn shared_stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    /// The connection's settings.
+    pub(crate) fn config(&self) -> &Arc<ConnectionConfig> {
+        &self.inner.config
+    }
+
+    /// The queue through which other tasks hand frames to the connection.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// Records the router the connection serves (virtual peers opened from it serve it too).
+    pub(crate) fn bind_router(&self, router: Arc<crate::Router>) {
+        let _ = self.inner.router.set(router);
     }
 }
 

@@ -11,12 +11,13 @@
 //!   pays; a start offset for resuming a broken transfer.
 
 mod hash;
+mod peer;
 mod receive;
 pub(crate) mod send;
 mod state;
 
 pub use receive::IncomingStream;
-pub(crate) use receive::{accept, Entry, Incoming, Sink};
+pub(crate) use receive::{accept, BufferHandler, BulkHandler, Entry, Incoming, Sink};
 pub use send::Transfer;
 pub(crate) use state::{BulkState, OutStream};
 

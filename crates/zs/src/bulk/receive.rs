@@ -11,6 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
@@ -24,7 +25,7 @@ use crate::connection::encode;
 use crate::connection::outbox::Out;
 use crate::error::{CallError, HandlerError};
 use crate::peer::Peer;
-use crate::rpc::{BufferHandler, BulkHandler};
+use crate::sync::Recover;
 
 /// What the connection hands an incoming stream.
 #[derive(Debug)]
@@ -129,12 +130,12 @@ impl IncomingStream {
     }
 
     fn finished(&self) -> Option<Result<(), CallError>> {
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.outcome.lock_or_recover().clone()
     }
 
     fn finish(&self, r: Result<(), CallError>) -> Option<Result<Bytes, CallError>> {
         let out = r.clone().err().map(Err);
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(r);
+        self.outcome.lock_or_recover().get_or_insert(r);
         out
     }
 
@@ -205,7 +206,7 @@ impl IncomingStream {
 
     /// This stream's share of the connection's receive window.
     fn target_window(&self) -> u64 {
-        let c = &self.peer.inner.config;
+        let c = &self.peer.config();
         let share =
             u64::from(c.connection_stream_window) / self.open_streams.load(Ordering::Relaxed).max(1) as u64;
         share.clamp(u64::from(INITIAL_WINDOW), u64::from(c.stream_window.max(INITIAL_WINDOW)))
@@ -253,7 +254,7 @@ fn bad_data(message: String) -> CallError {
 type SharedWindow = Arc<Mutex<RecvWindow>>;
 
 fn lock(w: &SharedWindow) -> std::sync::MutexGuard<'_, RecvWindow> {
-    w.lock().unwrap_or_else(|p| p.into_inner())
+    w.lock_or_recover()
 }
 
 /// Sends a grant (already counted by the window, so the sender cannot use it first).
@@ -262,7 +263,7 @@ fn send_credit(peer: &Peer, id: u32, n: u32) {
         return;
     }
     let credit = encode::frame_bytes(Kind::StreamCredit, id, |b| b.extend_from_slice(&n.to_le_bytes()));
-    let _ = peer.inner.outbox.push_control(Out::Frame(credit));
+    let _ = peer.outbox().push_control(Out::Frame(credit));
 }
 
 impl AsyncRead for IncomingStream {
@@ -284,6 +285,12 @@ impl AsyncRead for IncomingStream {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Handler of a big stream: reads the stream, returns when done with it.
+pub(crate) type BulkHandler =
+    dyn Fn(Peer, IncomingStream) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
+/// Handler of a complete buffer.
+pub(crate) type BufferHandler = dyn Fn(&Peer, Bytes) -> Result<(), HandlerError> + Send + Sync;
 
 /// What the receiving task does with a stream.
 pub(crate) enum Sink {
@@ -351,7 +358,7 @@ async fn consume(stream: IncomingStream, key: u64, sink: Sink) {
             Ok(())
         }
     };
-    let stream_outcome = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let stream_outcome = outcome.lock_or_recover().take();
     let verdict: Result<(), (ErrorCode, String)> = match (stream_outcome, handled) {
         (Some(Err(e)), _) => Err(match e {
             CallError::Remote { code, message } => (code, message),
@@ -369,8 +376,8 @@ async fn consume(stream: IncomingStream, key: u64, sink: Sink) {
     };
     let mut result = BytesMut::new();
     encode::stream_result(&mut result, id, code, message);
-    let _ = peer.inner.outbox.push_control(Out::Frame(result.freeze()));
-    let _ = peer.inner.outbox.push_control(Out::StreamDone(id));
+    let _ = peer.outbox().push_control(Out::Frame(result.freeze()));
+    let _ = peer.outbox().push_control(Out::StreamDone(id));
 }
 
 fn panicked() -> HandlerError {

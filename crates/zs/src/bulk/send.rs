@@ -90,8 +90,8 @@ impl Sender<'_> {
 
     /// Queues a frame in the bulk lane, after the chunks before it.
     async fn push_bulk(&self, frame: Bytes) -> Result<(), CallError> {
-        let max = self.peer.inner.config.max_queued_bulk_bytes;
-        self.peer.inner.outbox.push_bulk(frame, max).await.map_err(|_| self.gone())
+        let max = self.peer.config().max_queued_bulk_bytes;
+        self.peer.outbox().push_bulk(frame, max).await.map_err(|_| self.gone())
     }
 
     fn gone(&self) -> CallError {

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use zs_wire::window::SendCredit;
 
 use crate::error::CallError;
+use crate::sync::Recover;
 
 /// Credit and outcome of one outgoing stream, shared by its sender task and the
 /// connection that receives its credits and result.
@@ -33,7 +34,7 @@ impl OutStream {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     pub(crate) fn grant(&self, n: u32) {

@@ -63,8 +63,11 @@ impl<L: Link> Connection<L> {
             | Kind::MuxReset
             | Kind::MuxGoAway => {
                 let mux = self.mux.get_or_insert_with(Box::default);
-                let r = mux.on_frame(&h, frame.body, &self.peer, &self.router, self.out.small());
-                self.parsed(r)
+                let r = mux.on_frame(&h, frame.body, &self.peer, &*self.router, self.out.small());
+                if let Some(link) = self.parsed(r)? {
+                    super::virtual_peer::serve(link, &self.peer, false, self.router.clone());
+                }
+                Ok(())
             }
             Kind::StreamOpen => self.on_stream_open(frame),
             Kind::StreamData => {
@@ -129,7 +132,7 @@ impl<L: Link> Connection<L> {
             self.count_command(direct, frame.header.flags);
         }
         let Some(cmd) = self.router.get(call.name()).cloned() else {
-            self.peer.inner.stats.bump(|s| &s.unknown_commands);
+            self.peer.shared_stats().bump(|s| &s.unknown_commands);
             let msg = format!("unknown command: {}", call.name());
             return self.refuse(request, ErrorCode::UnknownCommand, &msg);
         };
@@ -258,10 +261,10 @@ impl<L: Link> Connection<L> {
 
     pub(super) fn write_result(&mut self, request: u32, r: &Result<Payload, HandlerError>) {
         if r.is_err() {
-            self.peer.inner.stats.bump(|s| &s.errors_out);
+            self.peer.shared_stats().bump(|s| &s.errors_out);
         }
         self.local.frames_out += 1;
-        encode::result(self.out.small(), request, r, &self.config);
+        encode::result(self.out.small(), request, r, self.config.encoding());
     }
 
     pub(super) fn on_finished(&mut self, f: Finished) -> Step {
@@ -273,7 +276,7 @@ impl<L: Link> Connection<L> {
 }
 
 fn panicked(peer: &Peer, command: &str) -> HandlerError {
-    peer.inner.stats.bump(|s| &s.handler_panics);
+    peer.shared_stats().bump(|s| &s.handler_panics);
     tracing::error!(peer = peer.id(), command, "handler panicked");
     HandlerError::with_code(ErrorCode::HandlerPanicked, format!("handler of `{command}` panicked"))
 }

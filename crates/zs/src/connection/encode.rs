@@ -7,20 +7,29 @@ pub(crate) use zs_wire::encode::{control, error, frame, frame_bytes, goaway, str
 use zs_wire::{ErrorCode, Flags, FrameWriter, Kind, WireError, HEADER_LEN};
 
 use super::Payload;
-use crate::config::ConnectionConfig;
 use crate::error::HandlerError;
+
+/// How calls and replies are encoded: the frame size limit and whether payloads are
+/// compressed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Encoding {
+    /// Largest frame body.
+    pub(crate) max_frame_len: u32,
+    /// lz4 for payloads of 1 KiB or more when it saves a tenth.
+    pub(crate) compress: bool,
+}
 
 /// Writes a payload into the frame body, lz4-compressed when enabled and worth it. The
 /// limit applies to the uncompressed payload, which is what the receiver must hold.
-fn put_payload(w: &mut FrameWriter<'_>, p: &Payload, config: &ConnectionConfig) -> Result<(), WireError> {
+fn put_payload(w: &mut FrameWriter<'_>, p: &Payload, enc: Encoding) -> Result<(), WireError> {
     let start = w.body().len();
     p.encode(w.body());
     let len = w.body().len() - start;
-    let max = config.limits.max_frame_len;
+    let max = enc.max_frame_len;
     if len > max as usize {
         return Err(WireError::FrameTooLarge { len: len as u64, max });
     }
-    if config.compress_frames && len >= zs_wire::compress::MIN_LEN {
+    if enc.compress && len >= zs_wire::compress::MIN_LEN {
         if let Some(c) = zs_wire::compress::lz4(&w.body()[start..]) {
             w.body().truncate(start);
             w.body().extend_from_slice(&c);
@@ -37,7 +46,7 @@ pub(crate) fn call(
     request: u32,
     name: &str,
     payload: &Payload,
-    config: &ConnectionConfig,
+    enc: Encoding,
 ) -> Result<(), WireError> {
     let mut w = FrameWriter::begin(out, kind, payload.form().flags(), 0, request);
     if let Err(e) = CallBody::put_name(w.body(), name) {
@@ -46,8 +55,8 @@ pub(crate) fn call(
         return Err(e);
     }
     let frame_start = w.start();
-    match put_payload(&mut w, payload, config) {
-        Ok(()) => w.finish(config.limits.max_frame_len),
+    match put_payload(&mut w, payload, enc) {
+        Ok(()) => w.finish(enc.max_frame_len),
         Err(e) => {
             w.body().truncate(frame_start);
             Err(e)
@@ -61,10 +70,10 @@ pub(crate) fn call_bytes(
     request: u32,
     name: &str,
     payload: &Payload,
-    config: &ConnectionConfig,
+    enc: Encoding,
 ) -> Result<Bytes, WireError> {
     let mut out = BytesMut::with_capacity(HEADER_LEN + 1 + name.len() + payload.size_hint());
-    call(&mut out, kind, request, name, payload, config)?;
+    call(&mut out, kind, request, name, payload, enc)?;
     Ok(out.freeze())
 }
 
@@ -74,13 +83,13 @@ pub(crate) fn result(
     out: &mut BytesMut,
     request: u32,
     result: &Result<Payload, HandlerError>,
-    config: &ConnectionConfig,
+    enc: Encoding,
 ) {
     match result {
         Ok(p) => {
             let mut w = FrameWriter::begin(out, Kind::Reply, p.form().flags(), 0, request);
             let start = w.start();
-            let written = put_payload(&mut w, p, config).and_then(|()| w.finish(config.limits.max_frame_len));
+            let written = put_payload(&mut w, p, enc).and_then(|()| w.finish(enc.max_frame_len));
             if let Err(e) = written {
                 out.truncate(start);
                 error(out, request, ErrorCode::ReplyTooLarge, &e.to_string());
@@ -91,13 +100,9 @@ pub(crate) fn result(
 }
 
 /// The reply to a call as shareable bytes.
-pub(crate) fn result_bytes(
-    request: u32,
-    r: &Result<Payload, HandlerError>,
-    config: &ConnectionConfig,
-) -> Bytes {
+pub(crate) fn result_bytes(request: u32, r: &Result<Payload, HandlerError>, enc: Encoding) -> Bytes {
     let hint = r.as_ref().map_or(64, Payload::size_hint);
     let mut out = BytesMut::with_capacity(HEADER_LEN + hint);
-    result(&mut out, request, r, config);
+    result(&mut out, request, r, enc);
     out.freeze()
 }

@@ -7,7 +7,6 @@
 //! data: an idle connection holds none.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,51 +29,20 @@ use crate::rpc::{Payload, Router};
 use crate::stats::LocalStats;
 use crate::transport::{close_after_draining, Link};
 
+pub(crate) mod close;
 mod dispatch;
 pub(crate) mod encode;
 mod link;
 pub(crate) mod outbox;
 mod output;
 mod streams;
+pub(crate) mod virtual_peer;
 
+pub use close::CloseReason;
 pub(crate) use link::AnyLink;
 
 use dispatch::Finished;
 use streams::Streams;
-
-/// Why a connection closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The other end closed the socket.
-    PeerClosed,
-    /// The other end said goodbye with a reason.
-    PeerGoAway {
-        /// Its reason code.
-        code: GoAwayCode,
-        /// Its message.
-        message: String,
-    },
-    /// This end closed it, telling the other end why.
-    Local {
-        /// The reason code sent.
-        code: GoAwayCode,
-        /// The message sent.
-        message: String,
-    },
-    /// The socket failed.
-    Io(String),
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::PeerClosed => f.write_str("peer closed the connection"),
-            CloseReason::PeerGoAway { code, message } => write!(f, "peer closed: {message} [{code}]"),
-            CloseReason::Local { code, message } => write!(f, "closed: {message} [{code}]"),
-            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
-        }
-    }
-}
 
 enum Event {
     Outbox,
@@ -128,8 +96,8 @@ pub(crate) struct Connection<L: Link> {
 
 impl<L: Link> Connection<L> {
     pub(crate) fn new(link: L, peer: Peer, router: Arc<Router>) -> Self {
-        let _ = peer.inner.router.set(router.clone());
-        let config = peer.inner.config.clone();
+        peer.bind_router(router.clone());
+        let config = peer.config().clone();
         let now = Instant::now();
         let mut c = Connection {
             link,
@@ -190,8 +158,8 @@ impl<L: Link> Connection<L> {
         if let Some(mux) = self.mux.as_mut() {
             mux.fail_all(&format!("the connection closed: {reason}"), &self.peer);
         }
-        self.peer.inner.stats.bump(|s| &s.connections_closed);
-        self.local.flush(&self.peer.inner.stats);
+        self.peer.shared_stats().bump(|s| &s.connections_closed);
+        self.local.flush(self.peer.shared_stats());
         unregister();
         for hook in &self.router.on_disconnect {
             if catch_unwind(AssertUnwindSafe(|| hook(&self.peer, &reason))).is_err() {
@@ -205,7 +173,7 @@ impl<L: Link> Connection<L> {
         loop {
             // Counts are published before the replies leave, so a peer that has its reply
             // sees them.
-            self.local.flush(&self.peer.inner.stats);
+            self.local.flush(self.peer.shared_stats());
             if let Err(reason) = self.flush() {
                 return reason;
             }
@@ -233,7 +201,7 @@ impl<L: Link> Connection<L> {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.out.len() < self.config.max_write_buffer && self.peer.inner.outbox.poll_ready(cx) {
+        if self.out.len() < self.config.max_write_buffer && self.peer.outbox().poll_ready(cx) {
             return Poll::Ready(Event::Outbox);
         }
         if self.can_read() {
@@ -309,7 +277,7 @@ impl<L: Link> Connection<L> {
                 break;
             }
         }
-        self.local.flush(&self.peer.inner.stats);
+        self.local.flush(self.peer.shared_stats());
         if matches!(reason, CloseReason::Local { .. }) {
             self.rbuf = BytesMut::new();
             close_after_draining(&mut self.link, deadline).await;
@@ -359,7 +327,7 @@ impl<L: Link> Connection<L> {
     }
 
     fn protocol_error(&mut self, e: WireError) -> CloseReason {
-        self.peer.inner.stats.bump(|s| &s.protocol_errors);
+        self.peer.shared_stats().bump(|s| &s.protocol_errors);
         let code = match e {
             WireError::FrameTooLarge { .. } => GoAwayCode::FrameTooLarge,
             _ => GoAwayCode::ProtocolError,
@@ -382,7 +350,7 @@ impl<L: Link> Connection<L> {
 
     fn on_outbox(&mut self) -> Step {
         let mut queue = VecDeque::new();
-        self.peer.inner.outbox.drain(&mut queue);
+        self.peer.outbox().drain(&mut queue);
         self.on_queue(queue)?;
         let room = self.config.bulk_quantum.saturating_sub(self.out.len());
         let mut chunks = 0;
@@ -391,7 +359,7 @@ impl<L: Link> Connection<L> {
         // signal only when the outbox goes from empty to not, so nothing else would wake
         // this task for them.
         self.outbox_more = room == 0
-            || self.peer.inner.outbox.drain_bulk(room, |chunk| {
+            || self.peer.outbox().drain_bulk(room, |chunk| {
                 chunks += 1;
                 out.push_frame(chunk);
             });
@@ -465,7 +433,7 @@ impl<L: Link> Connection<L> {
             if now >= self.last_rx + idle && self.link.abandon(&format!("nothing received for {idle:?}")) {
                 (self.last_rx, self.last_write, self.ping_out) = (now, now, false);
             } else if now >= self.last_rx + idle {
-                self.peer.inner.stats.bump(|s| &s.idle_timeouts);
+                self.peer.shared_stats().bump(|s| &s.idle_timeouts);
                 return Err(
                     self.close_local(GoAwayCode::IdleTimeout, &format!("nothing received for {idle:?}"))
                 );

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::Context;
 
+use crate::sync::Recover;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -25,7 +26,7 @@ pub(crate) enum Out {
     /// An incoming stream's receiver is done with it: forget its id.
     StreamDone(u32),
     /// Open a virtual channel: register it and write its open frame.
-    MuxOpen(std::sync::Arc<crate::mux::Channel>, Bytes),
+    MuxOpen(std::sync::Arc<crate::mux::channel::Channel>, Bytes),
     /// Both ends are done with a virtual channel: forget it.
     MuxForget(u32),
     /// Take no new virtual channels (tell the other end why); those open carry on.
@@ -89,7 +90,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     fn enqueue(&self, st: &mut State, out: Out) {

@@ -35,7 +35,7 @@ impl<L: Link> Connection<L> {
         if self.streams.as_ref().is_some_and(|s| s.entries.contains_key(&id)) {
             return self.parsed(bad("stream id in use"));
         }
-        self.peer.inner.stats.bump(|s| &s.streams_in);
+        self.peer.shared_stats().bump(|s| &s.streams_in);
         match self.admit_stream(&open) {
             Ok((sink, reserved)) => {
                 let streams = self.streams.get_or_insert_with(Box::default);
@@ -46,7 +46,7 @@ impl<L: Link> Connection<L> {
             }
             Err((code, message)) => {
                 tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
-                self.peer.inner.stats.bump(|s| &s.errors_out);
+                self.peer.shared_stats().bump(|s| &s.errors_out);
                 self.local.frames_out += 1;
                 encode::stream_result(self.out.small(), id, code.code(), &message);
             }
@@ -72,7 +72,7 @@ impl<L: Link> Connection<L> {
             return Ok((bulk::Sink::Batch, 0));
         }
         let Some(cmd) = self.router.get(&open.name) else {
-            self.peer.inner.stats.bump(|s| &s.unknown_commands);
+            self.peer.shared_stats().bump(|s| &s.unknown_commands);
             return Err((ErrorCode::UnknownCommand, format!("unknown command: {}", open.name)));
         };
         match (&cmd.exec, open.mode) {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::sync::Recover;
 use bytes::{Buf, Bytes};
 use zs_wire::mux::MuxCode;
 use zs_wire::window::{RecvWindow, SendCredit, WindowPolicy};
@@ -90,7 +91,7 @@ impl Channel {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     /// The other end accepted: it can take `credit` bytes.

@@ -13,7 +13,8 @@ use zs_wire::mux::{encode_data, MuxCode, MuxFrame};
 
 use super::channel::{Channel, Phase};
 use crate::connection::outbox::{Out, PushError};
-use crate::peer::{Peer, PeerShared};
+use crate::peer::Peer;
+use crate::sync::Recover;
 use crate::transport::{self, Link};
 
 /// Largest data frame a channel sends: big writes are cut so that other channels' frames
@@ -39,10 +40,10 @@ pub(crate) fn gone(e: PushError) -> io::Error {
 }
 
 /// Queues a control frame ahead of channel data.
-pub(crate) fn control(inner: &PeerShared, frame: MuxFrame) {
+pub(crate) fn control(peer: &Peer, frame: MuxFrame) {
     let mut b = BytesMut::new();
     if frame.encode(&mut b).is_ok() {
-        let _ = inner.outbox.push_control(Out::Frame(b.freeze()));
+        let _ = peer.outbox().push_control(Out::Frame(b.freeze()));
     }
 }
 
@@ -69,12 +70,12 @@ impl ChannelLink {
     /// channel's other data); if there is no room it waits there, and the next write waits
     /// for it.
     fn queue(&mut self, frame: Bytes) -> io::Result<()> {
-        let inner = self.peer.inner.clone();
-        let max = inner.config.max_queued_bytes;
-        match inner.outbox.try_push_bulk(frame, max) {
+        let peer = self.peer.clone();
+        let max = peer.config().max_queued_bytes;
+        match peer.outbox().try_push_bulk(frame, max) {
             Ok(()) => Ok(()),
             Err((PushError::Full, frame)) => {
-                *self.pending() = Some(Box::pin(async move { inner.outbox.push_bulk(frame, max).await }));
+                *self.pending() = Some(Box::pin(async move { peer.outbox().push_bulk(frame, max).await }));
                 Ok(())
             }
             Err((e, _)) => Err(gone(e)),
@@ -85,7 +86,7 @@ impl ChannelLink {
     pub(crate) fn read_with(&mut self, max: usize, put: impl FnMut(&[u8])) -> io::Result<usize> {
         let (n, grant) = self.channel.lock().read(max, put)?;
         if let Some(bytes) = grant.filter(|&g| g > 0) {
-            control(&self.peer.inner, MuxFrame::Credit { channel: self.channel.id, bytes });
+            control(&self.peer, MuxFrame::Credit { channel: self.channel.id, bytes });
         }
         Ok(n)
     }
@@ -123,7 +124,7 @@ impl ChannelLink {
         MuxFrame::Close { channel: self.channel.id }.encode(&mut b).expect("a valid close");
         self.queue(b.freeze())?;
         if both {
-            let _ = self.peer.inner.outbox.push_control(Out::MuxForget(self.channel.id));
+            let _ = self.peer.outbox().push_control(Out::MuxForget(self.channel.id));
         }
         Ok(())
     }
@@ -134,11 +135,8 @@ impl ChannelLink {
             return;
         }
         self.channel.fail(code, reason);
-        control(
-            &self.peer.inner,
-            MuxFrame::Reset { channel: self.channel.id, code, reason: reason.to_owned() },
-        );
-        let _ = self.peer.inner.outbox.push_control(Out::MuxForget(self.channel.id));
+        control(&self.peer, MuxFrame::Reset { channel: self.channel.id, code, reason: reason.to_owned() });
+        let _ = self.peer.outbox().push_control(Out::MuxForget(self.channel.id));
     }
 }
 
@@ -174,7 +172,7 @@ impl Link for ChannelLink {
     }
 
     fn has_pending(&self) -> bool {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.pending.lock_or_recover().is_some()
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -216,6 +214,6 @@ impl Drop for ChannelLink {
             rt.spawn(p);
         }
         self.channel.abandon();
-        let _ = self.peer.inner.outbox.push_control(Out::MuxForget(self.channel.id));
+        let _ = self.peer.outbox().push_control(Out::MuxForget(self.channel.id));
     }
 }

@@ -53,7 +53,7 @@ impl VirtualListener {
                 continue; // the opener gave up, or the connection is gone
             }
             let window = inc.channel.lock().window();
-            control(&inc.peer.inner, MuxFrame::Accept { channel: inc.channel.id, window });
+            control(&inc.peer, MuxFrame::Accept { channel: inc.channel.id, window });
             return Some(VirtualStream::new(inc.channel, inc.peer, inc.name, inc.port));
         }
     }

@@ -3,9 +3,11 @@
 //! for a channel is handed to it from the read buffer without a copy, and its output joins
 //! the connection's writes (control frames ahead of data).
 
-mod channel;
+pub(crate) mod channel;
+pub(crate) mod config;
 mod link;
 mod listener;
+mod peer;
 mod stream;
 
 use std::collections::HashMap;
@@ -18,6 +20,7 @@ use zs_wire::{Header, WireError};
 
 pub(crate) use channel::{Channel, Phase as ChannelPhase};
 use channel::{Delivered, Phase};
+pub use config::{MuxConfig, MIN_WINDOW};
 pub(crate) use link::ChannelLink;
 pub(crate) use listener::Incoming;
 pub use listener::{VirtualListener, DEFAULT_BACKLOG};
@@ -25,36 +28,13 @@ pub use stream::VirtualStream;
 
 use crate::peer::Peer;
 
-/// Smallest receive window a channel uses (one full data frame); smaller settings are
-/// raised to it, since a channel whose window is below one frame could never send.
-pub const MIN_WINDOW: u32 = 64 << 10;
-
-/// Limits and windows of virtual channels.
-#[derive(Debug, Clone, Copy)]
-pub struct MuxConfig {
-    /// Receive window a channel starts with (default 256 KiB; at least [`MIN_WINDOW`]).
-    pub initial_window: u32,
-    /// Largest a channel's window grows to, while its reader keeps up and the window is
-    /// under four times the measured bandwidth-delay product (default 16 MiB; at least the
-    /// initial window).
-    pub max_window: u32,
-    /// Most channels open at once on one connection (default 250,000); opens beyond it
-    /// are refused with `TooManyChannels`.
-    pub max_channels: usize,
-}
-
-impl MuxConfig {
-    /// The windows in effect, (initial, max): the settings raised to their minimums.
-    pub(crate) fn windows(&self) -> (u32, u32) {
-        let initial = self.initial_window.max(MIN_WINDOW);
-        (initial, self.max_window.max(initial))
-    }
-}
-
-impl Default for MuxConfig {
-    fn default() -> Self {
-        MuxConfig { initial_window: 256 << 10, max_window: 16 << 20, max_channels: 250_000 }
-    }
+/// What virtual channels may be opened to: the names a router serves as full peers, and
+/// its listeners of raw streams.
+pub(crate) trait Services {
+    /// Whether peer channels to `name` are served.
+    fn serves_peer(&self, name: &str) -> bool;
+    /// The backlog of the listener on `name`, if one listens.
+    fn listener(&self, name: &str) -> Option<&tokio::sync::mpsc::Sender<Incoming>>;
 }
 
 /// The channels of one connection, kept by its task.
@@ -72,7 +52,7 @@ pub(crate) struct Mux {
 impl Mux {
     /// A channel this end opens (its open frame is written by the caller).
     pub(crate) fn add_local(&mut self, channel: Arc<Channel>, peer: &Peer) {
-        let max = peer.inner.config.mux.max_channels;
+        let max = peer.config().mux.max_channels;
         if self.peer_going_away {
             channel.fail(MuxCode::GoingAway, "the other end takes no new channels");
         } else if self.going_away {
@@ -91,23 +71,27 @@ impl Mux {
         }
     }
 
-    /// Handles a multiplexer frame from the other end.
-    /// Answers (refusals, resets) are appended to `out`, the connection's output.
+    /// Handles a multiplexer frame from the other end. Answers (refusals, resets) are
+    /// appended to `out`, the connection's output. A peer channel accepted here is returned,
+    /// for the caller to run a connection on.
     pub(crate) fn on_frame(
         &mut self,
         header: &Header,
         body: Bytes,
         peer: &Peer,
-        router: &Arc<crate::Router>,
+        services: &dyn Services,
         out: &mut BytesMut,
-    ) -> Result<(), WireError> {
+    ) -> Result<Option<ChannelLink>, WireError> {
         let frame = MuxFrame::decode(header, body)?;
         match frame {
             open @ MuxFrame::Open { .. } => {
                 let channel = open.channel();
-                match self.on_open(open, peer, router) {
+                match self.on_open(open, peer, services) {
                     Err((code, reason)) => answer(out, MuxFrame::Refuse { channel, code, reason }),
-                    Ok(Some(window)) => answer(out, MuxFrame::Accept { channel, window }),
+                    Ok(Some((window, link))) => {
+                        answer(out, MuxFrame::Accept { channel, window });
+                        return Ok(Some(link));
+                    }
                     Ok(None) => {}
                 }
             }
@@ -163,25 +147,26 @@ impl Mux {
                 }
                 let before = self.channels.len();
                 self.channels.retain(|_, c| !c.finished());
-                peer.inner.stats.channels_closed.fetch_add((before - self.channels.len()) as u64, Relaxed);
+                peer.shared_stats().channels_closed.fetch_add((before - self.channels.len()) as u64, Relaxed);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Registers a channel the other end opens and hands it to its listener, or says why not.
-    /// `Ok(Some(window))`: accepted at once (a peer channel), answer with the window.
+    /// `Ok(Some((window, link)))`: accepted at once (a peer channel, whose link is to be
+    /// served), answer with the window; `Ok(None)`: handed to a listener, which answers.
     fn on_open(
         &mut self,
         open: MuxFrame,
         peer: &Peer,
-        router: &Arc<crate::Router>,
-    ) -> Result<Option<u32>, (MuxCode, String)> {
+        services: &dyn Services,
+    ) -> Result<Option<(u32, ChannelLink)>, (MuxCode, String)> {
         let MuxFrame::Open { channel: id, kind, port, window, name } = open else {
             unreachable!("called with an open frame")
         };
-        let max = peer.inner.config.mux.max_channels;
-        let refusal = if id % 2 == peer.inner.mux_parity() {
+        let max = peer.config().mux.max_channels;
+        let refusal = if id % 2 == peer.mux_parity() {
             Some((MuxCode::Protocol, format!("channel {id} has this end's parity")))
         } else if self.channels.contains_key(&id) {
             Some((MuxCode::Protocol, format!("channel {id} is already open")))
@@ -189,7 +174,7 @@ impl Mux {
             Some((MuxCode::TooManyChannels, format!("more than {max} channels on this connection")))
         } else if self.going_away {
             Some((MuxCode::GoingAway, "this end takes no new channels".to_owned()))
-        } else if kind == ChannelKind::Peer && !router.serves_channels(&name) {
+        } else if kind == ChannelKind::Peer && !services.serves_peer(&name) {
             Some((MuxCode::NoListener, format!("no peer service \"{name}\" here")))
         } else {
             None
@@ -197,16 +182,15 @@ impl Mux {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        let windows = peer.inner.config.mux.windows();
+        let windows = peer.config().mux.windows();
         let our_window = windows.0;
         let channel = Channel::new(id, Phase::Open, windows, window);
         if kind == ChannelKind::Peer {
             self.accepted(channel.clone(), peer);
-            serve_peer(ChannelLink::new(channel, peer.clone()), peer, false, router.clone());
-            return Ok(Some(our_window));
+            return Ok(Some((our_window, ChannelLink::new(channel, peer.clone()))));
         }
         let no_listener = || (MuxCode::NoListener, format!("nothing listens on \"{name}\""));
-        let tx = router.listener(&name).ok_or_else(no_listener)?;
+        let tx = services.listener(&name).ok_or_else(no_listener)?;
         let incoming =
             Incoming { channel: channel.clone(), peer: peer.clone(), name: name.as_str().into(), port };
         match tx.try_send(incoming) {
@@ -229,20 +213,20 @@ impl Mux {
 
     /// The connection is gone: every channel fails with `reason`.
     pub(crate) fn fail_all(&mut self, reason: &str, peer: &Peer) {
-        peer.inner.stats.channels_closed.fetch_add(self.channels.len() as u64, Relaxed);
+        peer.shared_stats().channels_closed.fetch_add(self.channels.len() as u64, Relaxed);
         for (_, c) in self.channels.drain() {
             c.fail(MuxCode::Other, reason);
         }
     }
 
     fn insert(&mut self, channel: Arc<Channel>, peer: &Peer) {
-        peer.inner.stats.bump(|s| &s.channels_opened);
+        peer.shared_stats().bump(|s| &s.channels_opened);
         self.channels.insert(channel.id, channel);
     }
 
     fn remove(&mut self, id: u32, peer: &Peer) -> Option<Arc<Channel>> {
         let c = self.channels.remove(&id)?;
-        peer.inner.stats.bump(|s| &s.channels_closed);
+        peer.shared_stats().bump(|s| &s.channels_closed);
         Some(c)
     }
 
@@ -260,21 +244,4 @@ impl Mux {
 fn answer(out: &mut BytesMut, frame: MuxFrame) {
     // Only an open with a bad name fails to encode, and the task never writes one.
     let _ = frame.encode(out);
-}
-
-/// Ids of peers on virtual channels (apart from those of connections).
-static VIRTUAL_PEER_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 48);
-
-/// Runs a full connection over a virtual channel of `physical`, served by `router`.
-pub(crate) fn serve_peer(
-    link: ChannelLink,
-    physical: &Peer,
-    dialer: bool,
-    router: Arc<crate::Router>,
-) -> Peer {
-    let id = VIRTUAL_PEER_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let peer = Peer::on_channel(physical, id, dialer);
-    let conn = crate::connection::Connection::new(link, peer.clone(), router);
-    tokio::spawn(conn.run(|| {}));
-    peer
 }

@@ -8,6 +8,6 @@ mod text;
 pub use payload::{Form, IntoReply, Payload, PayloadType};
 pub(crate) use responder::RawResponder;
 pub use responder::Responder;
-pub(crate) use router::{BufferHandler, BulkHandler, Command, Exec};
+pub(crate) use router::{Command, Exec};
 pub use router::{CommandOptions, Router};
 pub use text::Text;

@@ -31,7 +31,7 @@ impl RawResponder {
     /// Releases the in-flight slot without replying (the peer is gone).
     pub(crate) fn skip(mut self) {
         self.done = true;
-        let _ = self.peer.inner.outbox.push_control(Out::Done { frame: None, ordered: self.ordered });
+        let _ = self.peer.outbox().push_control(Out::Done { frame: None, ordered: self.ordered });
     }
 
     /// Sends the result (if the call expects one) and releases the in-flight slot.
@@ -43,15 +43,15 @@ impl RawResponder {
         self.done = true;
         let frame = (self.request != 0).then(|| {
             if result.is_err() {
-                self.peer.inner.stats.bump(|s| &s.errors_out);
+                self.peer.shared_stats().bump(|s| &s.errors_out);
             }
-            encode::result_bytes(self.request, &result, &self.peer.inner.config)
+            encode::result_bytes(self.request, &result, self.peer.config().encoding())
         });
         if result.is_err() && self.request == 0 {
             tracing::warn!(peer = self.peer.id(), error = ?result.err(), "direct command handler failed");
         }
         // A closed connection is fine: the reply has nowhere to go (skip it).
-        let _ = self.peer.inner.outbox.push_control(Out::Done { frame, ordered: self.ordered });
+        let _ = self.peer.outbox().push_control(Out::Done { frame, ordered: self.ordered });
     }
 }
 
@@ -59,7 +59,7 @@ impl Drop for RawResponder {
     fn drop(&mut self) {
         if !self.done {
             let error = if std::thread::panicking() {
-                self.peer.inner.stats.bump(|s| &s.handler_panics);
+                self.peer.shared_stats().bump(|s| &s.handler_panics);
                 HandlerError::with_code(ErrorCode::HandlerPanicked, "handler panicked")
             } else {
                 HandlerError::with_code(ErrorCode::NoReply, "handler dropped its responder without replying")

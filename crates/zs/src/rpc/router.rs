@@ -10,7 +10,8 @@ use zs_wire::DataFrame;
 
 use super::responder::{RawResponder, Responder};
 use super::{Form, IntoReply, Payload, PayloadType, Text};
-use crate::connection::CloseReason;
+use crate::bulk::{BufferHandler, BulkHandler};
+use crate::connection::close::CloseReason;
 use crate::error::HandlerError;
 use crate::mux::{Incoming, VirtualListener, DEFAULT_BACKLOG};
 use crate::peer::Peer;
@@ -20,11 +21,6 @@ pub(crate) type SyncFn = dyn Fn(&Peer, Payload) -> Result<Payload, HandlerError>
 pub(crate) type AsyncFn =
     dyn Fn(Peer, Payload) -> BoxFuture<'static, Result<Payload, HandlerError>> + Send + Sync;
 pub(crate) type DelayedFn = dyn Fn(&Peer, Payload, RawResponder) + Send + Sync;
-/// Handler of a big stream: reads the stream, returns when done with it.
-pub(crate) type BulkHandler =
-    dyn Fn(Peer, crate::bulk::IncomingStream) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
-/// Handler of a complete buffer.
-pub(crate) type BufferHandler = dyn Fn(&Peer, bytes::Bytes) -> Result<(), HandlerError> + Send + Sync;
 type ConnectHook = dyn Fn(&Peer) + Send + Sync;
 type DisconnectHook = dyn Fn(&Peer, &CloseReason) + Send + Sync;
 type SessionHook = dyn Fn(&Peer, &SessionEvent) + Send + Sync;
@@ -347,11 +343,20 @@ impl Router {
         self
     }
 
-    pub(crate) fn serves_channels(&self, name: &str) -> bool {
+    fn serves_channels(&self, name: &str) -> bool {
         self.peer_services.contains(name)
     }
 
     pub(crate) fn listener(&self, name: &str) -> Option<&tokio::sync::mpsc::Sender<Incoming>> {
         self.listeners.get(name)
+    }
+}
+
+impl crate::mux::Services for Router {
+    fn serves_peer(&self, name: &str) -> bool {
+        self.serves_channels(name)
+    }
+    fn listener(&self, name: &str) -> Option<&tokio::sync::mpsc::Sender<Incoming>> {
+        Router::listener(self, name)
     }
 }

@@ -16,6 +16,7 @@ use crate::connection::{encode, AnyLink, Connection};
 use crate::peer::Peer;
 use crate::secure::{self, ChannelInfo, SecuredLink, ServerSecurity};
 use crate::session;
+use crate::sync::RecoverRw;
 use crate::transport::{Link, Listener, RawLink};
 
 /// What the clients of a listener speak.
@@ -142,12 +143,12 @@ fn admit(
     let session = link.session();
     let peer = Peer::new(id, (remote, local), channel, session, config, shared.stats.clone(), false);
     link.bind_session_events(&peer, &shared.router);
-    shared.peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, peer.clone());
+    shared.peers.write_or_recover().insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
     let router = shared.router.clone();
     let shared = shared.clone();
     let unregister = move || {
-        let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
+        let mut peers = shared.peers.write_or_recover();
         peers.remove(&id);
         if peers.is_empty() {
             shared.all_closed.notify_waiters();

@@ -24,6 +24,7 @@ use crate::rpc::{Payload, Router, Text};
 use crate::secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient};
 use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::sync::RecoverRw;
 use crate::transport::tcp::{TcpAcceptor, TcpOptions};
 use crate::transport::{Boxed, Listener};
 
@@ -51,7 +52,7 @@ impl Server {
             }
         }
         if let Some(name) = config.stats_command.as_deref().filter(|n| !router.contains(n)) {
-            router.console(name, |peer, _| peer.inner.stats.snapshot().to_json().to_string());
+            router.console(name, |peer, _| peer.shared_stats().snapshot().to_json().to_string());
         }
         let (stop, _) = watch::channel(false);
         let config_handshakes = config.max_handshakes.max(1);
@@ -126,7 +127,7 @@ impl Shared {
     fn refusal(&self) -> Option<(GoAwayCode, &'static str)> {
         if self.stopping.load(Ordering::Acquire) {
             Some((GoAwayCode::ShuttingDown, "server is shutting down"))
-        } else if self.peers.read().unwrap_or_else(|p| p.into_inner()).len() >= self.config.max_connections {
+        } else if self.peers.read_or_recover().len() >= self.config.max_connections {
             Some((GoAwayCode::ServerFull, "server is at its connection limit"))
         } else {
             None
@@ -186,17 +187,17 @@ impl ServerHandle {
 
     /// The connected peers.
     pub fn peers(&self) -> Vec<Peer> {
-        self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.shared.peers.read_or_recover().values().cloned().collect()
     }
 
     /// The peer with this id, if connected.
     pub fn peer(&self, id: u64) -> Option<Peer> {
-        self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.shared.peers.read_or_recover().get(&id).cloned()
     }
 
     /// Number of connected peers.
     pub fn connection_count(&self) -> usize {
-        self.shared.peers.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.shared.peers.read_or_recover().len()
     }
 
     /// Resumable sessions kept now, with or without a link.
@@ -238,7 +239,7 @@ impl ServerHandle {
         payload: Payload,
         filter: impl Fn(&Peer) -> bool,
     ) -> Result<usize, CallError> {
-        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, &self.shared.connection)?;
+        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, self.shared.connection.encoding())?;
         let sent =
             self.peers().iter().filter(|p| filter(p)).filter(|p| p.offer(frame.clone()).is_ok()).count();
         self.shared.stats.commands_out.fetch_add(sent as u64, Ordering::Relaxed);

@@ -17,7 +17,6 @@ use tokio::time::{Instant, Sleep};
 use zs_wire::session::{ack_frame, Answer, FrameWalker, Outbound};
 
 use super::blocks::CopyBlocks;
-use super::open::Reconnect;
 use super::{Attach, Registry, SessionConfig, SessionEvent, SessionShared};
 use crate::secure::SecuredLink;
 use crate::stats::Stats;
@@ -41,9 +40,12 @@ const FIRST_WRITE: usize = 2 << 10;
 pub(crate) enum Role {
     /// Waits for the client to come back, for `keep`, then expires.
     Server { keep: Duration, registry: Arc<Registry> },
-    /// Reconnects with backoff.
-    Client(Arc<Reconnect>),
+    /// Reconnects with backoff: starts the task that does, for this session.
+    Client(Restart),
 }
+
+/// Starts a client's reconnect task for a session whose link dropped.
+pub(crate) type Restart = Box<dyn Fn(Arc<SessionShared>) + Send + Sync>;
 
 /// Called with every session event (bound to the peer's router hooks).
 pub(crate) type EventSink = Box<dyn Fn(SessionEvent) + Send + Sync>;
@@ -287,8 +289,8 @@ impl SessionLink {
         self.emit(SessionEvent::LinkLost { reason: why.to_owned() });
         match &self.role {
             Role::Server { keep, .. } => self.expiry = Some(Box::pin(tokio::time::sleep(*keep))),
-            Role::Client(reconnect) => {
-                tokio::spawn(super::open::reconnect(self.shared.clone(), reconnect.clone()));
+            Role::Client(restart) => {
+                restart(self.shared.clone());
             }
         }
     }

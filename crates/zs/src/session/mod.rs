@@ -21,6 +21,7 @@ pub(crate) use link::SessionLink;
 pub(crate) use open::{accept, connect, Admitted, Reach};
 
 use crate::secure::{Fingerprint, SecuredLink};
+use crate::sync::Recover;
 
 /// Settings of resumable sessions (both ends).
 #[derive(Debug, Clone)]
@@ -143,7 +144,7 @@ impl SessionShared {
 
     /// Hands the session a new link (or its failure) and wakes its connection.
     pub(crate) fn offer(&self, attach: Attach) {
-        *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(attach);
+        *self.offered.lock_or_recover() = Some(attach);
         self.has_offer.store(true, SeqCst);
         self.waker.wake();
     }
@@ -153,7 +154,7 @@ impl SessionShared {
         if !self.has_offer.load(SeqCst) || !self.has_offer.swap(false, SeqCst) {
             return None;
         }
-        self.offered.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.offered.lock_or_recover().take()
     }
 
     fn ended(&self) -> bool {
@@ -190,20 +191,20 @@ pub(crate) struct Registry {
 
 impl Registry {
     fn insert(&self, s: Arc<SessionShared>) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(s.id, s);
+        self.sessions.lock_or_recover().insert(s.id, s);
     }
 
     fn get(&self, id: &[u8; ID_LEN]) -> Option<Arc<SessionShared>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.sessions.lock_or_recover().get(id).cloned()
     }
 
     fn remove(&self, id: &[u8; ID_LEN]) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.sessions.lock_or_recover().remove(id);
     }
 
     /// Sessions kept now (with or without a link).
     pub(crate) fn len(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.sessions.lock_or_recover().len()
     }
 }
 

@@ -100,7 +100,7 @@ pub(crate) struct Reach {
 }
 
 /// What a client needs to resume its session.
-pub(crate) struct Reconnect {
+struct Reconnect {
     addr: SocketAddr,
     reach: Reach,
     config: SessionConfig,
@@ -139,7 +139,9 @@ pub(crate) async fn connect(
     });
     let shared = SessionShared::new(id, secret, None);
     let channel = secured.channel;
-    let link = SessionLink::new(secured.link, shared, Role::Client(reconnect), &config, leftover, stats)?;
+    let restart: super::link::Restart =
+        Box::new(move |shared| drop(tokio::spawn(reconnect_loop(shared, reconnect.clone()))));
+    let link = SessionLink::new(secured.link, shared, Role::Client(restart), &config, leftover, stats)?;
     Ok((link, channel))
 }
 
@@ -155,7 +157,7 @@ fn unexpected(answer: Answer) -> io::Error {
 /// Reconnects with jittered exponential backoff until the session resumes, the server
 /// refuses it, the session ends, or the server's keep time has passed; offers the result
 /// to the session.
-pub(crate) async fn reconnect(shared: Arc<SessionShared>, r: Arc<Reconnect>) {
+async fn reconnect_loop(shared: Arc<SessionShared>, r: Arc<Reconnect>) {
     let deadline = Instant::now() + r.config.keep_detached;
     let mut delay = r.config.min_backoff;
     loop {
