@@ -114,3 +114,51 @@ pub fn parse_capture(text: &str) -> Vec<(bool, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Feeds `data` to a translation as a client's bytes, split at a point it chooses, and
+/// answers whatever calls and streams come out as a connection would (replies, credit,
+/// results): the translation fails cleanly or goes on, never panics, and holds no more
+/// input than it wants.
+pub fn translate(data: &[u8]) {
+    use crate::translate::{Settings, Translator};
+    use zs_wire::{encode, FrameDecoder, Kind, Limits};
+    let now = std::time::Instant::now();
+    let settings = Settings {
+        limits: CompatLimits { max_payload: 1 << 16, max_complete_buffer: 1 << 18, max_chunk: 1 << 16 },
+        seq: SeqConfig { max_memory: 1 << 16, ..SeqConfig::default() },
+        max_pipelined: 8,
+        idle_ms: 0,
+        started: now,
+        started_md5: [0; 16],
+    };
+    let mut t = Translator::new(std::sync::Arc::new(settings), 1);
+    let split = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
+    let mut decoder = FrameDecoder::new(Limits::default());
+    for part in [&data[..split], &data[split..]] {
+        t.input().extend_from_slice(part);
+        t.received(now);
+        let mut frames = std::mem::take(t.to_connection());
+        let mut answers = bytes::BytesMut::new();
+        while let Ok(Some(f)) = decoder.decode(&mut frames) {
+            match f.header.kind {
+                Kind::Call => {
+                    encode::frame(&mut answers, Kind::Reply, f.header.request, |b| b.extend_from_slice(b"ok"))
+                }
+                Kind::Ping => encode::control(&mut answers, Kind::Pong, f.header.request),
+                Kind::StreamOpen | Kind::StreamData => {
+                    encode::frame(&mut answers, Kind::StreamCredit, f.header.request, |b| {
+                        b.extend_from_slice(&(64u32 << 10).to_le_bytes())
+                    })
+                }
+                Kind::StreamEnd => encode::stream_result(&mut answers, f.header.request, 0, ""),
+                _ => {}
+            }
+        }
+        t.from_connection(&answers, now).expect("the connection's own frames");
+        let _ = t.on_timer(now);
+        t.to_client().clear();
+        if t.failed().is_some() {
+            return;
+        }
+    }
+}

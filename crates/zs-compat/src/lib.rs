@@ -11,6 +11,8 @@
 //!   MD5 per packet) with its resend timer.
 //! - [`hash`]: verify codes (the kinds in use, and the 1-to-5-byte MD5 rule).
 //! - [`handshake`]: `__@CipherModel`, answered with "no cipher".
+//! - [`translate`]: a client's requests, results, BigStreams and CompleteBuffers to and
+//!   from zserver frames, with back-pressure across the two protocols.
 
 pub mod compress;
 pub mod dfe;
@@ -20,6 +22,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod hash;
 pub mod seq;
+pub mod translate;
 
 pub use dfe::{Dfe, Element, Variant};
 pub use error::CompatError;

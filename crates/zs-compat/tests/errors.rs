@@ -107,4 +107,7 @@ fn fuzz_targets_run_over_their_corpus_and_random_inputs() {
     for input in zs_compat::fuzzing::inputs(&root, "compat_dfe", 20_000) {
         zs_compat::fuzzing::dfe(&input);
     }
+    for input in zs_compat::fuzzing::inputs(&root, "compat_translate", 20_000) {
+        zs_compat::fuzzing::translate(&input);
+    }
 }

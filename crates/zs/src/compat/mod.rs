@@ -14,6 +14,8 @@ pub use client::{Body, CompatClient, CompatClientConfig, CompatClientError};
 pub(crate) use link::CompatLink;
 pub use zs_compat::{frame::CompatLimits, seq::SeqConfig, Dfe, Element, Variant};
 
+use zs_compat::translate::Settings;
+
 use crate::stats::Stats;
 
 /// Settings of the ZServer4D listeners of a server.
@@ -48,17 +50,22 @@ impl Default for CompatConfig {
 
 /// What the compat links of one server share.
 pub(crate) struct CompatShared {
-    pub(crate) config: CompatConfig,
+    pub(crate) settings: Arc<Settings>,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) started: Instant,
-    /// Sent in the handshake as the original does (MD5 of the start time).
-    pub(crate) started_md5: [u8; 16],
 }
 
 impl CompatShared {
-    pub(crate) fn new(config: CompatConfig, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(config: &CompatConfig, stats: Arc<Stats>) -> Self {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let started_md5 = zs_compat::hash::md5(now.as_nanos().to_string().as_bytes());
-        CompatShared { config, stats, started: Instant::now(), started_md5 }
+        let settings = Settings {
+            limits: config.limits,
+            seq: config.seq,
+            max_pipelined: config.max_pipelined,
+            idle_ms: config.idle_ms,
+            started: Instant::now(),
+            // Sent in the handshake as the original does (MD5 of the start time).
+            started_md5: zs_compat::hash::md5(now.as_nanos().to_string().as_bytes()),
+        };
+        CompatShared { settings: Arc::new(settings), stats }
     }
 }

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use zs_wire::body::CallBody;
-pub(crate) use zs_wire::encode::{control, error, frame, frame_bytes, goaway, stream_result};
+pub(crate) use zs_wire::encode::{control, error, frame_bytes, goaway, stream_result};
 use zs_wire::{ErrorCode, Flags, FrameWriter, Kind, WireError, HEADER_LEN};
 
 use super::Payload;

@@ -71,7 +71,7 @@ impl Server {
         let shared = Arc::new(Shared {
             addrs: listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
             compat_addrs: compat_listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
-            compat: Arc::new(CompatShared::new(config.compat.clone(), stats.clone())),
+            compat: Arc::new(CompatShared::new(&config.compat, stats.clone())),
             compat_connection,
             connection: Arc::new(config.connection.clone()),
             config,
