@@ -280,16 +280,24 @@ pub fn decode(buf: &[u8], limits: &CompatLimits) -> Result<Option<(Decoded, usiz
     }
 }
 
+/// Longest command name of a BigStream or CompleteBuffer header, in bytes.
+const MAX_COMMAND: usize = 255 * 4;
+
 /// `cmd len u32 | cmd | tail` at `at`.
 fn command_and_tail(buf: &[u8], at: usize) -> Result<Option<(String, usize)>, CompatError> {
     let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-    if len > 255 * 4 {
+    if len > MAX_COMMAND {
         return Err(CompatError::malformed("command name", format!("{len} bytes")));
     }
     let end = at + 4 + len + 4;
     let Some(()) = need(buf, end) else { return Ok(None) };
     check_tail(&buf[end - 4..end])?;
-    Ok(Some((String::from_utf8_lossy(&buf[at + 4..end - 4]).into_owned(), end)))
+    let name = String::from_utf8_lossy(&buf[at + 4..end - 4]).into_owned();
+    // Invalid bytes read as U+FFFD, three bytes each: the name must still fit when written.
+    if name.len() > MAX_COMMAND {
+        return Err(CompatError::malformed("command name", format!("{} bytes as UTF-8", name.len())));
+    }
+    Ok(Some((name, end)))
 }
 
 /// Decodes the result frame at the front of `buf` (read when a request is outstanding).

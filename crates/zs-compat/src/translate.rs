@@ -25,11 +25,12 @@ use zs_wire::mux::{MuxCode, MuxFrame};
 use zs_wire::window::SendCredit;
 use zs_wire::{DataFrame, ErrorCode, Flags, Frame, FrameDecoder, FrameWriter, Kind, Limits, WireError};
 
+use crate::compress::{self, ParallelInflater};
 use crate::dfe::{Dfe, Element};
 use crate::frame::{self, Body, CompatLimits, Decoded, FrameKind};
 use crate::handshake::{self, CipherModel};
 use crate::seq::{self, SeqConfig, SeqLayer};
-use crate::{compress, CompatError, HashKind};
+use crate::{CompatError, HashKind};
 
 /// Input held while the connection has not taken it (a BigStream waiting for credit):
 /// beyond this no more is wanted from the client.
@@ -106,8 +107,8 @@ struct Inbound {
     chunk_left: u64,
     /// Compressed bytes to wait for before inflating (a compressed buffer or chunk).
     packed: Option<usize>,
-    /// Inflated data not yet handed over.
-    staged: Bytes,
+    /// A compressed buffer or chunk being inflated, a piece at a time as credit allows.
+    inflating: Option<Box<ParallelInflater>>,
     /// A chunk was taken: send F6 once it is handed over.
     signal_due: bool,
     /// Bytes the connection lets us send.
@@ -187,11 +188,25 @@ impl Translator {
         self.pump(now);
     }
 
-    /// Whether more of the client's input is wanted now (not while a transfer waits for
-    /// credit with [`READ_AHEAD`] bytes held).
+    /// Whether more of the client's input is wanted now: not while a transfer waits for
+    /// credit with [`READ_AHEAD`] bytes (or its compressed piece) held. Otherwise at most
+    /// one partial frame waits here, which its frame's limit bounds.
     pub fn wants_input(&self) -> bool {
-        let packed = self.inbound.as_ref().and_then(|s| s.packed).unwrap_or(0);
-        self.raw.len() + self.plain.len() < READ_AHEAD.max(packed + frame::CHUNK_HEAD_LEN)
+        match &self.inbound {
+            Some(s) => {
+                let packed = s.packed.unwrap_or(0);
+                self.raw.len() + self.plain.len() < READ_AHEAD.max(packed + frame::CHUNK_HEAD_LEN)
+            }
+            None => true,
+        }
+    }
+
+    /// Bytes the translation holds now (input not yet translated, frames not yet taken,
+    /// output not yet written): what a server counts against its memory budget.
+    pub fn held_bytes(&self) -> usize {
+        let buffers = [&self.raw, &self.plain, &self.to_conn, &self.from_conn, &self.out];
+        let inflating = self.inbound.as_ref().is_some_and(|s| s.inflating.is_some());
+        buffers.iter().map(|b| b.capacity()).sum::<usize>() + if inflating { DATA_FRAME } else { 0 }
     }
 
     /// zserver frames for the connection: whole frames only, so the buffer can be handed
@@ -253,7 +268,8 @@ impl Translator {
         }
     }
 
-    fn fail(&mut self, why: String) {
+    /// Ends the translation (the client's connection cannot go on) with a reason.
+    pub fn fail(&mut self, why: String) {
         self.failed.get_or_insert(why);
     }
 
@@ -364,14 +380,16 @@ impl Translator {
         let (command, body) = frame::parse_request_payload(kind, payload, limit)?;
         let local = if command.eq_ignore_ascii_case(handshake::CIPHER_MODEL) {
             let c = &self.settings;
-            let model =
+            let mut model =
                 CipherModel::plain(self.peer_id, c.started_md5, c.idle_ms, c.limits.max_complete_buffer);
+            model.flags[0] = true; // UsedParallelEncrypt, as the original's default profile says
             Some(Pending::Ready(model.to_dfe().encode()))
         } else if command.eq_ignore_ascii_case(handshake::WAIT) {
             if kind.is_direct() {
                 return Ok(()); // a barrier nobody waits for
             }
-            let tick = format!("{:X}", now.saturating_duration_since(self.settings.started).as_millis());
+            // 16 hex digits, as the original writes its tick.
+            let tick = format!("{:016X}", now.saturating_duration_since(self.settings.started).as_millis());
             let tick = if kind.is_console() {
                 tick.into_bytes()
             } else {
@@ -441,7 +459,7 @@ impl Translator {
             remaining: total,
             chunk_left: if big || packed > 0 { 0 } else { total },
             packed: (packed > 0).then_some(packed as usize),
-            staged: Bytes::new(),
+            inflating: None,
             signal_due: false,
             credit: SendCredit::new(INITIAL_WINDOW.into()),
             refused: false,
@@ -455,15 +473,28 @@ impl Translator {
     fn step_inbound(&mut self, now: Instant) -> Result<bool, CompatError> {
         let limits = self.settings.limits;
         let s = self.inbound.as_mut().expect("an inbound stream");
-        // Inflated data, then raw chunk data, as credit allows.
-        let from_staged = !s.staged.is_empty();
-        let available =
-            if from_staged { s.staged.len() } else { s.chunk_left.min(self.plain.len() as u64) as usize };
-        let n = s.credit.take_up_to(available.min(DATA_FRAME) as u64) as usize;
+        // Inflated data (a piece at a time), then raw chunk data, as credit allows.
+        let available = match &s.inflating {
+            Some(z) => z.remaining().min(DATA_FRAME as u64) as usize,
+            None => s.chunk_left.min(self.plain.len() as u64) as usize,
+        };
+        let n = s.credit.take_up_to(available as u64) as usize;
         if n > 0 {
-            let data = if from_staged { s.staged.split_to(n) } else { self.plain.split_to(n).freeze() };
-            if !from_staged {
-                s.chunk_left -= n as u64;
+            let data = match s.inflating.as_mut() {
+                Some(z) => {
+                    let piece = z.next_piece(n)?.unwrap_or_default();
+                    // What was not inflated (a strip ended) goes back to the credit.
+                    s.credit.grant((n - piece.len()) as u64);
+                    piece
+                }
+                None => {
+                    s.chunk_left -= n as u64;
+                    self.plain.split_to(n).freeze()
+                }
+            };
+            let n = data.len();
+            if s.inflating.as_ref().is_some_and(|z| z.remaining() == 0) {
+                s.inflating = None;
             }
             if data.len() as u64 > s.remaining {
                 return Err(CompatError::malformed("BigStream", "chunks run past the announced size"));
@@ -478,7 +509,7 @@ impl Translator {
             encode::frame(&mut self.to_conn, Kind::StreamData, id, |b| b.extend_from_slice(&data));
             return Ok(true);
         }
-        if !s.staged.is_empty() || s.chunk_left > 0 {
+        if s.inflating.is_some() || s.chunk_left > 0 {
             return Ok(false); // credit or input to come
         }
         if s.signal_due && s.remaining > 0 {
@@ -490,10 +521,14 @@ impl Translator {
             if self.plain.len() < packed {
                 return Ok(false);
             }
-            let data = self.plain.split_to(packed);
+            let data = self.plain.split_to(packed).freeze();
             let raw = if s.big { compress::parallel_len(&data)? } else { s.remaining };
-            let max = limits.max_chunk.max(limits.max_complete_buffer) as u64;
-            s.staged = compress::parallel_decompress(&data, raw, max)?.into();
+            if raw > s.remaining {
+                return Err(CompatError::malformed("BigStream", "a chunk runs past the announced size"));
+            }
+            let max = if s.big { limits.max_chunk } else { limits.max_complete_buffer } as u64;
+            let inflater = ParallelInflater::new(data, raw, max)?;
+            s.inflating = (inflater.remaining() > 0).then(|| Box::new(inflater));
             s.packed = None;
             s.signal_due = s.big;
             return Ok(true);

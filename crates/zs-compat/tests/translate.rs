@@ -103,7 +103,7 @@ fn wait_answers_with_the_time_passed_in_once_the_frames_before_it_were_taken() {
     let mut reply = BytesMut::new();
     encode::frame(&mut reply, Kind::Reply, frames[0].header.request, |b| b.extend_from_slice(b"done"));
     answer(&mut t, reply, now);
-    assert_eq!(results(&mut t), vec![b"done".to_vec(), b"1234".to_vec()]);
+    assert_eq!(results(&mut t), vec![b"done".to_vec(), b"0000000000001234".to_vec()], "16 hex digits");
 }
 
 #[test]

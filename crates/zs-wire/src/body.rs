@@ -101,6 +101,8 @@ wire_enum! {
         EncryptionRequired = 7 => "encryption required",
         /// The peer's key is not on this end's list of allowed keys.
         NotAuthorized = 8 => "not authorized",
+        /// The server's memory budget ran short and this connection held the most.
+        MemoryBudget = 9 => "memory budget",
         _ => Other,
     }
 }

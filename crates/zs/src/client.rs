@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::ClientConfig;
 use crate::connection::{AnyLink, CloseReason, Connection};
-use crate::peer::Peer;
+use crate::peer::{Peer, PeerContext};
 use crate::rpc::Router;
 use crate::secure::{self, ClientSecurity};
 use crate::session;
@@ -91,7 +91,8 @@ impl Client {
         stats.bump(|s| &s.connections_opened);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
         let session = link.session();
-        let peer = Peer::new(id, (remote, local), channel, session, Arc::new(config.connection), stats, true);
+        let context = PeerContext { config: Arc::new(config.connection), stats, budget: None };
+        let peer = Peer::new(id, (remote, local), channel, session, context, true);
         let router = Arc::new(router);
         link.bind_session_events(&peer, &router);
         let (tx, closed) = watch::channel(None);

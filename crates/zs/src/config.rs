@@ -138,9 +138,25 @@ pub struct ServerConfig {
     pub security: ServerSecurity,
     /// A client must finish its handshake within this time or is dropped (default 10 s).
     pub handshake_timeout: Duration,
-    /// Most handshakes in progress at once; beyond it, new connections wait in the listen
-    /// backlog (default 256).
+    /// A new connection must send its first bytes within this time or is dropped
+    /// (default 3 s): an idle socket holds its place only briefly.
+    pub first_bytes_timeout: Duration,
+    /// Most connections whose handshake is unfinished, in all (default 4,096). A new one
+    /// beyond it drops the oldest unfinished handshake: idle sockets cannot fill a pool
+    /// that new clients wait for.
     pub max_handshakes: usize,
+    /// Most unfinished handshakes from one source address (default 64); a new one beyond
+    /// it drops that source's oldest.
+    pub max_handshakes_per_source: usize,
+    /// Handshakes one source address may start per second, in bursts of as many (default
+    /// 1,000); beyond it the connection is closed before the handshake costs any CPU.
+    pub handshake_rate_per_source: u32,
+    /// Bytes that peers may make the server hold before they are answered: partial frames
+    /// over 512 KiB, complete buffers and batch streams being received or parked,
+    /// ZServer4D staging, detached sessions' buffers (default 256 MiB). When it runs
+    /// short, the connections holding the most are closed (`MemoryBudget`) or refused
+    /// first; the others carry on.
+    pub memory_budget: u64,
     /// Resumable sessions for the clients that ask for one (default: on, with the
     /// defaults of [`SessionConfig`]; `None` refuses them). Clients that do not ask are
     /// served as before, at no cost.
@@ -159,7 +175,11 @@ impl Default for ServerConfig {
             backlog: 4096,
             security: ServerSecurity::default(),
             handshake_timeout: Duration::from_secs(10),
-            max_handshakes: 256,
+            first_bytes_timeout: Duration::from_secs(3),
+            max_handshakes: 4096,
+            max_handshakes_per_source: 64,
+            handshake_rate_per_source: 1000,
+            memory_budget: 256 << 20,
             sessions: Some(SessionConfig::default()),
             compat: crate::compat::CompatConfig::default(),
         }

@@ -19,12 +19,14 @@
 //! runs the wire protocol of `zs-wire`, and [`rpc`] holds commands, payloads and responders.
 
 mod blocking;
+mod budget;
 pub mod bulk;
 mod client;
 pub mod compat;
 pub mod config;
 mod connection;
 mod error;
+mod logs;
 pub mod mux;
 mod peer;
 pub mod rpc;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
 
+use crate::budget::{Budget, Charge};
 use crate::bulk::BulkState;
 
 use crate::config::ConnectionConfig;
@@ -54,6 +55,10 @@ struct PeerShared {
     /// The router the connection serves (set when its task starts): virtual peer channels
     /// opened from here are served by it too.
     pub(crate) router: std::sync::OnceLock<Arc<crate::Router>>,
+    /// The server's memory budget (`None` on a client).
+    budget: Option<Arc<Budget>>,
+    /// This connection's charge against it, made on first use.
+    charge: std::sync::OnceLock<Charge>,
 }
 
 /// A handle to one connection (either end). Cheap to clone, `Send + Sync`: call the peer,
@@ -75,8 +80,7 @@ impl Peer {
         (remote, local): (SocketAddr, SocketAddr),
         channel: Option<ChannelInfo>,
         session: Option<Arc<SessionShared>>,
-        config: Arc<ConnectionConfig>,
-        stats: Arc<Stats>,
+        context: PeerContext,
         dialer: bool,
     ) -> Peer {
         let outbox = Outbox::new();
@@ -86,8 +90,8 @@ impl Peer {
                 remote,
                 local,
                 channel: channel.map(Box::new),
-                config,
-                stats,
+                config: context.config,
+                stats: context.stats,
                 outbox,
                 pending: Mutex::default(),
                 next_request: AtomicU32::new(1),
@@ -96,6 +100,8 @@ impl Peer {
                 session,
                 mux_next: AtomicU32::new(if dialer { 1 } else { 2 }),
                 router: std::sync::OnceLock::new(),
+                budget: context.budget,
+                charge: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -337,6 +343,25 @@ impl Peer {
 }
 
 /// A remote error reply as a `CallError`.
+/// What a peer shares with the other connections of its server or client.
+pub(crate) struct PeerContext {
+    pub(crate) config: Arc<ConnectionConfig>,
+    pub(crate) stats: Arc<Stats>,
+    /// The server's memory budget (`None` on a client).
+    pub(crate) budget: Option<Arc<Budget>>,
+}
+
+/// A [`Peer`] that does not keep the connection's state alive.
+#[derive(Clone)]
+pub(crate) struct WeakPeer(std::sync::Weak<PeerShared>);
+
+impl WeakPeer {
+    /// The peer, while its connection's state lives.
+    pub(crate) fn upgrade(&self) -> Option<Peer> {
+        self.0.upgrade().map(|inner| Peer { inner })
+    }
+}
+
 /// What the connection's own layers use of its peer.
 impl Peer {
     /// A peer on a virtual channel of `physical`.
@@ -347,10 +372,35 @@ impl Peer {
             (p.remote, p.local),
             p.channel.as_deref().cloned(),
             None,
-            p.config.clone(),
-            p.stats.clone(),
+            PeerContext { config: p.config.clone(), stats: p.stats.clone(), budget: p.budget.clone() },
             dialer,
         )
+    }
+
+    /// Gives back everything still charged to the memory budget (the connection ended).
+    pub(crate) fn release_charge(&self) {
+        if let Some(charge) = self.inner.charge.get() {
+            charge.release_all();
+        }
+    }
+
+    /// A handle that does not keep the connection's state alive.
+    pub(crate) fn downgrade(&self) -> WeakPeer {
+        WeakPeer(Arc::downgrade(&self.inner))
+    }
+
+    /// The connection's charge against its server's memory budget (made on first use;
+    /// `None` on a client, which has no budget).
+    pub(crate) fn charge(&self) -> Option<&Charge> {
+        let budget = self.inner.budget.as_ref()?;
+        Some(self.inner.charge.get_or_init(|| {
+            let weak = self.downgrade();
+            budget.charge(self.inner.id, move |why| {
+                if let Some(peer) = weak.upgrade() {
+                    peer.close_with(GoAwayCode::MemoryBudget, why);
+                }
+            })
+        }))
     }
 
     /// The next id of a virtual channel this end opens.

@@ -86,6 +86,23 @@ counters! {
     session_links_lost,
     /// Bytes sent again after resumes.
     session_replayed_bytes,
+    /// Detached sessions ended early to stay within the caps on detached sessions.
+    sessions_evicted,
+    /// Unfinished handshakes dropped to make room for newer connections (per source or in
+    /// all).
+    handshakes_evicted,
+    /// Handshakes refused because their source address started too many per second.
+    handshakes_rate_limited,
+    /// Connections that sent nothing within the first-bytes deadline.
+    handshakes_silent,
+    /// Charges refused by the memory budget (the connection or transfer that would have
+    /// held the most is refused).
+    budget_refusals,
+    /// Connections told to close because the memory budget was short and they held the
+    /// most.
+    budget_closes,
+    /// Bytes charged to the memory budget now (a gauge).
+    memory_held,
 }
 
 /// The per-frame counts of one connection not yet added to the shared [`Stats`];

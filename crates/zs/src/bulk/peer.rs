@@ -8,6 +8,7 @@ use zs_wire::bulk::{StreamMode, StreamOpen, ALL_BATCHES, UNKNOWN_LEN};
 use zs_wire::Kind;
 
 use super::{send, BulkState, OutStream, StreamOptions, Transfer};
+use crate::budget::Held;
 use crate::connection::encode;
 use crate::error::CallError;
 use crate::peer::Peer;
@@ -69,7 +70,7 @@ impl Peer {
     /// Takes the batch stream the peer parked here under `key`.
     pub fn take_batch(&self, key: u64) -> Option<Bytes> {
         self.with_bulk(|b| {
-            let data = b.batches.remove(&key)?;
+            let (data, _held) = b.batches.remove(&key)?;
             b.batch_bytes -= data.len() as u64;
             Some(data)
         })
@@ -88,7 +89,7 @@ impl Peer {
             if key == ALL_BATCHES {
                 b.batches.clear();
                 b.batch_bytes = 0;
-            } else if let Some(d) = b.batches.remove(&key) {
+            } else if let Some((d, _held)) = b.batches.remove(&key) {
                 b.batch_bytes -= d.len() as u64;
             }
         });
@@ -111,14 +112,14 @@ impl Peer {
 
     /// Parks a received batch stream (its bytes were reserved when it was announced); a
     /// stream under an existing key replaces it.
-    pub(crate) fn park_batch(&self, key: u64, data: Bytes, reserved: u64) {
+    pub(crate) fn park_batch(&self, key: u64, data: Bytes, held: Held, reserved: u64) {
         // A peer that left has dropped its bulk state (and its reservations) already.
         if !self.is_connected() {
             return;
         }
         self.with_bulk(|b| {
             b.batch_bytes = b.batch_bytes.saturating_sub(reserved) + data.len() as u64;
-            if let Some(old) = b.batches.insert(key, data) {
+            if let Some((old, _held)) = b.batches.insert(key, (data, held)) {
                 b.batch_bytes = b.batch_bytes.saturating_sub(old.len() as u64);
             }
         });

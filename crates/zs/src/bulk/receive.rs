@@ -21,6 +21,7 @@ use zs_wire::{ErrorCode, Kind};
 
 use super::hash::HashPipeline;
 use super::MAX_CHUNK;
+use crate::budget::Held;
 use crate::connection::encode;
 use crate::connection::outbox::Out;
 use crate::error::{CallError, HandlerError};
@@ -229,8 +230,11 @@ impl IncomingStream {
         }
     }
 
-    /// Reads the whole stream into memory, refusing more than `limit` bytes.
-    async fn collect(mut self, limit: u64) -> Result<Bytes, CallError> {
+    /// Reads the whole stream into memory, refusing more than `limit` bytes; what it holds
+    /// is charged to the server's memory budget as it arrives (refused when the budget is
+    /// short and this would hold the most).
+    async fn collect(mut self, limit: u64) -> Result<(Bytes, Held), CallError> {
+        let mut held = Held::new(self.peer.charge().cloned());
         let mut all = BytesMut::new();
         while let Some(chunk) = self.next_chunk().await {
             let chunk = chunk?;
@@ -240,9 +244,14 @@ impl IncomingStream {
                     message: format!("more than {limit} bytes"),
                 });
             }
+            if let Err(e) = held.grow(chunk.len() as u64) {
+                let message = e.to_string();
+                self.finish(Err(CallError::Remote { code: ErrorCode::Overloaded, message: message.clone() }));
+                return Err(CallError::Remote { code: ErrorCode::Overloaded, message });
+            }
             all.extend_from_slice(&chunk);
         }
-        Ok(all.freeze())
+        Ok((all.freeze(), held))
     }
 }
 
@@ -344,14 +353,14 @@ async fn consume(stream: IncomingStream, key: u64, sink: Sink) {
             AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(|_| Err(panicked()))
         }
         Sink::Buffer(h) => match stream.collect(total).await {
-            Ok(data) => std::panic::catch_unwind(AssertUnwindSafe(|| h(&peer, data)))
+            Ok((data, _held)) => std::panic::catch_unwind(AssertUnwindSafe(|| h(&peer, data)))
                 .unwrap_or_else(|_| Err(panicked())),
             Err(_) => Ok(()), // the stream's own outcome says why
         },
         Sink::Batch => {
             let parked = stream.collect(total).await;
-            if let Ok(data) = parked {
-                peer.park_batch(key, data, total);
+            if let Ok((data, held)) = parked {
+                peer.park_batch(key, data, held, total);
             } else {
                 peer.release_batch_reservation(total);
             }

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use zs_wire::window::SendCredit;
 
+use crate::budget::Held;
+
 use crate::error::CallError;
 use crate::sync::Recover;
 
@@ -111,6 +113,7 @@ pub(crate) enum Stop {
 #[derive(Debug, Default)]
 pub(crate) struct BulkState {
     pub(crate) outgoing: HashMap<u32, Arc<OutStream>>,
-    pub(crate) batches: HashMap<u64, Bytes>,
+    /// Parked batch streams, each with what it is charged to the memory budget.
+    pub(crate) batches: HashMap<u64, (Bytes, Held)>,
     pub(crate) batch_bytes: u64,
 }

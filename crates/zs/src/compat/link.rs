@@ -18,10 +18,13 @@ use tokio::time::Sleep;
 use zs_compat::translate::{Notice, Translator};
 
 use super::CompatShared;
+use crate::budget::Charge;
 use crate::transport::{Link, RawLink};
 
 /// Output to the socket beyond which the connection's writes wait.
 const MAX_OUT: usize = 4 << 20;
+/// What the translation may hold uncharged: a few reads' and frames' worth.
+const FREE_HELD: u64 = 256 << 10;
 
 /// A ZServer4D client's connection, as a [`Link`] carrying zserver frames.
 pub(crate) struct CompatLink {
@@ -36,6 +39,10 @@ pub(crate) struct CompatLink {
     owe_would_block: bool,
     read_waker: Option<Waker>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The connection's charge against the server's memory budget, and what the
+    /// translation's buffers have charged of it.
+    charge: Option<Charge>,
+    charged: u64,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -54,7 +61,14 @@ impl CompatLink {
             owe_would_block: false,
             read_waker: None,
             timer: None,
+            charge: None,
+            charged: 0,
         }
+    }
+
+    /// The connection's charge against the server's memory budget.
+    pub(crate) fn set_charge(&mut self, charge: Option<Charge>) {
+        self.charge = charge;
     }
 
     fn wake_reader(&mut self) {
@@ -66,6 +80,13 @@ impl CompatLink {
     /// After the translation ran: logs and counts what it noticed, and sets the sequence
     /// layer's timer.
     fn settle(&mut self, now: Instant) {
+        // What the translation holds beyond a read's worth is charged to the budget.
+        if let Some(charge) = &self.charge {
+            let over = (self.translator.held_bytes() as u64).saturating_sub(FREE_HELD);
+            if let Err(e) = charge.resize(&mut self.charged, over) {
+                self.translator.fail(format!("ZServer4D client: {e}"));
+            }
+        }
         let stats = &self.shared.stats;
         for _ in 0..self.translator.take_protocol_errors() {
             stats.bump(|s| &s.protocol_errors);

@@ -32,8 +32,10 @@ pub struct CompatConfig {
     /// Most requests a client may send before reading their results (default 64; the
     /// original's clients send one at a time).
     pub max_pipelined: usize,
-    /// Idle timeout announced to clients in the handshake, in ms (default 0: none).
-    pub idle_ms: u64,
+    /// Keep clients that go quiet, as the original does: no idle timeout on ZServer4D
+    /// connections, and none announced (default false: the connection's idle timeout,
+    /// `ConnectionConfig::idle_timeout`, applies and the handshake announces it).
+    pub keep_idle_clients: bool,
 }
 
 impl Default for CompatConfig {
@@ -43,7 +45,7 @@ impl Default for CompatConfig {
             limits: CompatLimits::default(),
             seq: SeqConfig::default(),
             max_pipelined: 64,
-            idle_ms: 0,
+            keep_idle_clients: false,
         }
     }
 }
@@ -55,13 +57,15 @@ pub(crate) struct CompatShared {
 }
 
 impl CompatShared {
-    pub(crate) fn new(config: &CompatConfig, stats: Arc<Stats>) -> Self {
+    /// What the links share; `idle` is the idle timeout their connections enforce, which
+    /// the handshake announces.
+    pub(crate) fn new(config: &CompatConfig, idle: Option<std::time::Duration>, stats: Arc<Stats>) -> Self {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let settings = Settings {
             limits: config.limits,
             seq: config.seq,
             max_pipelined: config.max_pipelined,
-            idle_ms: config.idle_ms,
+            idle_ms: idle.map_or(0, |d| d.as_millis().min(u64::MAX.into()) as u64),
             started: Instant::now(),
             // Sent in the handshake as the original does (MD5 of the start time).
             started_md5: zs_compat::hash::md5(now.as_nanos().to_string().as_bytes()),

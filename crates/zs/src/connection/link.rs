@@ -33,6 +33,17 @@ impl AnyLink {
         }
     }
 
+    /// Gives the link its peer's charge against the server's memory budget (a ZServer4D
+    /// translation's staging, a detached session's buffers are charged to it). A plain
+    /// secured link charges nothing itself, so its peer makes no charge here.
+    pub(crate) fn bind_charge(&mut self, peer: &Peer) {
+        match self {
+            AnyLink::Compat(c) => c.set_charge(peer.charge().cloned()),
+            AnyLink::Session(s) => s.set_charge(peer.charge().cloned()),
+            AnyLink::Secured(_) => {}
+        }
+    }
+
     /// Sends a session link's events to the router's session hooks, with its peer.
     pub(crate) fn bind_session_events(&mut self, peer: &Peer, router: &Arc<Router>) {
         let AnyLink::Session(s) = self else { return };

@@ -57,6 +57,8 @@ type Step = Result<(), CloseReason>;
 
 /// Largest read asked of the socket while data keeps coming.
 const MAX_READ: usize = 256 << 10;
+/// Read buffer a connection may hold uncharged: a read's worth and a stream chunk.
+const FREE_READ: usize = 512 << 10;
 /// Frames from other tasks this large are written from their own buffer, not copied.
 const ZERO_COPY_MIN: usize = 4 << 10;
 /// How long a closing connection waits for its last output to leave.
@@ -72,6 +74,8 @@ pub(crate) struct Connection<L: Link> {
     out: Output,
     /// Bytes to ask the socket for next; grows while reads come back full.
     read_hint: u32,
+    /// Bytes of the read buffer charged to the memory budget.
+    charged_read: u32,
     /// Async handlers in progress; created on first use.
     tasks: Option<FuturesUnordered<BoxFuture<'static, Finished>>>,
     /// Calls being handled off the inline path (async, delayed, HPC).
@@ -108,6 +112,7 @@ impl<L: Link> Connection<L> {
             rbuf: BytesMut::new(),
             out: Output::default(),
             read_hint: 0,
+            charged_read: 0,
             tasks: None,
             in_flight: 0,
             ordered_busy: false,
@@ -160,6 +165,7 @@ impl<L: Link> Connection<L> {
         }
         self.peer.shared_stats().bump(|s| &s.connections_closed);
         self.local.flush(self.peer.shared_stats());
+        self.peer.release_charge();
         unregister();
         for hook in &self.router.on_disconnect {
             if catch_unwind(AssertUnwindSafe(|| hook(&self.peer, &reason))).is_err() {
@@ -286,8 +292,12 @@ impl<L: Link> Connection<L> {
 
     fn on_readable(&mut self) -> Step {
         let hint = (self.read_hint as usize).max(self.config.read_chunk);
-        let want = self.decoder.wanted(self.rbuf.len()).max(hint);
+        // The buffer grows as bytes arrive, never by what a header announces: a partial
+        // frame at most doubles it per read.
+        let wanted = self.decoder.wanted(self.rbuf.len());
+        let want = wanted.min(hint.max(self.rbuf.len())).max(hint);
         self.rbuf.reserve(want);
+        self.charge_read_buffer()?;
         let spare = self.rbuf.capacity() - self.rbuf.len();
         match self.link.try_read_buf(&mut self.rbuf) {
             Ok(0) => Err(CloseReason::PeerClosed),
@@ -302,6 +312,7 @@ impl<L: Link> Connection<L> {
                 // Nothing more to read: going idle, so hold no buffers.
                 if self.rbuf.is_empty() {
                     self.rbuf = BytesMut::new();
+                    self.charge_read_buffer()?;
                 }
                 self.out.release_if_empty();
                 self.link.release_idle();
@@ -311,6 +322,20 @@ impl<L: Link> Connection<L> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(CloseReason::Io(e.to_string())),
         }
+    }
+
+    /// Charges the read buffer beyond [`FREE_READ`] (a large frame in progress) to the
+    /// server's memory budget; refused, the connection closes.
+    fn charge_read_buffer(&mut self) -> Step {
+        let over = self.rbuf.capacity().saturating_sub(FREE_READ).min(u32::MAX as usize) as u32;
+        if over == self.charged_read {
+            return Ok(());
+        }
+        let Some(charge) = self.peer.charge() else { return Ok(()) };
+        let mut charged = u64::from(self.charged_read);
+        let r = charge.resize(&mut charged, u64::from(over));
+        self.charged_read = charged as u32;
+        r.map_err(|e| self.close_local(GoAwayCode::MemoryBudget, &format!("a frame in progress: {e}")))
     }
 
     fn process_frames(&mut self) -> Step {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::Shared;
 use crate::compat::CompatLink;
 use crate::config::ConnectionConfig;
 use crate::connection::{encode, AnyLink, Connection};
-use crate::peer::Peer;
+use crate::logs::Throttle;
+use crate::peer::{Peer, PeerContext};
 use crate::secure::{self, ChannelInfo, SecuredLink, ServerSecurity};
 use crate::session;
 use crate::sync::RecoverRw;
@@ -34,25 +34,18 @@ where
     L::Raw: Into<RawLink>,
 {
     let mut stop = shared.stop.subscribe();
-    let secured =
-        protocol == Protocol::Native && !matches!(shared.config.security, ServerSecurity::Plaintext);
+    let errors = Throttle::new(Duration::from_secs(1));
     loop {
-        // A permit per handshake: when all are taken, connections wait in the backlog.
-        let permit = if secured {
-            tokio::select! {
-                p = shared.handshakes.clone().acquire_owned() => Some(p.expect("the semaphore is never closed")),
-                _ = stop.changed() => return,
-            }
-        } else {
-            None
-        };
         tokio::select! {
             r = listener.accept() => match r {
                 Ok(raw) if protocol == Protocol::Compat => on_compat_accept(&shared, raw.into()),
-                Ok(raw) => on_accept(&shared, raw.into(), permit),
+                Ok(raw) => on_accept(&shared, raw.into()),
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: wait a little rather than spin,
+                    // and say so at most once a second.
+                    if let Some(more) = errors.pass() {
+                        tracing::warn!(error = %e, more, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -66,69 +59,146 @@ fn on_compat_accept(shared: &Arc<Shared>, stream: RawLink) {
     if let Some((_, msg)) = shared.refusal() {
         // The original's protocol has no way to say why: the client sees a close.
         shared.stats.bump(|s| &s.connections_refused);
-        return tracing::warn!(remote = ?stream.peer_addr().ok(), msg, "ZServer4D connection refused");
+        return shared.refusals.add("ZServer4D", stream.peer_addr().ok(), msg);
     }
     let id = shared.next_id();
     let link = AnyLink::Compat(Box::new(CompatLink::new(stream, shared.compat.clone(), id)));
     admit(shared, id, link, None, shared.compat_connection.clone());
 }
 
-fn on_accept(shared: &Arc<Shared>, mut stream: RawLink, permit: Option<OwnedSemaphorePermit>) {
+fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
+    let remote = stream.peer_addr().ok();
     if let Some((code, msg)) = shared.refusal() {
         // Refused before any handshake: the goaway goes in plaintext.
         shared.stats.bump(|s| &s.connections_refused);
-        tracing::warn!(remote = ?stream.peer_addr().ok(), msg, "connection refused");
+        shared.refusals.add("at accept", remote, msg);
         let mut out = BytesMut::new();
         encode::goaway(&mut out, code, msg);
         let _ = Link::try_write(&mut stream, &out);
         return;
     }
-    let Some(permit) = permit else {
+    if matches!(shared.config.security, ServerSecurity::Plaintext) {
+        let id = shared.next_id();
         let link = AnyLink::Secured(SecuredLink::Plain(stream));
-        admit(shared, shared.next_id(), link, None, shared.connection.clone());
+        admit(shared, id, link, None, shared.connection.clone());
         return;
-    };
+    }
+    // Unfinished handshakes are bounded per source and in all; the oldest make room.
+    let ip = remote.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let entered = shared.admission.enter(ip);
+    for _ in 0..entered.evicted {
+        shared.stats.bump(|s| &s.handshakes_evicted);
+    }
+    let mut ticket = entered.ticket;
     let shared = shared.clone();
     tokio::spawn(async move {
-        let remote = stream.peer_addr().ok();
-        let policy = shared.connection.rekey_policy();
+        let config = &shared.config;
         // The handshake, and the session hello if the client asked for a session.
         let handshake = async {
-            let secured =
-                secure::accept(stream, &shared.config.security, policy, shared.stats.clone()).await?;
+            // A short deadline for the first bytes: an idle socket holds its place briefly.
+            let first = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+            if tokio::time::timeout(config.first_bytes_timeout, first).await.is_err() {
+                return Err(Failure::Silent);
+            }
+            // Handshakes cost CPU: a source starts no more than its share per second.
+            if !shared.admission.start(ip) {
+                return Err(Failure::RateLimited);
+            }
+            let policy = shared.connection.rekey_policy();
+            let secured = secure::accept(stream, &config.security, policy, shared.stats.clone()).await?;
             shared.stats.bump(|s| &s.handshakes);
             if !secured.session {
-                return Ok::<_, io::Error>(Some((AnyLink::from(secured.link), secured.channel)));
+                return Ok(Some((AnyLink::from(secured.link), secured.channel)));
             }
             let channel = secured.channel.clone();
-            let sessions = shared.config.sessions.as_ref();
+            let sessions = config.sessions.as_ref();
             match session::accept(secured, sessions, &shared.sessions, &shared.stats).await? {
                 session::Admitted::New(link) => Ok(Some((AnyLink::Session(link), channel))),
                 session::Admitted::Resumed => Ok(None),
             }
         };
-        let result = tokio::time::timeout(shared.config.handshake_timeout, handshake).await;
-        drop(permit);
+        let result = tokio::select! {
+            r = tokio::time::timeout(config.handshake_timeout, handshake) => r.unwrap_or(Err(Failure::Timeout)),
+            _ = &mut ticket.evicted => Err(Failure::Evicted),
+        };
+        let admitted = ticket.finish();
         let (link, channel) = match result {
-            Ok(Ok(Some(admitted))) => admitted,
-            Ok(Ok(None)) => return tracing::debug!(?remote, "session resumed"),
-            Ok(Err(e)) => {
+            Ok(Some(admitted)) => admitted,
+            Ok(None) => return tracing::debug!(?remote, "session resumed"),
+            Err(failure) => {
+                if let Some(counter) = failure.counter() {
+                    shared.stats.bump(counter);
+                }
                 shared.stats.bump(|s| &s.handshakes_failed);
-                return tracing::info!(?remote, error = %e, "handshake failed");
-            }
-            Err(_) => {
-                shared.stats.bump(|s| &s.handshakes_failed);
-                let timeout = shared.config.handshake_timeout;
-                return tracing::info!(?remote, ?timeout, "handshake timed out");
+                return shared.handshake_failures.add(failure.cause(), remote, failure);
             }
         };
+        if !admitted {
+            // Dropped to make room just as it finished.
+            shared.stats.bump(|s| &s.handshakes_evicted);
+            shared.stats.bump(|s| &s.handshakes_failed);
+            return shared.handshake_failures.add("dropped to make room", remote, "after the handshake");
+        }
         if let Some((code, msg)) = shared.refusal() {
             shared.stats.bump(|s| &s.connections_refused);
             let e = secure::refuse(link, code, msg, "connection").await;
-            return tracing::warn!(?remote, error = %e, "connection refused");
+            return shared.refusals.add("after the handshake", remote, e);
         }
-        admit(&shared, shared.next_id(), link, channel, shared.connection.clone());
+        let id = shared.next_id();
+        admit(&shared, id, link, channel, shared.connection.clone());
     });
+}
+
+/// Why a handshake did not finish.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// Nothing arrived within the first-bytes deadline.
+    Silent,
+    /// Its source started too many handshakes this second.
+    RateLimited,
+    /// Dropped to make room for newer connections.
+    Evicted,
+    /// Not done within the handshake timeout.
+    Timeout,
+    /// The handshake failed (wrong mode, bad message, refused key...).
+    Failed(String),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}
+
+impl Failure {
+    fn cause(&self) -> &'static str {
+        match self {
+            Failure::Silent => "nothing sent in time",
+            Failure::RateLimited => "source over its handshake rate",
+            Failure::Evicted => "dropped to make room",
+            Failure::Timeout => "timed out",
+            Failure::Failed(_) => "failed",
+        }
+    }
+
+    /// The counter of its own this failure has, beside `handshakes_failed` (an eviction is
+    /// counted where it happens).
+    fn counter(&self) -> Option<fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64> {
+        match self {
+            Failure::Silent => Some(|s| &s.handshakes_silent),
+            Failure::RateLimited => Some(|s| &s.handshakes_rate_limited),
+            Failure::Evicted | Failure::Timeout | Failure::Failed(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Failed(why) => f.write_str(why),
+            other => f.write_str(other.cause()),
+        }
+    }
 }
 
 /// Serves `link` as connection `id`.
@@ -141,7 +211,9 @@ fn admit(
 ) {
     let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
     let session = link.session();
-    let peer = Peer::new(id, (remote, local), channel, session, config, shared.stats.clone(), false);
+    let context = PeerContext { config, stats: shared.stats.clone(), budget: Some(shared.budget.clone()) };
+    let peer = Peer::new(id, (remote, local), channel, session, context, false);
+    link.bind_charge(&peer);
     link.bind_session_events(&peer, &shared.router);
     shared.peers.write_or_recover().insert(id, peer.clone());
     shared.stats.bump(|s| &s.connections_opened);

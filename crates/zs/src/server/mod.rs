@@ -2,6 +2,7 @@
 //! a router on each connection; `accept.rs` takes connections in.
 
 mod accept;
+mod admission;
 
 use std::collections::HashMap;
 use std::io;
@@ -10,15 +11,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::net::ToSocketAddrs;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use zs_wire::{DataFrame, GoAwayCode, Kind};
 
 use accept::Protocol;
 
+use crate::budget::Budget;
 use crate::compat::CompatShared;
 use crate::config::{ConnectionConfig, ServerConfig};
 use crate::connection::encode;
 use crate::error::CallError;
+use crate::logs::{Tally, REPORT_EVERY};
 use crate::peer::Peer;
 use crate::rpc::{Payload, Router, Text};
 use crate::secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient};
@@ -55,7 +58,11 @@ impl Server {
             router.console(name, |peer, _| peer.shared_stats().snapshot().to_json().to_string());
         }
         let (stop, _) = watch::channel(false);
-        let config_handshakes = config.max_handshakes.max(1);
+        let admission = admission::Admission::new(admission::Limits {
+            max_pending: config.max_handshakes,
+            max_per_source: config.max_handshakes_per_source,
+            rate_per_source: config.handshake_rate_per_source,
+        });
         // A CompleteBuffer the connection would refuse is refused at its header instead.
         let buffer_cap = u32::try_from(config.connection.max_buffer_len).unwrap_or(u32::MAX);
         let limits = &mut config.compat.limits;
@@ -66,12 +73,18 @@ impl Server {
         }
         let stats = Arc::new(Stats::default());
         // Replies to ZServer4D clients are translated: never lz4-compressed on the way.
-        let compat_connection =
-            Arc::new(ConnectionConfig { compress_frames: false, ..config.connection.clone() });
+        let mut compat_connection = ConnectionConfig { compress_frames: false, ..config.connection.clone() };
+        if config.compat.keep_idle_clients {
+            (compat_connection.idle_timeout, compat_connection.keepalive_interval) = (None, None);
+        }
+        let compat_idle = compat_connection.idle_timeout;
+        let compat_connection = Arc::new(compat_connection);
+        let budget = Budget::new(config.memory_budget, stats.clone());
+        let sessions = Arc::new(session::Registry::new(config.sessions.as_ref()));
         let shared = Arc::new(Shared {
             addrs: listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
             compat_addrs: compat_listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
-            compat: Arc::new(CompatShared::new(&config.compat, stats.clone())),
+            compat: Arc::new(CompatShared::new(&config.compat, compat_idle, stats.clone())),
             compat_connection,
             connection: Arc::new(config.connection.clone()),
             config,
@@ -82,9 +95,13 @@ impl Server {
             stopping: AtomicBool::new(false),
             stop,
             all_closed: Notify::new(),
-            handshakes: Arc::new(Semaphore::new(config_handshakes)),
-            sessions: Arc::default(),
+            admission,
+            budget,
+            handshake_failures: Tally::new("handshakes not finished"),
+            refusals: Tally::new("connections refused"),
+            sessions,
         });
+        tokio::spawn(report(shared.clone()));
         for listener in listeners {
             tokio::spawn(accept::accept_loop(shared.clone(), listener, Protocol::Native));
         }
@@ -111,13 +128,40 @@ pub(super) struct Shared {
     stopping: AtomicBool,
     stop: watch::Sender<bool>,
     all_closed: Notify,
-    /// Permits for handshakes in progress.
-    handshakes: Arc<Semaphore>,
+    /// Connections whose handshake is unfinished.
+    admission: Arc<admission::Admission>,
+    /// What peers may make the server hold.
+    budget: Arc<Budget>,
+    /// Handshakes that did not finish, and refusals, counted per cause and reported once
+    /// per interval (a stranger can cause them at will).
+    handshake_failures: Tally,
+    refusals: Tally,
     /// Resumable sessions kept, by id.
     sessions: Arc<session::Registry>,
 }
 
+/// Reports the tallies once per interval until the server stops.
+async fn report(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        shared.handshake_failures.report(REPORT_EVERY);
+        shared.refusals.report(REPORT_EVERY);
+    }
+}
+
 impl Shared {
+    /// Connections with a link now: detached sessions are counted apart (a server full of
+    /// them still takes live clients).
+    fn live_connections(&self) -> usize {
+        self.peers.read_or_recover().len().saturating_sub(self.sessions.detached())
+    }
+
     /// A new connection's id.
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -127,7 +171,7 @@ impl Shared {
     fn refusal(&self) -> Option<(GoAwayCode, &'static str)> {
         if self.stopping.load(Ordering::Acquire) {
             Some((GoAwayCode::ShuttingDown, "server is shutting down"))
-        } else if self.peers.read_or_recover().len() >= self.config.max_connections {
+        } else if self.live_connections() >= self.config.max_connections {
             Some((GoAwayCode::ServerFull, "server is at its connection limit"))
         } else {
             None
@@ -203,6 +247,21 @@ impl ServerHandle {
     /// Resumable sessions kept now, with or without a link.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.len()
+    }
+
+    /// Resumable sessions kept now without a link (counted apart from live connections).
+    pub fn detached_session_count(&self) -> usize {
+        self.shared.sessions.detached()
+    }
+
+    /// Connections whose handshake is under way now.
+    pub fn pending_handshakes(&self) -> usize {
+        self.shared.admission.pending()
+    }
+
+    /// Bytes peers make this server hold now, charged to its memory budget.
+    pub fn memory_held(&self) -> u64 {
+        self.shared.budget.used()
     }
 
     /// The server's statistics.

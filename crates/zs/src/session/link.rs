@@ -17,7 +17,8 @@ use tokio::time::{Instant, Sleep};
 use zs_wire::session::{ack_frame, Answer, FrameWalker, Outbound};
 
 use super::blocks::CopyBlocks;
-use super::{Attach, Registry, SessionConfig, SessionEvent, SessionShared};
+use super::{Attach, Owner, Registry, SessionConfig, SessionEvent, SessionShared};
+use crate::budget::Charge;
 use crate::secure::SecuredLink;
 use crate::stats::Stats;
 use crate::transport::{self, Link};
@@ -85,6 +86,10 @@ pub(crate) struct SessionLink {
     events: Option<EventSink>,
     stats: Arc<Stats>,
     addrs: (SocketAddr, SocketAddr),
+    /// The connection's charge against the server's memory budget: what a detached
+    /// session holds (its replay queue and read-ahead) is charged while it waits.
+    charge: Option<Charge>,
+    charged: u64,
 }
 
 impl SessionLink {
@@ -123,6 +128,8 @@ impl SessionLink {
             events: None,
             stats,
             addrs,
+            charge: None,
+            charged: 0,
         };
         s.take_leftover(leftover);
         Ok(s)
@@ -135,6 +142,20 @@ impl SessionLink {
     /// Where events go from now on.
     pub(crate) fn set_events(&mut self, sink: EventSink) {
         self.events = Some(sink);
+    }
+
+    /// The connection's charge against the server's memory budget.
+    pub(crate) fn set_charge(&mut self, charge: Option<Charge>) {
+        self.charge = charge;
+    }
+
+    /// Charges what a detached session holds (0 when attached); over the budget, the
+    /// session ends.
+    fn charge_detached(&mut self, bytes: u64) {
+        let Some(charge) = &self.charge else { return };
+        if let Err(e) = charge.resize(&mut self.charged, bytes) {
+            self.expire(format!("session ended: {e}"));
+        }
     }
 
     fn emit(&self, event: SessionEvent) {
@@ -288,7 +309,21 @@ impl SessionLink {
         tracing::debug!(session = ?self.shared, why, "session link lost");
         self.emit(SessionEvent::LinkLost { reason: why.to_owned() });
         match &self.role {
-            Role::Server { keep, .. } => self.expiry = Some(Box::pin(tokio::time::sleep(*keep))),
+            Role::Server { keep, registry } => {
+                self.expiry = Some(Box::pin(tokio::time::sleep(*keep)));
+                let owner = match self.shared.client_key {
+                    Some(key) => Owner::Key(key.0),
+                    None => Owner::Addr(self.addrs.0.ip()),
+                };
+                registry.detach(&self.shared, owner);
+                // Waiting costs what it must keep, no more: the replay queue and input read
+                // ahead; empty buffers go.
+                if self.stash.is_empty() {
+                    self.stash = BytesMut::new();
+                }
+                let held = self.shared.unacked.load(Relaxed) + self.stash.capacity() as u64;
+                self.charge_detached(held);
+            }
             Role::Client(restart) => {
                 restart(self.shared.clone());
             }
@@ -334,6 +369,10 @@ impl SessionLink {
                 let replayed = self.out.sent() - peer_received;
                 let after = self.lost_at.take().map(|t| t.elapsed()).unwrap_or_default();
                 self.expiry = None;
+                if let Role::Server { registry, .. } = &self.role {
+                    registry.attach(&self.shared.id);
+                }
+                self.charge_detached(0);
                 self.shared.attached.store(true, Relaxed);
                 self.shared.resumes.fetch_add(1, Relaxed);
                 self.shared.replayed.fetch_add(replayed, Relaxed);
@@ -383,6 +422,9 @@ impl SessionLink {
     /// The session is over without a link coming back: tell the application, then fail.
     fn expire(&mut self, why: String) {
         self.stats.bump(|s| &s.sessions_expired);
+        if self.shared.evicted.load(Relaxed) {
+            self.stats.bump(|s| &s.sessions_evicted);
+        }
         self.emit(SessionEvent::Expired { reason: why.clone() });
         self.fail(why);
     }

@@ -42,6 +42,13 @@ pub struct SessionConfig {
     /// ...or this long after the first of them (default 20 ms), whichever is first. Acks
     /// ride along with outgoing writes when there are any.
     pub ack_delay: Duration,
+    /// Most sessions a server keeps without a link at once (default 10,000); one more
+    /// ends the session detached the longest. Detached sessions are counted apart from
+    /// live connections: a server full of them still takes live clients.
+    pub max_detached: usize,
+    /// Most detached sessions of one client (its Noise key, or its address without one)
+    /// at once (default 256); one more ends that client's oldest.
+    pub max_detached_per_client: usize,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +60,8 @@ impl Default for SessionConfig {
             max_backoff: Duration::from_secs(5),
             ack_every: 64 << 10,
             ack_delay: Duration::from_millis(20),
+            max_detached: 10_000,
+            max_detached_per_client: 256,
         }
     }
 }
@@ -122,6 +131,8 @@ pub(crate) struct SessionShared {
     unacked: AtomicU64,
     /// Bytes received (published when the link drops, for the client's resume hello).
     received: AtomicU64,
+    /// Ended early to keep within the caps on detached sessions.
+    evicted: AtomicBool,
 }
 
 impl SessionShared {
@@ -139,6 +150,7 @@ impl SessionShared {
             replayed: AtomicU64::new(0),
             unacked: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
         })
     }
 
@@ -183,13 +195,90 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The sessions a server keeps, by id.
+/// The sessions a server keeps, by id, and which of them wait without a link.
 #[derive(Default)]
 pub(crate) struct Registry {
     sessions: Mutex<HashMap<[u8; ID_LEN], Arc<SessionShared>>>,
+    detached: Mutex<Detached>,
+    /// (global, per client) caps on detached sessions.
+    caps: (usize, usize),
+}
+
+/// Whose a session is, for the per-client cap: the key the client proved, or its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    Key([u8; 32]),
+    Addr(std::net::IpAddr),
+}
+
+/// Detached sessions, oldest first.
+#[derive(Default)]
+struct Detached {
+    next: u64,
+    order: std::collections::BTreeMap<u64, (Arc<SessionShared>, Owner)>,
+    /// Where each is in `order`.
+    at: HashMap<[u8; ID_LEN], u64>,
+    per_owner: HashMap<Owner, usize>,
+}
+
+impl Detached {
+    fn remove(&mut self, id: &[u8; ID_LEN]) -> Option<(Arc<SessionShared>, Owner)> {
+        let seq = self.at.remove(id)?;
+        let (shared, owner) = self.order.remove(&seq)?;
+        if let Some(n) = self.per_owner.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(&owner);
+            }
+        }
+        Some((shared, owner))
+    }
 }
 
 impl Registry {
+    /// A registry with the caps of `config` (none when the server keeps no sessions).
+    pub(crate) fn new(config: Option<&SessionConfig>) -> Self {
+        let caps = config.map_or((0, 0), |c| (c.max_detached, c.max_detached_per_client));
+        Registry { caps, ..Registry::default() }
+    }
+
+    /// A session lost its link: it is counted as detached, and the oldest detached
+    /// sessions (of its owner, then of all) end while a cap is exceeded.
+    pub(crate) fn detach(&self, shared: &Arc<SessionShared>, owner: Owner) {
+        let mut evicted = Vec::new();
+        {
+            let mut d = self.detached.lock_or_recover();
+            let seq = d.next;
+            d.next += 1;
+            d.order.insert(seq, (shared.clone(), owner));
+            d.at.insert(shared.id, seq);
+            *d.per_owner.entry(owner).or_insert(0) += 1;
+            while d.per_owner.get(&owner).copied().unwrap_or(0) > self.caps.1.max(1) {
+                let oldest = d.order.iter().find(|(_, (_, o))| *o == owner).map(|(_, (s, _))| s.id);
+                let Some(id) = oldest else { break };
+                evicted.extend(d.remove(&id));
+            }
+            while d.order.len() > self.caps.0.max(1) {
+                let Some(id) = d.order.values().next().map(|(s, _)| s.id) else { break };
+                evicted.extend(d.remove(&id));
+            }
+        }
+        for (s, _) in evicted {
+            s.offer(Attach::Failed("session ended: too many sessions were waiting to be resumed".into()));
+            s.evicted.store(true, Relaxed);
+        }
+    }
+
+    /// A session has a link again (or is gone).
+    pub(crate) fn attach(&self, id: &[u8; ID_LEN]) {
+        self.detached.lock_or_recover().remove(id);
+    }
+
+    /// Sessions kept now without a link.
+    pub(crate) fn detached(&self) -> usize {
+        self.detached.lock_or_recover().order.len()
+    }
+
     fn insert(&self, s: Arc<SessionShared>) {
         self.sessions.lock_or_recover().insert(s.id, s);
     }
@@ -200,6 +289,7 @@ impl Registry {
 
     fn remove(&self, id: &[u8; ID_LEN]) {
         self.sessions.lock_or_recover().remove(id);
+        self.attach(id);
     }
 
     /// Sessions kept now (with or without a link).
