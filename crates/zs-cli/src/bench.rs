@@ -257,7 +257,7 @@ enum Scenario {
 }
 
 /// Parses a byte count with an optional K, M or G suffix (binary units).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, shift) = match s.trim().to_ascii_uppercase().chars().last() {
         Some('K') => (&s[..s.len() - 1], 10),
         Some('M') => (&s[..s.len() - 1], 20),

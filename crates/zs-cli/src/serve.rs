@@ -31,6 +31,15 @@ pub struct ServeArgs {
     /// the same commands (repeatable; see docs/COMPAT.md).
     #[arg(long, value_name = "ADDR")]
     compat_listen: Vec<String>,
+    /// Keep ZServer4D clients that go quiet, as the original does (no idle timeout on their
+    /// connections, none announced); by default `--idle-timeout` applies and is announced.
+    #[arg(long)]
+    compat_keep_idle: bool,
+    /// What peers may make the server hold before they are answered (partial frames,
+    /// buffers being received, ZServer4D staging, detached sessions), e.g. 256M; when it
+    /// runs short, the connections holding the most are closed first.
+    #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
+    memory_budget: u64,
     #[command(flatten)]
     security: crate::security::ServerSecurityArgs,
 }
@@ -49,8 +58,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             max_connections: args.max_connections,
             security,
             reuse_port: args.worker,
+            memory_budget: args.memory_budget,
             ..ServerConfig::default()
         };
+        config.compat.keep_idle_clients = args.compat_keep_idle;
         config.connection.idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
         zs_bench::raise_fd_limit();
         let mut addrs = Vec::new();

@@ -517,6 +517,18 @@ impl Translator {
             self.send_signal(false, now);
             return Ok(true);
         }
+        if let (Some(packed), true, false) = (s.packed, s.refused, s.big) {
+            // A refused CompleteBuffer's compressed body is dropped as it comes, not kept
+            // until it is whole: it is the whole buffer, so nothing remains after it.
+            let n = packed.min(self.plain.len());
+            self.plain.advance(n);
+            s.packed = Some(packed - n).filter(|&left| left > 0);
+            if s.packed.is_some() {
+                return Ok(false);
+            }
+            s.remaining = 0;
+            return Ok(true);
+        }
         if let Some(packed) = s.packed {
             if self.plain.len() < packed {
                 return Ok(false);

@@ -200,3 +200,35 @@ fn garbage_fails_the_translation_with_a_reason() {
     assert!(t.failed().unwrap().contains("not a ZServer4D client"), "{:?}", t.failed());
     assert_eq!(t.take_protocol_errors(), 1);
 }
+
+#[test]
+fn a_compressed_chunk_is_inflated_a_piece_at_a_time_as_credit_allows() {
+    let now = Instant::now();
+    let mut t = translator(now);
+    // 16 MiB of zeros packs into some 30 KB: whole, it would be 16 MiB held at once.
+    let raw = 16 << 20;
+    let packed = zs_compat::compress::parallel_compress(&vec![0u8; raw]);
+    let mut bytes = Vec::new();
+    frame::encode_big_stream_head(&mut bytes, raw as i64, "sink");
+    frame::encode_chunk_head(&mut bytes, packed.len() as u32, true);
+    bytes.extend_from_slice(&packed);
+    let frames = feed(&mut t, &bytes, now);
+    let handed: usize =
+        frames.iter().filter(|f| f.header.kind == Kind::StreamData).map(|f| f.body.len()).sum();
+    assert_eq!(handed, INITIAL_WINDOW as usize, "the initial window, no more");
+    assert!(t.held_bytes() < 1 << 20, "held {} bytes for a 16 MiB chunk", t.held_bytes());
+}
+
+#[test]
+fn a_container_that_claims_more_than_zlib_can_hold_is_refused() {
+    let now = Instant::now();
+    let mut t = translator(now);
+    let mut packed = zs_compat::compress::parallel_compress(&vec![0u8; 1 << 20]);
+    packed.truncate(packed.len().min(4096));
+    let mut bytes = Vec::new();
+    frame::encode_complete_buffer_head(&mut bytes, 60 << 20, packed.len() as u32, "upload");
+    bytes.extend_from_slice(&packed);
+    feed(&mut t, &bytes, now);
+    let why = t.failed().expect("refused");
+    assert!(why.contains("ratio"), "{why}");
+}

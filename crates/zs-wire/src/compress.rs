@@ -6,6 +6,8 @@ use crate::WireError;
 
 /// Smallest payload worth compressing.
 pub const MIN_LEN: usize = 1024;
+/// Most an lz4 block inflates per byte (its format's limit is about 255).
+const LZ4_MAX_RATIO: u64 = 256;
 
 /// Whether `compressed` saves enough over `original` to be worth sending.
 fn worth_it(compressed: usize, original: usize) -> bool {
@@ -28,6 +30,11 @@ pub fn unlz4(data: &[u8], max: u32) -> Result<Vec<u8>, WireError> {
     let size = u32::from_le_bytes(size.try_into().expect("4 bytes"));
     if size > max {
         return Err(WireError::FrameTooLarge { len: size.into(), max });
+    }
+    // An lz4 block cannot inflate more than about 255 times: a larger claim is a lie, refused
+    // before anything is allocated for it.
+    if u64::from(size) > (data.len() as u64).saturating_mul(LZ4_MAX_RATIO) + 64 {
+        return Err(bad("declares more than an lz4 block can hold"));
     }
     let out = lz4_flex::decompress_size_prepended(data).map_err(|_| bad("corrupt lz4 block"))?;
     // lz4_flex accepts a block that decodes to fewer bytes than it declares.
@@ -83,6 +90,15 @@ mod tests {
         assert!(unlz4(&[1, 0], 10).is_err());
         assert!(unlz4(&[5, 0, 0, 0, 0xff], 10).is_err());
         assert!(unlz4(&[9, 0, 0, 0, 1], 10).is_err(), "declares 9 bytes, decodes to none");
+        let mut lie = c.clone();
+        lie[..4].copy_from_slice(&(c.len() as u32 * 300).to_le_bytes());
+        assert_eq!(
+            unlz4(&lie, u32::MAX),
+            Err(WireError::Malformed {
+                what: "lz4 payload",
+                why: "declares more than an lz4 block can hold"
+            })
+        );
         let z = zstd(&big).unwrap();
         assert!(unzstd(&z, 1000).is_err());
         assert!(unzstd(b"not zstd", 1000).is_err());

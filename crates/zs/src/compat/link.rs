@@ -19,6 +19,7 @@ use zs_compat::translate::{Notice, Translator};
 
 use super::CompatShared;
 use crate::budget::Charge;
+use crate::logs::Escaped;
 use crate::transport::{Link, RawLink};
 
 /// Output to the socket beyond which the connection's writes wait.
@@ -95,14 +96,17 @@ impl CompatLink {
             let peer = self.peer_id;
             match notice {
                 Notice::RequestFailed(why) => {
-                    tracing::warn!(peer, error = %why, "ZServer4D request failed: the client gets an empty result")
+                    let error = Escaped(&why);
+                    tracing::warn!(peer, %error, "ZServer4D request failed: the client gets an empty result")
                 }
                 Notice::TransferFailed { code, why } => {
-                    tracing::warn!(peer, code, error = %why, "ZServer4D transfer failed in its handler")
+                    let error = Escaped(&why);
+                    tracing::warn!(peer, code, %error, "ZServer4D transfer failed in its handler")
                 }
                 Notice::DirectNotSent { command, why } => {
                     stats.bump(|s| &s.errors_out);
-                    tracing::warn!(peer, command, why, "direct command not sent")
+                    let (command, why) = (Escaped(&command), Escaped(&why));
+                    tracing::warn!(peer, %command, %why, "direct command not sent")
                 }
             }
         }

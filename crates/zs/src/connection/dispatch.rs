@@ -14,6 +14,7 @@ use zs_wire::{ErrorCode, Flags, Frame, GoAwayCode, Kind, WireError};
 use super::{encode, CloseReason, Connection, Step};
 use crate::bulk;
 use crate::error::HandlerError;
+use crate::logs::Escaped;
 use crate::peer::{remote_error, Peer};
 use crate::rpc::{Command, Exec, Form, Payload, RawResponder};
 use crate::transport::Link;
@@ -171,7 +172,7 @@ impl<L: Link> Connection<L> {
     /// goes on.
     pub(super) fn refuse(&mut self, request: u32, code: ErrorCode, message: &str) -> Step {
         if request == 0 {
-            tracing::debug!(peer = self.peer.id(), %code, message, "direct command refused");
+            tracing::debug!(peer = self.peer.id(), %code, message = %Escaped(message), "direct command refused");
         } else {
             self.write_result(request, &Err(HandlerError::with_code(code, message)));
         }

@@ -23,6 +23,7 @@ use zs_wire::{Frame, FrameDecoder, GoAwayCode, Kind, WireError};
 use self::output::Output;
 use crate::config::ConnectionConfig;
 use crate::connection::outbox::Out;
+use crate::logs::Escaped;
 use crate::mux::Mux;
 use crate::peer::Peer;
 use crate::rpc::{Payload, Router};
@@ -149,14 +150,15 @@ impl<L: Link> Connection<L> {
         let reason = self.serve().await;
         // Boxed: its timers are needed only while closing, not in every idle connection.
         Box::pin(self.linger(&reason)).await;
+        // The reason may carry the peer's own words (its goaway): escaped in the log.
         match &reason {
             CloseReason::Local { code: GoAwayCode::Normal | GoAwayCode::ShuttingDown, .. }
             | CloseReason::PeerClosed
             | CloseReason::PeerGoAway { .. } => {
-                tracing::debug!(peer = self.peer.id(), remote = %self.peer.remote_addr(), %reason, "connection closed")
+                tracing::debug!(peer = self.peer.id(), remote = %self.peer.remote_addr(), reason = %Escaped(&reason.to_string()), "connection closed")
             }
             _ => {
-                tracing::info!(peer = self.peer.id(), remote = %self.peer.remote_addr(), %reason, "connection closed")
+                tracing::info!(peer = self.peer.id(), remote = %self.peer.remote_addr(), reason = %Escaped(&reason.to_string()), "connection closed")
             }
         }
         self.peer.mark_closed(reason.to_string());

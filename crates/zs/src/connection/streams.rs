@@ -11,6 +11,7 @@ use zs_wire::{ErrorCode, Frame, WireError};
 
 use super::{encode, Connection, Step};
 use crate::bulk;
+use crate::logs::Escaped;
 use crate::rpc::Exec;
 use crate::transport::Link;
 
@@ -45,7 +46,8 @@ impl<L: Link> Connection<L> {
                 streams.entries.insert(id, entry);
             }
             Err((code, message)) => {
-                tracing::debug!(peer = self.peer.id(), stream = id, %code, message, "stream refused");
+                let said = Escaped(&message);
+                tracing::debug!(peer = self.peer.id(), stream = id, %code, message = %said, "stream refused");
                 self.peer.shared_stats().bump(|s| &s.errors_out);
                 self.local.frames_out += 1;
                 encode::stream_result(self.out.small(), id, code.code(), &message);

@@ -160,10 +160,12 @@ fn leftover(mut kept: BytesMut, held: BytesMut) -> BytesMut {
     kept
 }
 
-/// Runs the server's side of the handshake over a raw link of any transport. A client that
-/// speaks the wrong mode is told so in a plaintext goaway before the connection closes.
+/// Runs the server's side of the handshake over a raw link of any transport, `first` being
+/// what was already read from it. A client that speaks the wrong mode is told so in a
+/// plaintext goaway before the connection closes.
 pub(crate) async fn accept<S: Link>(
     raw: S,
+    first: BytesMut,
     security: &ServerSecurity,
     rekey: RekeyPolicy,
     stats: Arc<Stats>,
@@ -174,7 +176,7 @@ pub(crate) async fn accept<S: Link>(
         }
         ServerSecurity::Noise(noise) => {
             let mut io = LinkIo::new(raw);
-            let mut buf = BytesMut::with_capacity(256);
+            let mut buf = first;
             let (cipher, session) = loop {
                 match parse_opening(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
                     Some(Opening::Noise(cipher, session)) => break (cipher, session),
@@ -211,7 +213,7 @@ pub(crate) async fn accept<S: Link>(
             Ok(Secured { link, channel, session })
         }
         ServerSecurity::Tls(tls) => {
-            let mut io = LinkIo::new(raw);
+            let mut io = LinkIo::with_prefix(raw, first);
             match io.peek_first().await? {
                 None => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the handshake"))

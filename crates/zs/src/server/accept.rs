@@ -17,7 +17,7 @@ use crate::peer::{Peer, PeerContext};
 use crate::secure::{self, ChannelInfo, SecuredLink, ServerSecurity};
 use crate::session;
 use crate::sync::RecoverRw;
-use crate::transport::{Link, Listener, RawLink};
+use crate::transport::{read_some, Link, Listener, RawLink};
 
 /// What the clients of a listener speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,16 +96,17 @@ fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
         // The handshake, and the session hello if the client asked for a session.
         let handshake = async {
             // A short deadline for the first bytes: an idle socket holds its place briefly.
-            let first = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
-            if tokio::time::timeout(config.first_bytes_timeout, first).await.is_err() {
-                return Err(Failure::Silent);
-            }
+            let first = match tokio::time::timeout(config.first_bytes_timeout, read_some(&mut stream)).await {
+                Ok(first) => first?,
+                Err(_) => return Err(Failure::Silent),
+            };
             // Handshakes cost CPU: a source starts no more than its share per second.
             if !shared.admission.start(ip) {
                 return Err(Failure::RateLimited);
             }
             let policy = shared.connection.rekey_policy();
-            let secured = secure::accept(stream, &config.security, policy, shared.stats.clone()).await?;
+            let secured =
+                secure::accept(stream, first, &config.security, policy, shared.stats.clone()).await?;
             shared.stats.bump(|s| &s.handshakes);
             if !secured.session {
                 return Ok(Some((AnyLink::from(secured.link), secured.channel)));

@@ -31,6 +31,11 @@ impl<L: Link> LinkIo<L> {
         LinkIo { link, rbuf: BytesMut::new() }
     }
 
+    /// Wraps `link` from which `read` was already taken: readers get it first.
+    pub(crate) fn with_prefix(link: L, read: BytesMut) -> Self {
+        LinkIo { link, rbuf: read }
+    }
+
     /// The link, and what was read from it but not yet taken.
     pub(crate) fn into_parts(self) -> (L, BytesMut) {
         (self.link, self.rbuf)

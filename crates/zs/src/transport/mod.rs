@@ -83,6 +83,24 @@ pub(crate) async fn write_all(link: &mut impl Link, mut bytes: &[u8]) -> io::Res
     Ok(())
 }
 
+/// Reads what arrives first on `link` (at least one byte): readiness alone may be a false
+/// alarm on a fresh socket, so this waits for bytes. End of stream is an error.
+pub(crate) async fn read_some(link: &mut impl Link) -> io::Result<BytesMut> {
+    let mut buf = BytesMut::new();
+    loop {
+        std::future::poll_fn(|cx| link.poll_read_ready(cx)).await?;
+        buf.reserve(4096);
+        match link.try_read_buf(&mut buf) {
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before sending anything"))
+            }
+            Ok(_) => return Ok(buf),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads from `link` until `parse` finds a whole message at the front of what arrived;
 /// returns it and the bytes read past it.
 pub(crate) async fn read_message<T, E: std::fmt::Display>(
