@@ -189,13 +189,18 @@ impl ParallelInflater {
             let strip = self.strip.as_mut().expect("a strip");
             if strip.raw_left == 0 {
                 if let Some(z) = strip.zlib.as_mut() {
-                    // The stream must end here: one more byte would be more than announced.
+                    // The stream must end here, checksum and all: one more byte would be more
+                    // than announced.
                     let mut extra = [0u8; 1];
                     let before = z.total_out();
-                    let _ =
-                        z.decompress(&self.data[strip.at..strip.end], &mut extra, FlushDecompress::Finish);
+                    let status = z
+                        .decompress(&self.data[strip.at..strip.end], &mut extra, FlushDecompress::Finish)
+                        .map_err(|e| CompatError::malformed("zlib stream", e.to_string()))?;
                     if z.total_out() > before {
                         return Err(CompatError::malformed("zlib stream", "more bytes than announced"));
+                    }
+                    if status != Status::StreamEnd {
+                        return Err(CompatError::malformed("zlib stream", "incomplete deflate stream"));
                     }
                 }
                 self.strip = None;
@@ -214,8 +219,10 @@ impl ParallelInflater {
                     let status = z
                         .decompress_vec(&self.data[strip.at..strip.end], &mut out, FlushDecompress::None)
                         .map_err(|e| CompatError::malformed("zlib stream", e.to_string()))?;
-                    strip.at += (z.total_in() - in_before) as usize;
-                    if z.total_out() == out_before && (status == Status::StreamEnd || strip.at == strip.end) {
+                    let consumed = (z.total_in() - in_before) as usize;
+                    strip.at += consumed;
+                    let stuck = consumed == 0 || status == Status::StreamEnd || strip.at == strip.end;
+                    if z.total_out() == out_before && stuck {
                         return Err(CompatError::malformed("zlib stream", "fewer bytes than announced"));
                     }
                     Bytes::from(out)

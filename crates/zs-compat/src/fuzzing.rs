@@ -77,7 +77,24 @@ pub fn packets(data: &[u8]) {
 /// converts to a `DataFrame` and back, and is read as a handshake answer.
 pub fn dfe(data: &[u8]) {
     if let Ok(len) = crate::compress::parallel_len(data) {
-        let _ = crate::compress::parallel_decompress(data, len, LIMIT);
+        // Whole or a piece at a time, a container inflates to the same bytes (or fails).
+        let whole = crate::compress::parallel_decompress(data, len, LIMIT);
+        let pieces = crate::compress::ParallelInflater::new(bytes::Bytes::copy_from_slice(data), len, LIMIT)
+            .and_then(|mut z| {
+                let mut out = Vec::new();
+                while let Some(p) = z.next_piece(997)? {
+                    assert!(p.len() <= 997);
+                    out.extend_from_slice(&p);
+                }
+                Ok(out)
+            });
+        if let (Ok(w), Ok(p)) = (&whole, &pieces) {
+            assert_eq!(w, p);
+        }
+        assert!(
+            whole.is_ok() || pieces.is_err() || len == 0,
+            "pieces succeed where the whole fails: {whole:?}"
+        );
     }
     let Ok(d) = Dfe::decode(data, LIMIT) else { return };
     if let Ok(model) = crate::handshake::CipherModel::from_dfe(&d) {
