@@ -5,7 +5,10 @@
 //!
 //! Totals, not deltas: the receiver keeps how much the sender may have sent in all
 //! (`granted`), how much arrived and how much was read, so a sender that goes one byte past
-//! its credit is caught exactly, whatever the order of grants and reads.
+//! its credit is caught exactly, whatever the order of grants and reads. The totals are
+//! 32-bit and wrap, as TCP's sequence numbers do: only their differences matter, and those
+//! never exceed a window. A receiver holds many windows (a channel each), so the policy is
+//! passed in by the caller rather than kept in each.
 
 use std::time::{Duration, Instant};
 
@@ -71,54 +74,52 @@ pub struct WindowPolicy {
 /// ahead of everything else on the connection.
 #[derive(Debug, Clone)]
 pub struct RecvWindow {
-    policy: WindowPolicy,
     window: u32,
-    /// Bytes the sender may have sent in all (the initial window plus every grant).
-    granted: u64,
-    /// Bytes that arrived in all.
-    received: u64,
-    /// Bytes the reader took in all.
-    consumed: u64,
+    /// Bytes the sender may have sent in all (the initial window plus every grant), wrapping.
+    granted: u32,
+    /// Bytes that arrived in all, wrapping.
+    received: u32,
+    /// Bytes the reader took in all, wrapping.
+    consumed: u32,
+    /// Bytes that arrived since the last grant.
+    arrived: u32,
     last_grant: Instant,
     /// A grant went to a stalled sender at this time: its next data measures a round trip.
     stalled_grant: Option<Instant>,
     /// The shortest round trip measured.
     rtt: Option<Duration>,
-    /// Bytes that arrived since the last grant.
-    arrived: u64,
 }
 
 /// The sender sent more than its credit allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the sender exceeded its credit: {received} bytes sent, {granted} granted")]
+#[error("the sender exceeded its credit: {sent} bytes sent with {credit} bytes of credit")]
 pub struct CreditExceeded {
-    /// Bytes it would have sent in all.
-    pub received: u64,
-    /// Bytes it was granted in all.
-    pub granted: u64,
+    /// Bytes it sent.
+    pub sent: u64,
+    /// Bytes of credit it had.
+    pub credit: u64,
 }
 
 impl RecvWindow {
     /// A window of `initial` bytes (what the sender was told it may send before any grant).
-    pub fn new(initial: u32, policy: WindowPolicy, now: Instant) -> Self {
+    pub fn new(initial: u32, now: Instant) -> Self {
         RecvWindow {
-            policy,
             window: initial,
-            granted: u64::from(initial),
+            granted: initial,
             received: 0,
             consumed: 0,
+            arrived: 0,
             last_grant: now,
             stalled_grant: None,
             rtt: None,
-            arrived: 0,
         }
     }
 
     /// `n` bytes arrived; refused (and not counted) if they go past the credit given.
     pub fn on_data(&mut self, n: u64, now: Instant) -> Result<(), CreditExceeded> {
-        let received = self.received.saturating_add(n);
-        if received > self.granted {
-            return Err(CreditExceeded { received, granted: self.granted });
+        let credit = self.sender_credit();
+        if n > credit {
+            return Err(CreditExceeded { sent: n, credit });
         }
         if n > 0 {
             if let Some(at) = self.stalled_grant.take() {
@@ -126,24 +127,24 @@ impl RecvWindow {
                 self.rtt = Some(self.rtt.map_or(sample, |r| r.min(sample)));
             }
         }
-        self.received = received;
-        self.arrived += n;
+        self.received = self.received.wrapping_add(n as u32);
+        self.arrived = self.arrived.saturating_add(n as u32);
         Ok(())
     }
 
     /// The reader took `n` bytes (at most what arrived and was not yet read). Returns the
-    /// bytes to grant the sender, when it is time to.
-    pub fn on_consumed(&mut self, n: u64, now: Instant) -> Option<u32> {
-        self.consumed = (self.consumed + n).min(self.received);
-        let outstanding = self.granted - self.consumed;
+    /// bytes to grant the sender, when `policy` says it is time to.
+    pub fn on_consumed(&mut self, n: u64, now: Instant, policy: &WindowPolicy) -> Option<u32> {
+        self.consumed = self.consumed.wrapping_add(n.min(self.unread()) as u32);
+        let outstanding = u64::from(self.granted.wrapping_sub(self.consumed));
         let window = u64::from(self.window);
-        let due = outstanding + window / u64::from(self.policy.grant_divisor.max(1)) <= window
-            || outstanding < u64::from(self.policy.min_credit);
+        let due = outstanding + window / u64::from(policy.grant_divisor.max(1)) <= window
+            || outstanding < u64::from(policy.min_credit);
         if !due || outstanding >= window {
             return None;
         }
         // The sender has used all its credit: the grant that frees it times a round trip.
-        if self.received >= self.granted && self.stalled_grant.is_none() {
+        if self.sender_credit() == 0 && self.stalled_grant.is_none() {
             self.stalled_grant = Some(now);
         }
         let elapsed = now.saturating_duration_since(std::mem::replace(&mut self.last_grant, now));
@@ -152,12 +153,12 @@ impl RecvWindow {
         let below_bdp = self.rtt.is_some_and(|rtt| {
             u128::from(self.window) * elapsed.as_nanos() < 4 * u128::from(arrived) * rtt.as_nanos()
         });
-        if self.unread() == 0 && self.window < self.policy.max_window && below_bdp {
-            self.window = self.window.saturating_mul(2).min(self.policy.max_window);
+        if self.unread() == 0 && self.window < policy.max_window && below_bdp {
+            self.window = self.window.saturating_mul(2).min(policy.max_window);
         }
-        let grant = (self.consumed + u64::from(self.window) - self.granted).min(u64::from(u32::MAX));
-        self.granted += grant;
-        Some(grant as u32)
+        let grant = (u64::from(self.window) - outstanding) as u32;
+        self.granted = self.granted.wrapping_add(grant);
+        Some(grant)
     }
 
     /// Sets the window the next grants aim at (a share of a connection's window that
@@ -174,12 +175,12 @@ impl RecvWindow {
 
     /// Bytes that arrived and were not read yet.
     pub fn unread(&self) -> u64 {
-        self.received - self.consumed
+        u64::from(self.received.wrapping_sub(self.consumed))
     }
 
     /// Bytes the sender may still send.
     pub fn sender_credit(&self) -> u64 {
-        self.granted - self.received
+        u64::from(self.granted.wrapping_sub(self.received))
     }
 
     /// The shortest round trip measured, if any.
@@ -202,41 +203,62 @@ mod tests {
     #[test]
     fn one_byte_past_the_credit_is_refused() {
         let now = Instant::now();
-        let mut w = RecvWindow::new(64 * KIB, fixed(64 * KIB, 2, 0), now);
+        let mut w = RecvWindow::new(64 * KIB, now);
         w.on_data(u64::from(64 * KIB), now).unwrap();
-        assert_eq!(w.on_data(1, now), Err(CreditExceeded { received: 64 * 1024 + 1, granted: 64 * 1024 }));
+        assert_eq!(w.on_data(1, now), Err(CreditExceeded { sent: 1, credit: 0 }));
         assert_eq!(w.unread(), u64::from(64 * KIB), "the refused byte is not counted");
     }
 
     #[test]
     fn grants_at_the_divisor_and_below_the_minimum_credit() {
         let now = Instant::now();
-        let mut half = RecvWindow::new(100, fixed(100, 2, 0), now);
+        let (half_policy, quarter_policy) = (fixed(100, 2, 0), fixed(100, 4, 90));
+        let mut half = RecvWindow::new(100, now);
         half.on_data(100, now).unwrap();
-        assert_eq!(half.on_consumed(49, now), None);
-        assert_eq!(half.on_consumed(1, now), Some(50));
-        let mut quarter = RecvWindow::new(100, fixed(100, 4, 90), now);
+        assert_eq!(half.on_consumed(49, now, &half_policy), None);
+        assert_eq!(half.on_consumed(1, now, &half_policy), Some(50));
+        let mut quarter = RecvWindow::new(100, now);
         quarter.on_data(20, now).unwrap();
-        assert_eq!(quarter.on_consumed(5, now), None, "95 outstanding: neither rule");
-        assert_eq!(quarter.on_consumed(10, now), Some(15), "85 outstanding is under the minimum credit");
+        assert_eq!(quarter.on_consumed(5, now, &quarter_policy), None, "95 outstanding: neither rule");
+        let granted = quarter.on_consumed(10, now, &quarter_policy);
+        assert_eq!(granted, Some(15), "85 outstanding is under the minimum credit");
     }
 
     #[test]
     fn grows_only_with_a_measured_round_trip_and_a_reader_that_keeps_up() {
         let t0 = Instant::now();
         let policy = WindowPolicy { grant_divisor: 2, min_credit: 0, max_window: 1 << 20 };
-        let mut w = RecvWindow::new(64 * KIB, policy, t0);
+        let mut w = RecvWindow::new(64 * KIB, t0);
         // The first window arrives, is read, and is granted again: no round trip yet.
         w.on_data(u64::from(64 * KIB), t0 + Duration::from_millis(1)).unwrap();
-        assert_eq!(w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(1)), Some(64 * KIB));
+        assert_eq!(
+            w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(1), &policy),
+            Some(64 * KIB)
+        );
         assert_eq!(w.window(), 64 * KIB);
         // Data comes back 10 ms after that grant to a stalled sender: the round trip.
         w.on_data(u64::from(64 * KIB), t0 + Duration::from_millis(11)).unwrap();
         assert_eq!(w.rtt(), Some(Duration::from_millis(10)));
         // 64 KiB in 10 ms with a 10 ms round trip: BDP 64 KiB, window 64 KiB < 4 × BDP.
-        let grant = w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(11)).unwrap();
+        let grant = w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(11), &policy).unwrap();
         assert_eq!(w.window(), 128 * KIB);
         assert_eq!(grant, 64 * KIB + 64 * KIB, "what was read, plus the growth");
+    }
+
+    #[test]
+    fn totals_wrap_like_sequence_numbers_over_a_long_life() {
+        let now = Instant::now();
+        let policy = fixed(1 << 20, 2, 0);
+        let mut w = RecvWindow::new(1 << 20, now);
+        let mut credit = 1u64 << 20;
+        // 10 GiB through a 1 MiB window: the 32-bit totals wrap twice.
+        for _ in 0..10 * 1024 {
+            w.on_data(credit, now).unwrap();
+            assert_eq!(w.on_data(1, now), Err(CreditExceeded { sent: 1, credit: 0 }));
+            credit = u64::from(w.on_consumed(credit, now, &policy).expect("a grant"));
+            assert_eq!(credit, 1 << 20);
+            assert_eq!((w.unread(), w.sender_credit()), (0, 1 << 20));
+        }
     }
 
     #[test]
@@ -298,7 +320,7 @@ mod tests {
             steps in proptest::collection::vec(step(), 1..200),
         ) {
             let mut now = Instant::now();
-            let mut rx = RecvWindow::new(initial, policy, now);
+            let mut rx = RecvWindow::new(initial, now);
             let mut tx = SendCredit::new(u64::from(initial));
             let (mut in_flight, mut grants) = (0u64, 0u64);
             let mut largest = initial;
@@ -312,7 +334,7 @@ mod tests {
                     }
                     Step::Read(n) => {
                         let n = rx.unread().min(u64::from(n));
-                        grants += u64::from(rx.on_consumed(n, now).unwrap_or(0));
+                        grants += u64::from(rx.on_consumed(n, now, &policy).unwrap_or(0));
                     }
                     Step::Credit => tx.grant(std::mem::take(&mut grants)),
                     Step::Wait(us) => now += Duration::from_micros(u64::from(us)),
@@ -331,7 +353,7 @@ mod tests {
             // Drain: deliver everything, read everything, hand over the grants.
             rx.on_data(in_flight, now).unwrap();
             let unread = rx.unread();
-            grants += u64::from(rx.on_consumed(unread, now).unwrap_or(0));
+            grants += u64::from(rx.on_consumed(unread, now, &policy).unwrap_or(0));
             tx.grant(grants);
             prop_assert!(tx.available() > 0, "a sender whose bytes were all read has credit");
         }
@@ -339,11 +361,11 @@ mod tests {
         /// Any byte beyond the credit given is refused, however it is split.
         #[test]
         fn a_sender_past_its_credit_is_refused(
-            (initial, policy) in policy(),
+            initial in 64 * KIB..1 << 20,
             parts in proptest::collection::vec(1..100_000u64, 1..40),
         ) {
             let now = Instant::now();
-            let mut rx = RecvWindow::new(initial, policy, now);
+            let mut rx = RecvWindow::new(initial, now);
             let mut sent = 0u64;
             for n in parts {
                 let r = rx.on_data(n, now);

@@ -223,7 +223,7 @@ impl IncomingStream {
         let grant = {
             let mut w = lock(&self.window);
             w.set_window(target as u32);
-            w.on_consumed(consumed, Instant::now())
+            w.on_consumed(consumed, Instant::now(), &POLICY)
         };
         if let Some(n) = grant {
             send_credit(&self.peer, self.id, n);
@@ -258,6 +258,10 @@ impl IncomingStream {
 fn bad_data(message: String) -> CallError {
     CallError::Remote { code: ErrorCode::ChecksumMismatch, message }
 }
+
+/// Grants at a quarter of the window, or when the sender has less than a chunk; the window is
+/// the stream's share of the connection's (it does not grow on its own).
+const POLICY: WindowPolicy = WindowPolicy { grant_divisor: 4, min_credit: MAX_CHUNK as u32, max_window: 0 };
 
 /// A stream's receive window, shared by the connection (arrivals) and the consumer (reads).
 type SharedWindow = Arc<Mutex<RecvWindow>>;
@@ -319,10 +323,7 @@ pub(crate) fn accept(
     open_streams: Arc<AtomicUsize>,
 ) -> Entry {
     let (tx, rx) = mpsc::unbounded_channel();
-    // Grants at a quarter of the window, or when the sender has less than a chunk; the
-    // window is the stream's share of the connection's (it does not grow on its own).
-    let policy = WindowPolicy { grant_divisor: 4, min_credit: MAX_CHUNK as u32, max_window: 0 };
-    let window = Arc::new(Mutex::new(RecvWindow::new(INITIAL_WINDOW, policy, Instant::now())));
+    let window = Arc::new(Mutex::new(RecvWindow::new(INITIAL_WINDOW, Instant::now())));
     let mut stream = IncomingStream {
         peer: peer.clone(),
         id,

@@ -36,9 +36,8 @@ pub(crate) enum Delivered {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) phase: Phase,
-    /// Input not yet read (bounded by `window`).
+    /// Input not yet read (bounded by the window; never holds an empty piece).
     inbound: VecDeque<Bytes>,
-    inbound_len: usize,
     /// The other end will send nothing more.
     pub(crate) read_closed: bool,
     /// This end sent its close.
@@ -65,24 +64,16 @@ impl Channel {
     /// A channel with a receive window of `window` bytes that may grow to `max_window`;
     /// `send_credit` is what the other end said it can take (0 until it answers, for a
     /// channel this end opens).
-    pub(crate) fn new(
-        id: u32,
-        phase: Phase,
-        (window, max_window): (u32, u32),
-        send_credit: u32,
-    ) -> Arc<Channel> {
-        // Grants go out once half the window was read.
-        let policy = WindowPolicy { grant_divisor: 2, min_credit: 0, max_window };
+    pub(crate) fn new(id: u32, phase: Phase, window: u32, send_credit: u32) -> Arc<Channel> {
         Arc::new(Channel {
             id,
             state: Mutex::new(State {
                 phase,
                 inbound: VecDeque::new(),
-                inbound_len: 0,
                 read_closed: false,
                 write_closed: false,
                 abandoned: false,
-                recv: RecvWindow::new(window, policy, Instant::now()),
+                recv: RecvWindow::new(window, Instant::now()),
                 send: SendCredit::new(send_credit.into()),
                 reader: None,
                 writer: None,
@@ -111,7 +102,6 @@ impl Channel {
         if !matches!(st.phase, Phase::Failed(..)) {
             st.phase = Phase::Failed(code, reason.to_owned());
             st.inbound = VecDeque::new();
-            st.inbound_len = 0;
             st.wake_all();
         }
     }
@@ -128,7 +118,6 @@ impl Channel {
         if st.read_closed || st.recv.on_data(data.len() as u64, Instant::now()).is_err() {
             return Delivered::OverCredit;
         }
-        st.inbound_len += data.len();
         st.inbound.push_back(data);
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -161,7 +150,6 @@ impl Channel {
         let mut st = self.lock();
         st.abandoned = true;
         st.inbound = VecDeque::new();
-        st.inbound_len = 0;
     }
 
     /// Both sides closed, or failed: the connection can forget the channel.
@@ -199,7 +187,7 @@ impl State {
     /// Whether a read would make progress now (input, its end, or a failure); if not, the
     /// reader is woken when it would.
     pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.inbound_len > 0 || self.read_closed || matches!(self.phase, Phase::Failed(..)) {
+        if !self.inbound.is_empty() || self.read_closed || matches!(self.phase, Phase::Failed(..)) {
             return true;
         }
         self.reader = Some(cx.waker().clone());
@@ -208,16 +196,18 @@ impl State {
 
     /// Hands up to `max` bytes of input, in pieces, to `put` (0 at the end; `WouldBlock` if
     /// none yet). Returns the credit to grant, if it is time: once half the window was read
-    /// (the window grows by the measured bandwidth-delay product, see [`RecvWindow`]).
+    /// (the window grows by the measured bandwidth-delay product, up to `max_window`; see
+    /// [`RecvWindow`]).
     pub(crate) fn read(
         &mut self,
         max: usize,
+        max_window: u32,
         mut put: impl FnMut(&[u8]),
     ) -> io::Result<(usize, Option<u32>)> {
         if let Some(e) = self.error() {
             return Err(e);
         }
-        if self.inbound_len == 0 {
+        if self.inbound.is_empty() {
             return if self.read_closed { Ok((0, None)) } else { Err(io::ErrorKind::WouldBlock.into()) };
         }
         let mut n = 0;
@@ -231,11 +221,12 @@ impl State {
             }
             n += take;
         }
-        self.inbound_len -= n;
         if self.inbound.is_empty() {
             self.inbound = VecDeque::new();
         }
-        Ok((n, self.recv.on_consumed(n as u64, Instant::now())))
+        // Grants go out once half the window was read.
+        let policy = WindowPolicy { grant_divisor: 2, min_credit: 0, max_window };
+        Ok((n, self.recv.on_consumed(n as u64, Instant::now(), &policy)))
     }
 
     /// The receive window now.

@@ -84,7 +84,8 @@ impl ChannelLink {
 
     /// Hands up to `max` bytes of input to `put`, granting credit as the window asks.
     pub(crate) fn read_with(&mut self, max: usize, put: impl FnMut(&[u8])) -> io::Result<usize> {
-        let (n, grant) = self.channel.lock().read(max, put)?;
+        let (_, max_window) = self.peer.config().mux.windows();
+        let (n, grant) = self.channel.lock().read(max, max_window, put)?;
         if let Some(bytes) = grant.filter(|&g| g > 0) {
             control(&self.peer, MuxFrame::Credit { channel: self.channel.id, bytes });
         }

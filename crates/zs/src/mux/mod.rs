@@ -182,9 +182,8 @@ impl Mux {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        let windows = peer.config().mux.windows();
-        let our_window = windows.0;
-        let channel = Channel::new(id, Phase::Open, windows, window);
+        let (our_window, _) = peer.config().mux.windows();
+        let channel = Channel::new(id, Phase::Open, our_window, window);
         if kind == ChannelKind::Peer {
             self.accepted(channel.clone(), peer);
             return Ok(Some((our_window, ChannelLink::new(channel, peer.clone()))));

@@ -39,12 +39,12 @@ impl Peer {
         if id > u32::MAX - 2 {
             return Err(invalid("this connection has used up its virtual channel ids"));
         }
-        let windows = self.config().mux.windows();
+        let (window, _) = self.config().mux.windows();
         let mut frame = bytes::BytesMut::new();
-        MuxFrame::Open { channel: id, kind, port, window: windows.0, name: name.to_owned() }
+        MuxFrame::Open { channel: id, kind, port, window, name: name.to_owned() }
             .encode(&mut frame)
             .map_err(|e| invalid(&e.to_string()))?;
-        let channel = Channel::new(id, ChannelPhase::Opening, windows, 0);
+        let channel = Channel::new(id, ChannelPhase::Opening, window, 0);
         self.outbox().push_control(Out::MuxOpen(channel.clone(), frame.freeze())).map_err(|_| {
             let why = self.close_reason().unwrap_or_else(|| "the connection is closed".into());
             std::io::Error::new(std::io::ErrorKind::NotConnected, why)
