@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use zs::{Client, ClientConfig, DataFrame, Router};
+use zs::DataFrame;
 
 #[derive(Args)]
 pub struct CallArgs {
@@ -27,6 +27,10 @@ pub struct CallArgs {
     /// Seconds to wait for the connection and for the reply.
     #[arg(long, default_value = "10", value_parser = crate::seconds)]
     timeout: Duration,
+    /// Log in as this account before calling (its password from $ZS_PASSWORD, else a
+    /// prompt).
+    #[arg(long, env = "ZS_USER", value_name = "NAME")]
+    user: Option<String>,
     #[command(flatten)]
     security: crate::security::ClientSecurityArgs,
 }
@@ -37,15 +41,10 @@ pub fn run(args: CallArgs) -> Result<(), String> {
         if args.compat {
             return call_compat(&args).await;
         }
-        let security = args.security.resolve(&args.addr)?;
-        let config = ClientConfig { connect_timeout: args.timeout, security, ..ClientConfig::default() };
-        let client = Client::connect_with(args.addr.as_str(), Router::new(), config).await.map_err(|e| {
-            match e.to_string() {
-                // The transport's message already names the address it tried.
-                m if m.contains(&args.addr) => m,
-                m => format!("cannot connect to {}: {m}", args.addr),
-            }
-        })?;
+        let client = crate::connect::connect(&args.addr, &args.security, args.timeout).await?;
+        if let Some(user) = &args.user {
+            crate::connect::login(&client, user, args.timeout).await?;
+        }
         let fail = |e: zs::CallError| format!("{} failed: {e}", args.command);
         match (args.stream, args.direct) {
             (false, false) => {

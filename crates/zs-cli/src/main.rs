@@ -2,8 +2,10 @@
 
 mod bench;
 mod call;
+mod connect;
 mod security;
 mod serve;
+mod user;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Write a server key pair (Noise) or a self-signed certificate (TLS).
     Keygen(security::KeygenArgs),
+    /// Manage accounts: add, list, passwd, disable, enable, del.
+    User(user::UserArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Cmd::Call(a) => call::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Keygen(a) => security::keygen(a),
+        Cmd::User(a) => user::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,11 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl ServerSecurityArgs {
+    /// The data directory (the option, else the default).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
     /// The server's security and a line that describes it (printed at start).
     pub fn resolve(&self) -> Result<(ServerSecurity, String), String> {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);

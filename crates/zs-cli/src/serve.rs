@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
-use zs::{Server, ServerConfig};
+use zs::{Router, Server, ServerConfig};
+use zs_services::accounts::{Accounts, AccountsConfig, HashCost, SessionPolicy};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -40,6 +41,20 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
+    /// Built-in services to serve, comma-separated (default: `accounts` with one worker,
+    /// none with --workers; `none` for none). Built in: accounts.
+    #[arg(long, value_delimiter = ',')]
+    services: Option<Vec<String>>,
+    /// Let anyone make an account (`account.register`).
+    #[arg(long)]
+    allow_register: bool,
+    /// When an account logs in while logged in elsewhere: many (default), kick-old,
+    /// refuse-new.
+    #[arg(long, default_value = "many", value_parser = session_policy)]
+    session_policy: SessionPolicy,
+    /// (tests and benchmarks) Hash passwords far below OWASP's minimum cost.
+    #[arg(long, hide = true)]
+    insecure_fast_hashing: bool,
     #[command(flatten)]
     security: crate::security::ServerSecurityArgs,
 }
@@ -78,12 +93,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             config.compat.listen.extend(resolved);
         }
         let listen = args.listen.iter().chain(&args.compat_listen).cloned().collect::<Vec<_>>().join(" ");
-        let server = Server::bind(&addrs[..], zs_bench::builtin_router(), config)
+        let mut router = zs_bench::builtin_router();
+        let admin_password = mount_services(&args, &mut router).await?;
+        let server = Server::bind(&addrs[..], router, config)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         println!("listening on {}", addrs.join(" "));
         println!("{describe}");
+        if let Some(p) = admin_password {
+            println!(
+                "created account admin with password {p} (shown once: change it with `zs user passwd admin`)"
+            );
+        }
         if !server.compat_addrs().is_empty() {
             let compat: Vec<String> = server.compat_addrs().iter().map(ToString::to_string).collect();
             println!("ZServer4D clients on {} (plaintext, as the original's protocol)", compat.join(" "));
@@ -219,4 +241,53 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+fn session_policy(s: &str) -> Result<SessionPolicy, String> {
+    match s {
+        "many" => Ok(SessionPolicy::Many),
+        "kick-old" => Ok(SessionPolicy::KickOld),
+        "refuse-new" => Ok(SessionPolicy::RefuseNew),
+        _ => Err(format!("`{s}` is not a session policy: many, kick-old or refuse-new")),
+    }
+}
+
+/// Mounts the services asked for (or the default ones) on `router`; returns the `admin`
+/// password generated on first start, if one was.
+async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<String>, String> {
+    let names: Vec<String> = match &args.services {
+        Some(list) if list.iter().any(|s| s == "none") => Vec::new(),
+        Some(list) => list.clone(),
+        // Each worker is a process of its own, and a store is one process's.
+        None if args.workers > 1 || args.worker => Vec::new(),
+        None => vec![zs_services::accounts::NAME.to_string()],
+    };
+    let mut generated = None;
+    for name in &names {
+        match name.as_str() {
+            zs_services::accounts::NAME => {
+                if args.workers > 1 || args.worker {
+                    return Err(
+                        "the accounts service keeps its store in one process: run it with --workers 1".into(),
+                    );
+                }
+                let dir = args.security.data_dir();
+                let mut config = AccountsConfig::new(dir.join("accounts"));
+                config.allow_register = args.allow_register;
+                config.policy = args.session_policy;
+                config.admin_password = std::env::var("ZS_ADMIN_PASSWORD").ok();
+                if args.insecure_fast_hashing {
+                    config.hash = HashCost::insecure_fast();
+                }
+                let (accounts, password) = Accounts::open(config).await.map_err(|e| e.to_string())?;
+                router.mount(accounts);
+                generated = password;
+            }
+            other => {
+                let known = zs_services::BUILTIN.join(", ");
+                return Err(format!("no built-in service `{other}` (there are: {known}, none)"));
+            }
+        }
+    }
+    Ok(generated)
 }

@@ -76,6 +76,20 @@ wire_enum! {
         Cancelled = 10 => "cancelled",
         /// A complete buffer over the size limit, or a batch stream over the budget.
         TooLarge = 11 => "too large",
+        /// The command needs a login and the caller has none.
+        NotLoggedIn = 12 => "not logged in",
+        /// The caller is logged in but may not do this (a role it lacks, a disabled account).
+        Forbidden = 13 => "forbidden",
+        /// The caller tried too often; the message says when it may try again.
+        RateLimited = 14 => "rate limited",
+        /// A login or proof was refused (it never says whether the account exists).
+        AuthFailed = 15 => "authentication failed",
+        /// An argument is malformed or out of range (a name, a password too short...).
+        InvalidArgument = 16 => "invalid argument",
+        /// What was to be created exists already.
+        Conflict = 17 => "already exists",
+        /// What was asked for does not exist.
+        NotFound = 18 => "not found",
         _ => Other,
     }
 }
@@ -103,6 +117,9 @@ wire_enum! {
         NotAuthorized = 8 => "not authorized",
         /// The server's memory budget ran short and this connection held the most.
         MemoryBudget = 9 => "memory budget",
+        /// An administrator or a newer login of the same account closed this one (or the
+        /// account was disabled or deleted).
+        Kicked = 10 => "kicked",
         _ => Other,
     }
 }

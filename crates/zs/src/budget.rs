@@ -30,6 +30,8 @@ struct Holding {
     held: AtomicU64,
     /// Told to close to free its memory: not asked again, counted as on its way back.
     closing: AtomicBool,
+    /// What of `held` is the connection's read buffer (a large frame in progress).
+    read_buffer: AtomicU64,
     close: Closer,
 }
 
@@ -70,6 +72,7 @@ impl Budget {
             id,
             held: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            read_buffer: AtomicU64::new(0),
             close: Box::new(close),
         });
         Charge { budget: self.clone(), holding }
@@ -173,6 +176,20 @@ impl Charge {
         }
         *part = now;
         Ok(())
+    }
+
+    /// Charges the connection's read buffer at `bytes` (from what it was); on refusal it
+    /// keeps what it had.
+    pub(crate) fn set_read_buffer(&self, bytes: u64) -> Result<(), OverBudget> {
+        let mut part = self.holding.read_buffer.load(Relaxed);
+        let r = self.resize(&mut part, bytes);
+        self.holding.read_buffer.store(part, Relaxed);
+        r
+    }
+
+    /// What the connection's read buffer holds charged.
+    pub(crate) fn read_buffer(&self) -> u64 {
+        self.holding.read_buffer.load(Relaxed)
     }
 
     /// What this connection holds now.

@@ -91,7 +91,8 @@ impl Client {
         stats.bump(|s| &s.connections_opened);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
         let session = link.session();
-        let context = PeerContext { config: Arc::new(config.connection), stats, budget: None };
+        let context =
+            PeerContext { config: Arc::new(config.connection), stats, directory: Default::default() };
         let peer = Peer::new(id, (remote, local), channel, session, context, true);
         let router = Arc::new(router);
         link.bind_session_events(&peer, &router);

@@ -4,15 +4,17 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
 
-use crate::budget::{Budget, Charge};
+use crate::budget::Charge;
 use crate::bulk::BulkState;
+use crate::directory::{Directory, Inner as DirectoryInner};
+use crate::rpc::Identity;
 
 use crate::config::ConnectionConfig;
 use crate::connection::encode;
@@ -44,7 +46,8 @@ struct PeerShared {
     pub(crate) outbox: Outbox,
     pending: Mutex<Pending>,
     next_request: AtomicU32,
-    state: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+    /// User state, login, tickets, memory charge; created on first use.
+    extras: Mutex<Option<Box<Extras>>>,
     /// Streams being sent, batch streams parked here; created on first use.
     bulk: Mutex<Option<Box<BulkState>>>,
     /// The resumable session the connection runs on, if any.
@@ -55,11 +58,30 @@ struct PeerShared {
     /// The router the connection serves (set when its task starts): virtual peer channels
     /// opened from here are served by it too.
     pub(crate) router: std::sync::OnceLock<Arc<crate::Router>>,
-    /// The server's memory budget (`None` on a client).
-    budget: Option<Arc<Budget>>,
-    /// This connection's charge against it, made on first use.
-    charge: std::sync::OnceLock<Charge>,
+    /// The server's directory of peers (empty on a client), which also holds its memory
+    /// budget.
+    directory: Weak<DirectoryInner>,
 }
+
+/// What few connections use, kept out of every idle one's state.
+#[derive(Default)]
+struct Extras {
+    state: Option<Arc<dyn Any + Send + Sync>>,
+    identity: Option<Arc<Identity>>,
+    tickets: Option<Box<Tickets>>,
+    charge: Option<Charge>,
+}
+
+/// Values that calls prepared for the streams that follow them, by ticket.
+#[derive(Default)]
+struct Tickets {
+    next: u64,
+    /// Oldest first, at most [`MAX_TICKETS`].
+    issued: std::collections::VecDeque<(u64, Box<dyn Any + Send + Sync>)>,
+}
+
+/// Most tickets a connection holds at once; issuing one more drops the oldest.
+pub const MAX_TICKETS: usize = 1024;
 
 /// A handle to one connection (either end). Cheap to clone, `Send + Sync`: call the peer,
 /// send it one-way commands, keep typed per-peer state, close it.
@@ -95,13 +117,12 @@ impl Peer {
                 outbox,
                 pending: Mutex::default(),
                 next_request: AtomicU32::new(1),
-                state: Mutex::new(None),
+                extras: Mutex::new(None),
                 bulk: Mutex::new(None),
                 session,
                 mux_next: AtomicU32::new(if dialer { 1 } else { 2 }),
                 router: std::sync::OnceLock::new(),
-                budget: context.budget,
-                charge: std::sync::OnceLock::new(),
+                directory: context.directory,
             }),
         }
     }
@@ -146,13 +167,67 @@ impl Peer {
 
     /// Stores typed user state on the peer, replacing any earlier state.
     pub fn set_state<T: Any + Send + Sync>(&self, value: T) {
-        *self.inner.state.lock_or_recover() = Some(Arc::new(value));
+        self.with_extras(|e| e.state = Some(Arc::new(value)));
     }
 
     /// The user state, if one of type `T` is stored.
     pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let st = self.inner.state.lock_or_recover().clone()?;
+        let st = self.with_extras(|e| e.state.clone())?;
         st.downcast::<T>().ok()
+    }
+
+    /// Who the connection is logged in as, if it is.
+    pub fn user(&self) -> Option<Arc<Identity>> {
+        self.inner.extras.lock_or_recover().as_ref()?.identity.clone()
+    }
+
+    /// Sets (or, with `None`, clears) who the connection is logged in as: commands that
+    /// require a login or a role check it, and the server's [`Directory`] finds the
+    /// connection by user. A login service calls this; a resumed session keeps it.
+    pub fn set_user(&self, identity: Option<Identity>) {
+        let new = identity.map(Arc::new);
+        let name = new.as_ref().map(|i| i.user.clone());
+        let old = self.with_extras(|e| std::mem::replace(&mut e.identity, new));
+        if let Some(directory) = self.directory() {
+            directory.relogin(self.inner.id, old.as_ref().map(|i| i.user.as_str()), name.as_deref());
+        }
+    }
+
+    /// The server's directory of connected peers (by id and by user); `None` on a client.
+    pub fn directory(&self) -> Option<Directory> {
+        Directory::upgrade(&self.inner.directory)
+    }
+
+    /// Keeps `value` for a stream or buffer that this connection's peer sends next, and
+    /// returns its ticket: the call that prepares a transfer issues one, the peer sends the
+    /// transfer with it ([`StreamOptions::ticket`](crate::StreamOptions::ticket)), and the
+    /// receiving handler takes the value back ([`IncomingStream::take_ticket`](crate::IncomingStream::take_ticket)).
+    /// At most [`MAX_TICKETS`] are held; the oldest goes first.
+    pub fn issue_ticket<T: Any + Send + Sync>(&self, value: T) -> u64 {
+        self.with_extras(|e| {
+            let t = e.tickets.get_or_insert_with(Box::default);
+            t.next += 1;
+            if t.issued.len() >= MAX_TICKETS {
+                t.issued.pop_front();
+            }
+            t.issued.push_back((t.next, Box::new(value)));
+            t.next
+        })
+    }
+
+    /// Takes back the value of `ticket`, if this connection issued it (and it is of type
+    /// `T`); each ticket is taken once.
+    pub fn take_ticket<T: Any + Send + Sync>(&self, ticket: u64) -> Option<T> {
+        self.with_extras(|e| {
+            let t = e.tickets.as_mut()?;
+            let at = t.issued.iter().position(|(id, v)| *id == ticket && v.is::<T>())?;
+            let (_, value) = t.issued.remove(at)?;
+            value.downcast::<T>().ok().map(|b| *b)
+        })
+    }
+
+    fn with_extras<R>(&self, f: impl FnOnce(&mut Extras) -> R) -> R {
+        f(self.inner.extras.lock_or_recover().get_or_insert_with(Box::default))
     }
 
     /// Calls a console command: text in, text out, with the default timeout.
@@ -347,8 +422,8 @@ impl Peer {
 pub(crate) struct PeerContext {
     pub(crate) config: Arc<ConnectionConfig>,
     pub(crate) stats: Arc<Stats>,
-    /// The server's memory budget (`None` on a client).
-    pub(crate) budget: Option<Arc<Budget>>,
+    /// The server's directory (an empty handle on a client).
+    pub(crate) directory: Weak<DirectoryInner>,
 }
 
 /// A [`Peer`] that does not keep the connection's state alive.
@@ -372,14 +447,15 @@ impl Peer {
             (p.remote, p.local),
             p.channel.as_deref().cloned(),
             None,
-            PeerContext { config: p.config.clone(), stats: p.stats.clone(), budget: p.budget.clone() },
+            PeerContext { config: p.config.clone(), stats: p.stats.clone(), directory: p.directory.clone() },
             dialer,
         )
     }
 
     /// Gives back everything still charged to the memory budget (the connection ended).
     pub(crate) fn release_charge(&self) {
-        if let Some(charge) = self.inner.charge.get() {
+        let charge = self.inner.extras.lock_or_recover().as_mut().and_then(|e| e.charge.take());
+        if let Some(charge) = charge {
             charge.release_all();
         }
     }
@@ -391,15 +467,19 @@ impl Peer {
 
     /// The connection's charge against its server's memory budget (made on first use;
     /// `None` on a client, which has no budget).
-    pub(crate) fn charge(&self) -> Option<&Charge> {
-        let budget = self.inner.budget.as_ref()?;
-        Some(self.inner.charge.get_or_init(|| {
+    pub(crate) fn charge(&self) -> Option<Charge> {
+        let budget = self.directory()?.budget()?;
+        Some(self.with_extras(|e| {
             let weak = self.downgrade();
-            budget.charge(self.inner.id, move |why| {
-                if let Some(peer) = weak.upgrade() {
-                    peer.close_with(GoAwayCode::MemoryBudget, why);
-                }
-            })
+            let id = self.inner.id;
+            let make = || {
+                budget.charge(id, move |why| {
+                    if let Some(peer) = weak.upgrade() {
+                        peer.close_with(GoAwayCode::MemoryBudget, why);
+                    }
+                })
+            };
+            e.charge.get_or_insert_with(make).clone()
         }))
     }
 

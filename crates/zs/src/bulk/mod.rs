@@ -50,11 +50,20 @@ pub struct StreamOptions {
     pub compression: Compression,
     /// Bytes per chunk (default and most: 256 KiB).
     pub chunk_size: usize,
+    /// The ticket of the call that prepared this transfer ([`Peer::issue_ticket`](crate::Peer::issue_ticket)
+    /// on the receiving end); its handler takes the prepared value back (default none).
+    pub ticket: Option<u64>,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { len: None, offset: 0, compression: Compression::Auto, chunk_size: 256 << 10 }
+        StreamOptions {
+            len: None,
+            offset: 0,
+            compression: Compression::Auto,
+            chunk_size: 256 << 10,
+            ticket: None,
+        }
     }
 }
 

@@ -36,7 +36,7 @@ impl Peer {
             mode: StreamMode::Stream,
             total: opts.len.unwrap_or(UNKNOWN_LEN),
             offset: opts.offset,
-            key: 0,
+            key: opts.ticket.unwrap_or(0),
             name: name.to_owned(),
         };
         send::start(self, open, reader, opts)
@@ -46,9 +46,15 @@ impl Peer {
     /// [`Router::complete_buffer`](crate::Router::complete_buffer). A message over the
     /// receiver's `max_buffer_len` is refused before it is sent.
     pub fn send_complete_buffer(&self, name: &str, data: Bytes) -> Transfer {
+        self.send_complete_buffer_ticketed(name, data, None)
+    }
+
+    /// [`send_complete_buffer`](Self::send_complete_buffer) with the ticket of the call that
+    /// prepared it (see [`StreamOptions::ticket`]).
+    pub fn send_complete_buffer_ticketed(&self, name: &str, data: Bytes, ticket: Option<u64>) -> Transfer {
         let len = data.len() as u64;
-        let open =
-            StreamOpen { mode: StreamMode::Buffer, total: len, offset: 0, key: 0, name: name.to_owned() };
+        let key = ticket.unwrap_or(0);
+        let open = StreamOpen { mode: StreamMode::Buffer, total: len, offset: 0, key, name: name.to_owned() };
         send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
     }
 

@@ -81,6 +81,8 @@ pub struct IncomingStream {
     name: String,
     total: Option<u64>,
     offset: u64,
+    /// The ticket of the call that prepared it (big streams; a batch's key is not one).
+    ticket: Option<u64>,
     rx: mpsc::UnboundedReceiver<Incoming>,
     hash: HashPipeline,
     /// The sender's end, kept until every chunk before it is hashed.
@@ -118,6 +120,17 @@ impl IncomingStream {
     /// Bytes received so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// The ticket it was sent with ([`StreamOptions::ticket`](crate::StreamOptions::ticket)).
+    pub fn ticket(&self) -> Option<u64> {
+        self.ticket
+    }
+
+    /// Takes back the value the call that prepared this stream kept under its ticket
+    /// ([`Peer::issue_ticket`]); `None` without a ticket, or if it is not (or no longer) there.
+    pub fn take_ticket<T: std::any::Any + Send + Sync>(&self) -> Option<T> {
+        self.peer.take_ticket(self.ticket?)
     }
 
     /// The peer sending it.
@@ -234,7 +247,7 @@ impl IncomingStream {
     /// is charged to the server's memory budget as it arrives (refused when the budget is
     /// short and this would hold the most).
     async fn collect(mut self, limit: u64) -> Result<(Bytes, Held), CallError> {
-        let mut held = Held::new(self.peer.charge().cloned());
+        let mut held = Held::new(self.peer.charge());
         let mut all = BytesMut::new();
         while let Some(chunk) = self.next_chunk().await {
             let chunk = chunk?;
@@ -302,8 +315,8 @@ impl AsyncRead for IncomingStream {
 /// Handler of a big stream: reads the stream, returns when done with it.
 pub(crate) type BulkHandler =
     dyn Fn(Peer, IncomingStream) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
-/// Handler of a complete buffer.
-pub(crate) type BufferHandler = dyn Fn(&Peer, Bytes) -> Result<(), HandlerError> + Send + Sync;
+/// Handler of a complete buffer, given its ticket (`None` without one).
+pub(crate) type BufferHandler = dyn Fn(&Peer, Bytes, Option<u64>) -> Result<(), HandlerError> + Send + Sync;
 
 /// What the receiving task does with a stream.
 pub(crate) enum Sink {
@@ -330,6 +343,7 @@ pub(crate) fn accept(
         name: open.name,
         total: (open.total != UNKNOWN_LEN).then_some(open.total),
         offset: open.offset,
+        ticket: (open.key != 0 && open.mode != zs_wire::bulk::StreamMode::Batch).then_some(open.key),
         rx,
         hash: HashPipeline::default(),
         end: None,
@@ -354,8 +368,11 @@ async fn consume(stream: IncomingStream, key: u64, sink: Sink) {
             AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(|_| Err(panicked()))
         }
         Sink::Buffer(h) => match stream.collect(total).await {
-            Ok((data, _held)) => std::panic::catch_unwind(AssertUnwindSafe(|| h(&peer, data)))
-                .unwrap_or_else(|_| Err(panicked())),
+            Ok((data, _held)) => {
+                let ticket = (key != 0).then_some(key);
+                std::panic::catch_unwind(AssertUnwindSafe(|| h(&peer, data, ticket)))
+                    .unwrap_or_else(|_| Err(panicked()))
+            }
             Err(_) => Ok(()), // the stream's own outcome says why
         },
         Sink::Batch => {

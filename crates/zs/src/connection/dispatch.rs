@@ -157,6 +157,9 @@ impl<L: Link> Connection<L> {
             self.ordered_queue.push_back(frame);
             return Ok(());
         }
+        if let Err(e) = self.router.admit(&self.peer, &cmd) {
+            return self.refuse(request, e.code, &e.message);
+        }
         let payload = match Payload::decode(cmd.form, frame.header.flags, call.payload, &self.config.limits) {
             Ok(p) => p,
             Err(why) => {

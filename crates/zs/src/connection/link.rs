@@ -38,8 +38,8 @@ impl AnyLink {
     /// secured link charges nothing itself, so its peer makes no charge here.
     pub(crate) fn bind_charge(&mut self, peer: &Peer) {
         match self {
-            AnyLink::Compat(c) => c.set_charge(peer.charge().cloned()),
-            AnyLink::Session(s) => s.set_charge(peer.charge().cloned()),
+            AnyLink::Compat(c) => c.set_charge(peer.charge()),
+            AnyLink::Session(s) => s.set_charge(peer.charge()),
             AnyLink::Secured(_) => {}
         }
     }

@@ -60,6 +60,8 @@ type Step = Result<(), CloseReason>;
 const MAX_READ: usize = 256 << 10;
 /// Read buffer a connection may hold uncharged: a read's worth and a stream chunk.
 const FREE_READ: usize = 512 << 10;
+/// The bit of `Connection::read_hint` that says the read buffer is charged.
+const READ_CHARGED: u32 = 1 << 31;
 /// Frames from other tasks this large are written from their own buffer, not copied.
 const ZERO_COPY_MIN: usize = 4 << 10;
 /// How long a closing connection waits for its last output to leave.
@@ -74,9 +76,10 @@ pub(crate) struct Connection<L: Link> {
     rbuf: BytesMut,
     out: Output,
     /// Bytes to ask the socket for next; grows while reads come back full.
+    /// Bytes to ask the socket for next (grows while reads come back full); the top bit
+    /// says the read buffer is charged to the memory budget (kept here: no field of its own
+    /// in every idle connection).
     read_hint: u32,
-    /// Bytes of the read buffer charged to the memory budget.
-    charged_read: u32,
     /// Async handlers in progress; created on first use.
     tasks: Option<FuturesUnordered<BoxFuture<'static, Finished>>>,
     /// Calls being handled off the inline path (async, delayed, HPC).
@@ -113,7 +116,6 @@ impl<L: Link> Connection<L> {
             rbuf: BytesMut::new(),
             out: Output::default(),
             read_hint: 0,
-            charged_read: 0,
             tasks: None,
             in_flight: 0,
             ordered_busy: false,
@@ -293,7 +295,7 @@ impl<L: Link> Connection<L> {
     }
 
     fn on_readable(&mut self) -> Step {
-        let hint = (self.read_hint as usize).max(self.config.read_chunk);
+        let hint = ((self.read_hint & !READ_CHARGED) as usize).max(self.config.read_chunk);
         // The buffer grows as bytes arrive, never by what a header announces: a partial
         // frame at most doubles it per read.
         let wanted = self.decoder.wanted(self.rbuf.len());
@@ -305,7 +307,8 @@ impl<L: Link> Connection<L> {
             Ok(0) => Err(CloseReason::PeerClosed),
             Ok(n) => {
                 // Streaming: fewer, larger reads, and fewer partial frames to move.
-                self.read_hint = if n == spare { (hint * 2).min(MAX_READ) as u32 } else { hint as u32 };
+                let next = if n == spare { (hint * 2).min(MAX_READ) } else { hint };
+                self.read_hint = next as u32 | (self.read_hint & READ_CHARGED);
                 self.local.bytes_in = self.local.bytes_in.saturating_add(n as u32);
                 self.last_rx = Instant::now();
                 self.process_frames()
@@ -318,7 +321,7 @@ impl<L: Link> Connection<L> {
                 }
                 self.out.release_if_empty();
                 self.link.release_idle();
-                self.read_hint = 0;
+                self.read_hint &= READ_CHARGED;
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
@@ -329,14 +332,14 @@ impl<L: Link> Connection<L> {
     /// Charges the read buffer beyond [`FREE_READ`] (a large frame in progress) to the
     /// server's memory budget; refused, the connection closes.
     fn charge_read_buffer(&mut self) -> Step {
-        let over = self.rbuf.capacity().saturating_sub(FREE_READ).min(u32::MAX as usize) as u32;
-        if over == self.charged_read {
+        let over = self.rbuf.capacity().saturating_sub(FREE_READ) as u64;
+        if over == 0 && self.read_hint & READ_CHARGED == 0 {
             return Ok(());
         }
         let Some(charge) = self.peer.charge() else { return Ok(()) };
-        let mut charged = u64::from(self.charged_read);
-        let r = charge.resize(&mut charged, u64::from(over));
-        self.charged_read = charged as u32;
+        let r = charge.set_read_buffer(over);
+        self.read_hint =
+            (self.read_hint & !READ_CHARGED) | if charge.read_buffer() > 0 { READ_CHARGED } else { 0 };
         r.map_err(|e| self.close_local(GoAwayCode::MemoryBudget, &format!("a frame in progress: {e}")))
     }
 

@@ -77,6 +77,9 @@ impl<L: Link> Connection<L> {
             self.peer.shared_stats().bump(|s| &s.unknown_commands);
             return Err((ErrorCode::UnknownCommand, format!("unknown command: {}", open.name)));
         };
+        if let Err(e) = self.router.admit(&self.peer, cmd) {
+            return Err((e.code, e.message));
+        }
         match (&cmd.exec, open.mode) {
             (Exec::BigStream(h), StreamMode::Stream) => Ok((bulk::Sink::Handler(h.clone()), 0)),
             (Exec::Buffer(h), StreamMode::Buffer) => {

@@ -9,6 +9,7 @@ use futures_util::FutureExt;
 use zs_wire::DataFrame;
 
 use super::responder::{RawResponder, Responder};
+use super::{Access, Guard};
 use super::{Form, IntoReply, Payload, PayloadType, Text};
 use crate::bulk::{BufferHandler, BulkHandler};
 use crate::connection::close::CloseReason;
@@ -49,6 +50,8 @@ pub(crate) struct Command {
     pub(crate) direct: bool,
     /// Calls run one at a time in arrival order.
     pub(crate) ordered: bool,
+    /// What its caller must be (logged in, a role); `None`: anyone.
+    pub(crate) access: Option<Box<Access>>,
     pub(crate) exec: Exec,
 }
 
@@ -65,6 +68,19 @@ pub struct Router {
     listeners: HashMap<Box<str>, tokio::sync::mpsc::Sender<Incoming>>,
     /// Service names whose virtual channels this router serves as full peers.
     peer_services: std::collections::HashSet<Box<str>>,
+    /// Checks run before every handler, in order.
+    pub(crate) guards: Vec<Guard>,
+    /// Names of the services mounted.
+    services: Vec<String>,
+}
+
+/// A named bundle of commands, hooks and state that mounts on a [`Router`]: accounts,
+/// files, push... A server is composed of services.
+pub trait Service: Send + Sync + 'static {
+    /// The service's name (unique within a router).
+    fn name(&self) -> &str;
+    /// Registers its commands, hooks and guards.
+    fn mount(self: Arc<Self>, router: &mut Router);
 }
 
 /// Options of a command just registered.
@@ -77,6 +93,20 @@ impl CommandOptions<'_> {
     /// until the previous one has replied (the original's behaviour).
     pub fn ordered(self) -> Self {
         self.command.ordered = true;
+        self
+    }
+
+    /// Only a logged-in caller may use this command ([`Peer::user`]); others get
+    /// `NotLoggedIn`.
+    pub fn requires_login(self) -> Self {
+        self.command.access.get_or_insert_with(Box::default);
+        self
+    }
+
+    /// Only a caller with `role` may use this command; others get `NotLoggedIn` or
+    /// `Forbidden`.
+    pub fn requires_role(self, role: &str) -> Self {
+        self.command.access.get_or_insert_with(Box::default).role = Some(role.into());
         self
     }
 }
@@ -97,6 +127,48 @@ impl Router {
         self.get(name).is_some()
     }
 
+    /// Adds a check that runs before every handler (calls, direct commands, streams and
+    /// buffers), given the peer and the command's name: `Err` refuses the call with its code
+    /// and message (`NotLoggedIn`, `Forbidden`, `RateLimited`...) and the handler does not
+    /// run. Guards run in the order they were added, after the command's own
+    /// `requires_login`/`requires_role`.
+    pub fn guard(
+        &mut self,
+        check: impl Fn(&Peer, &str) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.guards.push(Arc::new(check));
+        self
+    }
+
+    /// Mounts a service: its commands, hooks and guards join this router.
+    ///
+    /// # Panics
+    /// If a service of that name, or one of its commands, is already there.
+    pub fn mount<S: Service>(&mut self, service: S) -> &mut Self {
+        let service = Arc::new(service);
+        let name = service.name().to_owned();
+        assert!(!self.services.contains(&name), "service `{name}` is mounted twice");
+        service.mount(self);
+        self.services.push(name);
+        self
+    }
+
+    /// Names of the services mounted, in order.
+    pub fn services(&self) -> &[String] {
+        &self.services
+    }
+
+    /// Whether `peer` may call `cmd` now: its access rule, then every guard.
+    pub(crate) fn admit(&self, peer: &Peer, cmd: &Command) -> Result<(), HandlerError> {
+        if let Some(access) = &cmd.access {
+            access.check(peer, &cmd.name)?;
+        }
+        for guard in &self.guards {
+            guard(peer, &cmd.name)?;
+        }
+        Ok(())
+    }
+
     /// The command registered under `name`, compared case-insensitively.
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Command>> {
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -110,7 +182,7 @@ impl Router {
         assert!(!name.is_empty() && name.len() <= 255, "command name must be 1 to 255 bytes: {name:?}");
         let key: Box<str> = name.to_ascii_lowercase().into();
         assert!(!self.commands.contains_key(&key), "command `{name}` is registered twice");
-        let command = Command { name: name.into(), form, direct, ordered: false, exec };
+        let command = Command { name: name.into(), form, direct, ordered: false, access: None, exec };
         let slot = self.commands.entry(key).or_insert(Arc::new(command));
         CommandOptions { command: Arc::get_mut(slot).expect("just inserted") }
     }
@@ -300,7 +372,19 @@ impl Router {
         name: &str,
         f: impl Fn(&Peer, bytes::Bytes) -> Result<(), E> + Send + Sync + 'static,
     ) -> CommandOptions<'_> {
-        let exec = move |peer: &Peer, data| f(peer, data).map_err(Into::into);
+        let exec = move |peer: &Peer, data, _ticket| f(peer, data).map_err(Into::into);
+        self.add(name, Form::Stream, true, Exec::Buffer(Arc::new(exec)))
+    }
+
+    /// [`complete_buffer`](Self::complete_buffer) whose handler is also given the buffer's
+    /// ticket ([`Peer::send_complete_buffer_ticketed`]): the call that prepared it kept a
+    /// value under it ([`Peer::issue_ticket`]), which the handler takes back.
+    pub fn complete_buffer_ticketed<E: Into<HandlerError>>(
+        &mut self,
+        name: &str,
+        f: impl Fn(&Peer, bytes::Bytes, Option<u64>) -> Result<(), E> + Send + Sync + 'static,
+    ) -> CommandOptions<'_> {
+        let exec = move |peer: &Peer, data, ticket| f(peer, data, ticket).map_err(Into::into);
         self.add(name, Form::Stream, true, Exec::Buffer(Arc::new(exec)))
     }
 

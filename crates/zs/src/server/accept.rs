@@ -16,7 +16,6 @@ use crate::logs::Throttle;
 use crate::peer::{Peer, PeerContext};
 use crate::secure::{self, ChannelInfo, SecuredLink, ServerSecurity};
 use crate::session;
-use crate::sync::RecoverRw;
 use crate::transport::{read_some, Link, Listener, RawLink};
 
 /// What the clients of a listener speak.
@@ -212,18 +211,17 @@ fn admit(
 ) {
     let (Ok(remote), Ok(local)) = (link.peer_addr(), link.local_addr()) else { return };
     let session = link.session();
-    let context = PeerContext { config, stats: shared.stats.clone(), budget: Some(shared.budget.clone()) };
+    let context =
+        PeerContext { config, stats: shared.stats.clone(), directory: shared.directory.downgrade() };
     let peer = Peer::new(id, (remote, local), channel, session, context, false);
     link.bind_charge(&peer);
     link.bind_session_events(&peer, &shared.router);
-    shared.peers.write_or_recover().insert(id, peer.clone());
+    shared.directory.insert(peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
     let router = shared.router.clone();
     let shared = shared.clone();
     let unregister = move || {
-        let mut peers = shared.peers.write_or_recover();
-        peers.remove(&id);
-        if peers.is_empty() {
+        if shared.directory.remove(id) == 0 {
             shared.all_closed.notify_waiters();
         }
     };

@@ -4,11 +4,10 @@
 mod accept;
 mod admission;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tokio::net::ToSocketAddrs;
 use tokio::sync::{watch, Notify};
@@ -20,6 +19,7 @@ use crate::budget::Budget;
 use crate::compat::CompatShared;
 use crate::config::{ConnectionConfig, ServerConfig};
 use crate::connection::encode;
+use crate::directory::Directory;
 use crate::error::CallError;
 use crate::logs::{Tally, REPORT_EVERY};
 use crate::peer::Peer;
@@ -27,7 +27,6 @@ use crate::rpc::{Payload, Router, Text};
 use crate::secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient};
 use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::sync::RecoverRw;
 use crate::transport::tcp::{TcpAcceptor, TcpOptions};
 use crate::transport::{Boxed, Listener};
 
@@ -90,7 +89,7 @@ impl Server {
             config,
             router: Arc::new(router),
             stats,
-            peers: RwLock::default(),
+            directory: Directory::new(budget.clone()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             stop,
@@ -123,7 +122,8 @@ pub(super) struct Shared {
     connection: Arc<ConnectionConfig>,
     router: Arc<Router>,
     stats: Arc<Stats>,
-    peers: RwLock<HashMap<u64, Peer>>,
+    /// The connected peers, by id and by user.
+    directory: Directory,
     next_id: AtomicU64,
     stopping: AtomicBool,
     stop: watch::Sender<bool>,
@@ -159,7 +159,7 @@ impl Shared {
     /// Connections with a link now: detached sessions are counted apart (a server full of
     /// them still takes live clients).
     fn live_connections(&self) -> usize {
-        self.peers.read_or_recover().len().saturating_sub(self.sessions.detached())
+        self.directory.len().saturating_sub(self.sessions.detached())
     }
 
     /// A new connection's id.
@@ -231,17 +231,23 @@ impl ServerHandle {
 
     /// The connected peers.
     pub fn peers(&self) -> Vec<Peer> {
-        self.shared.peers.read_or_recover().values().cloned().collect()
+        self.shared.directory.peers()
     }
 
     /// The peer with this id, if connected.
     pub fn peer(&self, id: u64) -> Option<Peer> {
-        self.shared.peers.read_or_recover().get(&id).cloned()
+        self.shared.directory.peer(id)
     }
 
     /// Number of connected peers.
     pub fn connection_count(&self) -> usize {
-        self.shared.peers.read_or_recover().len()
+        self.shared.directory.len()
+    }
+
+    /// The connected peers by id and by logged-in user (handlers reach it through
+    /// [`Peer::directory`]).
+    pub fn directory(&self) -> &Directory {
+        &self.shared.directory
     }
 
     /// Resumable sessions kept now, with or without a link.

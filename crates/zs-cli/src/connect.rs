@@ -1,0 +1,72 @@
+//! The connection options every client subcommand shares (`zs user`, and those to come:
+//! `zs file`, `zs push`, `zs db`...): the server, the account to log in as, and the
+//! security options of `zs call`. Passwords come from `ZS_PASSWORD` or a prompt, never
+//! from an argument.
+
+use std::time::Duration;
+
+use clap::Args;
+use zs::{Client, ClientConfig, Router};
+
+/// Where to connect and as whom.
+#[derive(Args)]
+pub struct ConnectArgs {
+    /// The server's address (default: $ZS_SERVER).
+    #[arg(long, env = "ZS_SERVER", value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Log in as this account (its password from $ZS_PASSWORD, else a prompt).
+    #[arg(long, env = "ZS_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// Seconds to wait for the connection and each reply.
+    #[arg(long, default_value = "10", value_parser = crate::seconds)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub security: crate::security::ClientSecurityArgs,
+}
+
+impl ConnectArgs {
+    /// Connects to `--server` and logs in as `--user` if given.
+    pub async fn connect(&self) -> Result<Client, String> {
+        let addr = self.server.as_deref().ok_or("no server: give --server ADDR (or set ZS_SERVER)")?;
+        let client = connect(addr, &self.security, self.timeout).await?;
+        if let Some(user) = &self.user {
+            login(&client, user, self.timeout).await?;
+        }
+        Ok(client)
+    }
+}
+
+/// Connects to `addr`, secured as `security` says.
+pub async fn connect(
+    addr: &str,
+    security: &crate::security::ClientSecurityArgs,
+    timeout: Duration,
+) -> Result<Client, String> {
+    let security = security.resolve(addr)?;
+    let config = ClientConfig { connect_timeout: timeout, security, ..ClientConfig::default() };
+    Client::connect_with(addr, Router::new(), config).await.map_err(|e| match e.to_string() {
+        // The transport's message already names the address it tried.
+        m if m.contains(addr) => m,
+        m => format!("cannot connect to {addr}: {m}"),
+    })
+}
+
+/// Logs `client` in as `user` (password from `ZS_PASSWORD` or a prompt).
+pub async fn login(client: &Client, user: &str, timeout: Duration) -> Result<(), String> {
+    let password = password(&format!("password for {user}: "))?;
+    let request = serde_json::json!({ "user": user, "password": password }).to_string();
+    client
+        .call_console_timeout("account.login", request, timeout)
+        .await
+        .map_err(|e| format!("cannot log in as {user}: {e}"))?;
+    Ok(())
+}
+
+/// A password: `$ZS_PASSWORD`, else asked on the terminal (not echoed), else read as a
+/// line from standard input.
+pub fn password(prompt: &str) -> Result<String, String> {
+    if let Ok(p) = std::env::var("ZS_PASSWORD") {
+        return Ok(p);
+    }
+    rpassword::prompt_password(prompt).map_err(|e| format!("cannot read a password: {e}"))
+}

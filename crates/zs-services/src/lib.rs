@@ -1,0 +1,14 @@
+#![warn(missing_docs)]
+//! zserver services: named bundles of commands, hooks and state that mount on a
+//! [`zs::Router`] (`router.mount(service)`). A server is composed of services; `zs serve
+//! --services accounts,...` picks the built-in ones.
+//!
+//! - [`accounts`]: registration, login (password, token, client key, service token),
+//!   roles, per-account directories, admin commands, an async authenticator.
+
+pub mod accounts;
+
+pub use accounts::{Accounts, AccountsConfig};
+
+/// The built-in services by name, as `zs serve --services` takes them.
+pub const BUILTIN: &[&str] = &[accounts::NAME];
