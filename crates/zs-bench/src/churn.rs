@@ -3,14 +3,16 @@
 //! `zs serve` process) and a floor server; and whether the server's memory returns to
 //! where it was.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use zs::secure::SecureStream;
+use zs::transport::Dialer;
 use zs::ClientSecurity;
 
 use crate::codec::{BenchCodec, FloorCodec, OursCodec};
@@ -27,6 +29,10 @@ pub struct ChurnOptions {
     pub concurrency: usize,
     /// Loopback addresses to spread connections over (TIME_WAIT holds ports).
     pub addrs: usize,
+    /// Source addresses (127.0.1.1 up) the loops connect from, one per loop in turn: a
+    /// server limits the handshakes one source starts per second, and the scenario is
+    /// many clients, not one.
+    pub sources: usize,
     /// The secured entry's mode (`none` skips it).
     pub secure: Secure,
 }
@@ -57,6 +63,8 @@ pub struct ChurnReport {
     pub duration_s: f64,
     /// Loops at once.
     pub concurrency: usize,
+    /// Source addresses the loops connected from.
+    pub sources: usize,
     /// Our plaintext server.
     pub ours: ChurnFigures,
     /// Our server secured as `secure` says (absent with `--secure none`).
@@ -92,6 +100,7 @@ pub fn run(opts: ChurnOptions, zs_exe: &Path) -> Result<ChurnReport, String> {
         scenario: "churn",
         duration_s: opts.duration.as_secs_f64(),
         concurrency: opts.concurrency,
+        sources: opts.sources.clamp(1, 250),
         ratio: ours.conns_per_s / floor.conns_per_s.max(1e-9),
         ours,
         ours_secure,
@@ -137,13 +146,19 @@ async fn churn(
     let loops: Vec<_> = (0..opts.concurrency.max(1))
         .map(|i| {
             let (addrs, security) = (addrs.to_vec(), target.security.clone());
+            let source = SourceDialer::new(i % opts.sources.max(1));
             tokio::spawn(async move {
                 let (mut h, mut failed, mut n) = (histogram(), 0u64, i);
                 while Instant::now() < deadline {
                     let addr = addrs[n % addrs.len()];
                     n += 1;
                     let t = Instant::now();
-                    match tokio::time::timeout(Duration::from_secs(10), cycle(addr, &security, floor)).await {
+                    match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        cycle(&source, addr, &security, floor),
+                    )
+                    .await
+                    {
                         Ok(Ok(())) => h.saturating_record(t.elapsed().as_micros().max(1) as u64),
                         _ => failed += 1,
                     }
@@ -161,18 +176,48 @@ async fn churn(
     Ok((all, failed, start.elapsed()))
 }
 
+/// Connects from one loopback source address.
+#[derive(Clone)]
+struct SourceDialer {
+    source: IpAddr,
+}
+
+impl SourceDialer {
+    /// The `n`th source: 127.0.1.1, 127.0.1.2, ...
+    fn new(n: usize) -> SourceDialer {
+        SourceDialer { source: IpAddr::from([127, 0, 1, (n % 250) as u8 + 1]) }
+    }
+}
+
+impl Dialer for SourceDialer {
+    type Raw = TcpStream;
+
+    async fn dial(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(self.source, 0))?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
 /// Connects, makes one echo call, closes.
-async fn cycle(addr: SocketAddr, security: &ClientSecurity, floor: bool) -> Result<(), String> {
+async fn cycle(
+    source: &SourceDialer,
+    addr: SocketAddr,
+    security: &ClientSecurity,
+    floor: bool,
+) -> Result<(), String> {
     if let ClientSecurity::Plaintext = security {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let _ = s.set_nodelay(true);
+        let mut s = source.dial(addr).await.map_err(|e| e.to_string())?;
         if floor {
             return echo(&mut s, FloorCodec).await;
         }
         return echo(&mut s, OursCodec::default()).await;
     }
-    let mut s =
-        SecureStream::connect(addr, security, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    let mut s = SecureStream::connect_over(source.clone(), addr, security, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     echo(&mut s, OursCodec::default()).await
 }
 
@@ -197,8 +242,8 @@ pub fn table(r: &ChurnReport) -> String {
         )
     };
     let mut s = format!(
-        "churn: {} loops of connect + echo call + close, {:.0} s per entry\n{:<24}{:>10}{:>10}{:>10}{:>8}   server RSS\n",
-        r.concurrency, r.duration_s, "", "conn/s", "p50 µs", "p99 µs", "failed"
+        "churn: {} loops of connect + echo call + close from {} sources, {:.0} s per entry\n{:<24}{:>10}{:>10}{:>10}{:>8}   server RSS\n",
+        r.concurrency, r.sources, r.duration_s, "", "conn/s", "p50 µs", "p99 µs", "failed"
     );
     s += &row("floor (tokio echo)", &r.floor);
     s += &row("ours (plaintext)", &r.ours);

@@ -143,6 +143,10 @@ enum Scenario {
         /// Loopback addresses (127.0.0.1 up) to spread connections over.
         #[arg(long, default_value_t = 8)]
         addrs: usize,
+        /// Source addresses (127.0.1.1 up) the loops connect from, as that many clients
+        /// would: a server limits the handshakes each source starts per second.
+        #[arg(long, default_value_t = 64)]
+        sources: usize,
         /// The secured entry: noise, tls, or none to skip it.
         #[arg(long, default_value = "noise")]
         secure: Secure,
@@ -408,14 +412,15 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             rt.block_on(idle::client(&addr, connections, security, floor))
         }
-        Scenario::Churn { duration, concurrency, addrs, secure, json } => {
+        Scenario::Churn { duration, concurrency, addrs, sources, secure, json } => {
             check("concurrency", concurrency, 4_096)?;
             check("addrs", addrs, 250)?;
+            check("sources", sources, 250)?;
             if duration.is_zero() || duration > Duration::from_secs(600) {
                 return Err("--duration must be between 0 and 600 seconds".into());
             }
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let r = churn::run(churn::ChurnOptions { duration, concurrency, addrs, secure }, &exe)?;
+            let r = churn::run(churn::ChurnOptions { duration, concurrency, addrs, sources, secure }, &exe)?;
             print(json, &r, || churn::table(&r))
         }
         Scenario::Fanout { peers, payload, duration, window, json } => {

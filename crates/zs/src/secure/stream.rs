@@ -14,7 +14,7 @@ use tokio::net::ToSocketAddrs;
 use super::{connect, ClientSecurity, Fingerprint, RekeyPolicy, SecuredLink};
 use crate::stats::Stats;
 use crate::transport::tcp::TcpDialer;
-use crate::transport::LinkIo;
+use crate::transport::{Boxed, Dialer, LinkIo, RawLink};
 
 /// A client's byte stream to a server, secured as `ClientSecurity` says.
 pub struct SecureStream {
@@ -29,7 +29,19 @@ impl SecureStream {
         security: &ClientSecurity,
         timeout: Duration,
     ) -> io::Result<SecureStream> {
-        SecureStream::open(addr, security, false, timeout).await
+        // A raw stream: no bound on unsent bytes in the kernel (nothing to put ahead).
+        SecureStream::open(TcpDialer::default(), addr, security, false, timeout).await
+    }
+
+    /// Connects like [`connect`](Self::connect) over a transport of one's own (see
+    /// [`Dialer`]).
+    pub async fn connect_over<D: Dialer>(
+        dialer: D,
+        addr: impl ToSocketAddrs,
+        security: &ClientSecurity,
+        timeout: Duration,
+    ) -> io::Result<SecureStream> {
+        SecureStream::open(Boxed(dialer), addr, security, false, timeout).await
     }
 
     /// Connects like [`connect`](Self::connect) but announces a resumable session: the
@@ -40,17 +52,19 @@ impl SecureStream {
         security: &ClientSecurity,
         timeout: Duration,
     ) -> io::Result<SecureStream> {
-        SecureStream::open(addr, security, true, timeout).await
+        SecureStream::open(TcpDialer::default(), addr, security, true, timeout).await
     }
 
-    async fn open(
+    async fn open<D: Dialer>(
+        dialer: D,
         addr: impl ToSocketAddrs,
         security: &ClientSecurity,
         session: bool,
         timeout: Duration,
-    ) -> io::Result<SecureStream> {
-        // A raw stream: no bound on unsent bytes in the kernel (nothing to put ahead).
-        let dialer = TcpDialer::default();
+    ) -> io::Result<SecureStream>
+    where
+        D::Raw: Into<RawLink>,
+    {
         let stats = Arc::new(Stats::default());
         let secured =
             connect(&dialer, addr, security, session, timeout, RekeyPolicy::default(), stats).await?;

@@ -51,6 +51,7 @@ pub(super) struct Ticket {
     ip: IpAddr,
     /// Completes when this handshake is dropped to make room.
     pub(super) evicted: oneshot::Receiver<()>,
+    left: bool,
 }
 
 /// What entering did.
@@ -93,7 +94,10 @@ impl Admission {
         });
         source.pending.push_back(id);
         drop(st);
-        Entered { ticket: Ticket { admission: self.clone(), id, ip, evicted: evicted_rx }, evicted }
+        Entered {
+            ticket: Ticket { admission: self.clone(), id, ip, evicted: evicted_rx, left: false },
+            evicted,
+        }
     }
 
     /// Takes a token for starting a handshake from `ip`: `false` if the source has started
@@ -149,24 +153,30 @@ impl State {
 impl Ticket {
     /// The handshake is done: leaves, and tells whether it was still admitted (not dropped
     /// to make room meanwhile).
-    pub(super) fn finish(self) -> bool {
+    pub(super) fn finish(mut self) -> bool {
+        self.leave()
+    }
+
+    /// Leaves the unfinished handshakes (once): `true` if it was still among them.
+    fn leave(&mut self) -> bool {
+        if self.left {
+            return false;
+        }
+        self.left = true;
         let mut st = self.admission.state.lock_or_recover();
         let present = st.order.remove(&self.id).is_some();
         if present {
             st.forget(self.ip, self.id);
         }
-        drop(st);
-        std::mem::forget(self);
         present
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut st = self.admission.state.lock_or_recover();
-        if st.order.remove(&self.id).is_some() {
-            st.forget(self.ip, self.id);
-        }
+        // The receiver and the admission are dropped with the ticket, never forgotten: the
+        // receiver holds the waker of the task that awaited it.
+        self.leave();
     }
 }
 
@@ -194,6 +204,7 @@ mod tests {
         assert_eq!(a.pending(), 3);
         drop(others);
         assert_eq!(a.pending(), 0);
+        assert_eq!(Arc::strong_count(&a), 1, "finished and dropped tickets hold nothing");
         assert!(a.state.lock().unwrap().sources.len() <= 4);
     }
 
