@@ -129,6 +129,14 @@ async fn cut_links(
     let client = Client::connect_with(proxy.addr(), router, config).await.map_err(|e| e.to_string())?;
     let (mut sent_notes, mut sent_ticks, mut calls, mut answered) = (0u64, 0u64, 0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(60 + opts.disconnects as u64);
+    // The server registers a connection a moment after the client's connect returns; a
+    // broadcast made before that does not reach it, and would count as lost.
+    while server.directory().is_empty() {
+        if Instant::now() > deadline {
+            return Err("the server never registered the client".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     for cut in 0..opts.disconnects {
         for _ in 0..opts.messages {
             client.send_console("note", sent_notes.to_string()).await.map_err(|e| e.to_string())?;
