@@ -1,7 +1,7 @@
 //! The connection options every client subcommand shares (`zs user`, and those to come:
 //! `zs file`, `zs push`, `zs db`...): the server, the account to log in as, and the
-//! security options of `zs call`. Passwords come from `ZS_PASSWORD` or a prompt, never
-//! from an argument.
+//! security options of `zs call`. Passwords come from `ZS_PASSWORD` (a password being set:
+//! `ZS_NEW_PASSWORD`) or a prompt, never from an argument.
 
 use std::time::Duration;
 
@@ -12,13 +12,13 @@ use zs::{Client, ClientConfig, Router};
 #[derive(Args)]
 pub struct ConnectArgs {
     /// The server's address (default: $ZS_SERVER).
-    #[arg(long, env = "ZS_SERVER", value_name = "ADDR")]
+    #[arg(long, global = true, env = "ZS_SERVER", value_name = "ADDR")]
     pub server: Option<String>,
     /// Log in as this account (its password from $ZS_PASSWORD, else a prompt).
-    #[arg(long, env = "ZS_USER", value_name = "NAME")]
+    #[arg(long, global = true, env = "ZS_USER", value_name = "NAME")]
     pub user: Option<String>,
     /// Seconds to wait for the connection and each reply.
-    #[arg(long, default_value = "10", value_parser = crate::seconds)]
+    #[arg(long, global = true, default_value = "10", value_parser = crate::seconds)]
     pub timeout: Duration,
     #[command(flatten)]
     pub security: crate::security::ClientSecurityArgs,
@@ -68,5 +68,21 @@ pub fn password(prompt: &str) -> Result<String, String> {
     if let Ok(p) = std::env::var("ZS_PASSWORD") {
         return Ok(p);
     }
-    rpassword::prompt_password(prompt).map_err(|e| format!("cannot read a password: {e}"))
+    ask(prompt)
+}
+
+/// Asks for a secret on the terminal (not echoed), else reads a line from standard input.
+pub fn ask(prompt: &str) -> Result<String, String> {
+    if let Ok(p) = rpassword::prompt_password(prompt) {
+        return Ok(p);
+    }
+    // No terminal: one line of standard input, without its line end.
+    eprint!("{prompt}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read a password: {e}"))?;
+    let p = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    match p.is_empty() {
+        true => Err("no password given (set ZS_PASSWORD, or type it)".into()),
+        false => Ok(p.to_owned()),
+    }
 }

@@ -100,31 +100,31 @@ fn read_fingerprints(file: &Path) -> Result<Vec<Fingerprint>, String> {
 #[derive(Args)]
 pub struct ClientSecurityArgs {
     /// Connect without encryption.
-    #[arg(long, conflicts_with = "tls")]
+    #[arg(long, global = true, conflicts_with = "tls")]
     plaintext: bool,
     /// Connect with TLS 1.3 instead of Noise.
-    #[arg(long)]
+    #[arg(long, global = true)]
     tls: bool,
     /// The server's key (Noise) or certificate fingerprint (TLS) to accept; without it,
     /// the known-servers file decides.
     /// (A fingerprint may start with `-`: that is accepted.)
-    #[arg(long, value_name = "FINGERPRINT", allow_hyphen_values = true)]
+    #[arg(long, global = true, value_name = "FINGERPRINT", allow_hyphen_values = true)]
     server_key: Option<Fingerprint>,
     /// Known-servers file (default: $ZS_KNOWN_SERVERS, else ~/.config/zserver/known_servers).
-    #[arg(long)]
+    #[arg(long, global = true)]
     known_servers: Option<PathBuf>,
     /// Accept an unknown server and record its fingerprint (trust on first use; a changed
     /// fingerprint is still refused). For development.
-    #[arg(long)]
+    #[arg(long, global = true)]
     trust_first_use: bool,
     /// This client's key file, for servers that admit known clients only (Noise).
-    #[arg(long, conflicts_with = "tls")]
+    #[arg(long, global = true, conflicts_with = "tls")]
     key: Option<PathBuf>,
     /// CA certificates (PEM) to verify a TLS server's chain and name against.
-    #[arg(long, requires = "tls")]
+    #[arg(long, global = true, requires = "tls")]
     ca: Option<PathBuf>,
     /// The name a TLS server is checked against with --ca (default: the address's host).
-    #[arg(long, requires = "tls")]
+    #[arg(long, global = true, requires = "tls")]
     server_name: Option<String>,
 }
 

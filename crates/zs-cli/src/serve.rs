@@ -99,18 +99,20 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
-        println!("listening on {}", addrs.join(" "));
-        println!("{describe}");
+        say(&format!("listening on {}", addrs.join(" ")));
+        say(&describe);
         if let Some(p) = admin_password {
-            println!(
+            say(&format!(
                 "created account admin with password {p} (shown once: change it with `zs user passwd admin`)"
-            );
+            ));
         }
         if !server.compat_addrs().is_empty() {
             let compat: Vec<String> = server.compat_addrs().iter().map(ToString::to_string).collect();
-            println!("ZServer4D clients on {} (plaintext, as the original's protocol)", compat.join(" "));
+            say(&format!(
+                "ZServer4D clients on {} (plaintext, as the original's protocol)",
+                compat.join(" ")
+            ));
         }
-        let _ = std::io::stdout().flush();
         if args.worker {
             stdin_closed().await;
         } else {
@@ -162,11 +164,10 @@ fn supervise(workers: usize) -> Result<(), String> {
             }
         }
     }
-    println!("{}", lines[0]);
-    println!("{}", lines[1]);
+    say(&lines[0]);
+    say(&lines[1]);
     let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
-    println!("workers: {workers} (pids {})", pids.join(" "));
-    let _ = std::io::stdout().flush();
+    say(&format!("workers: {workers} (pids {})", pids.join(" ")));
     let rt = crate::runtime()?;
     rt.block_on(shutdown_signal());
     tracing::info!("stopping {workers} workers");
@@ -252,6 +253,13 @@ fn session_policy(s: &str) -> Result<SessionPolicy, String> {
     }
 }
 
+/// Prints a line to standard output: a server whose output nobody reads any more (a closed
+/// pipe) goes on serving.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// Mounts the services asked for (or the default ones) on `router`; returns the `admin`
 /// password generated on first start, if one was.
 async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<String>, String> {
@@ -272,7 +280,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                     );
                 }
                 let dir = args.security.data_dir();
-                let mut config = AccountsConfig::new(dir.join("accounts"));
+                let mut config = AccountsConfig::new(zs_services::accounts::store_dir(&dir));
                 config.allow_register = args.allow_register;
                 config.policy = args.session_policy;
                 config.admin_password = std::env::var("ZS_ADMIN_PASSWORD").ok();

@@ -21,7 +21,8 @@ pub struct UserArgs {
 
 #[derive(Subcommand)]
 enum Action {
-    /// Make an account (its password from $ZS_PASSWORD, else a prompt).
+    /// Make an account (its password from $ZS_NEW_PASSWORD, else, offline, $ZS_PASSWORD,
+    /// else a prompt).
     Add {
         /// The account's name.
         name: String,
@@ -31,7 +32,8 @@ enum Action {
     },
     /// List the accounts.
     List,
-    /// Set an account's password (from $ZS_PASSWORD, else a prompt).
+    /// Set an account's password (from $ZS_NEW_PASSWORD, else, offline, $ZS_PASSWORD, else
+    /// a prompt).
     Passwd {
         /// The account's name.
         name: String,
@@ -67,8 +69,16 @@ fn name(raw: &str) -> Result<String, String> {
     normalise_name(raw)
 }
 
-fn new_password(user: &str) -> Result<String, String> {
-    let p = crate::connect::password(&format!("new password for {user}: "))?;
+/// The password to set for `user`: `$ZS_NEW_PASSWORD`, else (working offline, where no
+/// one logs in) `$ZS_PASSWORD`, else a prompt.
+fn new_password(user: &str, offline: bool) -> Result<String, String> {
+    let from_env = std::env::var("ZS_NEW_PASSWORD")
+        .ok()
+        .or_else(|| offline.then(|| std::env::var("ZS_PASSWORD").ok()).flatten());
+    let p = match from_env {
+        Some(p) => p,
+        None => crate::connect::ask(&format!("new password for {user}: "))?,
+    };
     check_password(&p, MIN_PASSWORD)?;
     Ok(p)
 }
@@ -83,7 +93,7 @@ fn print_users(users: &[User]) {
 /// Works on the store directly: the server must be stopped (the store is one process's).
 fn offline(args: &UserArgs) -> Result<(), String> {
     let dir = args.data_dir.clone().unwrap_or_else(crate::security::default_data_dir);
-    let store = Store::open(&dir).map_err(|e| {
+    let store = Store::open(&zs_services::accounts::store_dir(&dir)).map_err(|e| {
         format!("{e} (is the server running? then use --server ADDR --user ADMIN to go through it)")
     })?;
     let hash = |p: &str| zs_services::accounts::hash_password(&HashCost::default(), p);
@@ -91,14 +101,14 @@ fn offline(args: &UserArgs) -> Result<(), String> {
         Action::Add { name: raw, roles } => {
             let user = name(raw)?;
             let roles = if roles.is_empty() { vec!["user".to_string()] } else { roles.clone() };
-            let p = new_password(&user)?;
+            let p = new_password(&user, true)?;
             store.create(&user, hash(&p)?, roles).map_err(|e| e.to_string())?;
             println!("account {user} created");
         }
         Action::List => print_users(&store.list().map_err(|e| e.to_string())?),
         Action::Passwd { name: raw } => {
             let user = name(raw)?;
-            let p = new_password(&user)?;
+            let p = new_password(&user, true)?;
             let h = hash(&p)?;
             store.update(&user, |u| u.hash = h).map_err(|e| e.to_string())?;
             println!("password of {user} set");
@@ -139,7 +149,7 @@ async fn online(args: &UserArgs) -> Result<(), String> {
         Action::Add { name: raw, roles } => {
             let user = name(raw)?;
             let roles = if roles.is_empty() { vec!["user".to_string()] } else { roles.clone() };
-            let password = new_password(&user)?;
+            let password = new_password(&user, false)?;
             call("account.add", json!({ "user": user, "password": password, "roles": roles })).await?;
             println!("account {user} created");
         }
@@ -154,7 +164,7 @@ async fn online(args: &UserArgs) -> Result<(), String> {
         }
         Action::Passwd { name: raw } => {
             let user = name(raw)?;
-            let password = new_password(&user)?;
+            let password = new_password(&user, false)?;
             call("account.set_password", json!({ "user": user, "password": password })).await?;
             println!("password of {user} set");
         }

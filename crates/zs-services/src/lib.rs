@@ -7,6 +7,7 @@
 //!   roles, per-account directories, admin commands, an async authenticator.
 
 pub mod accounts;
+pub mod fuzzing;
 
 pub use accounts::{Accounts, AccountsConfig};
 

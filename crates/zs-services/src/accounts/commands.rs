@@ -42,6 +42,44 @@ fn request<T: for<'de> Deserialize<'de>>(text: &Text) -> Result<T, HandlerError>
     serde_json::from_str(s).map_err(|e| err(ErrorCode::InvalidArgument, format!("bad request: {e}")))
 }
 
+/// Decodes `text` as the request of every command, and checks each name and password in
+/// it as the commands would: the body of the `accounts_request` fuzz target.
+pub(crate) fn decode_any(text: &Text) {
+    fn names<'a>(names: impl IntoIterator<Item = &'a String>) {
+        for n in names {
+            if let Ok(name) = normalise_name(n) {
+                assert_eq!(normalise_name(&name).as_ref(), Ok(&name), "normalising is idempotent");
+                assert!(name.chars().count() <= super::names::MAX_NAME);
+            }
+        }
+    }
+    if let Ok(r) = request::<LoginRequest>(text) {
+        names(&r.user);
+        let _ = r.password.map(|p| check_password(&p, 8));
+    }
+    if let Ok(r) = request::<NewAccount>(text) {
+        names([&r.user].into_iter().chain(r.roles.iter().flatten()));
+        let _ = check_password(&r.password, 8);
+    }
+    if let Ok(r) = request::<Passwd>(text) {
+        let _ = check_password(&r.new, 8);
+    }
+    let _ = request::<Revoke>(text);
+    if let Ok(r) = request::<Target>(text) {
+        names([&r.user]);
+    }
+    if let Ok(r) = request::<SetPassword>(text) {
+        names([&r.user]);
+    }
+    if let Ok(r) = request::<SetRoles>(text) {
+        names([&r.user].into_iter().chain(&r.roles));
+    }
+    if let Ok(r) = request::<MapKey>(text) {
+        names(&r.user);
+        let _ = r.key.parse::<zs::Fingerprint>();
+    }
+}
+
 fn name_arg(raw: &str) -> Result<String, HandlerError> {
     normalise_name(raw).map_err(|e| err(ErrorCode::InvalidArgument, e))
 }

@@ -26,6 +26,8 @@ use zs::{Identity, Router, Service};
 pub use limiter::Lockout;
 pub use names::{check_password, normalise_name};
 pub use password::HashCost;
+
+pub(crate) use commands::decode_any;
 pub use store::{Store, StoreError, Token, User};
 
 use password::Hasher;
@@ -170,6 +172,12 @@ pub(crate) struct Inner {
 
 /// The name the service mounts under.
 pub const NAME: &str = "accounts";
+
+/// Where a server whose data directory is `data_dir` keeps its accounts (`zs serve` and
+/// `zs user` agree on it).
+pub fn store_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("accounts")
+}
 
 impl Accounts {
     /// Opens the store in the data directory. On first start (no account yet) it makes an

@@ -1,0 +1,16 @@
+//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`), as plain
+//! functions that ordinary tests also run over a corpus and random inputs. Each returns
+//! normally for every input.
+
+/// Decodes `data` (made UTF-8) as the JSON request of every accounts command, and checks
+/// each name and password in it as the commands would.
+pub fn accounts_request(data: &[u8]) {
+    let text = zs::Text::from(String::from_utf8_lossy(data).into_owned());
+    crate::accounts::decode_any(&text);
+}
+
+/// Reads the corpus of `target` under `root/fuzz/corpus`, plus `n` inputs derived from it
+/// and random ones (the same generator as zs-wire's targets).
+pub fn inputs(root: &std::path::Path, target: &str, n: usize) -> Vec<Vec<u8>> {
+    zs::wire::fuzzing::inputs(root, target, n)
+}
