@@ -160,25 +160,30 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let rt = runtime("zs-bench-server")?;
-    let bind = |security: ServerSecurity| async move {
-        let config = ServerConfig { security, ..ServerConfig::default() };
-        let server = zs::Server::bind("127.0.0.1:0", builtin_router(), config).await?;
-        std::mem::forget(server.clone()); // served until the process ends
-        let (addr, security) = (server.local_addr(), server.client_security());
-        Ok::<_, std::io::Error>(Target { addr, security, session: false })
+    let ours = serve_ours(&rt, secure.server().map_err(|e| e.to_string())?, builtin_router())?;
+    let ours_plaintext = match secure {
+        Secure::None => None,
+        _ => Some(serve_ours(&rt, ServerSecurity::Plaintext, builtin_router())?),
     };
-    let (ours, ours_plaintext, floor_addr) = rt
+    let floor_addr = rt
         .block_on(async {
-            let ours = bind(secure.server()?).await?;
-            let plain = match secure {
-                Secure::None => None,
-                _ => Some(bind(ServerSecurity::Plaintext).await?),
-            };
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let floor_addr = listener.local_addr()?;
             tokio::spawn(floor(listener));
-            Ok::<_, std::io::Error>((ours, plain, floor_addr))
+            Ok::<_, std::io::Error>(floor_addr)
         })
         .map_err(|e| e.to_string())?;
     Ok(Servers { rt, ours, ours_plaintext, floor: floor_addr })
+}
+
+/// Starts a server of ours with `router` on `rt`, served until the process ends.
+pub(crate) fn serve_ours(rt: &Runtime, security: ServerSecurity, router: Router) -> Result<Target, String> {
+    rt.block_on(async {
+        let config = ServerConfig { security, ..ServerConfig::default() };
+        let server = zs::Server::bind("127.0.0.1:0", router, config).await?;
+        std::mem::forget(server.clone()); // served until the process ends
+        let (addr, security) = (server.local_addr(), server.client_security());
+        Ok::<_, std::io::Error>(Target { addr, security, session: false })
+    })
+    .map_err(|e| e.to_string())
 }

@@ -181,8 +181,20 @@ pub(crate) fn start_server_with(
     workers: usize,
     addrs: usize,
 ) -> Result<ServerProcess, String> {
+    start_server_env(zs_exe, secure, workers, addrs, &[])
+}
+
+/// [`start_server_with`], with environment variables set for the server (`ZS_*`).
+pub(crate) fn start_server_env(
+    zs_exe: &Path,
+    secure: Secure,
+    workers: usize,
+    addrs: usize,
+    env: &[(&str, &str)],
+) -> Result<ServerProcess, String> {
     let data = tempfile::tempdir().map_err(|e| format!("data directory: {e}"))?;
     let mut cmd = Command::new(zs_exe);
+    cmd.envs(env.iter().copied());
     cmd.args(["serve", "--idle-timeout", "0", "--workers", &workers.to_string(), "--data-dir"])
         .arg(data.path());
     for i in 1..=addrs {

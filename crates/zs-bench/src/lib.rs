@@ -13,6 +13,7 @@ pub mod fault_proxy;
 pub mod floor;
 mod harness;
 pub mod idle;
+pub mod login;
 pub mod mux;
 mod procmem;
 pub mod report;

@@ -9,7 +9,7 @@ use zs::{Client, Router, Text};
 use crate::codec::{FloorCodec, OursCodec};
 use crate::driver::{self, api_load, Load};
 use crate::floor;
-use crate::harness::{runtime, start_servers, Secure, Target};
+use crate::harness::{builtin_router, runtime, serve_ours, start_servers, Secure, Target};
 use crate::stats::Figures;
 
 /// Options of the rpc scenario.
@@ -29,6 +29,8 @@ pub struct RpcOptions {
     pub secure: Secure,
     /// Open loop (`rpc-open`): requests per second in all, timed from when each was due.
     pub rate: Option<f64>,
+    /// Also drive our server with a guard that lets every call through, in each round.
+    pub guard: bool,
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
@@ -70,6 +72,11 @@ pub struct RpcReport {
     pub ours_plaintext: Option<Figures>,
     /// `ours.req_per_s / ours_plaintext.req_per_s`: what security costs.
     pub secure_ratio: Option<f64>,
+    /// With `--guard`: our server with a pass-through guard, same driver, same run.
+    pub ours_guarded: Option<Figures>,
+    /// `ours_guarded.req_per_s / ours.req_per_s` (open loop: `ours.p99 / ours_guarded.p99`):
+    /// what a guard costs, as a share kept.
+    pub guard_ratio: Option<f64>,
 }
 
 /// Runs the scenario. Servers get their own two-thread runtime, the load generator
@@ -78,6 +85,12 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let servers = start_servers(floor::echo_server, opts.secure)?;
     let floor_target = Target::plain(servers.floor);
     let tarpc_addr = servers.start_peer(crate::tarpc_peer::serve)?;
+    let guarded = match opts.guard {
+        true => {
+            Some(serve_ours(&servers.rt, opts.secure.server().map_err(|e| e.to_string())?, guarded_router())?)
+        }
+        false => None,
+    };
     let load_rt = runtime("zs-bench-load")?;
     let load = Load {
         connections: opts.connections,
@@ -87,10 +100,18 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         rate: opts.rate,
     };
     let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
-    let mut tarpc_runs = vec![];
-    for _ in 0..opts.rounds.max(1) {
+    let (mut tarpc_runs, mut guarded_runs) = (vec![], vec![]);
+    for round in 0..opts.rounds.max(1) {
         floor_runs.push(load_rt.block_on(driver::run::<FloorCodec>(&floor_target, load))?);
+        // With a guarded server too, the two take turns going first.
+        let guarded_first = round % 2 == 1;
+        if let Some(g) = guarded.as_ref().filter(|_| guarded_first) {
+            guarded_runs.push(load_rt.block_on(driver::run::<OursCodec>(g, load))?);
+        }
         ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(&servers.ours, load))?);
+        if let Some(g) = guarded.as_ref().filter(|_| !guarded_first) {
+            guarded_runs.push(load_rt.block_on(driver::run::<OursCodec>(g, load))?);
+        }
         if let Some(plain) = &servers.ours_plaintext {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
         }
@@ -100,6 +121,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let tarpc = median(tarpc_runs);
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
+    let ours_guarded = (!guarded_runs.is_empty()).then(|| median(guarded_runs));
     Ok(RpcReport {
         scenario: if opts.rate.is_some() { "rpc-open" } else { "rpc" },
         rate: opts.rate,
@@ -114,6 +136,11 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
             None => ours.req_per_s / floor.req_per_s.max(1e-9),
         },
         secure_ratio: ours_plaintext.map(|p| ours.req_per_s / p.req_per_s.max(1e-9)),
+        guard_ratio: ours_guarded.map(|g| match opts.rate {
+            Some(_) => ours.p99_us as f64 / g.p99_us.max(1) as f64,
+            None => g.req_per_s / ours.req_per_s.max(1e-9),
+        }),
+        ours_guarded,
         vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
         client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
         tarpc,
@@ -122,6 +149,17 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         ours_client,
         floor,
     })
+}
+
+/// The built-in router behind a guard that lets every call through after looking at the
+/// caller and the command, as an application's guard would.
+fn guarded_router() -> Router {
+    let mut router = builtin_router();
+    router.guard(|peer, command| match command.starts_with("admin.") && peer.user().is_none() {
+        true => Err(zs::HandlerError::with_code(zs::ErrorCode::NotLoggedIn, "log in first")),
+        false => Ok(()),
+    });
+    router
 }
 
 fn median(mut runs: Vec<Figures>) -> Figures {
@@ -162,6 +200,9 @@ pub fn table(r: &RpcReport) -> String {
     if let Some(p) = &r.ours_plaintext {
         rows.push(("ours (plaintext)".into(), p));
     }
+    if let Some(g) = &r.ours_guarded {
+        rows.push(("ours (with a guard)".into(), g));
+    }
     rows.push(("ours (Client API)".into(), &r.ours_client));
     rows.push(("tarpc (bincode)".into(), &r.tarpc));
     for (name, f) in rows {
@@ -180,6 +221,9 @@ pub fn table(r: &RpcReport) -> String {
     };
     if let Some(x) = r.secure_ratio {
         s += &format!("\nratio {}/plaintext: {x:.2}", r.secure.name());
+    }
+    if let Some(x) = r.guard_ratio {
+        s += &format!("\nratio with a guard/without: {x:.2}");
     }
     s
 }

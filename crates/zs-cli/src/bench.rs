@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, fanout, idle, mux, resume, rpc, Secure};
+use zs_bench::{bulk, churn, fanout, idle, login, mux, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -30,6 +30,10 @@ struct RpcArgs {
     /// plaintext server, for the cost of security in the same run).
     #[arg(long, default_value = "none")]
     secure: Secure,
+    /// Also drive our server with a guard that lets every call through, in each round:
+    /// what a guard costs, in the same run.
+    #[arg(long)]
+    guard: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -57,13 +61,14 @@ impl RpcArgs {
             rounds: self.rounds,
             secure: self.secure,
             rate,
+            guard: self.guard,
         })?;
         print(self.json, &report, || rpc::table(&report))
     }
 
     /// The expected run time: each entry, each round.
     fn expected(&self) -> Duration {
-        let entries = if self.secure == Secure::None { 4 } else { 5 };
+        let entries = if self.secure == Secure::None { 4 } else { 5 } + u32::from(self.guard);
         self.duration * (entries * self.rounds as u32)
     }
 }
@@ -192,6 +197,35 @@ enum Scenario {
         /// Bytes of the bulk run of the cost comparison.
         #[arg(long, default_value_t = 1 << 30)]
         cost_size: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A burst of password logins (argon2id at its documented cost) against `zs serve`:
+    /// logins per second, and echo-call latency on other connections with no logins
+    /// running and during the burst.
+    Login {
+        /// Logins in the burst.
+        #[arg(long, default_value_t = 1000)]
+        logins: usize,
+        /// Connections the logins are spread over.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Accounts the logins are spread over.
+        #[arg(long, default_value_t = 32)]
+        accounts: usize,
+        /// Connections making echo calls beside the burst.
+        #[arg(long, default_value_t = 4)]
+        probes: usize,
+        /// Milliseconds between two echo calls of one probe.
+        #[arg(long, default_value_t = 1)]
+        probe_interval_ms: u64,
+        /// Seconds the probes run before the burst.
+        #[arg(long, default_value = "3", value_parser = crate::seconds)]
+        idle: Duration,
+        /// How the server is secured: noise, tls or none.
+        #[arg(long, default_value = "noise")]
+        secure: Secure,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -349,6 +383,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Idle { .. } => Some(Progress::start("idle", None)),
         Scenario::Resume { .. } => Some(Progress::start("resume", None)),
         Scenario::Mux { .. } => Some(Progress::start("mux", None)),
+        Scenario::Login { .. } => Some(Progress::start("login", None)),
         Scenario::Compat { .. } => Some(Progress::start("compat", None)),
         _ => None,
     };
@@ -443,6 +478,21 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let opts = resume::ResumeOptions { disconnects, messages, secure, cost_duration, cost_size };
             let r = resume::run(opts)?;
             print(json, &r, || resume::table(&r))
+        }
+        Scenario::Login { logins, connections, accounts, probes, probe_interval_ms, idle, secure, json } => {
+            check("logins", logins, 1_000_000)?;
+            check("connections", connections, 4_096)?;
+            check("accounts", accounts, 100_000)?;
+            check("probes", probes, 1_000)?;
+            if !(1..=1_000).contains(&probe_interval_ms) || idle > Duration::from_secs(600) {
+                return Err("--probe-interval-ms must be between 1 and 1000, --idle at most 600 s".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let probe_interval = Duration::from_millis(probe_interval_ms);
+            let opts =
+                login::LoginOptions { logins, connections, accounts, probes, probe_interval, idle, secure };
+            let r = login::run(opts, &exe)?;
+            print(json, &r, || login::table(&r))
         }
         Scenario::Mux { channels, size, calls, json } => {
             if channels > 1_000_000 || calls > 1_000_000 || size > 1 << 36 {

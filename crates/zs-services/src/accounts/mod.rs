@@ -202,6 +202,13 @@ impl Accounts {
         &self.inner.store
     }
 
+    /// The owner-only directory of the account `user` (made on first use): where services
+    /// keep what belongs to it.
+    pub fn user_dir(&self, user: &str) -> Result<PathBuf, StoreError> {
+        let account = self.inner.store.get(user)?.ok_or_else(|| StoreError::NotFound(user.to_owned()))?;
+        self.inner.store.user_dir(&account)
+    }
+
     async fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
         let inner = self.inner.clone();
         if blocking(move || inner.store.count()).await? > 0 {
