@@ -41,7 +41,8 @@ pub fn run(args: CallArgs) -> Result<(), String> {
         if args.compat {
             return call_compat(&args).await;
         }
-        let client = crate::connect::connect(&args.addr, &args.security, args.timeout).await?;
+        let client =
+            crate::connect::connect(&args.addr, &args.security, args.timeout, zs::Router::new()).await?;
         if let Some(user) = &args.user {
             crate::connect::login(&client, user, args.timeout).await?;
         }

@@ -27,24 +27,39 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// Connects to `--server` and logs in as `--user` if given.
     pub async fn connect(&self) -> Result<Client, String> {
+        Ok(self.connect_many(1, Router::new).await?.remove(0))
+    }
+
+    /// Opens `n` connections to `--server`, each with a router made by `router`, each
+    /// logged in as `--user` if given (the password asked once).
+    pub async fn connect_many(&self, n: usize, router: impl Fn() -> Router) -> Result<Vec<Client>, String> {
         let addr = self.server.as_deref().ok_or("no server: give --server ADDR (or set ZS_SERVER)")?;
-        let client = connect(addr, &self.security, self.timeout).await?;
-        if let Some(user) = &self.user {
-            login(&client, user, self.timeout).await?;
+        let password = match &self.user {
+            Some(user) => Some(password(&format!("password for {user}: "))?),
+            None => None,
+        };
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            let client = connect(addr, &self.security, self.timeout, router()).await?;
+            if let (Some(user), Some(password)) = (&self.user, &password) {
+                login_with(&client, user, password, self.timeout).await?;
+            }
+            out.push(client);
         }
-        Ok(client)
+        Ok(out)
     }
 }
 
-/// Connects to `addr`, secured as `security` says.
+/// Connects to `addr`, secured as `security` says, serving `router` to the server.
 pub async fn connect(
     addr: &str,
     security: &crate::security::ClientSecurityArgs,
     timeout: Duration,
+    router: Router,
 ) -> Result<Client, String> {
     let security = security.resolve(addr)?;
     let config = ClientConfig { connect_timeout: timeout, security, ..ClientConfig::default() };
-    Client::connect_with(addr, Router::new(), config).await.map_err(|e| match e.to_string() {
+    Client::connect_with(addr, router, config).await.map_err(|e| match e.to_string() {
         // The transport's message already names the address it tried.
         m if m.contains(addr) => m,
         m => format!("cannot connect to {addr}: {m}"),
@@ -54,6 +69,10 @@ pub async fn connect(
 /// Logs `client` in as `user` (password from `ZS_PASSWORD` or a prompt).
 pub async fn login(client: &Client, user: &str, timeout: Duration) -> Result<(), String> {
     let password = password(&format!("password for {user}: "))?;
+    login_with(client, user, &password, timeout).await
+}
+
+async fn login_with(client: &Client, user: &str, password: &str, timeout: Duration) -> Result<(), String> {
     let request = serde_json::json!({ "user": user, "password": password }).to_string();
     client
         .call_console_timeout("account.login", request, timeout)

@@ -3,6 +3,7 @@
 mod bench;
 mod call;
 mod connect;
+mod file;
 mod security;
 mod serve;
 mod user;
@@ -31,6 +32,8 @@ enum Cmd {
     Keygen(security::KeygenArgs),
     /// Manage accounts: add, list, passwd, disable, enable, del.
     User(user::UserArgs),
+    /// Files on a server: ls, stat, put, get, rm, mv, mkdir.
+    File(file::FileArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Keygen(a) => security::keygen(a),
         Cmd::User(a) => user::run(a),
+        Cmd::File(a) => file::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

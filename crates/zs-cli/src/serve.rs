@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use zs::{Router, Server, ServerConfig};
 use zs_services::accounts::{Accounts, AccountsConfig, HashCost, SessionPolicy};
+use zs_services::files::{Files, FilesConfig, PublicRead};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -41,8 +42,8 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
-    /// Built-in services to serve, comma-separated (default: `accounts` with one worker,
-    /// none with --workers; `none` for none). Built in: accounts.
+    /// Built-in services to serve, comma-separated (default: `accounts,files` with one
+    /// worker, none with --workers; `none` for none). Built in: accounts, files.
     #[arg(long, value_delimiter = ',')]
     services: Option<Vec<String>>,
     /// Let anyone make an account (`account.register`).
@@ -52,6 +53,12 @@ pub struct ServeArgs {
     /// refuse-new.
     #[arg(long, default_value = "many", value_parser = session_policy)]
     session_policy: SessionPolicy,
+    /// Let everyone read the public file area, logged in or not.
+    #[arg(long)]
+    public_files: bool,
+    /// Bytes each user may keep in their private file area, e.g. 10G.
+    #[arg(long, default_value = "10G", value_parser = crate::bench::parse_size)]
+    quota_bytes: u64,
     /// (tests and benchmarks) Hash passwords far below OWASP's minimum cost.
     #[arg(long, hide = true)]
     insecure_fast_hashing: bool,
@@ -268,7 +275,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
         Some(list) => list.clone(),
         // Each worker is a process of its own, and a store is one process's.
         None if args.workers > 1 || args.worker => Vec::new(),
-        None => vec![zs_services::accounts::NAME.to_string()],
+        None => vec![zs_services::accounts::NAME.to_string(), zs_services::files::NAME.to_string()],
     };
     let mut generated = None;
     for name in &names {
@@ -290,6 +297,20 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                 let (accounts, password) = Accounts::open(config).await.map_err(|e| e.to_string())?;
                 router.mount(accounts);
                 generated = password;
+            }
+            zs_services::files::NAME => {
+                if args.workers > 1 || args.worker {
+                    return Err(
+                        "the files service keeps its index in one process: run it with --workers 1".into()
+                    );
+                }
+                let dir = zs_services::files::files_dir(&args.security.data_dir());
+                let mut config = FilesConfig::new(dir);
+                if args.public_files {
+                    config.public_read = PublicRead::Everyone;
+                }
+                config.quota_bytes = args.quota_bytes;
+                router.mount(Files::open(config)?);
             }
             other => {
                 let known = zs_services::BUILTIN.join(", ");

@@ -1,4 +1,4 @@
-//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`), as plain
+//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `files_request`), as plain
 //! functions that ordinary tests also run over a corpus and random inputs. Each returns
 //! normally for every input.
 
@@ -7,6 +7,13 @@
 pub fn accounts_request(data: &[u8]) {
     let text = zs::Text::from(String::from_utf8_lossy(data).into_owned());
     crate::accounts::decode_any(&text);
+}
+
+/// Decodes `data` (made UTF-8) as the JSON request of every file command, and checks each
+/// path in it as the sandbox would.
+pub fn files_request(data: &[u8]) {
+    let text = zs::Text::from(String::from_utf8_lossy(data).into_owned());
+    crate::files::decode_any(&text);
 }
 
 /// Reads the corpus of `target` under `root/fuzz/corpus`, plus `n` inputs derived from it

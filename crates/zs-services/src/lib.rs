@@ -5,11 +5,15 @@
 //!
 //! - [`accounts`]: registration, login (password, token, client key, service token),
 //!   roles, per-account directories, admin commands, an async authenticator.
+//! - [`files`]: public, private and shared areas; resumable, ranged, multi-connection
+//!   transfers; instant upload by content hash with proof of possession; quotas.
 
 pub mod accounts;
+pub mod files;
 pub mod fuzzing;
+mod json;
 
 pub use accounts::{Accounts, AccountsConfig};
 
 /// The built-in services by name, as `zs serve --services` takes them.
-pub const BUILTIN: &[&str] = &[accounts::NAME];
+pub const BUILTIN: &[&str] = &[accounts::NAME, files::NAME];

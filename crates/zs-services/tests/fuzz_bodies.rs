@@ -4,9 +4,16 @@
 #[test]
 fn fuzz_targets_run_over_their_corpus_and_random_inputs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let inputs = zs_services::fuzzing::inputs(&root, "accounts_request", 20_000);
-    assert!(inputs.len() > 20_000, "the corpus is read");
-    for input in inputs {
-        zs_services::fuzzing::accounts_request(&input);
+    type Body = fn(&[u8]);
+    let targets: [(&str, Body); 2] = [
+        ("accounts_request", zs_services::fuzzing::accounts_request),
+        ("files_request", zs_services::fuzzing::files_request),
+    ];
+    for (target, body) in targets {
+        let inputs = zs_services::fuzzing::inputs(&root, target, 20_000);
+        assert!(inputs.len() > 20_000, "the corpus of {target} is read");
+        for input in inputs {
+            body(&input);
+        }
     }
 }

@@ -10,14 +10,11 @@ use zs::{HandlerError, Identity, Peer, Router, Text};
 use super::names::{check_password, normalise_name};
 use super::store::{now_s, StoreError, Token, User};
 use super::{blocking, Credentials, Inner, SessionPolicy, Verdict};
+use crate::json::{err, request};
 
 /// What a client is told when a login fails, whatever the reason: it never says whether
 /// the account exists.
 const LOGIN_FAILED: &str = "wrong user name, password or token";
-
-fn err(code: ErrorCode, message: impl Into<String>) -> HandlerError {
-    HandlerError::with_code(code, message)
-}
 
 fn store_err(e: StoreError) -> HandlerError {
     match e {
@@ -34,12 +31,6 @@ fn store_err(e: StoreError) -> HandlerError {
 
 fn busy(e: super::password::Busy) -> HandlerError {
     err(ErrorCode::RateLimited, e.to_string())
-}
-
-/// The JSON request of a command (an empty text is `{}`).
-fn request<T: for<'de> Deserialize<'de>>(text: &Text) -> Result<T, HandlerError> {
-    let s = if text.as_str().trim().is_empty() { "{}" } else { text.as_str() };
-    serde_json::from_str(s).map_err(|e| err(ErrorCode::InvalidArgument, format!("bad request: {e}")))
 }
 
 /// Decodes `text` as the request of every command, and checks each name and password in

@@ -12,7 +12,7 @@ mod commands;
 mod limiter;
 mod names;
 mod password;
-mod store;
+pub(crate) mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -93,6 +93,8 @@ pub struct IncomingStream {
     window: SharedWindow,
     current: Bytes,
     outcome: Arc<Mutex<Option<Result<(), CallError>>>>,
+    /// The stream's BLAKE3, once its end has been verified.
+    verified: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for IncomingStream {
@@ -131,6 +133,12 @@ impl IncomingStream {
     /// ([`Peer::issue_ticket`]); `None` without a ticket, or if it is not (or no longer) there.
     pub fn take_ticket<T: std::any::Any + Send + Sync>(&self) -> Option<T> {
         self.peer.take_ticket(self.ticket?)
+    }
+
+    /// The BLAKE3 of the bytes of this transfer (from its offset on), once the end has been
+    /// read and verified; `None` before.
+    pub fn verified_hash(&self) -> Option<[u8; 32]> {
+        self.verified
     }
 
     /// The peer sending it.
@@ -205,6 +213,7 @@ impl IncomingStream {
         let hash_ok = end.hash == *self.hash.finalize().as_bytes();
         let len_ok = end.bytes == self.received && self.total.is_none_or(|t| t == self.received);
         if hash_ok && len_ok {
+            self.verified = Some(end.hash);
             self.finish(Ok(()))
         } else {
             let msg = format!(
@@ -352,6 +361,7 @@ pub(crate) fn accept(
         window: window.clone(),
         current: Bytes::new(),
         outcome: Arc::default(),
+        verified: None,
     };
     // Raise the sender's window from the protocol's initial one to this stream's share.
     stream.top_up(0);

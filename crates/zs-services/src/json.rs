@@ -1,0 +1,16 @@
+//! What the services' commands share: JSON requests in, clear error codes out.
+
+use serde::Deserialize;
+use zs::wire::ErrorCode;
+use zs::{HandlerError, Text};
+
+/// A handler error with `code`.
+pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> HandlerError {
+    HandlerError::with_code(code, message)
+}
+
+/// The JSON request of a command (an empty text is `{}`).
+pub(crate) fn request<T: for<'de> Deserialize<'de>>(text: &Text) -> Result<T, HandlerError> {
+    let s = if text.as_str().trim().is_empty() { "{}" } else { text.as_str() };
+    serde_json::from_str(s).map_err(|e| err(ErrorCode::InvalidArgument, format!("bad request: {e}")))
+}
