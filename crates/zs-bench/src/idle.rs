@@ -181,18 +181,24 @@ pub(crate) fn start_server_with(
     workers: usize,
     addrs: usize,
 ) -> Result<ServerProcess, String> {
-    start_server_env(zs_exe, secure, workers, addrs, &[])
+    start_server_env(zs_exe, secure, workers, addrs, &[], None)
 }
 
-/// [`start_server_with`], with environment variables set for the server (`ZS_*`).
+/// [`start_server_with`], with environment variables set for the server (`ZS_*`), and its
+/// data directory made in `data_in` (default: the system's temporary folder).
 pub(crate) fn start_server_env(
     zs_exe: &Path,
     secure: Secure,
     workers: usize,
     addrs: usize,
     env: &[(&str, &str)],
+    data_in: Option<&Path>,
 ) -> Result<ServerProcess, String> {
-    let data = tempfile::tempdir().map_err(|e| format!("data directory: {e}"))?;
+    let data = match data_in {
+        Some(base) => tempfile::tempdir_in(base),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|e| format!("data directory: {e}"))?;
     let mut cmd = Command::new(zs_exe);
     cmd.envs(env.iter().copied());
     cmd.args(["serve", "--idle-timeout", "0", "--workers", &workers.to_string(), "--data-dir"])

@@ -10,6 +10,7 @@ pub mod compat;
 mod driver;
 pub mod fanout;
 pub mod fault_proxy;
+pub mod files;
 pub mod floor;
 mod harness;
 pub mod idle;

@@ -71,7 +71,7 @@ pub fn run(opts: LoginOptions, zs_exe: &Path) -> Result<LoginReport, String> {
     let admin_password = "the benchmark's admin password";
     // One audit line per login would be most of what the server does.
     let env = [("ZS_ADMIN_PASSWORD", admin_password), ("RUST_LOG", "warn")];
-    let server = start_server_env(zs_exe, opts.secure, 1, 1, &env)?;
+    let server = start_server_env(zs_exe, opts.secure, 1, 1, &env, None)?;
     let rt = runtime("zs-bench-login")?;
     rt.block_on(measure(&server.target, admin_password, opts))
 }

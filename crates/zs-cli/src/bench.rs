@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, fanout, idle, login, mux, resume, rpc, Secure};
+use zs_bench::{bulk, churn, fanout, files, idle, login, mux, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -201,6 +201,35 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// The file service: a big file uploaded and downloaded against a plain TCP send of
+    /// the same file (plaintext and secured), a download over several connections, and
+    /// many small downloads at once with the server's memory watched.
+    Files {
+        /// Bytes of the big file, e.g. 1G.
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Rounds of the big-file comparison (median reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Connection counts of the multi-connection download, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        connections: Vec<usize>,
+        /// Small downloads at once (0 skips them).
+        #[arg(long, default_value_t = 1000)]
+        small: usize,
+        /// Bytes of each small download.
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        small_size: u64,
+        /// The secured entry: noise, tls, or none to skip it.
+        #[arg(long, default_value = "noise")]
+        secure: Secure,
+        /// Where the files and the servers' data go (default: /dev/shm when there is one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A burst of password logins (argon2id at its documented cost) against `zs serve`:
     /// logins per second, and echo-call latency on other connections with no logins
     /// running and during the burst.
@@ -384,6 +413,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Resume { .. } => Some(Progress::start("resume", None)),
         Scenario::Mux { .. } => Some(Progress::start("mux", None)),
         Scenario::Login { .. } => Some(Progress::start("login", None)),
+        Scenario::Files { .. } => Some(Progress::start("files", None)),
         Scenario::Compat { .. } => Some(Progress::start("compat", None)),
         _ => None,
     };
@@ -478,6 +508,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let opts = resume::ResumeOptions { disconnects, messages, secure, cost_duration, cost_size };
             let r = resume::run(opts)?;
             print(json, &r, || resume::table(&r))
+        }
+        Scenario::Files { size, rounds, connections, small, small_size, secure, dir, json } => {
+            check("rounds", rounds, 100)?;
+            if size == 0 || size > 1 << 36 || small > 10_000 || small_size > 1 << 30 {
+                return Err("--size must be between 1 byte and 64 GiB, --small at most 10,000, --small-size at most 1 GiB".into());
+            }
+            if connections.iter().any(|&n| n == 0 || n > 16) {
+                return Err("--connections must each be between 1 and 16".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let opts = files::FilesOptions { size, rounds, connections, small, small_size, secure, dir };
+            let r = files::run(opts, &exe)?;
+            print(json, &r, || files::table(&r))
         }
         Scenario::Login { logins, connections, accounts, probes, probe_interval_ms, idle, secure, json } => {
             check("logins", logins, 1_000_000)?;

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{oneshot, watch};
 use zs::{CallError, HandlerError, IncomingStream, Peer, Router, StreamOptions};
 
 use super::commands::{proof, DATA, PUT_DATA};
-use super::upload::{copy_stream, flush};
+use super::upload::copy_counted;
 
 /// What went wrong in a file operation.
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +113,14 @@ pub async fn hash_local(path: &Path, offset: u64, len: u64) -> Result<[u8; 32], 
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
         use std::io::{Read, Seek, SeekFrom};
+        let mut hasher = blake3::Hasher::new();
+        if offset == 0 && std::fs::metadata(&path)?.len() == len {
+            // A whole file: mapped and hashed on every core.
+            hasher.update_mmap_rayon(&path)?;
+            return Ok(*hasher.finalize().as_bytes());
+        }
         let mut f = std::fs::File::open(&path)?;
         f.seek(SeekFrom::Start(offset))?;
-        let mut hasher = blake3::Hasher::new();
         std::io::copy(&mut f.take(len), &mut hasher)?;
         Ok(*hasher.finalize().as_bytes())
     })
@@ -179,11 +183,18 @@ pub async fn upload(
     }
     let offset: u64 = field(&v, "offset")?;
     let ticket: u64 = field(&v, "ticket")?;
-    let mut file = tokio::fs::File::open(local).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let file = std::fs::File::open(local)?;
     let len = size - offset;
-    let sopts = StreamOptions { len: Some(len), offset, ticket: Some(ticket), ..StreamOptions::default() };
-    let transfer = peer.send_big_stream(PUT_DATA, file.take(len), sopts);
+    // From the start, the hash is the file's, computed above: not computed again.
+    let known = (offset == 0).then(|| *blake3::Hash::from_hex(&hash).expect("our own hex").as_bytes());
+    let sopts = StreamOptions {
+        len: Some(len),
+        offset,
+        ticket: Some(ticket),
+        hash: known,
+        ..StreamOptions::default()
+    };
+    let transfer = peer.send_big_stream(PUT_DATA, super::io::Reader::new(file, offset, len), sopts);
     let reporting = opts.progress.map(|tx| {
         let mut rx = transfer.watch_progress();
         tokio::spawn(async move {
@@ -206,7 +217,7 @@ struct Sink {
     path: PathBuf,
     offset: u64,
     progress: Option<watch::Sender<u64>>,
-    done: oneshot::Sender<Result<u64, String>>,
+    done: oneshot::Sender<Result<Option<[u8; 32]>, String>>,
 }
 
 /// Registers on a client's router the command downloads arrive on.
@@ -222,48 +233,27 @@ async fn receive(mut stream: IncomingStream) -> Result<(), HandlerError> {
     result.map(drop)
 }
 
-async fn write_range(stream: &mut IncomingStream, sink: &Sink) -> Result<u64, HandlerError> {
+/// Writes the stream at its offset; the stream's verified BLAKE3.
+async fn write_range(stream: &mut IncomingStream, sink: &Sink) -> Result<Option<[u8; 32]>, HandlerError> {
     if stream.offset() != sink.offset {
         return Err(HandlerError::new("the data starts where it was not asked for"));
     }
-    let mut out = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(false)
         .open(&sink.path)
-        .await
         .map_err(|e| HandlerError::new(e.to_string()))?;
-    out.seek(std::io::SeekFrom::Start(sink.offset)).await.map_err(|e| HandlerError::new(e.to_string()))?;
-    let copied = match &sink.progress {
-        None => copy_stream(stream, &mut out).await,
-        Some(tx) => {
-            use tokio::io::AsyncWriteExt;
-            let mut r = Ok(());
-            while let Some(chunk) = stream.next_chunk().await {
-                match chunk {
-                    Ok(c) => {
-                        if let Err(e) = out.write_all(&c).await {
-                            r = Err(HandlerError::new(e.to_string()));
-                            break;
-                        }
-                        tx.send_modify(|n| *n += c.len() as u64);
-                    }
-                    Err(e) => {
-                        r = Err(HandlerError::new(e.to_string()));
-                        break;
-                    }
-                }
-            }
-            r
-        }
-    };
-    let flushed = flush(&mut out).await;
+    let mut out = super::io::Writer::new(file, sink.offset);
+    let copied = copy_counted(stream, &mut out, sink.progress.as_ref()).await;
+    let flushed = out.finish().await.map_err(|e| HandlerError::new(e.to_string()));
     copied?;
     flushed?;
-    Ok(stream.received())
+    Ok(stream.verified_hash())
 }
 
-/// Fetches `len` bytes of `remote` from `offset` into `part` at the same offset.
+/// Fetches `len` bytes of `remote` from `offset` into `part` at the same offset; the
+/// BLAKE3 of those bytes, verified in transit.
 async fn fetch(
     peer: &Peer,
     remote: &str,
@@ -271,7 +261,7 @@ async fn fetch(
     offset: u64,
     len: u64,
     progress: Option<watch::Sender<u64>>,
-) -> Result<u64, FileError> {
+) -> Result<Option<[u8; 32]>, FileError> {
     let (done, rx) = oneshot::channel();
     let ticket = peer.issue_ticket(Sink { path: part.to_owned(), offset, progress, done });
     let request = json!({ "path": remote, "offset": offset, "len": len, "ticket": ticket });
@@ -280,7 +270,7 @@ async fn fetch(
         return Err(e);
     }
     match rx.await {
-        Ok(Ok(n)) => Ok(n),
+        Ok(Ok(hash)) => Ok(hash),
         Ok(Err(why)) => Err(FileError::Call(CallError::Cancelled(why))),
         Err(_) => Err(FileError::Call(CallError::Disconnected("the download's data never came".into()))),
     }
@@ -364,13 +354,19 @@ pub async fn download(
     let fetching = ranges.into_iter().enumerate().map(|(i, (offset, len))| {
         let peer = peers[i % peers.len()].clone();
         let (remote, part, tx) = (remote.to_owned(), part.clone(), progress_tx.clone());
-        async move { fetch(&peer, &remote, &part, offset, len, tx).await.map(|_| (offset, len)) }
+        async move { fetch(&peer, &remote, &part, offset, len, tx).await.map(|h| (offset, len, h)) }
     });
     let results = futures_util::future::join_all(fetching).await;
-    let mut failed = None;
+    let (mut failed, mut whole) = (None, None);
     for r in results {
         match r {
-            Ok(range) => progress.done.push(range),
+            Ok((offset, len, hash)) => {
+                progress.done.push((offset, len));
+                // One transfer of the whole file: its hash, verified in transit, is the file's.
+                if offset == 0 && len == st.size {
+                    whole = hash;
+                }
+            }
             Err(e) => failed = failed.or(Some(e)),
         }
     }
@@ -378,7 +374,12 @@ pub async fn download(
     if let Some(e) = failed {
         return Err(e);
     }
-    let got = blake3::Hash::from(hash_local(&part, 0, st.size).await?).to_hex().to_string();
+    let got = match whole {
+        Some(h) => blake3::Hash::from(h),
+        None => blake3::Hash::from(hash_local(&part, 0, st.size).await?),
+    }
+    .to_hex()
+    .to_string();
     if got != hash {
         let _ = tokio::fs::remove_file(&part).await;
         let _ = tokio::fs::remove_file(&state).await;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use zs::wire::ErrorCode;
 use zs::{HandlerError, Peer, Router, StreamOptions, Text};
 
@@ -213,20 +212,19 @@ async fn get(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Handl
     }
     let (_, full) = inner.locate(peer, &req.path, Access::Read)?;
     let slot = start_transfer(inner, peer)?;
-    let mut file = tokio::fs::File::open(&full).await.map_err(io_err)?;
-    let meta = file.metadata().await.map_err(io_err)?;
+    let file = std::fs::File::open(&full).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
     if meta.is_dir() {
         return Err(err(ErrorCode::InvalidArgument, "it is a folder"));
     }
     let len = range(req.offset, req.len, meta.len())?;
-    file.seek(std::io::SeekFrom::Start(req.offset)).await.map_err(io_err)?;
     let opts = StreamOptions {
         len: Some(len),
         offset: req.offset,
         ticket: Some(req.ticket),
         ..StreamOptions::default()
     };
-    let transfer = peer.send_big_stream(DATA, file.take(len), opts);
+    let transfer = peer.send_big_stream(DATA, super::io::Reader::new(file, req.offset, len), opts);
     tokio::spawn(async move {
         let _slot = slot;
         let _ = transfer.finish().await;

@@ -11,6 +11,7 @@ mod commands;
 pub(crate) use commands::decode_any;
 pub use commands::proof;
 mod index;
+mod io;
 pub mod paths;
 mod upload;
 

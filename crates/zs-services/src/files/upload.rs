@@ -3,7 +3,7 @@
 //! only when complete: fsynced, hash-checked, renamed into place (atomic), its directory
 //! fsynced. A second writer of the same file is refused while the first writes.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ pub(crate) async fn receive(
     let file = {
         let path = path.clone();
         blocking(move || {
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
                 .truncate(false)
@@ -146,14 +146,13 @@ pub(crate) async fn receive(
                 ));
             }
             f.set_len(offset).map_err(io_err)?;
-            f.seek(SeekFrom::Start(offset)).map_err(io_err)?;
             Ok(f)
         })
         .await?
     };
-    let mut out = tokio::fs::File::from_std(file);
+    let mut out = super::io::Writer::new(file, offset);
     let received = copy_stream(&mut stream, &mut out).await;
-    let flushed = flush(&mut out).await;
+    let flushed = out.finish().await.map_err(io_err);
     received?;
     flushed?;
     if offset + stream.received() < slot.record.size {
@@ -165,24 +164,29 @@ pub(crate) async fn receive(
     blocking(move || place(&inner2, &slot, &path, streamed)).await
 }
 
-/// Copies a stream's chunks to `out`.
+/// Copies a stream's chunks to `out`; `progress` is told the bytes written so far.
 pub(crate) async fn copy_stream(
     stream: &mut IncomingStream,
-    out: &mut tokio::fs::File,
+    out: &mut super::io::Writer,
 ) -> Result<(), HandlerError> {
-    use tokio::io::AsyncWriteExt;
-    while let Some(chunk) = stream.next_chunk().await {
-        let chunk = chunk.map_err(|e| err(ErrorCode::Cancelled, e.to_string()))?;
-        out.write_all(&chunk).await.map_err(io_err)?;
-    }
-    Ok(())
+    copy_counted(stream, out, None).await
 }
 
-/// Writes what `out` buffers and makes it durable.
-pub(crate) async fn flush(out: &mut tokio::fs::File) -> Result<(), HandlerError> {
-    use tokio::io::AsyncWriteExt;
-    out.flush().await.map_err(io_err)?;
-    out.sync_data().await.map_err(io_err)
+/// [`copy_stream`], telling `progress` the bytes written so far.
+pub(crate) async fn copy_counted(
+    stream: &mut IncomingStream,
+    out: &mut super::io::Writer,
+    progress: Option<&tokio::sync::watch::Sender<u64>>,
+) -> Result<(), HandlerError> {
+    while let Some(chunk) = stream.next_chunk().await {
+        let chunk = chunk.map_err(|e| err(ErrorCode::Cancelled, e.to_string()))?;
+        let n = chunk.len() as u64;
+        out.write(chunk).await.map_err(io_err)?;
+        if let Some(p) = progress {
+            p.send_modify(|done| *done += n);
+        }
+    }
+    Ok(())
 }
 
 /// Checks a complete upload's hash and renames it into place.

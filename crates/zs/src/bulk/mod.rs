@@ -53,6 +53,10 @@ pub struct StreamOptions {
     /// The ticket of the call that prepared this transfer ([`Peer::issue_ticket`](crate::Peer::issue_ticket)
     /// on the receiving end); its handler takes the prepared value back (default none).
     pub ticket: Option<u64>,
+    /// The BLAKE3 of the bytes this transfer sends, when the sender knows it already (a
+    /// file whose hash is kept): the sender then does not hash them again. A wrong one
+    /// fails the transfer at the receiver, as corrupted data would (default none).
+    pub hash: Option<[u8; 32]>,
 }
 
 impl Default for StreamOptions {
@@ -63,6 +67,7 @@ impl Default for StreamOptions {
             compression: Compression::Auto,
             chunk_size: 256 << 10,
             ticket: None,
+            hash: None,
         }
     }
 }

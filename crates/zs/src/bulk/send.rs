@@ -136,7 +136,7 @@ impl Sender<'_> {
         // would drop as data for a stream it does not know.
         self.push_bulk(open_frame).await?;
         let chunk = opts.chunk_size.clamp(1, MAX_CHUNK);
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = opts.hash.is_none().then(blake3::Hasher::new);
         let (mut sent, mut incompressible) = (0u64, 0u32);
         loop {
             // The chunk is read straight after room for its frame header: no copy.
@@ -157,7 +157,9 @@ impl Sender<'_> {
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[HEADER_LEN..]);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf[HEADER_LEN..]);
+            }
             sent += n as u64;
             if let Some(len) = opts.len.filter(|&len| sent > len) {
                 let msg = format!("the source has more than the {len} bytes announced");
@@ -189,7 +191,9 @@ impl Sender<'_> {
             let msg = format!("the source ended after {sent} of the {len} bytes announced");
             return Err(self.abandon(CallError::Source(msg)).await);
         }
-        let end = StreamEnd { bytes: sent, hash: *hasher.finalize().as_bytes() };
+        // No hasher means the hash was given.
+        let hash = hasher.map_or(opts.hash.unwrap_or_default(), |h| *h.finalize().as_bytes());
+        let end = StreamEnd { bytes: sent, hash };
         self.push_bulk(self.frame(Kind::StreamEnd, |b| end.encode(b))).await?;
         match self.out.outcome().await {
             Stop::Answered(Ok(())) => Ok(sent),
