@@ -44,7 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let again = client::upload(&alice, &local, "home/copy.bin", UploadOptions::default()).await?;
     println!("second upload instant: {}", again.instant);
 
-    let peers = vec![alice.peer().clone(), connect().await?.peer().clone(), connect().await?.peer().clone()];
+    // Three connections (a client closes its connection when dropped: keep them).
+    let clients = [connect().await?, connect().await?];
+    let peers = vec![alice.peer().clone(), clients[0].peer().clone(), clients[1].peer().clone()];
     let back = dir.join("back.bin");
     let down = client::download(&peers, "home/report.bin", &back, DownloadOptions::default()).await?;
     println!("downloaded over {} connections, verified {}", down.connections, down.hash);
