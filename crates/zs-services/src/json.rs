@@ -14,3 +14,17 @@ pub(crate) fn request<T: for<'de> Deserialize<'de>>(text: &Text) -> Result<T, Ha
     let s = if text.as_str().trim().is_empty() { "{}" } else { text.as_str() };
     serde_json::from_str(s).map_err(|e| err(ErrorCode::InvalidArgument, format!("bad request: {e}")))
 }
+
+/// Registers console command `$name` on `$router`: its JSON request goes to
+/// `$f(&state, &peer, text)`, whose JSON value is the reply. Evaluates to the command's
+/// options (`.requires_login()`...).
+macro_rules! json_command {
+    ($router:expr, $state:expr, $name:expr, $f:path) => {{
+        let state = $state.clone();
+        $router.console_async($name, move |peer: zs::Peer, text: zs::Text| {
+            let state = state.clone();
+            async move { $f(&state, &peer, text).await.map(|v| v.to_string()) }
+        })
+    }};
+}
+pub(crate) use json_command;

@@ -626,3 +626,37 @@ async fn a_stream_announcement_is_never_overtaken_by_its_first_chunk() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_the_sender_knows_is_sent_as_is_and_checked() {
+    // The receiver hands back the verified hash of what arrived.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut router = Router::new();
+    router.big_stream("keep", move |_, mut stream: IncomingStream| {
+        let tx = tx.clone();
+        async move {
+            while let Some(chunk) = stream.next_chunk().await {
+                chunk?;
+            }
+            let _ = tx.send(stream.verified_hash());
+            Ok::<_, CallError>(())
+        }
+    });
+    let server = serve_with(router, plaintext()).await;
+    let client = connect_with(&server, Router::new(), ClientConfig::default()).await.unwrap();
+    let data = Bytes::from(vec![7u8; 600_000]);
+    let right = *blake3::hash(&data).as_bytes();
+    let opts = StreamOptions { hash: Some(right), ..StreamOptions::with_len(data.len() as u64) };
+    let sent = within(
+        "known hash",
+        client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish(),
+    )
+    .await;
+    assert_eq!(sent.unwrap(), 600_000);
+    assert_eq!(within("verified", rx.recv()).await.unwrap(), Some(right));
+    // A wrong one fails the transfer, as corrupted bytes would.
+    let opts = StreamOptions { hash: Some([1; 32]), ..StreamOptions::with_len(data.len() as u64) };
+    let r =
+        within("wrong hash", client.send_big_stream("keep", std::io::Cursor::new(data), opts).finish()).await;
+    assert_eq!(r.unwrap_err().remote_code(), Some(ErrorCode::ChecksumMismatch));
+}

@@ -78,13 +78,9 @@ fn name_arg(raw: &str) -> Result<String, HandlerError> {
 /// Registers every command of the service.
 pub(crate) fn register(inner: Arc<Inner>, router: &mut Router) {
     macro_rules! command {
-        ($name:expr, $f:ident) => {{
-            let inner = inner.clone();
-            router.console_async($name, move |peer: Peer, text: Text| {
-                let inner = inner.clone();
-                async move { $f(&inner, &peer, text).await.map(|v| v.to_string()) }
-            })
-        }};
+        ($name:expr, $f:ident) => {
+            crate::json::json_command!(router, inner, $name, $f)
+        };
     }
     command!("account.register", register_account);
     command!("account.login", login);

@@ -22,13 +22,9 @@ pub const PUT_DATA: &str = "file.put.data";
 /// Registers every command of the service.
 pub(crate) fn register(inner: Arc<Inner>, router: &mut Router) {
     macro_rules! command {
-        ($name:expr, $f:ident) => {{
-            let inner = inner.clone();
-            router.console_async($name, move |peer: Peer, text: Text| {
-                let inner = inner.clone();
-                async move { $f(&inner, &peer, text).await.map(|v| v.to_string()) }
-            })
-        }};
+        ($name:expr, $f:ident) => {
+            crate::json::json_command!(router, inner, $name, $f)
+        };
     }
     // Each checks the caller's access to the area it names (the public area may be open
     // to callers who have not logged in).
