@@ -297,21 +297,22 @@ async fn ours_round(server: &ServerProcess, big: &Path, work: &Path, round: usiz
     let t = Instant::now();
     client::upload(&c, big, &remote, opts).await.map_err(e)?;
     let upload = rate(size, t.elapsed());
+    // Closed before the download, as `zs file put` then `zs file get` would be.
+    drop(c);
     let back = work.join("ours.recv");
-    // A connection of its own, as a separate `zs file get` would be.
     let d = admin(&server.target).await?;
     let t = Instant::now();
     client::download(&[d.peer().clone()], &remote, &back, DownloadOptions::default()).await.map_err(e)?;
     let download = rate(size, t.elapsed());
     let _ = std::fs::remove_file(&back);
     if round > 0 {
-        client::delete(&c, &format!("public/big{}.bin", round - 1), false).await.map_err(e)?;
+        client::delete(&d, &format!("public/big{}.bin", round - 1), false).await.map_err(e)?;
     }
     let source = tokio::io::AsyncReadExt::take(tokio::io::repeat(0x5a), size);
     let sopts =
         zs::StreamOptions { compression: zs::bulk::Compression::None, ..zs::StreamOptions::with_len(size) };
     let t = Instant::now();
-    c.send_big_stream("sink", source, sopts).finish().await.map_err(|e| e.to_string())?;
+    d.send_big_stream("sink", source, sopts).finish().await.map_err(|e| e.to_string())?;
     let stream = rate(size, t.elapsed());
     Ok(UpDown { upload, download, stream })
 }
