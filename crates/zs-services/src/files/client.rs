@@ -194,7 +194,8 @@ pub async fn upload(
         hash: known,
         ..StreamOptions::default()
     };
-    let transfer = peer.send_big_stream(PUT_DATA, super::io::Reader::new(file, offset, len), sopts);
+    let transfer =
+        peer.send_big_stream(PUT_DATA, super::io::Reader::new(file, offset, len, 256 << 10), sopts);
     let reporting = opts.progress.map(|tx| {
         let mut rx = transfer.watch_progress();
         tokio::spawn(async move {

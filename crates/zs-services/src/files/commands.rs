@@ -70,6 +70,15 @@ pub(crate) fn start_transfer(inner: &Inner, peer: &Peer) -> Result<TransferSlot,
     Ok(TransferSlot(running))
 }
 
+/// Takes one off a count when dropped.
+struct Decrement(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 fn hex(hash: &[u8; 32]) -> String {
     blake3::Hash::from(*hash).to_hex().to_string()
 }
@@ -214,15 +223,28 @@ async fn get(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Handl
         return Err(err(ErrorCode::InvalidArgument, "it is a folder"));
     }
     let len = range(req.offset, req.len, meta.len())?;
+    // A whole file whose hash is kept is not hashed again as it goes.
+    let known = match req.offset == 0 && len == meta.len() {
+        true => inner.index.hash_of(&inner.rel(&full), meta.len(), mtime_ns(&meta)).ok().flatten(),
+        false => None,
+    };
+    // Many downloads at once go in small chunks, so each holds little.
+    let downloads = inner.downloads.clone();
+    let busy = downloads.fetch_add(1, Relaxed) >= super::BUSY_DOWNLOADS;
+    let chunk = if busy { 64 << 10 } else { 256 << 10 };
     let opts = StreamOptions {
         len: Some(len),
         offset: req.offset,
         ticket: Some(req.ticket),
+        hash: known,
+        chunk_size: chunk,
         ..StreamOptions::default()
     };
-    let transfer = peer.send_big_stream(DATA, super::io::Reader::new(file, req.offset, len), opts);
+    let reader = super::io::Reader::new(file, req.offset, len, chunk);
+    let transfer = peer.send_big_stream(DATA, reader, opts);
     tokio::spawn(async move {
         let _slot = slot;
+        let _counted = Decrement(downloads);
         let _ = transfer.finish().await;
     });
     Ok(json!({ "size": meta.len(), "modified": mtime_ns(&meta), "offset": req.offset, "len": len }))

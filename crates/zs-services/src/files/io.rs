@@ -124,6 +124,7 @@ impl Writer {
 
 /// Reads `len` bytes of a file from `offset`, a chunk ahead of its reader.
 pub(crate) struct Reader {
+    small: usize,
     file: Arc<std::fs::File>,
     next: u64,
     end: u64,
@@ -134,8 +135,11 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(file: std::fs::File, offset: u64, len: u64) -> Reader {
+    /// Reads `len` bytes from `offset`; `small` bytes at a time when the budget is short
+    /// (at most 256 KiB).
+    pub(crate) fn new(file: std::fs::File, offset: u64, len: u64, small: usize) -> Reader {
         Reader {
+            small: small.clamp(4 << 10, SMALL),
             file: Arc::new(file),
             next: offset,
             end: offset + len,
@@ -153,7 +157,7 @@ impl Reader {
             let (n, held) = match Held::take(BIG.min(left), false) {
                 Some(h) => (BIG.min(left), h),
                 None if self.pending.is_empty() => {
-                    (SMALL.min(left), Held::take(SMALL.min(left), true).expect("forced"))
+                    (self.small.min(left), Held::take(self.small.min(left), true).expect("forced"))
                 }
                 None => return,
             };

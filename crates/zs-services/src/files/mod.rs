@@ -88,6 +88,10 @@ impl FilesConfig {
     }
 }
 
+/// Downloads at once (server-wide) past which each is sent in 64 KiB chunks instead of
+/// 256 KiB.
+pub const BUSY_DOWNLOADS: usize = 64;
+
 /// Where a server whose data directory is `data_dir` keeps its files.
 pub fn files_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("files")
@@ -104,6 +108,9 @@ pub(crate) struct Inner {
     pub(crate) index: index::Index,
     /// Uploads being written, by the file they will become: a second writer is refused.
     pub(crate) writing: Mutex<HashMap<PathBuf, u64>>,
+    /// Downloads being sent, server-wide: past [`BUSY_DOWNLOADS`] they go in smaller
+    /// chunks, so that many at once hold little each.
+    pub(crate) downloads: Arc<std::sync::atomic::AtomicUsize>,
     /// When partial uploads were last swept for expired ones (seconds since the epoch).
     pub(crate) swept: std::sync::atomic::AtomicU64,
 }
@@ -133,7 +140,13 @@ impl Files {
             std::fs::create_dir_all(root.join("shared").join(&folder.name)).map_err(|e| e.to_string())?;
         }
         let index = index::Index::open(&root.join("index.redb"))?;
-        let inner = Arc::new(Inner { config, index, writing: Mutex::default(), swept: Default::default() });
+        let inner = Arc::new(Inner {
+            config,
+            index,
+            writing: Mutex::default(),
+            downloads: Arc::default(),
+            swept: Default::default(),
+        });
         upload::sweep(&inner);
         Ok(Files { inner })
     }
