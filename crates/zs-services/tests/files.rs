@@ -484,3 +484,44 @@ async fn abandoned_partial_uploads_expire() {
         assert_eq!(std::fs::read_dir(&partial).unwrap().count(), left, "time to live {ttl:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_a_bounded_number_of_transfers() {
+    let s = serve(|c| c.max_transfers = 1).await;
+    let alice = user(&s, "alice").await;
+    let work = tempfile::tempdir().unwrap();
+    client::upload(&alice, &local(work.path(), "f", b"hello"), "home/f", UploadOptions::default())
+        .await
+        .unwrap();
+    // An upload whose bytes never come holds the server's one transfer.
+    let put = call(&alice, "file.put", json!({ "path": "home/g", "size": 10 })).await.unwrap();
+    let (tx, rx) = tokio::io::duplex(1024);
+    let opts = StreamOptions { len: Some(10), ticket: put["ticket"].as_u64(), ..Default::default() };
+    let held = alice.send_big_stream("file.put.data", rx, opts);
+    let other = user(&s, "alice").await;
+    let (peers, back) = ([other.peer().clone()], work.path().join("back"));
+    let fetch = || client::download(&peers, "home/f", &back, DownloadOptions::default());
+    within("the limit is reached", async {
+        loop {
+            match fetch().await {
+                Err(FileError::Call(CallError::Remote { code: ErrorCode::RateLimited, .. })) => break,
+                Ok(_) => {
+                    std::fs::remove_file(&back).unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    // Once it ends, the next transfer runs.
+    drop(tx);
+    let _ = held.finish().await;
+    within("the limit is free again", async {
+        while fetch().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(std::fs::read(&back).unwrap(), b"hello");
+}

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use zs::{CallError, HandlerError, IncomingStream, Peer, Router, StreamOptions};
 
 use super::commands::{proof, DATA, PUT_DATA};
-use super::upload::copy_counted;
+use super::upload::copy_stream;
 
 /// What went wrong in a file operation.
 #[derive(Debug, thiserror::Error)]
@@ -112,17 +112,13 @@ pub async fn hash_range(peer: &Peer, path: &str, offset: u64, len: u64) -> Resul
 pub async fn hash_local(path: &Path, offset: u64, len: u64) -> Result<[u8; 32], FileError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut hasher = blake3::Hasher::new();
         if offset == 0 && std::fs::metadata(&path)?.len() == len {
             // A whole file: mapped and hashed on every core.
+            let mut hasher = blake3::Hasher::new();
             hasher.update_mmap_rayon(&path)?;
             return Ok(*hasher.finalize().as_bytes());
         }
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(offset))?;
-        std::io::copy(&mut f.take(len), &mut hasher)?;
-        Ok(*hasher.finalize().as_bytes())
+        super::blake3_of(&path, offset, len).map(|(hash, _)| hash)
     })
     .await
     .map_err(|e| FileError::Protocol(e.to_string()))?
@@ -246,7 +242,7 @@ async fn write_range(stream: &mut IncomingStream, sink: &Sink) -> Result<Option<
         .open(&sink.path)
         .map_err(|e| HandlerError::new(e.to_string()))?;
     let mut out = super::io::Writer::new(file, sink.offset);
-    let copied = copy_counted(stream, &mut out, sink.progress.as_ref()).await;
+    let copied = copy_stream(stream, &mut out, sink.progress.as_ref()).await;
     let flushed = out.finish().await.map_err(|e| HandlerError::new(e.to_string()));
     copied?;
     flushed?;

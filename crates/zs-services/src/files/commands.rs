@@ -11,7 +11,7 @@ use zs::{HandlerError, Peer, Router, StreamOptions, Text};
 
 use super::paths::Area;
 use super::upload::{self, Record, Slot};
-use super::{blocking, hash_range, internal, io_err, mtime_ns, Access, Inner, Running};
+use super::{blocking, hash_range, internal, io_err, mtime_ns, Access, Counted, Inner, Running};
 use crate::json::{err, request};
 
 /// The command a download's data is sent to, on the client.
@@ -42,13 +42,10 @@ pub(crate) fn register(inner: Arc<Inner>, router: &mut Router) {
     router.big_stream(PUT_DATA, move |peer, stream| upload::receive(inner2.clone(), peer, stream));
 }
 
-/// Counts a transfer against the connection's limit while it runs.
-pub(crate) struct TransferSlot(Arc<Running>);
-
-impl Drop for TransferSlot {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Relaxed);
-    }
+/// A transfer's places in its connection's and the server's limits, while it runs.
+pub(crate) struct TransferSlot {
+    _connection: Counted,
+    _server: Counted,
 }
 
 pub(crate) fn start_transfer(inner: &Inner, peer: &Peer) -> Result<TransferSlot, HandlerError> {
@@ -60,23 +57,14 @@ pub(crate) fn start_transfer(inner: &Inner, peer: &Peer) -> Result<TransferSlot,
         }
     };
     let max = inner.config.transfers_per_connection;
-    if running.0.fetch_add(1, Relaxed) >= max {
-        running.0.fetch_sub(1, Relaxed);
-        return Err(err(
-            ErrorCode::RateLimited,
-            format!("at most {max} transfers at once on one connection"),
-        ));
-    }
-    Ok(TransferSlot(running))
-}
-
-/// Takes one off a count when dropped.
-struct Decrement(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Decrement {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
+    let connection = Counted::take(&running.0, max).ok_or_else(|| {
+        err(ErrorCode::RateLimited, format!("at most {max} transfers at once on one connection"))
+    })?;
+    let max = inner.config.max_transfers;
+    let server = Counted::take(&inner.transfers, max).ok_or_else(|| {
+        err(ErrorCode::RateLimited, format!("the server runs {max} transfers already; try again later"))
+    })?;
+    Ok(TransferSlot { _connection: connection, _server: server })
 }
 
 fn hex(hash: &[u8; 32]) -> String {
@@ -228,9 +216,8 @@ async fn get(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Handl
         true => inner.index.hash_of(&inner.rel(&full), meta.len(), mtime_ns(&meta)).ok().flatten(),
         false => None,
     };
-    // Many downloads at once go in small chunks, so each holds little.
-    let downloads = inner.downloads.clone();
-    let busy = downloads.fetch_add(1, Relaxed) >= super::BUSY_DOWNLOADS;
+    // Many transfers at once: downloads go in small chunks, so each holds little.
+    let busy = inner.transfers.load(Relaxed) > super::BUSY_TRANSFERS;
     let chunk = if busy { 64 << 10 } else { 256 << 10 };
     let opts = StreamOptions {
         len: Some(len),
@@ -244,7 +231,6 @@ async fn get(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Handl
     let transfer = peer.send_big_stream(DATA, reader, opts);
     tokio::spawn(async move {
         let _slot = slot;
-        let _counted = Decrement(downloads);
         let _ = transfer.finish().await;
     });
     Ok(json!({ "size": meta.len(), "modified": mtime_ns(&meta), "offset": req.offset, "len": len }))
@@ -535,7 +521,7 @@ async fn prove(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Han
         if std::fs::hard_link(&c.source, &tmp).is_err() {
             std::fs::copy(&c.source, &tmp).map_err(io_err)?;
         }
-        let placed = upload::install(&inner, &tmp, &c.dest, c.overwrite);
+        let placed = upload::install(&tmp, &c.dest, c.overwrite);
         let _ = std::fs::remove_file(&tmp);
         placed?;
         let m = std::fs::metadata(&c.dest).map_err(io_err)?;

@@ -17,6 +17,7 @@ mod upload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -68,6 +69,10 @@ pub struct FilesConfig {
     pub partial_ttl: Duration,
     /// Transfers (uploads and downloads) one connection may run at once (default 16).
     pub transfers_per_connection: usize,
+    /// Transfers the whole server runs at once (default 2,048): with the buffers each holds
+    /// (about 128 KiB under load), a client with many sockets cannot make it hold more than
+    /// about 256 MiB.
+    pub max_transfers: usize,
     /// Entries one `file.list` answer holds at most (default 1,000).
     pub list_page: usize,
 }
@@ -83,14 +88,15 @@ impl FilesConfig {
             quota_files: 100_000,
             partial_ttl: Duration::from_secs(24 * 3600),
             transfers_per_connection: 16,
+            max_transfers: 2048,
             list_page: 1000,
         }
     }
 }
 
-/// Downloads at once (server-wide) past which each is sent in 64 KiB chunks instead of
-/// 256 KiB.
-pub const BUSY_DOWNLOADS: usize = 64;
+/// Transfers at once (server-wide) past which each download is sent in 64 KiB chunks
+/// instead of 256 KiB.
+pub const BUSY_TRANSFERS: usize = 64;
 
 /// Where a server whose data directory is `data_dir` keeps its files.
 pub fn files_dir(data_dir: &Path) -> PathBuf {
@@ -108,16 +114,38 @@ pub(crate) struct Inner {
     pub(crate) index: index::Index,
     /// Uploads being written, by the file they will become: a second writer is refused.
     pub(crate) writing: Mutex<HashMap<PathBuf, u64>>,
-    /// Downloads being sent, server-wide: past [`BUSY_DOWNLOADS`] they go in smaller
-    /// chunks, so that many at once hold little each.
-    pub(crate) downloads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Transfers running, server-wide: at most `max_transfers`; past [`BUSY_TRANSFERS`]
+    /// downloads go in smaller chunks, so that many at once hold little each.
+    pub(crate) transfers: Arc<AtomicUsize>,
+    /// The service's root as the file system names it (symbolic links resolved).
+    pub(crate) real_root: PathBuf,
     /// When partial uploads were last swept for expired ones (seconds since the epoch).
     pub(crate) swept: std::sync::atomic::AtomicU64,
 }
 
 /// Transfers running on one connection (kept in the peer's state).
 #[derive(Default)]
-pub(crate) struct Running(std::sync::atomic::AtomicUsize);
+pub(crate) struct Running(Arc<AtomicUsize>);
+
+/// One of at most a number of places a counter hands out; given back when dropped.
+pub(crate) struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    /// A place of `counter`'s, if it has handed out fewer than `max`.
+    pub(crate) fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Counted> {
+        if counter.fetch_add(1, Relaxed) >= max {
+            counter.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Counted(counter.clone()))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
 
 /// What may be done with a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,11 +168,13 @@ impl Files {
             std::fs::create_dir_all(root.join("shared").join(&folder.name)).map_err(|e| e.to_string())?;
         }
         let index = index::Index::open(&root.join("index.redb"))?;
+        let real_root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
         let inner = Arc::new(Inner {
             config,
             index,
             writing: Mutex::default(),
-            downloads: Arc::default(),
+            transfers: Arc::default(),
+            real_root,
             swept: Default::default(),
         });
         upload::sweep(&inner);
@@ -244,8 +274,7 @@ impl Inner {
 
     /// `full`'s name in the index (relative to the service's root).
     pub(crate) fn rel(&self, full: &Path) -> String {
-        let root = self.config.root.canonicalize().unwrap_or_else(|_| self.config.root.clone());
-        full.strip_prefix(&root).unwrap_or(full).to_string_lossy().into_owned()
+        full.strip_prefix(&self.real_root).unwrap_or(full).to_string_lossy().into_owned()
     }
 
     /// The BLAKE3 of the file at `full`, from the index or computed (and recorded).
@@ -289,20 +318,26 @@ pub(crate) fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
     meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The BLAKE3 of at most `len` bytes of `path` from `offset`, and how many there were.
+pub(crate) fn blake3_of(path: &Path, offset: u64, len: u64) -> std::io::Result<([u8; 32], u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut hasher = blake3::Hasher::new();
+    let read = std::io::copy(&mut f.take(len), &mut hasher)?;
+    Ok((*hasher.finalize().as_bytes(), read))
+}
+
 /// The BLAKE3 of `len` bytes of `path` from `offset`.
 pub(crate) fn hash_range(path: &Path, offset: u64, len: u64) -> Result<[u8; 32], HandlerError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(io_err)?;
-    f.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-    let mut hasher = blake3::Hasher::new();
-    let copied = std::io::copy(&mut f.take(len), &mut hasher).map_err(io_err)?;
-    if copied != len {
+    let (hash, read) = blake3_of(path, offset, len).map_err(io_err)?;
+    if read != len {
         return Err(err(
             ErrorCode::InvalidArgument,
-            format!("the range ends past the end of the file ({copied} of {len} bytes)"),
+            format!("the range ends past the end of the file ({read} of {len} bytes)"),
         ));
     }
-    Ok(*hasher.finalize().as_bytes())
+    Ok(hash)
 }
 
 /// An IO error as a handler error (not found, exists, or the server's fault).

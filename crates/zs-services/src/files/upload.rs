@@ -151,7 +151,7 @@ pub(crate) async fn receive(
         .await?
     };
     let mut out = super::io::Writer::new(file, offset);
-    let received = copy_stream(&mut stream, &mut out).await;
+    let received = copy_stream(&mut stream, &mut out, None).await;
     let flushed = out.finish().await.map_err(io_err);
     received?;
     flushed?;
@@ -164,16 +164,8 @@ pub(crate) async fn receive(
     blocking(move || place(&inner2, &slot, &path, streamed)).await
 }
 
-/// Copies a stream's chunks to `out`; `progress` is told the bytes written so far.
+/// Copies a stream's chunks to `out`, telling `progress` the bytes written so far.
 pub(crate) async fn copy_stream(
-    stream: &mut IncomingStream,
-    out: &mut super::io::Writer,
-) -> Result<(), HandlerError> {
-    copy_counted(stream, out, None).await
-}
-
-/// [`copy_stream`], telling `progress` the bytes written so far.
-pub(crate) async fn copy_counted(
     stream: &mut IncomingStream,
     out: &mut super::io::Writer,
     progress: Option<&tokio::sync::watch::Sender<u64>>,
@@ -204,7 +196,7 @@ fn place(inner: &Inner, slot: &Slot, part: &Path, streamed: Option<[u8; 32]>) ->
             "the file's hash differs from the one announced; the upload is discarded",
         ));
     }
-    install(inner, part, &r.dest, r.overwrite)?;
+    install(part, &r.dest, r.overwrite)?;
     let _ = std::fs::remove_file(partial(inner, &slot.id, "json"));
     let meta = std::fs::metadata(&r.dest).map_err(io_err)?;
     inner.index.put(&inner.rel(&r.dest), meta.len(), super::mtime_ns(&meta), &hash).map_err(internal)?;
@@ -214,7 +206,7 @@ fn place(inner: &Inner, slot: &Slot, part: &Path, streamed: Option<[u8; 32]>) ->
 
 /// Moves the durable file `from` to `dest` atomically, refusing to replace a file unless
 /// `overwrite`, and makes the rename durable.
-pub(crate) fn install(_inner: &Inner, from: &Path, dest: &Path, overwrite: bool) -> Result<(), HandlerError> {
+pub(crate) fn install(from: &Path, dest: &Path, overwrite: bool) -> Result<(), HandlerError> {
     let parent = dest.parent().ok_or_else(|| err(ErrorCode::InvalidArgument, "no folder"))?;
     if !parent.is_dir() {
         return Err(err(ErrorCode::NotFound, "the folder does not exist (make it with file.mkdir)"));
