@@ -197,23 +197,15 @@ fn rate(bytes: u64, t: Duration) -> Rate {
 
 /// Writes `size` bytes that do not compress.
 fn write_random(path: &Path, size: u64) -> Result<(), String> {
-    let mut f =
-        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(|e| e.to_string())?);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut f = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut noise = crate::source::Noise::new(size, 1);
     let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for w in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
+    while noise.left() > 0 {
+        let n = noise.left().min(block.len() as u64) as usize;
+        noise.fill(&mut block[..n]);
         f.write_all(&block[..n]).map_err(|e| e.to_string())?;
-        left -= n as u64;
     }
-    f.flush().map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Copies `from` to `to` in 1 MiB reads and writes.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use zs_bench::fault_proxy::{FaultProxy, Faults};
+use zs_bench::source::Noise;
 
 const FAST: [&str; 2] = ["--plaintext", "--insecure-fast-hashing"];
 const ADMIN: (&str, &str) = ("ZS_ADMIN_PASSWORD", "the admin password");
@@ -37,15 +38,9 @@ fn ok(o: Output) -> String {
 }
 
 fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = vec![0; len];
+    Noise::new(len as u64, 1).fill(&mut out);
+    out
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use zs::wire::ErrorCode;
 use zs::{CallError, Client, ClientConfig, Router, ServerConfig, ServerHandle, StreamOptions};
 use zs_bench::fault_proxy::{FaultProxy, Faults};
+use zs_bench::source::Noise;
 use zs_services::accounts::{Accounts, AccountsConfig, HashCost};
 use zs_services::files::client::{self, DownloadOptions, FileError, UploadOptions};
 use zs_services::files::{Files, FilesConfig, SharedFolder};
@@ -96,15 +97,9 @@ fn file_code<T: std::fmt::Debug>(r: Result<T, FileError>) -> ErrorCode {
 
 /// `len` bytes that do not compress and differ per `seed`.
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = vec![0; len];
+    Noise::new(len as u64, seed).fill(&mut out);
+    out
 }
 
 fn local(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
