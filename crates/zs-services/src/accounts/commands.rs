@@ -152,7 +152,9 @@ async fn login(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Han
         }
     };
     // Names that cannot be accounts fail like wrong passwords, and count as such.
-    let account = normalise_name(&claimed).unwrap_or(claimed);
+    // (Keyed by a short hash of what was sent: a megabyte of name is not kept, nor logged.)
+    let account = normalise_name(&claimed)
+        .unwrap_or_else(|_| format!("~invalid-{}", &blake3::hash(claimed.as_bytes()).to_hex()[..16]));
     if let Some(wait) = inner.limiter.locked(ip, &account) {
         tracing::info!(target: "zs::audit", user = %escaped(&account), remote = %peer.remote_addr(), "login refused: locked out");
         let msg = format!("too many failed logins; try again in {} s", wait.as_secs().max(1));

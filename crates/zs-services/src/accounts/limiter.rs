@@ -66,9 +66,17 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
     fn fail(&self, key: &K, now: Instant) -> Option<Duration> {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        if records.len() >= MAX_RECORDS {
+        if records.len() >= MAX_RECORDS && !records.contains_key(key) {
             let quiet = self.policy.max;
             records.retain(|_, r| now.duration_since(r.last) < quiet);
+            // All recent: the tenth quiet longest make room, so the table stays bounded and
+            // the next thousands of failures do not scan it again.
+            if records.len() >= MAX_RECORDS {
+                let mut lasts: Vec<Instant> = records.values().map(|r| r.last).collect();
+                let (_, cut, _) = lasts.select_nth_unstable(MAX_RECORDS / 10);
+                let cut = *cut;
+                records.retain(|_, r| r.last > cut);
+            }
         }
         let r = records.entry(key.clone()).or_insert(Record { failures: 0, until: None, last: now });
         // A long quiet spell starts the count again.
@@ -141,5 +149,17 @@ mod tests {
         assert!(l.locked(ip, "bob").unwrap() <= Duration::from_secs(1), "capped");
         l.succeeded("bob");
         assert!(l.locked(ip, "bob").is_none());
+    }
+
+    #[test]
+    fn the_tables_stay_bounded_when_every_record_is_recent() {
+        let l = Limiter::new(Lockout::per_address(), Lockout::per_account());
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        for i in 0..MAX_RECORDS + 10 {
+            l.failed(ip, &format!("user{i}"));
+        }
+        let accounts = l.by_account.records.lock().unwrap().len();
+        assert!(accounts <= MAX_RECORDS, "{accounts}");
+        assert!(l.by_account.records.lock().unwrap().contains_key(&format!("user{}", MAX_RECORDS + 9)));
     }
 }
