@@ -129,6 +129,7 @@ pub(crate) struct StatRequest {
 async fn stat(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
     let req: StatRequest = request(&text)?;
     let (path, full) = inner.locate(peer, &req.path, Access::Read)?;
+    let _hashing = inner.hashing.acquire().await.map_err(|e| internal(e.to_string()))?;
     let inner = inner.clone();
     blocking(move || {
         let m = std::fs::metadata(&full).map_err(io_err)?;
@@ -171,6 +172,7 @@ fn range(offset: u64, len: Option<u64>, size: u64) -> Result<u64, HandlerError> 
 async fn range_hash(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
     let req: RangeRequest = request(&text)?;
     let (_, full) = inner.locate(peer, &req.path, Access::Read)?;
+    let _hashing = inner.hashing.acquire().await.map_err(|e| internal(e.to_string()))?;
     let inner = inner.clone();
     blocking(move || {
         let size = file_size(&full)?;

@@ -117,6 +117,10 @@ pub(crate) struct Inner {
     /// Transfers running, server-wide: at most `max_transfers`; past [`BUSY_TRANSFERS`]
     /// downloads go in smaller chunks, so that many at once hold little each.
     pub(crate) transfers: Arc<AtomicUsize>,
+    /// Whole-file and range hashes computed at once, one per core: a thousand `file.hash`
+    /// requests for big ranges wait here instead of filling the blocking pool that logins
+    /// and file IO share.
+    pub(crate) hashing: tokio::sync::Semaphore,
     /// The service's root as the file system names it (symbolic links resolved).
     pub(crate) real_root: PathBuf,
     /// When partial uploads were last swept for expired ones (seconds since the epoch).
@@ -174,6 +178,7 @@ impl Files {
             index,
             writing: Mutex::default(),
             transfers: Arc::default(),
+            hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             real_root,
             swept: Default::default(),
         });
