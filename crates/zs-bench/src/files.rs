@@ -45,6 +45,8 @@ pub struct Rate {
     pub bytes_per_s: f64,
     /// Seconds (median of the rounds).
     pub seconds: f64,
+    /// CPU seconds both ends used (user and system; the median round's).
+    pub cpu_seconds: f64,
 }
 
 /// Upload and download of the big file by one entry.
@@ -150,6 +152,8 @@ pub fn run(opts: FilesOptions, zs_exe: &Path) -> Result<FilesReport, String> {
         if let Some(s) = &secured {
             sec.push(o(s)?);
         }
+        let last = |v: &[UpDown]| v.last().map(UpDown::describe).unwrap_or_default();
+        tracing::info!("round {round}: floor {}; ours {}; secured {}", last(&floor), last(&ours), last(&sec));
     }
     let (floor, ours) = (median(&floor), median(&ours));
     let ours_secure = secured.as_ref().map(|_| median(&sec));
@@ -182,6 +186,14 @@ pub fn run(opts: FilesOptions, zs_exe: &Path) -> Result<FilesReport, String> {
     })
 }
 
+impl UpDown {
+    /// One line: each rate with its CPU time.
+    fn describe(&self) -> String {
+        let one = |r: &Rate| format!("{:.2} GB/s ({:.2} CPU s)", r.bytes_per_s / 1e9, r.cpu_seconds);
+        format!("up {}, down {}, stream {}", one(&self.upload), one(&self.download), one(&self.stream))
+    }
+}
+
 fn median(runs: &[UpDown]) -> UpDown {
     let pick = |f: fn(&UpDown) -> Rate| {
         let mut v: Vec<Rate> = runs.iter().map(f).collect();
@@ -191,8 +203,31 @@ fn median(runs: &[UpDown]) -> UpDown {
     UpDown { upload: pick(|r| r.upload), download: pick(|r| r.download), stream: pick(|r| r.stream) }
 }
 
-fn rate(bytes: u64, t: Duration) -> Rate {
-    Rate { bytes_per_s: bytes as f64 / t.as_secs_f64().max(1e-9), seconds: t.as_secs_f64() }
+/// Times a transfer: wall time, and the CPU time of this process and the server's.
+struct Clock {
+    pids: Vec<String>,
+    started: Instant,
+    cpu: f64,
+}
+
+impl Clock {
+    fn start(server: Option<&ServerProcess>) -> Clock {
+        let mut pids = vec!["self".to_owned()];
+        pids.extend(server.iter().flat_map(|s| s.pids.iter().map(|p| p.to_string())));
+        let cpu = cpu_of(&pids);
+        Clock { pids, started: Instant::now(), cpu }
+    }
+
+    /// The rate of `bytes` moved since the start.
+    fn rate(&self, bytes: u64) -> Rate {
+        let t = self.started.elapsed().as_secs_f64();
+        let cpu_seconds = cpu_of(&self.pids) - self.cpu;
+        Rate { bytes_per_s: bytes as f64 / t.max(1e-9), seconds: t, cpu_seconds }
+    }
+}
+
+fn cpu_of(pids: &[String]) -> f64 {
+    pids.iter().filter_map(|p| crate::procmem::cpu_seconds(p).ok()).sum()
 }
 
 /// Writes `size` bytes that do not compress.
@@ -241,13 +276,13 @@ fn floor_round(big: &Path, work: &Path) -> Result<UpDown, String> {
             s.write_all(b"k")
         })
     };
-    let t = Instant::now();
+    let t = Clock::start(None);
     let mut s = TcpStream::connect(addr).map_err(e)?;
     copy_1m(&mut std::fs::File::open(big).map_err(e)?, &mut s).map_err(e)?;
     s.shutdown(std::net::Shutdown::Write).map_err(e)?;
     let mut ack = [0u8; 1];
     s.read_exact(&mut ack).map_err(e)?;
-    let upload = rate(size, t.elapsed());
+    let upload = t.rate(size);
     server.join().map_err(|_| "floor server panicked")?.map_err(e)?;
     // Download: a server thread sends, this side writes.
     let listener = TcpListener::bind("127.0.0.1:0").map_err(e)?;
@@ -258,12 +293,12 @@ fn floor_round(big: &Path, work: &Path) -> Result<UpDown, String> {
         copy_1m(&mut std::fs::File::open(&source)?, &mut s)?;
         Ok(())
     });
-    let t = Instant::now();
+    let t = Clock::start(None);
     let mut s = TcpStream::connect(addr).map_err(e)?;
     let mut out = std::fs::File::create(&received).map_err(e)?;
     copy_1m(&mut s, &mut out).map_err(e)?;
     out.sync_all().map_err(e)?;
-    let download = rate(size, t.elapsed());
+    let download = t.rate(size);
     server.join().map_err(|_| "floor server panicked")?.map_err(e)?;
     let _ = std::fs::remove_file(&received);
     Ok(UpDown { upload, download, stream: Rate::default() })
@@ -286,16 +321,16 @@ async fn ours_round(server: &ServerProcess, big: &Path, work: &Path, round: usiz
     // A new name each round, and the bytes sent even though the server has them.
     let remote = format!("public/big{round}.bin");
     let opts = UploadOptions { no_instant: true, ..UploadOptions::default() };
-    let t = Instant::now();
+    let t = Clock::start(Some(server));
     client::upload(&c, big, &remote, opts).await.map_err(e)?;
-    let upload = rate(size, t.elapsed());
+    let upload = t.rate(size);
     // Closed before the download, as `zs file put` then `zs file get` would be.
     drop(c);
     let back = work.join("ours.recv");
     let d = admin(&server.target).await?;
-    let t = Instant::now();
+    let t = Clock::start(Some(server));
     client::download(&[d.peer().clone()], &remote, &back, DownloadOptions::default()).await.map_err(e)?;
-    let download = rate(size, t.elapsed());
+    let download = t.rate(size);
     let _ = std::fs::remove_file(&back);
     if round > 0 {
         client::delete(&d, &format!("public/big{}.bin", round - 1), false).await.map_err(e)?;
@@ -303,9 +338,9 @@ async fn ours_round(server: &ServerProcess, big: &Path, work: &Path, round: usiz
     let source = tokio::io::AsyncReadExt::take(tokio::io::repeat(0x5a), size);
     let sopts =
         zs::StreamOptions { compression: zs::bulk::Compression::None, ..zs::StreamOptions::with_len(size) };
-    let t = Instant::now();
+    let t = Clock::start(Some(server));
     d.send_big_stream("sink", source, sopts).finish().await.map_err(|e| e.to_string())?;
-    let stream = rate(size, t.elapsed());
+    let stream = t.rate(size);
     Ok(UpDown { upload, download, stream })
 }
 
@@ -319,11 +354,11 @@ async fn multi_download(server: &ServerProcess, n: usize, size: u64, work: &Path
     let list = client::list(&clients[0], "public", Some("big*.bin")).await.map_err(e)?;
     let name = list.first().ok_or("the big file is gone")?.name.clone();
     let back = work.join(format!("multi{n}.recv"));
-    let t = Instant::now();
+    let t = Clock::start(Some(server));
     client::download(&peers, &format!("public/{name}"), &back, DownloadOptions::default())
         .await
         .map_err(e)?;
-    let r = rate(size, t.elapsed());
+    let r = t.rate(size);
     let _ = std::fs::remove_file(&back);
     Ok(r)
 }
@@ -400,23 +435,39 @@ async fn many_downloads(server: &ServerProcess, n: usize, size: u64, work: &Path
 /// A readable table of the report.
 pub fn table(r: &FilesReport) -> String {
     let gb = |x: &Rate| x.bytes_per_s / 1e9;
-    let row =
-        |name: &str, x: &UpDown| format!("{:<30}{:>12.2}{:>12.2}\n", name, gb(&x.upload), gb(&x.download));
+    // CPU seconds of both ends per GiB moved, beside each rate.
+    let cpu = |x: &Rate| x.cpu_seconds * (1u64 << 30) as f64 / r.size.max(1) as f64;
+    let row = |name: &str, x: &UpDown| {
+        format!(
+            "{:<30}{:>12.2}{:>12.2}{:>10.2} / {:.2}\n",
+            name,
+            gb(&x.upload),
+            gb(&x.download),
+            cpu(&x.upload),
+            cpu(&x.download)
+        )
+    };
     let mut s = format!(
-        "files: a {} MiB file in {}, median of {} round(s)\n{:<30}{:>12}{:>12}\n",
+        "files: a {} MiB file in {}, median of {} round(s)\n{:<30}{:>12}{:>12}{:>24}\n",
         r.size >> 20,
         r.dir.display(),
         r.rounds,
         "GB/s",
         "upload",
-        "download"
+        "download",
+        "CPU s/GiB up / down"
     );
     s += &row("floor (plain TCP send)", &r.floor);
     s += &row("ours (plaintext)", &r.ours);
     if let Some(x) = &r.ours_secure {
         s += &row(&format!("ours ({})", r.secure.name()), x);
     }
-    s += &format!("{:<30}{:>24.2}\n", "ours, a big stream to `sink`", gb(&r.ours.stream));
+    s += &format!(
+        "{:<30}{:>24.2}{:>16.2}\n",
+        "ours, a big stream to `sink`",
+        gb(&r.ours.stream),
+        cpu(&r.ours.stream)
+    );
     s += &format!("ratio ours/floor: upload {:.2}, download {:.2}\n", r.ratio_upload, r.ratio_download);
     s += &format!(
         "ratio files/big stream (the file service's own cost): upload {:.2}, download {:.2}\n",

@@ -23,3 +23,14 @@ pub(crate) fn reset_peak(pid: &str) -> Result<u64, String> {
         .map_err(|e| format!("cannot reset peak RSS: {e}"))?;
     rss(pid)
 }
+
+/// CPU seconds (user and system) a process has used so far; `pid` may be `self`.
+pub(crate) fn cpu_seconds(pid: &str) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("a malformed /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or("a malformed /proc stat");
+    // The kernel reports in USER_HZ, 100 per second on Linux.
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}

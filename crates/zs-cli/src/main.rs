@@ -1,5 +1,6 @@
 //! `zs`: serve, call and benchmark zserver.
 
+mod allocator;
 mod bench;
 mod call;
 mod connect;
@@ -36,21 +37,8 @@ enum Cmd {
     File(file::FileArgs),
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core), and memory
-/// freed by another thread goes back to the arena it came from: file and hashing buffers
-/// made on tokio's blocking threads and freed on its workers then stay in up to 16 arenas.
-/// Two arenas measured +49 MB for 1,000 downloads at once against +428 MB with glibc's
-/// default (`zs bench files`).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    allocator::limit_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -59,6 +47,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Servers and clients alike: long transfers leave glibc holding memory, and a later
+    // 1 GiB download in the same process then took 2.5x the CPU (`zs bench files`).
+    allocator::spawn_trimmer();
     let result = match cli.command {
         Cmd::Serve(a) => serve::run(a),
         Cmd::Call(a) => call::run(a),
