@@ -3,12 +3,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use zs::{Router, Server, ServerConfig};
 use zs_services::accounts::{Accounts, AccountsConfig, HashCost, SessionPolicy};
 use zs_services::files::{Files, FilesConfig, PublicRead};
+use zs_services::push::{Push, PushConfig, SendPolicy};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -42,10 +44,17 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
-    /// Built-in services to serve, comma-separated (default: `accounts,files` with one
-    /// worker, none with --workers; `none` for none). Built in: accounts, files.
+    /// Built-in services to serve, comma-separated (default: `accounts,files,push` with one
+    /// worker, none with --workers; `none` for none). Built in: accounts, files, push.
     #[arg(long, value_delimiter = ',')]
     services: Option<Vec<String>>,
+    /// Messages a user's offline inbox holds (push); the oldest give way.
+    #[arg(long, default_value_t = 1000)]
+    inbox_cap: u64,
+    /// Let every logged-in user send to other users (`push.send`), not only the roles
+    /// admin and push.
+    #[arg(long)]
+    user_push: bool,
     /// Let anyone make an account (`account.register`).
     #[arg(long)]
     allow_register: bool,
@@ -275,9 +284,11 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
         Some(list) => list.clone(),
         // Each worker is a process of its own, and a store is one process's.
         None if args.workers > 1 || args.worker => Vec::new(),
-        None => vec![zs_services::accounts::NAME.to_string(), zs_services::files::NAME.to_string()],
+        None => [zs_services::accounts::NAME, zs_services::files::NAME, zs_services::push::NAME]
+            .map(String::from)
+            .to_vec(),
     };
-    let mut generated = None;
+    let (mut generated, mut accounts_handle) = (None, None);
     for name in &names {
         match name.as_str() {
             zs_services::accounts::NAME => {
@@ -295,6 +306,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                     config.hash = HashCost::insecure_fast();
                 }
                 let (accounts, password) = Accounts::open(config).await.map_err(|e| e.to_string())?;
+                accounts_handle = Some(accounts.clone());
                 router.mount(accounts);
                 generated = password;
             }
@@ -311,6 +323,24 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                 }
                 config.quota_bytes = args.quota_bytes;
                 router.mount(Files::open(config)?);
+            }
+            zs_services::push::NAME => {
+                if args.workers > 1 || args.worker {
+                    return Err(
+                        "the push service keeps its inbox in one process: run it with --workers 1".into()
+                    );
+                }
+                let mut config = PushConfig::new(zs_services::push::push_dir(&args.security.data_dir()));
+                config.inbox_cap = args.inbox_cap.max(1);
+                if args.user_push {
+                    config.send_policy = SendPolicy::LoggedIn;
+                }
+                // Messages are stored only for accounts that exist (when accounts are served).
+                if let Some(accounts) = accounts_handle.clone() {
+                    config.known_user =
+                        Some(Arc::new(move |user: &str| matches!(accounts.store().get(user), Ok(Some(_)))));
+                }
+                router.mount(Push::open(config)?);
             }
             other => {
                 let known = zs_services::BUILTIN.join(", ");

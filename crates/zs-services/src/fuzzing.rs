@@ -1,4 +1,4 @@
-//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `files_request`), as plain
+//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `files_request`, `push_request`), as plain
 //! functions that ordinary tests also run over a corpus and random inputs. Each returns
 //! normally for every input.
 
@@ -14,6 +14,12 @@ pub fn accounts_request(data: &[u8]) {
 pub fn files_request(data: &[u8]) {
     let text = zs::Text::from(String::from_utf8_lossy(data).into_owned());
     crate::files::decode_any(&text);
+}
+
+/// Decodes `data` (made UTF-8) as the JSON request of every push and inbox command, and
+/// checks each topic and command name in it as the commands would.
+pub fn push_request(data: &[u8]) {
+    crate::push::decode_any(&String::from_utf8_lossy(data));
 }
 
 /// Reads the corpus of `target` under `root/fuzz/corpus`, plus `n` inputs derived from it

@@ -7,13 +7,16 @@
 //!   roles, per-account directories, admin commands, an async authenticator.
 //! - [`files`]: public, private and shared areas; resumable, ranged, multi-connection
 //!   transfers; instant upload by content hash with proof of possession; quotas.
+//! - [`push`]: send to a user's connections or its durable offline inbox, topics,
+//!   presence, through a [`push::Broker`] a cluster can replace.
 
 pub mod accounts;
 pub mod files;
 pub mod fuzzing;
 mod json;
+pub mod push;
 
 pub use accounts::{Accounts, AccountsConfig};
 
 /// The built-in services by name, as `zs serve --services` takes them.
-pub const BUILTIN: &[&str] = &[accounts::NAME, files::NAME];
+pub const BUILTIN: &[&str] = &[accounts::NAME, files::NAME, push::NAME];

@@ -46,7 +46,7 @@ pub use connection::CloseReason;
 pub use directory::Directory;
 pub use error::{CallError, HandlerError};
 pub use mux::{MuxConfig, VirtualListener, VirtualStream};
-pub use peer::Peer;
+pub use peer::{Peer, Prepared};
 pub use rpc::{Form, Identity, Responder, Router, Service, Text};
 pub use secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, Trust};
 pub use server::{Server, ServerHandle};

@@ -191,6 +191,14 @@ impl Peer {
         if let Some(directory) = self.directory() {
             directory.relogin(self.inner.id, old.as_ref().map(|i| i.user.as_str()), name.as_deref());
         }
+        if let Some(router) = self.inner.router.get() {
+            for hook in &router.on_login {
+                let run = std::panic::AssertUnwindSafe(|| hook(self, old.as_deref()));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!(peer = self.inner.id, "on_login hook panicked");
+                }
+            }
+        }
     }
 
     /// The server's directory of connected peers (by id and by user); `None` on a client.
@@ -268,6 +276,31 @@ impl Peer {
     /// Sends a one-way (direct) stream command.
     pub async fn send_stream(&self, name: &str, frame: DataFrame) -> Result<(), CallError> {
         self.send_payload(name, Payload::Frame(frame)).await
+    }
+
+    /// Encodes a one-way console command once, for [`send_prepared`](Self::send_prepared)
+    /// to this peer and others (a push to many connections).
+    pub fn prepare_console(&self, name: &str, text: impl Into<Text>) -> Result<Prepared, CallError> {
+        Prepared::new(name, Payload::Text(text.into()), self.inner.config.encoding())
+    }
+
+    /// Encodes a one-way stream command once (see [`prepare_console`](Self::prepare_console)).
+    pub fn prepare_stream(&self, name: &str, frame: DataFrame) -> Result<Prepared, CallError> {
+        Prepared::new(name, Payload::Frame(frame), self.inner.config.encoding())
+    }
+
+    /// Queues a prepared one-way command without waiting: the encoded bytes are shared, not
+    /// copied (encoded again only for a peer whose frame settings differ). A peer whose
+    /// outbound queue is full is slow: it is closed (`SlowConsumer`) and `QueueFull` returned.
+    pub fn send_prepared(&self, prepared: &Prepared) -> Result<(), CallError> {
+        let enc = self.inner.config.encoding();
+        let frame = match prepared.enc == enc {
+            true => prepared.frame.clone(),
+            false => encode::call_bytes(Kind::Send, 0, &prepared.name, &prepared.payload, enc)?,
+        };
+        self.offer(frame)?;
+        self.inner.stats.bump(|s| &s.commands_out);
+        Ok(())
     }
 
     /// Closes the connection: the peer is told why, pending calls on both ends fail.
@@ -526,4 +559,36 @@ impl Peer {
 
 pub(crate) fn remote_error(code: u16, message: &str) -> CallError {
     CallError::Remote { code: ErrorCode::from_code(code), message: message.to_owned() }
+}
+
+/// A one-way command encoded once, sent to many peers with [`Peer::send_prepared`].
+#[derive(Clone)]
+pub struct Prepared {
+    frame: Bytes,
+    name: Arc<str>,
+    payload: Payload,
+    enc: encode::Encoding,
+}
+
+impl Prepared {
+    fn new(name: &str, payload: Payload, enc: encode::Encoding) -> Result<Prepared, CallError> {
+        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, enc)?;
+        Ok(Prepared { frame, name: name.into(), payload, enc })
+    }
+
+    /// Bytes of the encoded frame.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// Whether the frame is empty (never: a frame has a header).
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("name", &self.name).field("len", &self.frame.len()).finish()
+    }
 }

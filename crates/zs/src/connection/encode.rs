@@ -11,7 +11,7 @@ use crate::error::HandlerError;
 
 /// How calls and replies are encoded: the frame size limit and whether payloads are
 /// compressed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Encoding {
     /// Largest frame body.
     pub(crate) max_frame_len: u32,

@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use zs_wire::DataFrame;
 
 use super::responder::{RawResponder, Responder};
-use super::{Access, Guard};
+use super::{Access, Guard, Identity};
 use super::{Form, IntoReply, Payload, PayloadType, Text};
 use crate::bulk::{BufferHandler, BulkHandler};
 use crate::connection::close::CloseReason;
@@ -25,6 +25,7 @@ pub(crate) type DelayedFn = dyn Fn(&Peer, Payload, RawResponder) + Send + Sync;
 type ConnectHook = dyn Fn(&Peer) + Send + Sync;
 type DisconnectHook = dyn Fn(&Peer, &CloseReason) + Send + Sync;
 type SessionHook = dyn Fn(&Peer, &SessionEvent) + Send + Sync;
+type LoginHook = dyn Fn(&Peer, Option<&Identity>) + Send + Sync;
 
 /// How a handler runs.
 pub(crate) enum Exec {
@@ -64,6 +65,7 @@ pub struct Router {
     pub(crate) on_connect: Vec<Box<ConnectHook>>,
     pub(crate) on_disconnect: Vec<Box<DisconnectHook>>,
     pub(crate) on_session: Vec<Box<SessionHook>>,
+    pub(crate) on_login: Vec<Box<LoginHook>>,
     /// Virtual channel listeners by service name.
     listeners: HashMap<Box<str>, tokio::sync::mpsc::Sender<Incoming>>,
     /// Service names whose virtual channels this router serves as full peers.
@@ -397,6 +399,13 @@ impl Router {
     /// Runs once when a connection has closed, with the reason.
     pub fn on_disconnect(&mut self, f: impl Fn(&Peer, &CloseReason) + Send + Sync + 'static) -> &mut Self {
         self.on_disconnect.push(Box::new(f));
+        self
+    }
+
+    /// Runs when a connection's login changes ([`Peer::set_user`]): a login, a logout, or
+    /// another account; with the identity it had before (the new one is [`Peer::user`]).
+    pub fn on_login(&mut self, f: impl Fn(&Peer, Option<&Identity>) + Send + Sync + 'static) -> &mut Self {
+        self.on_login.push(Box::new(f));
         self
     }
 

@@ -1,0 +1,467 @@
+//! The offline inbox: per user, in a redb database in the data directory. Writes go
+//! through one thread that commits what has queued up in one durable (fsynced) transaction
+//! and then answers every writer in it, so a thousand senders cost one fsync, not a
+//! thousand; a sender hears "stored" only after that commit.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// Messages by (user, sequence number): the inbox in delivery order.
+const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// Sequence numbers by (user, message id): duplicates are found here.
+const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ids");
+/// Per user: the next sequence number and the messages held.
+const HEADS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("heads");
+
+/// Writes waiting for the writer thread; past this, stores are refused as busy.
+pub const QUEUE: usize = 4096;
+/// Writes committed together at most.
+const BATCH: usize = 1024;
+/// How often expired messages are swept, and how many at most per sweep.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_MAX: usize = 10_000;
+
+/// A stored message, as the inbox lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// Position in its user's inbox (delivery order; acknowledged by it).
+    #[serde(default)]
+    pub seq: u64,
+    /// The sender's id for it (duplicates of an id are dropped).
+    pub id: String,
+    /// The command the client runs for it.
+    pub command: String,
+    /// Its payload.
+    pub text: String,
+    /// Who sent it (an account name), if a user did.
+    pub from: Option<String>,
+    /// When it was stored, milliseconds since the epoch.
+    pub sent_at: u64,
+    /// When it expires, milliseconds since the epoch.
+    pub expires_at: u64,
+}
+
+/// What to do when a user's inbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Drop the oldest message to make room (counted). The default.
+    #[default]
+    DropOldest,
+    /// Refuse the new message (counted); the sender is told.
+    RefuseNewest,
+}
+
+/// The outcome of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// On disk at this sequence number.
+    Stored(u64),
+    /// A message with this id is already in the inbox (at this sequence number).
+    Duplicate(u64),
+    /// The inbox is full and refuses new messages.
+    Full,
+}
+
+/// What the inbox has done since the server started.
+#[derive(Debug, Default)]
+pub struct InboxCounters {
+    /// Messages stored.
+    pub stored: AtomicU64,
+    /// Duplicates dropped.
+    pub duplicates: AtomicU64,
+    /// Oldest messages dropped for room.
+    pub dropped_oldest: AtomicU64,
+    /// New messages refused by a full inbox.
+    pub refused: AtomicU64,
+    /// Messages removed because they expired.
+    pub expired: AtomicU64,
+    /// Messages acknowledged (and removed).
+    pub acked: AtomicU64,
+    /// Commits (each one fsync).
+    pub commits: AtomicU64,
+}
+
+enum Write {
+    Store { user: String, message: InboxMessage, done: oneshot::Sender<Result<Stored, String>> },
+    Ack { user: String, seqs: Vec<u64>, done: oneshot::Sender<Result<u64, String>> },
+}
+
+/// The inbox database and its writer thread.
+#[derive(Clone)]
+pub struct Inbox {
+    db: Arc<Database>,
+    writes: SyncSender<Write>,
+    counters: Arc<InboxCounters>,
+}
+
+fn e<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Inbox {
+    /// Opens (or makes) the database at `path` and starts its writer: a user holds at most
+    /// `cap` messages, `when_full` says which gives way.
+    pub fn open(path: &Path, cap: u64, when_full: WhenFull) -> Result<Inbox, String> {
+        let db = Database::create(path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let txn = db.begin_write().map_err(e)?;
+        {
+            txn.open_table(MESSAGES).map_err(e)?;
+            txn.open_table(IDS).map_err(e)?;
+            txn.open_table(HEADS).map_err(e)?;
+        }
+        txn.commit().map_err(e)?;
+        let db = Arc::new(db);
+        let counters = Arc::new(InboxCounters::default());
+        let (writes, queue) = sync_channel(QUEUE);
+        let writer = Writer { db: db.clone(), counters: counters.clone(), cap: cap.max(1), when_full };
+        std::thread::Builder::new()
+            .name("zs-inbox".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|err| format!("cannot start the inbox writer: {err}"))?;
+        Ok(Inbox { db, writes, counters })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &InboxCounters {
+        &self.counters
+    }
+
+    fn send(&self, w: Write) -> Result<(), String> {
+        match self.writes.try_send(w) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(format!("the inbox is busy ({QUEUE} writes waiting)")),
+            Err(TrySendError::Disconnected(_)) => Err("the inbox writer stopped".into()),
+        }
+    }
+
+    /// Stores `message` for `user`; answers once it is on disk.
+    pub async fn store(&self, user: &str, message: InboxMessage) -> Result<Stored, String> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::Store { user: user.to_owned(), message, done })?;
+        rx.await.map_err(|_| "the inbox writer stopped".to_owned())?
+    }
+
+    /// Removes the messages `seqs` of `user` (acknowledged); how many were there.
+    pub async fn ack(&self, user: &str, seqs: Vec<u64>) -> Result<u64, String> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::Ack { user: user.to_owned(), seqs, done })?;
+        rx.await.map_err(|_| "the inbox writer stopped".to_owned())?
+    }
+
+    /// Up to `limit` unexpired messages of `user` after sequence number `after`, in order,
+    /// and whether more follow.
+    pub fn list(&self, user: &str, after: u64, limit: usize) -> Result<(Vec<InboxMessage>, bool), String> {
+        let now = now_ms();
+        let txn = self.db.begin_read().map_err(e)?;
+        let table = txn.open_table(MESSAGES).map_err(e)?;
+        let mut out = Vec::new();
+        for row in table.range((user, after.saturating_add(1))..=(user, u64::MAX)).map_err(e)? {
+            let (k, v) = row.map_err(e)?;
+            let Ok(mut m) = serde_json::from_slice::<InboxMessage>(v.value()) else { continue };
+            if m.expires_at <= now {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            m.seq = k.value().1;
+            out.push(m);
+        }
+        Ok((out, false))
+    }
+
+    /// Messages `user` holds (expired ones not yet swept included).
+    pub fn count(&self, user: &str) -> Result<u64, String> {
+        let txn = self.db.begin_read().map_err(e)?;
+        let heads = txn.open_table(HEADS).map_err(e)?;
+        Ok(heads.get(user).map_err(e)?.map_or(0, |h| h.value().1))
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    counters: Arc<InboxCounters>,
+    cap: u64,
+    when_full: WhenFull,
+}
+
+impl Writer {
+    fn run(self, queue: Receiver<Write>) {
+        let mut last_sweep = std::time::Instant::now();
+        loop {
+            let first = match queue.recv_timeout(SWEEP_EVERY) {
+                Ok(w) => w,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sweep();
+                    last_sweep = std::time::Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+                last_sweep = std::time::Instant::now();
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction; answers each write after the commit.
+    fn commit(&self, batch: Vec<Write>) {
+        enum Answer {
+            Store(oneshot::Sender<Result<Stored, String>>, Result<Stored, String>),
+            Ack(oneshot::Sender<Result<u64, String>>, Result<u64, String>),
+        }
+        let txn = match self.db.begin_write() {
+            Ok(t) => t,
+            Err(err) => return fail_all(batch, &err.to_string()),
+        };
+        let mut answers = Vec::with_capacity(batch.len());
+        let applied = (|| -> Result<(), String> {
+            let mut messages = txn.open_table(MESSAGES).map_err(e)?;
+            let mut ids = txn.open_table(IDS).map_err(e)?;
+            let mut heads = txn.open_table(HEADS).map_err(e)?;
+            let mut t = Tables { messages: &mut messages, ids: &mut ids, heads: &mut heads };
+            let now = now_ms();
+            for w in batch {
+                match w {
+                    Write::Store { user, message, done } => {
+                        let r = self.store(&mut t, &user, &message, now);
+                        answers.push(Answer::Store(done, r));
+                    }
+                    Write::Ack { user, seqs, done } => {
+                        let r = self.ack(&mut t, &user, &seqs);
+                        answers.push(Answer::Ack(done, r));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        let committed = applied.and_then(|()| txn.commit().map_err(e));
+        if committed.is_ok() {
+            self.counters.commits.fetch_add(1, Relaxed);
+        }
+        for a in answers {
+            match (a, &committed) {
+                (Answer::Store(done, r), Ok(())) => {
+                    match &r {
+                        Ok(Stored::Stored(_)) => self.counters.stored.fetch_add(1, Relaxed),
+                        Ok(Stored::Duplicate(_)) => self.counters.duplicates.fetch_add(1, Relaxed),
+                        Ok(Stored::Full) => self.counters.refused.fetch_add(1, Relaxed),
+                        Err(_) => 0,
+                    };
+                    let _ = done.send(r);
+                }
+                (Answer::Ack(done, r), Ok(())) => {
+                    if let Ok(n) = &r {
+                        self.counters.acked.fetch_add(*n, Relaxed);
+                    }
+                    let _ = done.send(r);
+                }
+                (Answer::Store(done, _), Err(why)) => drop(done.send(Err(why.clone()))),
+                (Answer::Ack(done, _), Err(why)) => drop(done.send(Err(why.clone()))),
+            }
+        }
+    }
+
+    fn store(
+        &self,
+        t: &mut Tables<'_, '_>,
+        user: &str,
+        m: &InboxMessage,
+        now: u64,
+    ) -> Result<Stored, String> {
+        if let Some(seq) = t.ids.get((user, m.id.as_str())).map_err(e)? {
+            return Ok(Stored::Duplicate(seq.value()));
+        }
+        let (mut next, mut count) = t.heads.get(user).map_err(e)?.map_or((1, 0), |h| h.value());
+        // Expired messages at the front make room first.
+        while count > 0 {
+            let Some(oldest) = first_of(t.messages, user)? else { break };
+            if oldest.1.expires_at > now && count < self.cap {
+                break;
+            }
+            if oldest.1.expires_at > now {
+                // Full of live messages.
+                match self.when_full {
+                    WhenFull::RefuseNewest => return Ok(Stored::Full),
+                    WhenFull::DropOldest => self.counters.dropped_oldest.fetch_add(1, Relaxed),
+                };
+            } else {
+                self.counters.expired.fetch_add(1, Relaxed);
+            }
+            t.messages.remove((user, oldest.0)).map_err(e)?;
+            t.ids.remove((user, oldest.1.id.as_str())).map_err(e)?;
+            count -= 1;
+        }
+        let seq = next;
+        next += 1;
+        let bytes = serde_json::to_vec(m).map_err(e)?;
+        t.messages.insert((user, seq), bytes.as_slice()).map_err(e)?;
+        t.ids.insert((user, m.id.as_str()), seq).map_err(e)?;
+        t.heads.insert(user, (next, count + 1)).map_err(e)?;
+        Ok(Stored::Stored(seq))
+    }
+
+    fn ack(&self, t: &mut Tables<'_, '_>, user: &str, seqs: &[u64]) -> Result<u64, String> {
+        let mut removed = 0;
+        for &seq in seqs {
+            let Some(v) = t.messages.remove((user, seq)).map_err(e)? else { continue };
+            if let Ok(m) = serde_json::from_slice::<InboxMessage>(v.value()) {
+                t.ids.remove((user, m.id.as_str())).map_err(e)?;
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            let (next, count) = t.heads.get(user).map_err(e)?.map_or((1, 0), |h| h.value());
+            t.heads.insert(user, (next, count.saturating_sub(removed))).map_err(e)?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes expired messages (at most `SWEEP_MAX`) in one transaction.
+    fn sweep(&self) {
+        let now = now_ms();
+        let swept = (|| -> Result<u64, String> {
+            let expired: Vec<(String, u64, String)> = {
+                let txn = self.db.begin_read().map_err(e)?;
+                let table = txn.open_table(MESSAGES).map_err(e)?;
+                let mut found = Vec::new();
+                for row in table.iter().map_err(e)? {
+                    let (k, v) = row.map_err(e)?;
+                    let Ok(m) = serde_json::from_slice::<InboxMessage>(v.value()) else { continue };
+                    if m.expires_at <= now {
+                        let (user, seq) = k.value();
+                        found.push((user.to_owned(), seq, m.id));
+                        if found.len() == SWEEP_MAX {
+                            break;
+                        }
+                    }
+                }
+                found
+            };
+            if expired.is_empty() {
+                return Ok(0);
+            }
+            let txn = self.db.begin_write().map_err(e)?;
+            {
+                let mut messages = txn.open_table(MESSAGES).map_err(e)?;
+                let mut ids = txn.open_table(IDS).map_err(e)?;
+                let mut heads = txn.open_table(HEADS).map_err(e)?;
+                for (user, seq, id) in &expired {
+                    if messages.remove((user.as_str(), *seq)).map_err(e)?.is_some() {
+                        ids.remove((user.as_str(), id.as_str())).map_err(e)?;
+                        let (next, count) =
+                            heads.get(user.as_str()).map_err(e)?.map_or((1, 0), |h| h.value());
+                        heads.insert(user.as_str(), (next, count.saturating_sub(1))).map_err(e)?;
+                    }
+                }
+            }
+            txn.commit().map_err(e)?;
+            Ok(expired.len() as u64)
+        })();
+        match swept {
+            Ok(n) => drop(self.counters.expired.fetch_add(n, Relaxed)),
+            Err(why) => tracing::warn!("inbox sweep failed: {why}"),
+        }
+    }
+}
+
+struct Tables<'a, 't> {
+    messages: &'a mut redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    ids: &'a mut redb::Table<'t, (&'static str, &'static str), u64>,
+    heads: &'a mut redb::Table<'t, &'static str, (u64, u64)>,
+}
+
+/// The first message of `user`'s inbox.
+fn first_of(
+    messages: &redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    user: &str,
+) -> Result<Option<(u64, InboxMessage)>, String> {
+    let mut range = messages.range((user, 0)..=(user, u64::MAX)).map_err(e)?;
+    let Some(row) = range.next() else { return Ok(None) };
+    let (k, v) = row.map_err(e)?;
+    let m = serde_json::from_slice::<InboxMessage>(v.value()).map_err(e)?;
+    Ok(Some((k.value().1, m)))
+}
+
+fn fail_all(batch: Vec<Write>, why: &str) {
+    for w in batch {
+        match w {
+            Write::Store { done, .. } => drop(done.send(Err(why.to_owned()))),
+            Write::Ack { done, .. } => drop(done.send(Err(why.to_owned()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, ttl_ms: u64) -> InboxMessage {
+        let now = now_ms();
+        InboxMessage {
+            seq: 0,
+            id: id.into(),
+            command: "note".into(),
+            text: format!("text {id}"),
+            from: None,
+            sent_at: now,
+            expires_at: now + ttl_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_in_order_drops_duplicates_and_the_oldest_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(&dir.path().join("inbox.redb"), 3, WhenFull::DropOldest).unwrap();
+        for id in ["a", "b", "c", "d"] {
+            assert!(matches!(inbox.store("bob", message(id, 60_000)).await.unwrap(), Stored::Stored(_)));
+        }
+        assert_eq!(inbox.store("bob", message("d", 60_000)).await.unwrap(), Stored::Duplicate(4));
+        let (list, more) = inbox.list("bob", 0, 10).unwrap();
+        assert!(!more);
+        assert_eq!(list.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["b", "c", "d"]);
+        assert_eq!(list.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(inbox.counters().dropped_oldest.load(Relaxed), 1);
+        assert_eq!(inbox.ack("bob", vec![2, 3, 99]).await.unwrap(), 2);
+        assert_eq!(inbox.count("bob").unwrap(), 1);
+        // An acknowledged id may come again.
+        assert!(matches!(inbox.store("bob", message("b", 60_000)).await.unwrap(), Stored::Stored(5)));
+        assert_eq!(inbox.list("alice", 0, 10).unwrap().0, vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_can_refuse_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(&dir.path().join("inbox.redb"), 2, WhenFull::RefuseNewest).unwrap();
+        inbox.store("bob", message("a", 60_000)).await.unwrap();
+        inbox.store("bob", message("b", 60_000)).await.unwrap();
+        assert_eq!(inbox.store("bob", message("c", 60_000)).await.unwrap(), Stored::Full);
+        // An expired message gives way even so.
+        let dir2 = tempfile::tempdir().unwrap();
+        let inbox2 = Inbox::open(&dir2.path().join("inbox.redb"), 1, WhenFull::RefuseNewest).unwrap();
+        inbox2.store("bob", message("old", 0)).await.unwrap();
+        assert!(matches!(inbox2.store("bob", message("new", 60_000)).await.unwrap(), Stored::Stored(2)));
+        assert_eq!(inbox2.counters().expired.load(Relaxed), 1);
+    }
+}
