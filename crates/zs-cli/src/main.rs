@@ -5,6 +5,7 @@ mod bench;
 mod call;
 mod connect;
 mod file;
+mod push;
 mod security;
 mod serve;
 mod user;
@@ -35,6 +36,10 @@ enum Cmd {
     User(user::UserArgs),
     /// Files on a server: ls, stat, put, get, rm, mv, mkdir.
     File(file::FileArgs),
+    /// Send a command to a user: live to its connections, else into its offline inbox.
+    Push(push::PushArgs),
+    /// List (and with --ack remove) the logged-in user's waiting messages.
+    Inbox(push::InboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
         Cmd::Keygen(a) => security::keygen(a),
         Cmd::User(a) => user::run(a),
         Cmd::File(a) => file::run(a),
+        Cmd::Push(a) => push::push(a),
+        Cmd::Inbox(a) => push::inbox(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

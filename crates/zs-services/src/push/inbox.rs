@@ -148,6 +148,10 @@ impl Inbox {
 
     /// Stores `message` for `user`; answers once it is on disk.
     pub async fn store(&self, user: &str, message: InboxMessage) -> Result<Stored, String> {
+        // A retry of a message on disk already is answered from a read, without a commit.
+        if let Some(seq) = self.stored_id(user, &message.id)? {
+            return Ok(Stored::Duplicate(seq));
+        }
         let (done, rx) = oneshot::channel();
         self.send(Write::Store { user: user.to_owned(), message, done })?;
         rx.await.map_err(|_| "the inbox writer stopped".to_owned())?
@@ -180,6 +184,18 @@ impl Inbox {
             out.push(m);
         }
         Ok((out, false))
+    }
+
+    /// The sequence number of `user`'s message `id`, if it is in the inbox (committed, so
+    /// on disk).
+    fn stored_id(&self, user: &str, id: &str) -> Result<Option<u64>, String> {
+        let txn = self.db.begin_read().map_err(e)?;
+        let ids = txn.open_table(IDS).map_err(e)?;
+        let seq = ids.get((user, id)).map_err(e)?.map(|s| s.value());
+        if seq.is_some() {
+            self.counters.duplicates.fetch_add(1, Relaxed);
+        }
+        Ok(seq)
     }
 
     /// Messages `user` holds (expired ones not yet swept included).
