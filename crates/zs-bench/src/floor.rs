@@ -91,3 +91,45 @@ fn read_into(s: &TcpStream, partial: &mut Vec<u8>) -> std::io::Result<usize> {
     partial.extend_from_slice(&buf[..n]);
     Ok(n)
 }
+
+/// The fan-out floor's server (`zs bench fanout-floor-server`): the first connection is
+/// control, the next `peers` are subscribers; each little-endian `u32` K read from control
+/// sends K frames (a `u32` length and `payload` bytes) to every subscriber, from one
+/// writer task per subscriber that writes all it has queued with one syscall.
+pub async fn fanout_server(listener: TcpListener, peers: usize, payload: usize) -> Result<(), String> {
+    let (mut control, _) = listener.accept().await.map_err(|e| e.to_string())?;
+    let mut frame = (payload as u32).to_le_bytes().to_vec();
+    frame.resize(4 + payload, b'x');
+    let frame = bytes::Bytes::from(frame);
+    let mut writers = Vec::with_capacity(peers);
+    for _ in 0..peers {
+        let (s, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        // Never deeper than the bench's window: it waits for deliveries before it asks for more.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+        tokio::spawn(async move {
+            let mut s = s;
+            let mut out = Vec::new();
+            while let Some(first) = rx.recv().await {
+                out.clear();
+                out.extend_from_slice(&first);
+                while let Ok(more) = rx.try_recv() {
+                    out.extend_from_slice(&more);
+                }
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        writers.push(tx);
+    }
+    let mut k = [0u8; 4];
+    while control.read_exact(&mut k).await.is_ok() {
+        for _ in 0..u32::from_le_bytes(k) {
+            for w in &writers {
+                let _ = w.send(frame.clone());
+            }
+        }
+    }
+    Ok(())
+}

@@ -194,6 +194,19 @@ pub(crate) fn start_server_env(
     env: &[(&str, &str)],
     data_in: Option<&Path>,
 ) -> Result<ServerProcess, String> {
+    start_server_args(zs_exe, secure, workers, addrs, env, data_in, &[])
+}
+
+/// [`start_server_env`] with `extra` arguments for `zs serve`.
+pub(crate) fn start_server_args(
+    zs_exe: &Path,
+    secure: Secure,
+    workers: usize,
+    addrs: usize,
+    env: &[(&str, &str)],
+    data_in: Option<&Path>,
+    extra: &[&str],
+) -> Result<ServerProcess, String> {
     let data = match data_in {
         Some(base) => tempfile::tempdir_in(base),
         None => tempfile::tempdir(),
@@ -208,6 +221,7 @@ pub(crate) fn start_server_env(
     }
     let child = cmd
         .args(secure.serve_args())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -17,6 +17,7 @@ pub mod idle;
 pub mod login;
 pub mod mux;
 mod procmem;
+pub mod push;
 pub mod report;
 pub mod resume;
 pub mod rpc;

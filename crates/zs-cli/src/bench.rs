@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, fanout, files, idle, login, mux, resume, rpc, Secure};
+use zs_bench::{bulk, churn, fanout, files, idle, login, mux, push, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -230,6 +230,35 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// The push service: live deliveries to logged-in users (a topic of all against the
+    /// fan-out floor, and one send per user), and durable inbox stores against raw redb
+    /// commits of the same batches.
+    Push {
+        /// Logged-in users, one connection each.
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds per live entry.
+        #[arg(long, default_value = "3", value_parser = crate::seconds)]
+        duration: Duration,
+        /// Topic messages in flight (published, not yet delivered to every user).
+        #[arg(long, default_value_t = 32)]
+        window: u64,
+        /// Messages stored in the inbox entry.
+        #[arg(long, default_value_t = 20_000)]
+        stores: usize,
+        /// Stores in flight at once.
+        #[arg(long, default_value_t = 256)]
+        store_concurrency: usize,
+        /// Where the server's data goes (default: /dev/shm when there is one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A burst of password logins (argon2id at its documented cost) against `zs serve`:
     /// logins per second, and echo-call latency on other connections with no logins
     /// running and during the burst.
@@ -320,6 +349,14 @@ enum Scenario {
     FloorServer {
         #[arg(long, default_value_t = 1)]
         addrs: usize,
+    },
+    /// (internal) The fan-out floor server process of `zs bench push`.
+    #[command(hide = true)]
+    FanoutFloorServer {
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value_t = 1000)]
+        peers: usize,
     },
 }
 
@@ -414,6 +451,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Mux { .. } => Some(Progress::start("mux", None)),
         Scenario::Login { .. } => Some(Progress::start("login", None)),
         Scenario::Files { .. } => Some(Progress::start("files", None)),
+        Scenario::Push { .. } => Some(Progress::start("push", None)),
         Scenario::Compat { .. } => Some(Progress::start("compat", None)),
         _ => None,
     };
@@ -522,6 +560,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let r = files::run(opts, &exe)?;
             print(json, &r, || files::table(&r))
         }
+        Scenario::Push { users, payload, duration, window, stores, store_concurrency, dir, json } => {
+            check("users", users, 15_000)?;
+            check("payload", payload, 64 << 10)?;
+            check("stores", stores, 10_000_000)?;
+            check("store-concurrency", store_concurrency, 4_096)?;
+            if duration.is_zero() || duration > Duration::from_secs(600) || window == 0 {
+                return Err("--duration must be between 0 and 600 seconds, --window at least 1".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let opts = push::PushOptions { users, payload, duration, window, stores, store_concurrency, dir };
+            let r = push::run(opts, &exe)?;
+            print(json, &r, || push::table(&r))
+        }
         Scenario::Login { logins, connections, accounts, probes, probe_interval_ms, idle, secure, json } => {
             check("logins", logins, 1_000_000)?;
             check("connections", connections, 4_096)?;
@@ -565,5 +616,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             Ok(())
         }
         Scenario::FloorServer { addrs } => crate::runtime()?.block_on(idle::floor_server(addrs)),
+        Scenario::FanoutFloorServer { payload, peers } => crate::runtime()?.block_on(async move {
+            zs_bench::raise_fd_limit();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+            println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            zs_bench::floor::fanout_server(listener, peers, payload).await
+        }),
     }
 }

@@ -111,6 +111,8 @@ pub const PRESENCE_EVENT: &str = "presence.event";
 struct Topic {
     /// Subscribed connections, and whether each wants presence events.
     members: HashMap<u64, (Peer, bool)>,
+    /// Members that want presence events.
+    watchers: usize,
     /// Connections per user among them.
     users: HashMap<String, usize>,
     /// Users who joined or left since the last event (true: joined), in order.
@@ -177,7 +179,7 @@ impl LocalBroker {
         if topic.changes.is_empty() || topic.flushing {
             return;
         }
-        if !topic.members.values().any(|(_, wants)| *wants) {
+        if topic.watchers == 0 {
             topic.changes.clear();
             return;
         }
@@ -228,9 +230,8 @@ impl LocalBroker {
 
     fn leave(&self, topic_name: &str, topics: &mut HashMap<String, Topic>, peer: &Peer) -> bool {
         let Some(topic) = topics.get_mut(topic_name) else { return false };
-        if topic.members.remove(&peer.id()).is_none() {
-            return false;
-        }
+        let Some((_, watching)) = topic.members.remove(&peer.id()) else { return false };
+        topic.watchers -= usize::from(watching);
         if let Some(user) = peer.user() {
             topic.remove_user(&user.user);
         }
@@ -297,12 +298,16 @@ impl Broker for LocalBroker {
                 }
                 return Err(BrokerError::Limit(format!("topic {topic} has {max} subscribers already")));
             }
-            if t.members.insert(peer.id(), (peer.clone(), presence)).is_none() {
-                if let Some(user) = peer.user() {
-                    t.add_user(&user.user);
+            match t.members.insert(peer.id(), (peer.clone(), presence)) {
+                None => {
+                    if let Some(user) = peer.user() {
+                        t.add_user(&user.user);
+                    }
+                    mine.push(topic.to_owned());
                 }
-                mine.push(topic.to_owned());
+                Some((_, was_watching)) => t.watchers -= usize::from(was_watching),
             }
+            t.watchers += usize::from(presence);
             let n = t.members.len();
             self.changed(topic, t);
             Ok(n)

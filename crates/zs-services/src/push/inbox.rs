@@ -3,6 +3,7 @@
 //! and then answers every writer in it, so a thousand senders cost one fsync, not a
 //! thousand; a sender hears "stored" only after that commit.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -13,12 +14,17 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-/// Messages by (user, sequence number): the inbox in delivery order.
+/// Messages by (user, sequence number): the inbox in delivery order. Sequence numbers are
+/// unique server-wide and never reused, so a late acknowledgement never removes another
+/// message.
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// Sequence numbers by (user, message id): duplicates are found here.
 const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ids");
-/// Per user: the next sequence number and the messages held.
-const HEADS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("heads");
+/// The next sequence number (key `next`), written once per commit.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Users whose message count the writer keeps in memory; past this the counts are
+/// forgotten and counted again from the table when needed.
+const COUNTED_USERS: usize = 100_000;
 
 /// Writes waiting for the writer thread; past this, stores are refused as busy.
 pub const QUEUE: usize = 4096;
@@ -119,13 +125,21 @@ impl Inbox {
         {
             txn.open_table(MESSAGES).map_err(e)?;
             txn.open_table(IDS).map_err(e)?;
-            txn.open_table(HEADS).map_err(e)?;
+            txn.open_table(META).map_err(e)?;
         }
         txn.commit().map_err(e)?;
         let db = Arc::new(db);
         let counters = Arc::new(InboxCounters::default());
         let (writes, queue) = sync_channel(QUEUE);
-        let writer = Writer { db: db.clone(), counters: counters.clone(), cap: cap.max(1), when_full };
+        let next = next_seq(&db)?;
+        let writer = Writer {
+            db: db.clone(),
+            counters: counters.clone(),
+            cap: cap.max(1),
+            when_full,
+            next,
+            counts: HashMap::new(),
+        };
         std::thread::Builder::new()
             .name("zs-inbox".into())
             .spawn(move || writer.run(queue))
@@ -148,10 +162,6 @@ impl Inbox {
 
     /// Stores `message` for `user`; answers once it is on disk.
     pub async fn store(&self, user: &str, message: InboxMessage) -> Result<Stored, String> {
-        // A retry of a message on disk already is answered from a read, without a commit.
-        if let Some(seq) = self.stored_id(user, &message.id)? {
-            return Ok(Stored::Duplicate(seq));
-        }
         let (done, rx) = oneshot::channel();
         self.send(Write::Store { user: user.to_owned(), message, done })?;
         rx.await.map_err(|_| "the inbox writer stopped".to_owned())?
@@ -186,24 +196,32 @@ impl Inbox {
         Ok((out, false))
     }
 
-    /// The sequence number of `user`'s message `id`, if it is in the inbox (committed, so
-    /// on disk).
-    fn stored_id(&self, user: &str, id: &str) -> Result<Option<u64>, String> {
-        let txn = self.db.begin_read().map_err(e)?;
-        let ids = txn.open_table(IDS).map_err(e)?;
-        let seq = ids.get((user, id)).map_err(e)?.map(|s| s.value());
-        if seq.is_some() {
-            self.counters.duplicates.fetch_add(1, Relaxed);
-        }
-        Ok(seq)
-    }
-
     /// Messages `user` holds (expired ones not yet swept included).
     pub fn count(&self, user: &str) -> Result<u64, String> {
         let txn = self.db.begin_read().map_err(e)?;
-        let heads = txn.open_table(HEADS).map_err(e)?;
-        Ok(heads.get(user).map_err(e)?.map_or(0, |h| h.value().1))
+        let messages = txn.open_table(MESSAGES).map_err(e)?;
+        count_of(&messages, user)
     }
+}
+
+/// The next sequence number kept in `db` (1 in a new one).
+fn next_seq(db: &Database) -> Result<u64, String> {
+    let txn = db.begin_read().map_err(e)?;
+    let meta = txn.open_table(META).map_err(e)?;
+    Ok(meta.get("next").map_err(e)?.map_or(1, |v| v.value()))
+}
+
+/// Messages of `user` in `messages`.
+fn count_of(
+    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    user: &str,
+) -> Result<u64, String> {
+    let mut n = 0;
+    for row in messages.range((user, 0)..=(user, u64::MAX)).map_err(e)? {
+        row.map_err(e)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 struct Writer {
@@ -211,10 +229,14 @@ struct Writer {
     counters: Arc<InboxCounters>,
     cap: u64,
     when_full: WhenFull,
+    /// The next sequence number.
+    next: u64,
+    /// Messages per user, for the users seen lately (exact: this thread makes every change).
+    counts: HashMap<String, u64>,
 }
 
 impl Writer {
-    fn run(self, queue: Receiver<Write>) {
+    fn run(mut self, queue: Receiver<Write>) {
         let mut last_sweep = std::time::Instant::now();
         loop {
             let first = match queue.recv_timeout(SWEEP_EVERY) {
@@ -242,7 +264,7 @@ impl Writer {
     }
 
     /// Applies a batch in one transaction; answers each write after the commit.
-    fn commit(&self, batch: Vec<Write>) {
+    fn commit(&mut self, batch: Vec<Write>) {
         enum Answer {
             Store(oneshot::Sender<Result<Stored, String>>, Result<Stored, String>),
             Ack(oneshot::Sender<Result<u64, String>>, Result<u64, String>),
@@ -255,8 +277,7 @@ impl Writer {
         let applied = (|| -> Result<(), String> {
             let mut messages = txn.open_table(MESSAGES).map_err(e)?;
             let mut ids = txn.open_table(IDS).map_err(e)?;
-            let mut heads = txn.open_table(HEADS).map_err(e)?;
-            let mut t = Tables { messages: &mut messages, ids: &mut ids, heads: &mut heads };
+            let mut t = Tables { messages: &mut messages, ids: &mut ids };
             let now = now_ms();
             for w in batch {
                 match w {
@@ -270,11 +291,17 @@ impl Writer {
                     }
                 }
             }
+            txn.open_table(META).map_err(e)?.insert("next", self.next).map_err(e)?;
             Ok(())
         })();
         let committed = applied.and_then(|()| txn.commit().map_err(e));
-        if committed.is_ok() {
-            self.counters.commits.fetch_add(1, Relaxed);
+        match committed {
+            Ok(()) => drop(self.counters.commits.fetch_add(1, Relaxed)),
+            Err(_) => {
+                // Nothing of the batch happened: what this thread keeps is read again.
+                self.counts.clear();
+                self.next = next_seq(&self.db).unwrap_or(self.next);
+            }
         }
         for a in answers {
             match (a, &committed) {
@@ -299,27 +326,48 @@ impl Writer {
         }
     }
 
+    /// Messages `user` holds now (counted once, then kept).
+    fn count(
+        &mut self,
+        messages: &redb::Table<'_, (&'static str, u64), &'static [u8]>,
+        user: &str,
+    ) -> Result<u64, String> {
+        if let Some(&n) = self.counts.get(user) {
+            return Ok(n);
+        }
+        if self.counts.len() >= COUNTED_USERS {
+            self.counts.clear();
+        }
+        let n = count_of(messages, user)?;
+        self.counts.insert(user.to_owned(), n);
+        Ok(n)
+    }
+
     fn store(
-        &self,
+        &mut self,
         t: &mut Tables<'_, '_>,
         user: &str,
         m: &InboxMessage,
         now: u64,
     ) -> Result<Stored, String> {
-        if let Some(seq) = t.ids.get((user, m.id.as_str())).map_err(e)? {
-            return Ok(Stored::Duplicate(seq.value()));
+        // The id is claimed for the next sequence number; a duplicate gets its own back.
+        let seq = self.next;
+        let held = t.ids.insert((user, m.id.as_str()), seq).map_err(e)?.map(|v| v.value());
+        if let Some(held) = held {
+            t.ids.insert((user, m.id.as_str()), held).map_err(e)?;
+            return Ok(Stored::Duplicate(held));
         }
-        let (mut next, mut count) = t.heads.get(user).map_err(e)?.map_or((1, 0), |h| h.value());
-        // Expired messages at the front make room first.
-        while count > 0 {
+        let mut count = self.count(t.messages, user)?;
+        // A full inbox makes room: expired messages at its front first, then as `when_full`
+        // says. (Expired messages elsewhere are swept, and never listed.)
+        while count >= self.cap {
             let Some(oldest) = first_of(t.messages, user)? else { break };
-            if oldest.1.expires_at > now && count < self.cap {
-                break;
-            }
             if oldest.1.expires_at > now {
-                // Full of live messages.
                 match self.when_full {
-                    WhenFull::RefuseNewest => return Ok(Stored::Full),
+                    WhenFull::RefuseNewest => {
+                        t.ids.remove((user, m.id.as_str())).map_err(e)?;
+                        return Ok(Stored::Full);
+                    }
                     WhenFull::DropOldest => self.counters.dropped_oldest.fetch_add(1, Relaxed),
                 };
             } else {
@@ -329,16 +377,14 @@ impl Writer {
             t.ids.remove((user, oldest.1.id.as_str())).map_err(e)?;
             count -= 1;
         }
-        let seq = next;
-        next += 1;
+        self.next += 1;
         let bytes = serde_json::to_vec(m).map_err(e)?;
         t.messages.insert((user, seq), bytes.as_slice()).map_err(e)?;
-        t.ids.insert((user, m.id.as_str()), seq).map_err(e)?;
-        t.heads.insert(user, (next, count + 1)).map_err(e)?;
+        self.counts.insert(user.to_owned(), count + 1);
         Ok(Stored::Stored(seq))
     }
 
-    fn ack(&self, t: &mut Tables<'_, '_>, user: &str, seqs: &[u64]) -> Result<u64, String> {
+    fn ack(&mut self, t: &mut Tables<'_, '_>, user: &str, seqs: &[u64]) -> Result<u64, String> {
         let mut removed = 0;
         for &seq in seqs {
             let Some(v) = t.messages.remove((user, seq)).map_err(e)? else { continue };
@@ -347,15 +393,14 @@ impl Writer {
             }
             removed += 1;
         }
-        if removed > 0 {
-            let (next, count) = t.heads.get(user).map_err(e)?.map_or((1, 0), |h| h.value());
-            t.heads.insert(user, (next, count.saturating_sub(removed))).map_err(e)?;
+        if let Some(n) = self.counts.get_mut(user) {
+            *n = n.saturating_sub(removed);
         }
         Ok(removed)
     }
 
     /// Removes expired messages (at most `SWEEP_MAX`) in one transaction.
-    fn sweep(&self) {
+    fn sweep(&mut self) {
         let now = now_ms();
         let swept = (|| -> Result<u64, String> {
             let expired: Vec<(String, u64, String)> = {
@@ -382,19 +427,17 @@ impl Writer {
             {
                 let mut messages = txn.open_table(MESSAGES).map_err(e)?;
                 let mut ids = txn.open_table(IDS).map_err(e)?;
-                let mut heads = txn.open_table(HEADS).map_err(e)?;
                 for (user, seq, id) in &expired {
                     if messages.remove((user.as_str(), *seq)).map_err(e)?.is_some() {
                         ids.remove((user.as_str(), id.as_str())).map_err(e)?;
-                        let (next, count) =
-                            heads.get(user.as_str()).map_err(e)?.map_or((1, 0), |h| h.value());
-                        heads.insert(user.as_str(), (next, count.saturating_sub(1))).map_err(e)?;
                     }
                 }
             }
             txn.commit().map_err(e)?;
             Ok(expired.len() as u64)
         })();
+        // Counted again when next needed.
+        self.counts.clear();
         match swept {
             Ok(n) => drop(self.counters.expired.fetch_add(n, Relaxed)),
             Err(why) => tracing::warn!("inbox sweep failed: {why}"),
@@ -405,7 +448,6 @@ impl Writer {
 struct Tables<'a, 't> {
     messages: &'a mut redb::Table<'t, (&'static str, u64), &'static [u8]>,
     ids: &'a mut redb::Table<'t, (&'static str, &'static str), u64>,
-    heads: &'a mut redb::Table<'t, &'static str, (u64, u64)>,
 }
 
 /// The first message of `user`'s inbox.
