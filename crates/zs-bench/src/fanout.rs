@@ -73,24 +73,30 @@ pub struct FanoutReport {
 
 /// Deliveries counted by the subscribers, and a wake-up for the publisher.
 #[derive(Default)]
-struct Counter {
-    delivered: AtomicU64,
-    progressed: Notify,
+pub(crate) struct Counter {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) progressed: Notify,
 }
 
 impl Counter {
-    fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.delivered.fetch_add(n, Ordering::Relaxed);
         self.progressed.notify_one();
     }
 
-    /// Waits until at most `window` messages are not yet delivered to every peer; an
-    /// error if deliveries stop for 10 s.
-    async fn wait_room(&self, published: u64, peers: u64, window: u64) -> Result<(), String> {
+    /// Waits until at most `window` messages are not yet delivered to every peer
+    /// (counting deliveries past `base`); an error if deliveries stop for 10 s.
+    pub(crate) async fn wait_room(
+        &self,
+        base: u64,
+        published: u64,
+        peers: u64,
+        window: u64,
+    ) -> Result<(), String> {
         let mut last = (self.delivered.load(Ordering::Relaxed), Instant::now());
         loop {
             let notified = self.progressed.notified();
-            let done = self.delivered.load(Ordering::Relaxed);
+            let done = self.delivered.load(Ordering::Relaxed) - base;
             if published.saturating_sub(window) * peers <= done {
                 return Ok(());
             }
@@ -102,6 +108,26 @@ impl Counter {
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
     }
+}
+
+/// Reads `s` until it closes, counting whole frames of `frame_len` bytes into `counter`.
+pub(crate) fn count_frames(
+    mut s: TcpStream,
+    frame_len: usize,
+    counter: Arc<Counter>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pending = 0usize;
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            pending += n;
+            counter.add((pending / frame_len) as u64);
+            pending %= frame_len;
+        }
+    })
 }
 
 /// Runs the scenario.
@@ -161,7 +187,7 @@ async fn ours(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resul
             let start = Instant::now();
             let mut published = 0u64;
             while start.elapsed() < opts.duration {
-                counter.wait_room(published, opts.peers as u64, opts.window).await?;
+                counter.wait_room(0, published, opts.peers as u64, opts.window).await?;
                 let sent = server_side
                     .broadcast_console("tick", payload.clone(), |_| true)
                     .map_err(|e| e.to_string())?;
@@ -203,27 +229,13 @@ async fn floor(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resu
                 let _ = s.set_nodelay(true);
                 // Unbounded, but never more than the window deep: the publisher waits for
                 // deliveries before it publishes more.
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
-                tokio::spawn(async move {
-                    let mut s = s;
-                    let mut out = Vec::new();
-                    while let Some(first) = rx.recv().await {
-                        out.clear();
-                        out.extend_from_slice(&first);
-                        while let Ok(more) = rx.try_recv() {
-                            out.extend_from_slice(&more);
-                        }
-                        if s.write_all(&out).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                let tx = crate::floor::batching_writer(s);
                 peers.push(tx);
             }
             let start = Instant::now();
             let mut published = 0u64;
             while start.elapsed() < opts.duration {
-                counter.wait_room(published, opts.peers as u64, opts.window).await?;
+                counter.wait_room(0, published, opts.peers as u64, opts.window).await?;
                 for p in &peers {
                     p.send(frame.clone()).map_err(|_| "a floor writer stopped".to_string())?;
                 }
@@ -235,20 +247,8 @@ async fn floor(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resu
     // Connected while the publisher accepts (the listen backlog is short).
     let mut readers = Vec::new();
     for _ in 0..opts.peers {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let c = counter.clone();
-        readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 << 10];
-            let mut pending = 0usize;
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    return;
-                }
-                pending += n;
-                c.add((pending / frame_len) as u64);
-                pending %= frame_len;
-            }
-        }));
+        let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        readers.push(count_frames(s, frame_len, counter.clone()));
     }
     let start = publish.await.map_err(|e| e.to_string())??;
     let result = figures(counter.delivered.load(Ordering::Relaxed), opts.peers, start.elapsed());
@@ -341,7 +341,7 @@ async fn nats_run(port: u16, opts: FanoutOptions) -> Result<FanoutFigures, Strin
     let start = Instant::now();
     let mut published = 0u64;
     while start.elapsed() < opts.duration {
-        counter.wait_room(published, opts.peers as u64, opts.window).await?;
+        counter.wait_room(0, published, opts.peers as u64, opts.window).await?;
         publisher.write_all(&msg).await.map_err(|e| e.to_string())?;
         published += 1;
     }

@@ -105,23 +105,7 @@ pub async fn fanout_server(listener: TcpListener, peers: usize, payload: usize) 
     for _ in 0..peers {
         let (s, _) = listener.accept().await.map_err(|e| e.to_string())?;
         let _ = s.set_nodelay(true);
-        // Never deeper than the bench's window: it waits for deliveries before it asks for more.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
-        tokio::spawn(async move {
-            let mut s = s;
-            let mut out = Vec::new();
-            while let Some(first) = rx.recv().await {
-                out.clear();
-                out.extend_from_slice(&first);
-                while let Ok(more) = rx.try_recv() {
-                    out.extend_from_slice(&more);
-                }
-                if s.write_all(&out).await.is_err() {
-                    return;
-                }
-            }
-        });
-        writers.push(tx);
+        writers.push(batching_writer(s));
     }
     let mut k = [0u8; 4];
     while control.read_exact(&mut k).await.is_ok() {
@@ -132,4 +116,25 @@ pub async fn fanout_server(listener: TcpListener, peers: usize, payload: usize) 
         }
     }
     Ok(())
+}
+
+/// A task writing what it is handed to `s`, everything queued at once in one syscall;
+/// unbounded, so its users keep it shallow (the fan-out benches wait for deliveries before
+/// they hand it more).
+pub fn batching_writer(mut s: TcpStream) -> tokio::sync::mpsc::UnboundedSender<bytes::Bytes> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(first) = rx.recv().await {
+            out.clear();
+            out.extend_from_slice(&first);
+            while let Ok(more) = rx.try_recv() {
+                out.extend_from_slice(&more);
+            }
+            if s.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }

@@ -8,19 +8,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use zs::{Client, ClientConfig, Router};
 use zs_services::push::client::{self, SendOptions};
 
+use crate::fanout::{count_frames, Counter};
 use crate::harness::{runtime, Secure};
 use crate::idle::{start_server_args, ServerProcess};
 
@@ -112,39 +112,6 @@ fn check_publish(r: Option<Result<usize, client::PushError>>, users: usize) -> R
 
 const ADMIN_PASSWORD: &str = "the benchmark's admin password";
 const PASSWORD: &str = "a benchmark user's password";
-
-/// Deliveries counted by the clients, and a wake-up for the publisher.
-#[derive(Default)]
-struct Counter {
-    delivered: AtomicU64,
-    progressed: Notify,
-}
-
-impl Counter {
-    fn add(&self, n: u64) {
-        self.delivered.fetch_add(n, Relaxed);
-        self.progressed.notify_one();
-    }
-
-    /// Waits until at most `window` messages are not yet delivered to every user
-    /// (counting deliveries past `base`).
-    async fn wait_room(&self, base: u64, published: u64, users: u64, window: u64) -> Result<(), String> {
-        let mut last = (self.delivered.load(Relaxed), Instant::now());
-        loop {
-            let notified = self.progressed.notified();
-            let done = self.delivered.load(Relaxed) - base;
-            if published.saturating_sub(window) * users <= done {
-                return Ok(());
-            }
-            if done != last.0 {
-                last = (done, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(10) {
-                return Err(format!("deliveries stopped at {done} for 10 s"));
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-        }
-    }
-}
 
 /// Runs the scenario against `zs serve` and the floor server started from `zs_exe`.
 pub fn run(opts: PushOptions, zs_exe: &Path) -> Result<PushReport, String> {
@@ -239,20 +206,8 @@ async fn floor(server: &FloorProcess, opts: &PushOptions) -> Result<Live, String
     let frame_len = 4 + opts.payload;
     let mut readers = Vec::with_capacity(opts.users);
     for _ in 0..opts.users {
-        let mut s = TcpStream::connect(server.addr).await.map_err(e)?;
-        let c = counter.clone();
-        readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 << 10];
-            let mut pending = 0usize;
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    return;
-                }
-                pending += n;
-                c.add((pending / frame_len) as u64);
-                pending %= frame_len;
-            }
-        }));
+        let s = TcpStream::connect(server.addr).await.map_err(e)?;
+        readers.push(count_frames(s, frame_len, counter.clone()));
     }
     // One message at a time, as ours publishes.
     let start = Instant::now();
