@@ -198,20 +198,21 @@ impl LocalBroker {
             let mut topics = self.topics();
             let Some(topic) = topics.get_mut(name) else { return };
             topic.flushing = false;
-            // A user who came and went (or went and came back) within the interval nets out.
-            let mut net: Vec<(String, bool)> = Vec::new();
+            // A user's changes alternate (join, leave, join...): an even number within the
+            // interval nets out, an odd number is its first.
+            let mut net: HashMap<String, bool> = HashMap::new();
             for (user, joined) in topic.changes.drain(..) {
-                match net.iter().position(|(u, _)| *u == user) {
-                    Some(i) => {
-                        net.remove(i);
-                    }
-                    None => net.push((user, joined)),
+                if net.remove(&user).is_none() {
+                    net.insert(user, joined);
                 }
             }
             let count = topic.users.len();
             let listed = count <= self.limits.presence_list_max;
             let pick = |joined: bool| -> Vec<&str> {
-                net.iter().filter(|(_, j)| *j == joined).map(|(u, _)| u.as_str()).collect()
+                let mut users: Vec<&str> =
+                    net.iter().filter(|(_, j)| **j == joined).map(|(u, _)| u.as_str()).collect();
+                users.sort_unstable();
+                users
             };
             let event = match listed {
                 true => {
