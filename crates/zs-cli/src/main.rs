@@ -9,6 +9,7 @@ mod push;
 mod security;
 mod serve;
 mod user;
+mod xnat;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ enum Cmd {
     Push(push::PushArgs),
     /// List (and with --ack remove) the logged-in user's waiting messages.
     Inbox(push::InboxArgs),
+    /// Expose TCP services behind NAT through a public server: xnat server | agent.
+    Xnat(xnat::XnatArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Cmd::File(a) => file::run(a),
         Cmd::Push(a) => push::push(a),
         Cmd::Inbox(a) => push::inbox(a),
+        Cmd::Xnat(a) => xnat::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

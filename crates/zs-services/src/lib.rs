@@ -9,12 +9,14 @@
 //!   transfers; instant upload by content hash with proof of possession; quotas.
 //! - [`push`]: send to a user's connections or its durable offline inbox, topics,
 //!   presence, through a [`push::Broker`] a cluster can replace.
+//! - [`xnat`]: expose TCP services behind NAT through a public server (`zs xnat`).
 
 pub mod accounts;
 pub mod files;
 pub mod fuzzing;
 mod json;
 pub mod push;
+pub mod xnat;
 
 pub use accounts::{Accounts, AccountsConfig};
 

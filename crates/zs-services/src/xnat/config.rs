@@ -1,0 +1,153 @@
+//! The TOML files of `zs xnat server` and `zs xnat agent`: one entry per named service.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A service as the public server offers it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicService {
+    /// Where visitors connect.
+    pub bind: SocketAddr,
+    /// A secret agents prove to serve it (never sent: see [`super::token_proof`]).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Agent keys (Noise fingerprints) allowed to serve it without a token.
+    #[serde(default)]
+    pub agent_keys: Vec<String>,
+    /// Visitors at once (default 10,000); more are closed at once.
+    #[serde(default = "default_max_visitors")]
+    pub max_visitors: usize,
+}
+
+fn default_max_visitors() -> usize {
+    10_000
+}
+
+/// `zs xnat server --config FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Where agents connect.
+    pub listen: SocketAddr,
+    /// Where the server's key is kept (default: zs serve's data directory).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Agents connect without encryption (only by explicit choice).
+    #[serde(default)]
+    pub plaintext: bool,
+    /// The services, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, PublicService>,
+}
+
+/// A service as an agent serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalService {
+    /// The local address visitors are connected to (`host:port`).
+    pub local: String,
+    /// The service's token, when the server asks for one.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `zs xnat agent --config FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// The public server's agent address (`host:port`).
+    pub server: String,
+    /// The server's key fingerprint (Noise), pinned.
+    #[serde(default)]
+    pub server_key: Option<String>,
+    /// Connect without encryption (only by explicit choice).
+    #[serde(default)]
+    pub plaintext: bool,
+    /// This agent's key file (Noise), for servers that admit agents by key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The services, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, LocalService>,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+impl ServerFile {
+    /// Parses and checks a server file.
+    pub fn parse(text: &str) -> Result<ServerFile, String> {
+        let f: ServerFile = parse(text)?;
+        for (name, s) in &f.services {
+            if !super::valid_service_name(name) {
+                return Err(format!("service `{name}`: a name is 1 to 64 letters, digits, - or _"));
+            }
+            if s.token.is_none() && s.agent_keys.is_empty() {
+                return Err(format!(
+                    "service `{name}`: give a token or agent_keys, or no agent can serve it"
+                ));
+            }
+            if s.token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(format!("service `{name}`: a token is at least 16 characters"));
+            }
+            for k in &s.agent_keys {
+                k.parse::<zs::Fingerprint>().map_err(|e| format!("service `{name}`: agent key {k}: {e}"))?;
+            }
+            if s.max_visitors == 0 {
+                return Err(format!("service `{name}`: max_visitors is at least 1"));
+            }
+        }
+        Ok(f)
+    }
+}
+
+impl AgentFile {
+    /// Parses and checks an agent file.
+    pub fn parse(text: &str) -> Result<AgentFile, String> {
+        let f: AgentFile = parse(text)?;
+        if !f.plaintext && f.server_key.is_none() {
+            return Err("give server_key (the server's fingerprint), or plaintext = true".into());
+        }
+        if let Some(k) = &f.server_key {
+            k.parse::<zs::Fingerprint>().map_err(|e| format!("server_key: {e}"))?;
+        }
+        for name in f.services.keys() {
+            if !super::valid_service_name(name) {
+                return Err(format!("service `{name}`: a name is 1 to 64 letters, digits, - or _"));
+            }
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_parse_and_bad_ones_say_why() {
+        let s = ServerFile::parse(
+            "listen = \"127.0.0.1:7000\"\n[services.web]\nbind = \"127.0.0.1:8080\"\ntoken = \"a long enough token\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.services["web"].max_visitors, 10_000);
+        let no_auth =
+            ServerFile::parse("listen = \"127.0.0.1:7000\"\n[services.web]\nbind = \"127.0.0.1:8080\"\n");
+        assert!(no_auth.unwrap_err().contains("token or agent_keys"));
+        let unknown = ServerFile::parse("listen = \"127.0.0.1:7000\"\nlisten_too = 1\n");
+        assert!(unknown.unwrap_err().contains("listen_too"));
+        let bad_name = ServerFile::parse("listen = \"127.0.0.1:7000\"\n[services.\"a b\"]\nbind = \"127.0.0.1:1\"\ntoken = \"a long enough token\"\n");
+        assert!(bad_name.unwrap_err().contains("a name is"));
+        let a = AgentFile::parse(
+            "server = \"127.0.0.1:7000\"\nplaintext = true\n[services.web]\nlocal = \"127.0.0.1:80\"\n",
+        );
+        assert_eq!(a.unwrap().services["web"].local, "127.0.0.1:80");
+        let unpinned = AgentFile::parse("server = \"127.0.0.1:7000\"\n");
+        assert!(unpinned.unwrap_err().contains("server_key"));
+    }
+}

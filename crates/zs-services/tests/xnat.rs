@@ -1,0 +1,203 @@
+//! XNat over real loopback sockets: a TCP echo through the tunnel (half-close forwarded),
+//! two agents sharing visitors and the survivor taking the new ones when one stops, wrong
+//! tokens and keys refused, a visitor with no agent closed at once, 1,000 visitors at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use zs::wire::ErrorCode;
+use zs::{CallError, Client, ClientConfig, Router, ServerSecurity};
+use zs_services::xnat::{run_agent, AgentHandle, AgentService, ServerFile, XnatServer};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const TOKEN: &str = "the echo service's token";
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f).await.unwrap_or_else(|_| panic!("{what}: not within {PATIENCE:?}"))
+}
+
+/// A local TCP service that writes `greeting` (if any) and then echoes until EOF.
+async fn echo_service(greeting: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if !greeting.is_empty() && s.write_all(greeting.as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn server(extra: &str) -> XnatServer {
+    let file = ServerFile::parse(&format!(
+        "listen = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{extra}"
+    ))
+    .unwrap();
+    let key = zs::KeyPair::generate();
+    let security = ServerSecurity::Noise(zs::secure::NoiseServer { key: Some(key), allowed_clients: None });
+    XnatServer::start(&file, security).await.unwrap()
+}
+
+fn agent(server: &XnatServer, local: SocketAddr, token: &str) -> AgentHandle {
+    let config = ClientConfig::secured(server.control().client_security());
+    let service = AgentService { name: "echo".into(), local: local.to_string(), token: Some(token.into()) };
+    run_agent(server.control_addr(), config, vec![service])
+}
+
+async fn agents_are(server: &XnatServer, n: usize) {
+    within("agents", async {
+        while server.stats()[0].agents != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+async fn visitor(server: &XnatServer) -> TcpStream {
+    TcpStream::connect(server.public_addr("echo").unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_tcp_echo_goes_through_the_tunnel_and_half_closes() {
+    let local = echo_service("").await;
+    let server = server("").await;
+    let _agent = agent(&server, local, TOKEN);
+    agents_are(&server, 1).await;
+    let mut v = visitor(&server).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    v.write_all(&data).await.unwrap();
+    // Half-close: the service sees the end, answers everything, then closes its side.
+    v.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    within("the echo", v.read_to_end(&mut back)).await.unwrap();
+    assert_eq!(back, data);
+    within("the counters", async {
+        while server.stats()[0].bytes_out < data.len() as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let s = &server.stats()[0];
+    assert_eq!((s.visitors, s.bytes_in, s.bytes_out, s.refused), (1, 300_000, 300_000, 0));
+}
+
+/// Reads the greeting a visitor is sent (one byte: which agent's service took it).
+async fn greeting(v: &mut TcpStream) -> u8 {
+    let mut b = [0u8; 1];
+    within("a greeting", v.read_exact(&mut b)).await.unwrap();
+    b[0]
+}
+
+#[tokio::test]
+async fn two_agents_share_visitors_and_the_survivor_takes_the_new_ones() {
+    let (a, b) = (echo_service("A").await, echo_service("B").await);
+    let server = server("").await;
+    let agent_a = agent(&server, a, TOKEN);
+    let _agent_b = agent(&server, b, TOKEN);
+    agents_are(&server, 2).await;
+    let mut held = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let mut v = visitor(&server).await;
+        seen.push(greeting(&mut v).await);
+        held.push(v);
+    }
+    let on_a = seen.iter().filter(|&&g| g == b'A').count();
+    assert_eq!(on_a, 5, "the least loaded agent takes each visitor: {seen:?}");
+    agent_a.stop().await;
+    agents_are(&server, 1).await;
+    for _ in 0..5 {
+        let mut v = visitor(&server).await;
+        assert_eq!(greeting(&mut v).await, b'B');
+    }
+    // Visitors of the stopped agent were cut; those of the survivor still echo.
+    for (v, g) in held.iter_mut().zip(&seen) {
+        if *g == b'B' {
+            v.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            within("an echo", v.read_exact(&mut one)).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrong_tokens_and_unknown_keys_are_refused() {
+    let local = echo_service("").await;
+    let server = server(&format!(
+        "[services.keyed]\nbind = \"127.0.0.1:0\"\nagent_keys = [\"{}\"]\n",
+        zs::KeyPair::generate().public()
+    ))
+    .await;
+    let wrong = agent(&server, local, "not the token at all");
+    // Asked directly: the register call is refused, and names nothing of the token.
+    let config = ClientConfig::secured(server.control().client_security());
+    let c = Client::connect_with(server.control_addr(), Router::new(), config).await.unwrap();
+    c.call_console("xnat.challenge", "{}").await.unwrap();
+    let bad = json!({ "service": "echo", "proof": "00".repeat(32) }).to_string();
+    let code = |e: CallError| match e {
+        CallError::Remote { code, .. } => code,
+        other => panic!("{other}"),
+    };
+    assert_eq!(code(c.call_console("xnat.register", bad).await.unwrap_err()), ErrorCode::AuthFailed);
+    let by_key = json!({ "service": "keyed" }).to_string();
+    assert_eq!(code(c.call_console("xnat.register", by_key).await.unwrap_err()), ErrorCode::AuthFailed);
+    let nothing = json!({ "service": "nothing" }).to_string();
+    assert_eq!(code(c.call_console("xnat.register", nothing).await.unwrap_err()), ErrorCode::AuthFailed);
+    assert_eq!(code(c.call_console("xnat.stats", "{}").await.unwrap_err()), ErrorCode::Forbidden);
+    assert_eq!(server.stats()[0].agents, 0);
+    assert_eq!(wrong.links(), 0, "the refused agent never counts a link");
+}
+
+#[tokio::test]
+async fn a_visitor_with_no_agent_is_closed_at_once() {
+    let server = server("").await;
+    let mut v = visitor(&server).await;
+    let mut buf = [0u8; 8];
+    let n = within("the close", v.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0);
+    within("the count", async {
+        while server.stats()[0].refused != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_thousand_visitors_at_once() {
+    zs_bench::raise_fd_limit();
+    let local = echo_service("").await;
+    let server = server("").await;
+    let _agent = agent(&server, local, TOKEN);
+    agents_are(&server, 1).await;
+    let addr = server.public_addr("echo").unwrap();
+    let visits = (0..1000u32).map(|i| async move {
+        let mut v = TcpStream::connect(addr).await.unwrap();
+        let data = vec![(i % 256) as u8; 1024];
+        v.write_all(&data).await.unwrap();
+        let mut back = vec![0u8; 1024];
+        v.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, data);
+        v
+    });
+    let held = within("1,000 visitors", futures_util::future::join_all(visits)).await;
+    assert_eq!(server.stats()[0].visitors_now, 1000);
+    drop(held);
+    within("all gone", async {
+        while server.stats()[0].visitors_now != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(server.stats()[0].visitors, 1000);
+}
