@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use zs::secure::{NoiseClient, NoiseServer};
 use zs::{ClientConfig, ClientSecurity, KeyPair, ServerSecurity, Trust};
-use zs_services::xnat::{run_agent, AgentFile, AgentService, ServerFile, XnatServer};
+use zs_services::xnat::{run_agent, AgentFile, AgentService, Protocol, ServerFile, XnatServer};
 
 /// `zs xnat`.
 #[derive(Args)]
@@ -107,7 +107,12 @@ async fn agent(path: &PathBuf) -> Result<(), String> {
     let services = file
         .services
         .iter()
-        .map(|(name, s)| AgentService { name: name.clone(), local: s.local.clone(), token: s.token.clone() })
+        .map(|(name, s)| AgentService {
+            name: name.clone(),
+            local: s.local.clone(),
+            token: s.token.clone(),
+            udp: s.protocol == Protocol::Udp,
+        })
         .collect();
     let agent = run_agent(addr, ClientConfig::secured(security), services);
     println!("agent of {addr}: {} service(s)", file.services.len());

@@ -1,4 +1,4 @@
-//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `files_request`, `push_request`), as plain
+//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `files_request`, `push_request`, `xnat_input`), as plain
 //! functions that ordinary tests also run over a corpus and random inputs. Each returns
 //! normally for every input.
 
@@ -20,6 +20,11 @@ pub fn files_request(data: &[u8]) {
 /// checks each topic and command name in it as the commands would.
 pub fn push_request(data: &[u8]) {
     crate::push::decode_any(&String::from_utf8_lossy(data));
+}
+
+/// Decodes `data` as XNat's files, register requests and UDP frames.
+pub fn xnat_input(data: &[u8]) {
+    crate::xnat::decode_any(data);
 }
 
 /// Reads the corpus of `target` under `root/fuzz/corpus`, plus `n` inputs derived from it

@@ -5,10 +5,11 @@
 fn fuzz_targets_run_over_their_corpus_and_random_inputs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     type Body = fn(&[u8]);
-    let targets: [(&str, Body); 3] = [
+    let targets: [(&str, Body); 4] = [
         ("accounts_request", zs_services::fuzzing::accounts_request),
         ("files_request", zs_services::fuzzing::files_request),
         ("push_request", zs_services::fuzzing::push_request),
+        ("xnat_input", zs_services::fuzzing::xnat_input),
     ];
     for (target, body) in targets {
         let inputs = zs_services::fuzzing::inputs(&root, target, 20_000);

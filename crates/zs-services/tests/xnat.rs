@@ -50,7 +50,8 @@ async fn server(extra: &str) -> XnatServer {
 
 fn agent(server: &XnatServer, local: SocketAddr, token: &str) -> AgentHandle {
     let config = ClientConfig::secured(server.control().client_security());
-    let service = AgentService { name: "echo".into(), local: local.to_string(), token: Some(token.into()) };
+    let service =
+        AgentService { name: "echo".into(), local: local.to_string(), token: Some(token.into()), udp: false };
     run_agent(server.control_addr(), config, vec![service])
 }
 
@@ -200,4 +201,45 @@ async fn a_thousand_visitors_at_once() {
     })
     .await;
     assert_eq!(server.stats()[0].visitors, 1000);
+}
+
+#[tokio::test]
+async fn a_udp_echo_goes_through_the_tunnel() {
+    // A local UDP echo.
+    let local = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local_addr = local.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = local.recv_from(&mut buf).await {
+            let _ = local.send_to(&buf[..n], from).await;
+        }
+    });
+    let file = ServerFile::parse(&format!(
+        "listen = \"127.0.0.1:0\"\n[services.dns]\nbind = \"127.0.0.1:0\"\nprotocol = \"udp\"\ntoken = \"{TOKEN}\"\n"
+    ))
+    .unwrap();
+    let server = XnatServer::start(&file, ServerSecurity::Plaintext).await.unwrap();
+    let config = ClientConfig::secured(zs::ClientSecurity::Plaintext);
+    let service = AgentService {
+        name: "dns".into(),
+        local: local_addr.to_string(),
+        token: Some(TOKEN.into()),
+        udp: true,
+    };
+    let _agent = run_agent(server.control_addr(), config, vec![service]);
+    agents_are(&server, 1).await;
+    let public = server.public_addr("dns").unwrap();
+    // Two visitors, each its own session; datagrams keep their bounds.
+    for who in [b'a', b'b'] {
+        let v = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        v.connect(public).await.unwrap();
+        for size in [1usize, 512, 1400, 9000] {
+            let datagram = vec![who; size];
+            v.send(&datagram).await.unwrap();
+            let mut back = vec![0u8; 65_536];
+            let n = within("a datagram back", v.recv(&mut back)).await.unwrap();
+            assert_eq!(&back[..n], &datagram[..]);
+        }
+    }
+    assert_eq!(server.stats()[0].visitors, 2);
 }

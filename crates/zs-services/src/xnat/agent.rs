@@ -23,6 +23,8 @@ pub struct AgentService {
     pub local: String,
     /// Its token, when the server asks for one.
     pub token: Option<String>,
+    /// UDP (else TCP).
+    pub udp: bool,
 }
 
 /// Visitors' channels that may wait to be accepted per service; a burst beyond it is
@@ -94,13 +96,21 @@ async fn link(addr: SocketAddr, config: ClientConfig, services: &[AgentService])
     let mut router = Router::new();
     let mut listeners = Vec::new();
     for s in services {
-        listeners.push((router.listen_with_backlog(&channel_name(&s.name), BACKLOG), s.local.clone()));
+        listeners.push((router.listen_with_backlog(&channel_name(&s.name), BACKLOG), s.local.clone(), s.udp));
     }
     let client = Client::connect_with(addr, router, config).await.map_err(|e| e.to_string())?;
-    for (mut listener, local) in listeners {
+    for (mut listener, local, udp) in listeners {
         tokio::spawn(async move {
             while let Some(channel) = listener.accept().await {
-                tokio::spawn(serve_visitor(channel, local.clone()));
+                let local = local.clone();
+                match udp {
+                    false => drop(tokio::spawn(serve_visitor(channel, local))),
+                    true => drop(tokio::spawn(async move {
+                        if let Err(e) = super::udp::serve_session(channel, &local).await {
+                            tracing::warn!(%local, "xnat: udp session failed: {e}");
+                        }
+                    })),
+                }
             }
         });
     }

@@ -6,12 +6,26 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// How a service's visitors talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP connections (the default).
+    #[default]
+    Tcp,
+    /// UDP datagrams: a session per visitor address, ended after a minute of silence.
+    Udp,
+}
+
 /// A service as the public server offers it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicService {
     /// Where visitors connect.
     pub bind: SocketAddr,
+    /// TCP or UDP (default TCP).
+    #[serde(default)]
+    pub protocol: Protocol,
     /// A secret agents prove to serve it (never sent: see [`super::token_proof`]).
     #[serde(default)]
     pub token: Option<String>,
@@ -50,6 +64,9 @@ pub struct ServerFile {
 pub struct LocalService {
     /// The local address visitors are connected to (`host:port`).
     pub local: String,
+    /// TCP or UDP (default TCP), as the server's entry says.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// The service's token, when the server asks for one.
     #[serde(default)]
     pub token: Option<String>,

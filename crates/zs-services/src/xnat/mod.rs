@@ -11,10 +11,12 @@
 mod agent;
 mod config;
 mod server;
+mod udp;
 
 pub use agent::{run_agent, AgentHandle, AgentService};
-pub use config::{AgentFile, LocalService, PublicService, ServerFile};
+pub use config::{AgentFile, LocalService, Protocol, PublicService, ServerFile};
 pub use server::{ServiceStats, XnatServer};
+pub use udp::UDP_IDLE;
 
 /// The virtual channel name a service's visitors arrive on at the agent.
 pub fn channel_name(service: &str) -> String {
@@ -40,4 +42,14 @@ pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Decodes `text` as each thing an XNat end reads from outside: the two TOML files, an
+/// agent's register request, and a UDP session's framed datagrams (the fuzz target's body).
+pub fn decode_any(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = ServerFile::parse(&text);
+    let _ = AgentFile::parse(&text);
+    server::decode_request(&text);
+    let _ = udp::decode_frames(data);
 }

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 use zs::wire::ErrorCode;
 use zs::{Fingerprint, HandlerError, Peer, Router, ServerConfig, ServerHandle, ServerSecurity, Text};
 
-use super::{channel_name, token_proof, PublicService, ServerFile};
+use super::{channel_name, token_proof, Protocol, PublicService, ServerFile};
 use crate::json::{err, request};
 
 /// A service's figures.
@@ -69,6 +69,28 @@ impl Service {
         agents.iter().filter(|a| !tried.contains(&a.peer.id())).min_by_key(|a| a.load.load(Relaxed)).cloned()
     }
 
+    /// A channel to the least loaded agent that takes it (trying the others in turn),
+    /// counted as a visitor and in that agent's load; `None` (counted as refused) if none does.
+    async fn open_channel(&self) -> Option<(Agent, zs::VirtualStream)> {
+        let mut tried = Vec::new();
+        while let Some(agent) = self.pick(&tried) {
+            tried.push(agent.peer.id());
+            agent.load.fetch_add(1, Relaxed);
+            match agent.peer.open_stream(&channel_name(&self.name)).await {
+                Ok(channel) => {
+                    self.visitors.fetch_add(1, Relaxed);
+                    return Some((agent, channel));
+                }
+                Err(e) => {
+                    agent.load.fetch_sub(1, Relaxed);
+                    tracing::info!(service = %self.name, agent = %agent.peer.remote_addr(), "xnat agent could not take a visitor: {e}");
+                }
+            }
+        }
+        self.refused.fetch_add(1, Relaxed);
+        None
+    }
+
     fn stats(&self) -> ServiceStats {
         ServiceStats {
             name: self.name.clone(),
@@ -79,6 +101,20 @@ impl Service {
             refused: self.refused.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Listener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr(),
+            Listener::Udp(s) => s.local_addr(),
         }
     }
 }
@@ -104,9 +140,11 @@ impl XnatServer {
         let mut services = BTreeMap::new();
         let mut listeners = Vec::new();
         for (name, config) in &file.services {
-            let listener = TcpListener::bind(config.bind)
-                .await
-                .map_err(|e| format!("service {name}: {}: {e}", config.bind))?;
+            let bound = |e: std::io::Error| format!("service {name}: {}: {e}", config.bind);
+            let listener = match config.protocol {
+                Protocol::Tcp => Listener::Tcp(TcpListener::bind(config.bind).await.map_err(bound)?),
+                Protocol::Udp => Listener::Udp(UdpSocket::bind(config.bind).await.map_err(bound)?),
+            };
             let public = listener.local_addr().map_err(|e| e.to_string())?;
             let agent_keys = config.agent_keys.iter().filter_map(|k| k.parse().ok()).collect();
             let service = Arc::new(Service {
@@ -129,7 +167,20 @@ impl XnatServer {
         let control = zs::Server::bind(file.listen, control_router(services.clone()), config)
             .await
             .map_err(|e| format!("{}: {e}", file.listen))?;
-        let accepting = listeners.into_iter().map(|(l, s)| tokio::spawn(accept_visitors(l, s))).collect();
+        let accepting = listeners
+            .into_iter()
+            .map(|(l, s)| match l {
+                Listener::Tcp(l) => tokio::spawn(accept_visitors(l, s)),
+                Listener::Udp(socket) => {
+                    let (max, name) = (s.config.max_visitors, s.name.clone());
+                    let open: super::udp::Opener = Arc::new(move || {
+                        let s = s.clone();
+                        Box::pin(async move { s.open_channel().await.map(|(_, channel)| channel) })
+                    });
+                    tokio::spawn(super::udp::serve_public(socket, open, max, name))
+                }
+            })
+            .collect();
         Ok(XnatServer { control, services, accepting })
     }
 
@@ -200,6 +251,12 @@ struct RegisterRequest {
     proof: Option<String>,
 }
 
+/// Decodes a register request as the server does (for the fuzz target).
+pub(crate) fn decode_request(text: &str) {
+    let _ = request::<RegisterRequest>(&Text::from(text.to_owned()))
+        .map(|r| r.proof.map(|p| blake3::Hash::from_hex(p).is_ok()));
+}
+
 /// Admits `peer` as an agent of a service: by its key, or by a token proof over this
 /// connection's nonce.
 fn register(
@@ -260,34 +317,19 @@ async fn accept_visitors(listener: TcpListener, service: Arc<Service>) {
     }
 }
 
-/// Carries one visitor to an agent (another one if the first cannot take it).
+/// Carries one visitor to an agent.
 async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr) {
     let _ = visitor.set_nodelay(true);
-    let mut tried = Vec::new();
-    let carried = loop {
-        let Some(agent) = service.pick(&tried) else {
-            service.refused.fetch_add(1, Relaxed);
-            tracing::warn!(service = %service.name, %from, "xnat visitor closed: no agent");
-            break None;
-        };
-        tried.push(agent.peer.id());
-        agent.load.fetch_add(1, Relaxed);
-        match agent.peer.open_stream(&channel_name(&service.name)).await {
-            Ok(mut channel) => {
-                service.visitors.fetch_add(1, Relaxed);
-                let moved = tokio::io::copy_bidirectional(&mut visitor, &mut channel).await;
-                agent.load.fetch_sub(1, Relaxed);
-                break Some(moved);
-            }
-            Err(e) => {
-                agent.load.fetch_sub(1, Relaxed);
-                tracing::info!(service = %service.name, agent = %agent.peer.remote_addr(), "xnat agent could not take a visitor: {e}");
+    match service.open_channel().await {
+        Some((agent, mut channel)) => {
+            let moved = tokio::io::copy_bidirectional(&mut visitor, &mut channel).await;
+            agent.load.fetch_sub(1, Relaxed);
+            if let Ok((to_service, to_visitor)) = moved {
+                service.bytes_in.fetch_add(to_service, Relaxed);
+                service.bytes_out.fetch_add(to_visitor, Relaxed);
             }
         }
-    };
-    if let Some(Ok((to_service, to_visitor))) = carried {
-        service.bytes_in.fetch_add(to_service, Relaxed);
-        service.bytes_out.fetch_add(to_visitor, Relaxed);
+        None => tracing::warn!(service = %service.name, %from, "xnat visitor closed: no agent"),
     }
     service.visitors_now.fetch_sub(1, Relaxed);
 }
