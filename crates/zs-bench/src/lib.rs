@@ -24,6 +24,7 @@ pub mod rpc;
 pub mod source;
 mod stats;
 pub mod tarpc_peer;
+pub mod xnat;
 
 pub use harness::{builtin_router, Secure};
 pub use stats::Figures;

@@ -259,6 +259,22 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// XNat: bytes through `zs xnat server` and `agent` (processes), beside rathole and
+    /// beside the direct connection, over 1 and 8 streams, plaintext and Noise.
+    Xnat {
+        /// Bytes per run, split over the streams, e.g. 1G.
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Stream counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        streams: Vec<usize>,
+        /// Runs per entry (median reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A burst of password logins (argon2id at its documented cost) against `zs serve`:
     /// logins per second, and echo-call latency on other connections with no logins
     /// running and during the burst.
@@ -452,6 +468,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Login { .. } => Some(Progress::start("login", None)),
         Scenario::Files { .. } => Some(Progress::start("files", None)),
         Scenario::Push { .. } => Some(Progress::start("push", None)),
+        Scenario::Xnat { .. } => Some(Progress::start("xnat", None)),
         Scenario::Compat { .. } => Some(Progress::start("compat", None)),
         _ => None,
     };
@@ -572,6 +589,15 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let opts = push::PushOptions { users, payload, duration, window, stores, store_concurrency, dir };
             let r = push::run(opts, &exe)?;
             print(json, &r, || push::table(&r))
+        }
+        Scenario::Xnat { size, streams, rounds, json } => {
+            check("rounds", rounds, 100)?;
+            if size == 0 || size > 1 << 36 || streams.iter().any(|&n| n == 0 || n > 1024) {
+                return Err("--size must be between 1 byte and 64 GiB, --streams each 1 to 1,024".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let r = zs_bench::xnat::run(zs_bench::xnat::XnatOptions { size, streams, rounds }, &exe)?;
+            print(json, &r, || zs_bench::xnat::table(&r))
         }
         Scenario::Login { logins, connections, accounts, probes, probe_interval_ms, idle, secure, json } => {
             check("logins", logins, 1_000_000)?;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use zs::secure::{NoiseClient, NoiseServer};
 use zs::{ClientConfig, ClientSecurity, KeyPair, ServerSecurity, Trust};
-use zs_services::xnat::{run_agent, AgentFile, AgentService, Protocol, ServerFile, XnatServer};
+use zs_services::xnat::{
+    run_agent, AgentFile, AgentHandle, AgentService, LocalService, Protocol, ServerFile, XnatServer,
+};
 
 /// `zs xnat`.
 #[derive(Args)]
@@ -67,9 +69,20 @@ async fn server(path: &PathBuf) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     let mut every = tokio::time::interval(Duration::from_secs(60));
     every.tick().await;
+    let mut hangups = hangups()?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = hangups.recv() => {
+                match read(path).and_then(|t| ServerFile::parse(&t)) {
+                    Ok(file) => {
+                        for line in server.reload(&file).await {
+                            tracing::info!("reload: {line}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("reload refused, nothing changed: {}: {e}", path.display()),
+                }
+            }
             _ = every.tick() => {
                 for s in server.stats() {
                     tracing::info!(service = %s.name, agents = s.agents, visitors_now = s.visitors_now,
@@ -104,19 +117,66 @@ async fn agent(path: &PathBuf) -> Result<(), String> {
             ..NoiseClient::default()
         })
     };
-    let services = file
-        .services
-        .iter()
-        .map(|(name, s)| AgentService {
-            name: name.clone(),
-            local: s.local.clone(),
-            token: s.token.clone(),
-            udp: s.protocol == Protocol::Udp,
-        })
-        .collect();
-    let agent = run_agent(addr, ClientConfig::secured(security), services);
+    let config = ClientConfig::secured(security);
+    // One link per service, so that a reload adds or removes one without touching the others.
+    let mut running = std::collections::BTreeMap::new();
+    for (name, service) in &file.services {
+        running.insert(name.clone(), (service.clone(), start(addr, &config, name, service)));
+    }
     println!("agent of {addr}: {} service(s)", file.services.len());
-    let _ = tokio::signal::ctrl_c().await;
-    agent.stop().await;
+    let mut hangups = hangups()?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hangups.recv() => {
+                let new = match read(path).and_then(|t| AgentFile::parse(&t)) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!("reload refused, nothing changed: {}: {e}", path.display());
+                        continue;
+                    }
+                };
+                if (&new.server, &new.server_key, new.plaintext, &new.key_file)
+                    != (&file.server, &file.server_key, file.plaintext, &file.key_file)
+                {
+                    tracing::warn!("reload: server, server_key, plaintext or key_file changed: needs a restart");
+                }
+                let names: Vec<String> = running.keys().cloned().collect();
+                for name in names {
+                    let same = new.services.get(&name) == running.get(&name).map(|(s, _)| s);
+                    if !same {
+                        if let Some((_, agent)) = running.remove(&name) {
+                            agent.stop().await;
+                            tracing::info!("reload: service {name} stopped");
+                        }
+                    }
+                }
+                for (name, service) in &new.services {
+                    if !running.contains_key(name) {
+                        running.insert(name.clone(), (service.clone(), start(addr, &config, name, service)));
+                        tracing::info!("reload: service {name} started ({})", service.local);
+                    }
+                }
+            }
+        }
+    }
+    for (_, (_, agent)) in running {
+        agent.stop().await;
+    }
     Ok(())
+}
+
+fn start(addr: std::net::SocketAddr, config: &ClientConfig, name: &str, s: &LocalService) -> AgentHandle {
+    let service = AgentService {
+        name: name.to_owned(),
+        local: s.local.clone(),
+        token: s.token.clone(),
+        udp: s.protocol == Protocol::Udp,
+    };
+    run_agent(addr, config.clone(), vec![service])
+}
+
+/// SIGHUP, which asks for the configuration file to be read again.
+fn hangups() -> Result<tokio::signal::unix::Signal, String> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())
 }

@@ -243,3 +243,81 @@ async fn a_udp_echo_goes_through_the_tunnel() {
     }
     assert_eq!(server.stats()[0].visitors, 2);
 }
+
+/// One echo on a visitor that stays open.
+async fn echo_once(v: &mut TcpStream) {
+    v.write_all(b"ping").await.unwrap();
+    let mut b = [0u8; 4];
+    within("an echo", v.read_exact(&mut b)).await.unwrap();
+    assert_eq!(&b, b"ping");
+}
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_services_without_touching_the_others() {
+    let local = echo_service("").await;
+    let server = server("").await;
+    let _agent = agent(&server, local, TOKEN);
+    agents_are(&server, 1).await;
+    let mut held = visitor(&server).await;
+    echo_once(&mut held).await;
+    let with_two = |extra: &str| {
+        ServerFile::parse(&format!(
+            "listen = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{extra}"
+        ))
+        .unwrap()
+    };
+    // `echo` as it runs, and a second service.
+    let running = server.public_addr("echo").unwrap();
+    let extra = "[services.second]\nbind = \"127.0.0.1:0\"\ntoken = \"the second service's token\"\n";
+    let file = with_two(extra);
+    let said = server.reload(&file).await;
+    assert!(said.iter().any(|l| l.starts_with("service second added")), "{said:?}");
+    assert!(!said.iter().any(|l| l.contains("echo")), "echo unchanged: {said:?}");
+    assert_eq!(server.public_addr("echo"), Some(running));
+    let config = ClientConfig::secured(server.control().client_security());
+    let second = AgentService {
+        name: "second".into(),
+        local: local.to_string(),
+        token: Some("the second service's token".into()),
+        udp: false,
+    };
+    let _second_agent = run_agent(server.control_addr(), config, vec![second]);
+    within("the second agent", async {
+        while server.stats().iter().find(|s| s.name == "second").map(|s| s.agents) != Some(1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let second_addr = server.public_addr("second").unwrap();
+    let mut v2 = TcpStream::connect(second_addr).await.unwrap();
+    echo_once(&mut v2).await;
+    echo_once(&mut held).await;
+    // Removed: no new visitors there; the ones carried go on, and so does echo.
+    let said = server.reload(&with_two("")).await;
+    assert!(said.iter().any(|l| l.starts_with("service second removed")), "{said:?}");
+    assert!(server.public_addr("second").is_none());
+    let refused = within("a refused visitor", async {
+        loop {
+            match TcpStream::connect(second_addr).await {
+                Err(_) => return true,
+                Ok(mut v) => {
+                    // Accepted by a listener on its way out: it must be closed.
+                    let mut b = [0u8; 1];
+                    if matches!(v.read(&mut b).await, Ok(0) | Err(_)) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(refused);
+    echo_once(&mut v2).await;
+    echo_once(&mut held).await;
+    // A changed token takes effect in place.
+    let mut file = with_two("");
+    file.services.get_mut("echo").unwrap().token = Some("a brand new token for echo".into());
+    let said = server.reload(&file).await;
+    assert!(said.iter().any(|l| l.contains("echo: token")), "{said:?}");
+    echo_once(&mut held).await;
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -44,11 +44,27 @@ struct Agent {
     load: Arc<AtomicUsize>,
 }
 
+/// What a reload may change in place.
+struct Settings {
+    config: PublicService,
+    agent_keys: Vec<Fingerprint>,
+}
+
+impl Settings {
+    fn new(config: &PublicService) -> Settings {
+        Settings {
+            config: config.clone(),
+            agent_keys: config.agent_keys.iter().filter_map(|k| k.parse().ok()).collect(),
+        }
+    }
+}
+
 struct Service {
     name: String,
-    config: PublicService,
     public: SocketAddr,
-    agent_keys: Vec<Fingerprint>,
+    settings: Mutex<Settings>,
+    /// The task taking its visitors.
+    accepting: Mutex<Option<JoinHandle<()>>>,
     agents: Mutex<Vec<Agent>>,
     visitors_now: AtomicUsize,
     visitors: AtomicU64,
@@ -58,6 +74,52 @@ struct Service {
 }
 
 impl Service {
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops taking visitors (those carried go on).
+    fn close(&self) {
+        if let Some(task) = self.accepting.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+
+    /// Binds `config`'s address and starts taking visitors.
+    async fn open(name: &str, config: &PublicService) -> Result<Arc<Service>, String> {
+        let bound = |e: std::io::Error| format!("service {name}: {}: {e}", config.bind);
+        let listener = match config.protocol {
+            Protocol::Tcp => Listener::Tcp(TcpListener::bind(config.bind).await.map_err(bound)?),
+            Protocol::Udp => Listener::Udp(UdpSocket::bind(config.bind).await.map_err(bound)?),
+        };
+        let public = listener.local_addr().map_err(|e| e.to_string())?;
+        let service = Arc::new(Service {
+            name: name.to_owned(),
+            public,
+            settings: Mutex::new(Settings::new(config)),
+            accepting: Mutex::new(None),
+            agents: Mutex::new(Vec::new()),
+            visitors_now: AtomicUsize::new(0),
+            visitors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        });
+        let task = match listener {
+            Listener::Tcp(l) => tokio::spawn(accept_visitors(l, service.clone())),
+            Listener::Udp(socket) => {
+                let (max, s) = (config.max_visitors, service.clone());
+                let open: super::udp::Opener = Arc::new(move || {
+                    let s = s.clone();
+                    Box::pin(async move { s.open_channel().await.map(|(_, channel)| channel) })
+                });
+                tokio::spawn(super::udp::serve_public(socket, open, max, name.to_owned()))
+            }
+        };
+        *service.accepting.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(service)
+    }
+
     fn agents(&self) -> std::sync::MutexGuard<'_, Vec<Agent>> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -126,11 +188,19 @@ struct Nonce([u8; 32]);
 #[derive(Default)]
 struct Registered(Mutex<Vec<String>>);
 
+/// The services by name; a reload changes it.
+type Services = Arc<RwLock<BTreeMap<String, Arc<Service>>>>;
+
+fn read(services: &Services) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Service>>> {
+    services.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A running XNat server.
 pub struct XnatServer {
     control: ServerHandle,
-    services: Arc<BTreeMap<String, Arc<Service>>>,
-    accepting: Vec<JoinHandle<()>>,
+    services: Services,
+    /// The agents' address as configured (a reload cannot move it).
+    listen: SocketAddr,
 }
 
 impl XnatServer {
@@ -138,50 +208,81 @@ impl XnatServer {
     /// each service's address.
     pub async fn start(file: &ServerFile, security: ServerSecurity) -> Result<XnatServer, String> {
         let mut services = BTreeMap::new();
-        let mut listeners = Vec::new();
         for (name, config) in &file.services {
-            let bound = |e: std::io::Error| format!("service {name}: {}: {e}", config.bind);
-            let listener = match config.protocol {
-                Protocol::Tcp => Listener::Tcp(TcpListener::bind(config.bind).await.map_err(bound)?),
-                Protocol::Udp => Listener::Udp(UdpSocket::bind(config.bind).await.map_err(bound)?),
-            };
-            let public = listener.local_addr().map_err(|e| e.to_string())?;
-            let agent_keys = config.agent_keys.iter().filter_map(|k| k.parse().ok()).collect();
-            let service = Arc::new(Service {
-                name: name.clone(),
-                config: config.clone(),
-                public,
-                agent_keys,
-                agents: Mutex::new(Vec::new()),
-                visitors_now: AtomicUsize::new(0),
-                visitors: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
-                bytes_in: AtomicU64::new(0),
-                bytes_out: AtomicU64::new(0),
-            });
-            listeners.push((listener, service.clone()));
-            services.insert(name.clone(), service);
+            services.insert(name.clone(), Service::open(name, config).await?);
         }
-        let services = Arc::new(services);
+        let services: Services = Arc::new(RwLock::new(services));
         let config = ServerConfig { security, ..ServerConfig::default() };
         let control = zs::Server::bind(file.listen, control_router(services.clone()), config)
             .await
             .map_err(|e| format!("{}: {e}", file.listen))?;
-        let accepting = listeners
-            .into_iter()
-            .map(|(l, s)| match l {
-                Listener::Tcp(l) => tokio::spawn(accept_visitors(l, s)),
-                Listener::Udp(socket) => {
-                    let (max, name) = (s.config.max_visitors, s.name.clone());
-                    let open: super::udp::Opener = Arc::new(move || {
-                        let s = s.clone();
-                        Box::pin(async move { s.open_channel().await.map(|(_, channel)| channel) })
-                    });
-                    tokio::spawn(super::udp::serve_public(socket, open, max, name))
+        Ok(XnatServer { control, services, listen: file.listen })
+    }
+
+    /// Applies a changed file: services added start, removed ones stop taking visitors
+    /// (those carried go on), changed ones take their new token, keys and limit at once, or
+    /// move to their new address. What changed, one line each, and what needs a restart.
+    pub async fn reload(&self, file: &ServerFile) -> Vec<String> {
+        let mut said = Vec::new();
+        if file.listen != self.listen {
+            said.push(format!("listen {} -> {}: needs a restart", self.listen, file.listen));
+        }
+        let old: BTreeMap<String, Arc<Service>> = read(&self.services).clone();
+        for (name, service) in &old {
+            if !file.services.contains_key(name) {
+                service.close();
+                self.services.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+                said.push(format!(
+                    "service {name} removed ({} visitors finish)",
+                    service.visitors_now.load(Relaxed)
+                ));
+            }
+        }
+        for (name, config) in &file.services {
+            let moved = match old.get(name) {
+                Some(s) => {
+                    let was = s.settings().config.clone();
+                    if was == *config {
+                        continue;
+                    }
+                    if was.bind == config.bind && was.protocol == config.protocol {
+                        *s.settings() = Settings::new(config);
+                        said.push(format!(
+                            "service {name}: token, keys or limit changed (registered agents stay)"
+                        ));
+                        continue;
+                    }
+                    s.close();
+                    true
                 }
-            })
-            .collect();
-        Ok(XnatServer { control, services, accepting })
+                None => false,
+            };
+            // A closed listener may take a moment to let its address go.
+            let mut opened = Service::open(name, config).await;
+            for _ in 0..20 {
+                if opened.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                opened = Service::open(name, config).await;
+            }
+            match opened {
+                Ok(service) => {
+                    if let Some(old) = old.get(name) {
+                        // The agents serve the moved service too.
+                        *service.agents() = old.agents().clone();
+                    }
+                    said.push(format!(
+                        "service {name} {} on {}",
+                        if moved { "moved" } else { "added" },
+                        service.public
+                    ));
+                    self.services.write().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), service);
+                }
+                Err(e) => said.push(format!("service {name} not started: {e}")),
+            }
+        }
+        said
     }
 
     /// Where agents connect.
@@ -196,22 +297,22 @@ impl XnatServer {
 
     /// Where visitors of `service` connect.
     pub fn public_addr(&self, service: &str) -> Option<SocketAddr> {
-        self.services.get(service).map(|s| s.public)
+        read(&self.services).get(service).map(|s| s.public)
     }
 
     /// Every service's figures.
     pub fn stats(&self) -> Vec<ServiceStats> {
-        self.services.values().map(|s| s.stats()).collect()
+        read(&self.services).values().map(|s| s.stats()).collect()
     }
 
     /// Stops listening and closes the agents' links.
     pub async fn shutdown(self) {
-        self.accepting.iter().for_each(JoinHandle::abort);
+        read(&self.services).values().for_each(|s| s.close());
         self.control.shutdown().await;
     }
 }
 
-fn control_router(services: Arc<BTreeMap<String, Arc<Service>>>) -> Router {
+fn control_router(services: Services) -> Router {
     let mut router = Router::new();
     router.console("xnat.challenge", |peer: &Peer, _text: Text| {
         let mut nonce = [0u8; 32];
@@ -228,13 +329,13 @@ fn control_router(services: Arc<BTreeMap<String, Arc<Service>>>) -> Router {
         if peer.state::<Registered>().is_none() {
             return Err(err(ErrorCode::Forbidden, "register a service first"));
         }
-        let stats: Vec<ServiceStats> = s.values().map(|s| s.stats()).collect();
+        let stats: Vec<ServiceStats> = read(&s).values().map(|s| s.stats()).collect();
         Ok::<_, HandlerError>(json!(stats).to_string())
     });
     router.on_disconnect(move |peer, _| {
         let Some(names) = peer.state::<Registered>() else { return };
         for name in names.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if let Some(service) = services.get(name) {
+            if let Some(service) = read(&services).get(name) {
                 service.agents().retain(|a| a.peer.id() != peer.id());
                 tracing::info!(service = %name, agent = %peer.remote_addr(), "xnat agent gone");
             }
@@ -259,16 +360,16 @@ pub(crate) fn decode_request(text: &str) {
 
 /// Admits `peer` as an agent of a service: by its key, or by a token proof over this
 /// connection's nonce.
-fn register(
-    services: &BTreeMap<String, Arc<Service>>,
-    peer: &Peer,
-    text: &Text,
-) -> Result<Value, HandlerError> {
+fn register(services: &Services, peer: &Peer, text: &Text) -> Result<Value, HandlerError> {
     let req: RegisterRequest = request(text)?;
     let refused = || err(ErrorCode::AuthFailed, format!("not an agent of {}", req.service));
-    let Some(service) = services.get(&req.service) else { return Err(refused()) };
-    let by_key = peer.remote_key().is_some_and(|k| service.agent_keys.contains(&k));
-    let by_token = match (&service.config.token, &req.proof, peer.state::<Nonce>()) {
+    let Some(service) = read(services).get(&req.service).cloned() else { return Err(refused()) };
+    let (token, keys) = {
+        let settings = service.settings();
+        (settings.config.token.clone(), settings.agent_keys.clone())
+    };
+    let by_key = peer.remote_key().is_some_and(|k| keys.contains(&k));
+    let by_token = match (&token, &req.proof, peer.state::<Nonce>()) {
         (Some(token), Some(proof), Some(nonce)) => {
             let binding = peer.channel().map(|c| c.binding);
             let expected = blake3::Hash::from(token_proof(token, &req.service, &nonce.0, binding));
@@ -307,9 +408,10 @@ async fn accept_visitors(listener: TcpListener, service: Arc<Service>) {
                 continue;
             }
         };
-        if service.visitors_now.load(Relaxed) >= service.config.max_visitors {
+        let max = service.settings().config.max_visitors;
+        if service.visitors_now.load(Relaxed) >= max {
             service.refused.fetch_add(1, Relaxed);
-            tracing::warn!(service = %service.name, %from, "xnat visitor closed: {} visitors already", service.config.max_visitors);
+            tracing::warn!(service = %service.name, %from, "xnat visitor closed: {max} visitors already");
             continue;
         }
         service.visitors_now.fetch_add(1, Relaxed);

@@ -1,0 +1,360 @@
+//! `zs bench xnat`: bytes through the tunnel. `zs xnat server` and `zs xnat agent` as
+//! processes carry visitors to a local service of the bench, beside rathole's server and
+//! client carrying the same (installed into a cache directory with `cargo install` when
+//! absent; "not available" if that fails), and beside the floor: the visitor connected to
+//! the service directly. One and eight streams at once, plaintext and Noise.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::runtime;
+
+/// Options of the xnat scenario.
+#[derive(Debug, Clone)]
+pub struct XnatOptions {
+    /// Bytes per run, split over the streams.
+    pub size: u64,
+    /// Stream counts, e.g. 1 and 8.
+    pub streams: Vec<usize>,
+    /// Runs per entry (the median is reported).
+    pub rounds: usize,
+}
+
+/// One entry: rates in bytes per second, or why there is none.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Plaintext or noise.
+    pub security: &'static str,
+    /// Streams at once.
+    pub streams: usize,
+    /// The visitor straight to the service.
+    pub floor: f64,
+    /// Through `zs xnat`.
+    pub ours: f64,
+    /// Through rathole, when it ran.
+    pub rathole: Option<f64>,
+    /// `ours / rathole`.
+    pub vs_rathole: Option<f64>,
+    /// `ours / floor`.
+    pub vs_floor: f64,
+}
+
+/// The result.
+#[derive(Debug, Clone, Serialize)]
+pub struct XnatReport {
+    /// Always "xnat".
+    pub scenario: &'static str,
+    /// Bytes per run.
+    pub size: u64,
+    /// Whether rathole ran, and if not why.
+    pub rathole: String,
+    /// The entries.
+    pub entries: Vec<Entry>,
+}
+
+const TOKEN: &str = "the benchmark's xnat token";
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the scenario with `zs_exe` as ours.
+pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
+    let rt = runtime("zs-bench-xnat")?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let service = rt.block_on(sink_service())?;
+    let (rathole, rathole_note) = match rathole_binary() {
+        Ok(p) => (Some(p), "ran".to_owned()),
+        Err(why) => (None, format!("not available: {why}")),
+    };
+    let mut entries = Vec::new();
+    for noise in [false, true] {
+        let ours = start_ours(zs_exe, work.path(), service, noise)?;
+        rt.block_on(ready(ours.1))?;
+        let theirs = match &rathole {
+            Some(bin) => {
+                let r = start_rathole(bin, work.path(), service, noise)?;
+                rt.block_on(ready(r.1))?;
+                Some(r)
+            }
+            None => None,
+        };
+        for &streams in &opts.streams {
+            let median = |addr: SocketAddr| -> Result<f64, String> {
+                let mut v = Vec::new();
+                for _ in 0..opts.rounds.max(1) {
+                    v.push(rt.block_on(send(addr, opts.size, streams))?);
+                }
+                v.sort_by(f64::total_cmp);
+                Ok(v[v.len() / 2])
+            };
+            let floor = median(service)?;
+            let ours_rate = median(ours.1)?;
+            let theirs_rate = theirs.as_ref().map(|t| median(t.1)).transpose()?;
+            entries.push(Entry {
+                security: if noise { "noise" } else { "plaintext" },
+                streams,
+                floor,
+                ours: ours_rate,
+                rathole: theirs_rate,
+                vs_rathole: theirs_rate.map(|t| ours_rate / t.max(1e-9)),
+                vs_floor: ours_rate / floor.max(1e-9),
+            });
+        }
+    }
+    Ok(XnatReport { scenario: "xnat", size: opts.size, rathole: rathole_note, entries })
+}
+
+/// The local service: reads a u64 length and that many bytes, answers one byte.
+async fn sink_service() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut len = [0u8; 8];
+                if s.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut left = u64::from_le_bytes(len);
+                let mut buf = vec![0u8; 1 << 20];
+                while left > 0 {
+                    match s.read(&mut buf[..(left.min(1 << 20)) as usize]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => left -= n as u64,
+                    }
+                }
+                let _ = s.write_all(b"k").await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Sends `size` bytes over `streams` connections to `addr` at once; bytes per second.
+async fn send(addr: SocketAddr, size: u64, streams: usize) -> Result<f64, String> {
+    let each = size / streams as u64;
+    let start = Instant::now();
+    let runs = (0..streams).map(|_| async move {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(&each.to_le_bytes()).await.map_err(|e| e.to_string())?;
+        let block = vec![0x5au8; 1 << 20];
+        let mut left = each;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            s.write_all(&block[..n]).await.map_err(|e| e.to_string())?;
+            left -= n as u64;
+        }
+        let mut k = [0u8; 1];
+        s.read_exact(&mut k).await.map_err(|e| format!("no answer through {addr}: {e}"))?;
+        Ok::<_, String>(())
+    });
+    for r in futures_util::future::join_all(runs).await {
+        r?;
+    }
+    Ok((each * streams as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Waits until an empty run through `addr` is answered (the tunnel is up).
+async fn ready(addr: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = tokio::time::timeout(Duration::from_secs(2), send(addr, 0, 1)).await;
+        if let Ok(Ok(_)) = probe {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the tunnel at {addr} never came up"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `zs xnat server` and `zs xnat agent` carrying `service`; their processes and the
+/// public address.
+fn start_ours(
+    zs: &Path,
+    dir: &Path,
+    service: SocketAddr,
+    noise: bool,
+) -> Result<(Vec<Proc>, SocketAddr), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let public = free_port()?;
+    let server_toml = dir.join(format!("ours-server-{noise}.toml"));
+    std::fs::write(
+        &server_toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nplaintext = {}\n[services.b]\nbind = \"127.0.0.1:{public}\"\ntoken = \"{TOKEN}\"\n",
+            dir.display(),
+            !noise
+        ),
+    )
+    .map_err(e)?;
+    let mut server = Command::new(zs)
+        .args(["xnat", "server", "--config"])
+        .arg(&server_toml)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(e)?;
+    let mut out = BufReader::new(server.stdout.take().ok_or("no stdout")?);
+    let (mut first, mut second) = (String::new(), String::new());
+    out.read_line(&mut first).map_err(e)?;
+    out.read_line(&mut second).map_err(e)?;
+    let server = Proc(server);
+    let control =
+        first.trim().strip_prefix("listening on ").ok_or_else(|| format!("zs xnat server said: {first}"))?;
+    let key = second.split_whitespace().find(|w| w.len() == 43);
+    let agent_toml = dir.join(format!("ours-agent-{noise}.toml"));
+    let security = match (noise, key) {
+        (true, Some(k)) => format!("server_key = \"{k}\""),
+        (true, None) => return Err(format!("zs xnat server named no key: {second}")),
+        (false, _) => "plaintext = true".to_owned(),
+    };
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "server = \"{control}\"\n{security}\n[services.b]\nlocal = \"{service}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    )
+    .map_err(e)?;
+    let agent = Command::new(zs)
+        .args(["xnat", "agent", "--config"])
+        .arg(&agent_toml)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(e)?;
+    Ok((vec![server, Proc(agent)], ([127, 0, 0, 1], public).into()))
+}
+
+/// rathole on PATH, or in the cache directory (installed there when absent).
+fn rathole_binary() -> Result<PathBuf, String> {
+    if let Ok(o) = Command::new("rathole").arg("--version").output() {
+        if o.status.success() {
+            return Ok(PathBuf::from("rathole"));
+        }
+    }
+    let root = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/zserver-bench/rathole");
+    let bin = root.join("bin/rathole");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    // As the issue asks, then without --locked: rathole 0.5.0's lock file pins a `time`
+    // that no longer builds with this compiler.
+    for locked in [true, false] {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["install", "rathole", "--root"]).arg(&root);
+        if locked {
+            cmd.arg("--locked");
+        }
+        let ok = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if ok && bin.exists() {
+            return Ok(bin);
+        }
+    }
+    Err("cargo install rathole failed (with and without --locked)".into())
+}
+
+/// rathole's server and client carrying `service`.
+fn start_rathole(
+    bin: &Path,
+    dir: &Path,
+    service: SocketAddr,
+    noise: bool,
+) -> Result<(Vec<Proc>, SocketAddr), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let (control, public) = (free_port()?, free_port()?);
+    let (server_transport, client_transport) = if noise {
+        let o = Command::new(bin).arg("--genkey").output().map_err(e)?;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let after = |label: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(label))
+                .and_then(|i| lines.get(i + 1))
+                .map(|s| s.to_string())
+        };
+        let (private, public_key) =
+            after("Private").zip(after("Public")).ok_or_else(|| format!("rathole --genkey said: {text}"))?;
+        (
+            format!("[server.transport]\ntype = \"noise\"\n[server.transport.noise]\nlocal_private_key = \"{private}\"\n"),
+            format!("[client.transport]\ntype = \"noise\"\n[client.transport.noise]\nremote_public_key = \"{public_key}\"\n"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let server_toml = dir.join(format!("rathole-server-{noise}.toml"));
+    std::fs::write(
+        &server_toml,
+        format!("[server]\nbind_addr = \"127.0.0.1:{control}\"\ndefault_token = \"{TOKEN}\"\n{server_transport}[server.services.b]\nbind_addr = \"127.0.0.1:{public}\"\n"),
+    )
+    .map_err(e)?;
+    let client_toml = dir.join(format!("rathole-client-{noise}.toml"));
+    std::fs::write(
+        &client_toml,
+        format!("[client]\nremote_addr = \"127.0.0.1:{control}\"\ndefault_token = \"{TOKEN}\"\n{client_transport}[client.services.b]\nlocal_addr = \"{service}\"\n"),
+    )
+    .map_err(e)?;
+    let spawn = |args: &[&Path]| {
+        Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Proc)
+    };
+    let server = spawn(&[Path::new("-s"), &server_toml]).map_err(e)?;
+    let client = spawn(&[Path::new("-c"), &client_toml]).map_err(e)?;
+    Ok((vec![server, client], ([127, 0, 0, 1], public).into()))
+}
+
+/// A readable table of the report.
+pub fn table(r: &XnatReport) -> String {
+    let g = |x: f64| x / 1e9;
+    let mut s = format!("xnat: {} MiB per run; rathole {}\n", r.size >> 20, r.rathole);
+    s += &format!(
+        "{:<11}{:>8}{:>12}{:>12}{:>12}{:>12}{:>10}\n",
+        "security", "streams", "floor GB/s", "ours", "rathole", "vs rathole", "vs floor"
+    );
+    for e in &r.entries {
+        s += &format!(
+            "{:<11}{:>8}{:>12.2}{:>12.2}{:>12}{:>12}{:>10.2}\n",
+            e.security,
+            e.streams,
+            g(e.floor),
+            g(e.ours),
+            e.rathole.map_or("-".to_owned(), |t| format!("{:.2}", g(t))),
+            e.vs_rathole.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            e.vs_floor
+        );
+    }
+    s
+}
