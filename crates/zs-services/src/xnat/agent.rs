@@ -136,7 +136,7 @@ async fn serve_visitor(mut channel: VirtualStream, local: String) {
     match TcpStream::connect(&local).await {
         Ok(mut service) => {
             let _ = service.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut channel, &mut service).await;
+            let _ = super::carry(&mut channel, &mut service).await;
         }
         Err(e) => tracing::warn!(%local, "xnat: cannot reach the local service: {e}"),
     }

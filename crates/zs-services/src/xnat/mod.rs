@@ -18,6 +18,20 @@ pub use config::{AgentFile, LocalService, Protocol, PublicService, ServerFile};
 pub use server::{ServiceStats, XnatServer};
 pub use udp::UDP_IDLE;
 
+/// Bytes of each direction's copy buffer per visitor (tokio's default is 8 KiB: one
+/// frame on the agent's link per 8 KiB cost the tunnel most of its throughput).
+pub(crate) const COPY_BUFFER: usize = 64 << 10;
+
+/// Carries bytes both ways between `a` and `b` until both directions have ended (each
+/// closed as its side closes); the bytes from `a` to `b` and back.
+pub(crate) async fn carry<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUFFER, COPY_BUFFER).await
+}
+
 /// The virtual channel name a service's visitors arrive on at the agent.
 pub fn channel_name(service: &str) -> String {
     format!("xnat/{service}")

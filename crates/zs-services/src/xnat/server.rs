@@ -424,7 +424,7 @@ async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr) 
     let _ = visitor.set_nodelay(true);
     match service.open_channel().await {
         Some((agent, mut channel)) => {
-            let moved = tokio::io::copy_bidirectional(&mut visitor, &mut channel).await;
+            let moved = super::carry(&mut visitor, &mut channel).await;
             agent.load.fetch_sub(1, Relaxed);
             if let Ok((to_service, to_visitor)) = moved {
                 service.bytes_in.fetch_add(to_service, Relaxed);
