@@ -1,6 +1,8 @@
 //! `zs xnat server --config FILE` (the public side) and `zs xnat agent --config FILE` (the
 //! side inside the private network): expose TCP services behind NAT.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,35 +97,51 @@ async fn server(path: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the agent connects, and how: its main server and any `more_servers`.
+async fn targets(file: &AgentFile) -> Result<Vec<(SocketAddr, ClientConfig)>, String> {
+    let key = match &file.key_file {
+        Some(p) => Some(KeyPair::load(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let mut all = vec![(file.server.clone(), file.server_key.clone())];
+    all.extend(file.more_servers.iter().map(|m| (m.server.clone(), m.server_key.clone())));
+    let mut out = Vec::new();
+    for (server, server_key) in all {
+        let addr = tokio::net::lookup_host(&server)
+            .await
+            .map_err(|e| format!("{server}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{server}: no address"))?;
+        let security = if file.plaintext {
+            ClientSecurity::Plaintext
+        } else {
+            let pinned = server_key
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| format!("{server}: server_key: {e}"))?;
+            ClientSecurity::Noise(NoiseClient {
+                trust: Trust::Pinned(vec![pinned]),
+                key: key.clone(),
+                ..NoiseClient::default()
+            })
+        };
+        out.push((addr, ClientConfig::secured(security)));
+    }
+    Ok(out)
+}
+
 async fn agent(path: &PathBuf) -> Result<(), String> {
     let file = AgentFile::parse(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
-    let addr = tokio::net::lookup_host(&file.server)
-        .await
-        .map_err(|e| format!("{}: {e}", file.server))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", file.server))?;
-    let security = if file.plaintext {
-        ClientSecurity::Plaintext
-    } else {
-        let pinned =
-            file.server_key.as_deref().unwrap_or_default().parse().map_err(|e| format!("server_key: {e}"))?;
-        let key = match &file.key_file {
-            Some(p) => Some(KeyPair::load(p).map_err(|e| format!("{}: {e}", p.display()))?),
-            None => None,
-        };
-        ClientSecurity::Noise(NoiseClient {
-            trust: Trust::Pinned(vec![pinned]),
-            key,
-            ..NoiseClient::default()
-        })
-    };
-    let config = ClientConfig::secured(security);
-    // One link per service, so that a reload adds or removes one without touching the others.
-    let mut running = std::collections::BTreeMap::new();
+    let targets = targets(&file).await?;
+    // One link per service and server, so that a reload adds or removes one service without
+    // touching the others' visitors, and each server is served on its own.
+    let mut running: BTreeMap<String, (LocalService, Vec<AgentHandle>)> = BTreeMap::new();
     for (name, service) in &file.services {
-        running.insert(name.clone(), (service.clone(), start(addr, &config, name, service)));
+        running.insert(name.clone(), (service.clone(), start(&targets, name, service)));
     }
-    println!("agent of {addr}: {} service(s)", file.services.len());
+    let servers: Vec<String> = targets.iter().map(|(a, _)| a.to_string()).collect();
+    println!("agent of {}: {} service(s)", servers.join(", "), file.services.len());
     let mut hangups = hangups()?;
     loop {
         tokio::select! {
@@ -136,44 +154,47 @@ async fn agent(path: &PathBuf) -> Result<(), String> {
                         continue;
                     }
                 };
-                if (&new.server, &new.server_key, new.plaintext, &new.key_file)
-                    != (&file.server, &file.server_key, file.plaintext, &file.key_file)
+                if (&new.server, &new.server_key, new.plaintext, &new.key_file, &new.more_servers)
+                    != (&file.server, &file.server_key, file.plaintext, &file.key_file, &file.more_servers)
                 {
-                    tracing::warn!("reload: server, server_key, plaintext or key_file changed: needs a restart");
+                    tracing::warn!("reload: the servers, their keys, plaintext or key_file changed: needs a restart");
                 }
                 let names: Vec<String> = running.keys().cloned().collect();
                 for name in names {
-                    let same = new.services.get(&name) == running.get(&name).map(|(s, _)| s);
-                    if !same {
-                        if let Some((_, agent)) = running.remove(&name) {
-                            agent.stop().await;
+                    if new.services.get(&name) != running.get(&name).map(|(s, _)| s) {
+                        if let Some((_, agents)) = running.remove(&name) {
+                            for a in agents {
+                                a.stop().await;
+                            }
                             tracing::info!("reload: service {name} stopped");
                         }
                     }
                 }
                 for (name, service) in &new.services {
                     if !running.contains_key(name) {
-                        running.insert(name.clone(), (service.clone(), start(addr, &config, name, service)));
+                        running.insert(name.clone(), (service.clone(), start(&targets, name, service)));
                         tracing::info!("reload: service {name} started ({})", service.local);
                     }
                 }
             }
         }
     }
-    for (_, (_, agent)) in running {
-        agent.stop().await;
+    for (_, (_, agents)) in running {
+        for a in agents {
+            a.stop().await;
+        }
     }
     Ok(())
 }
 
-fn start(addr: std::net::SocketAddr, config: &ClientConfig, name: &str, s: &LocalService) -> AgentHandle {
+fn start(targets: &[(SocketAddr, ClientConfig)], name: &str, s: &LocalService) -> Vec<AgentHandle> {
     let service = AgentService {
         name: name.to_owned(),
         local: s.local.clone(),
         token: s.token.clone(),
         udp: s.protocol == Protocol::Udp,
     };
-    run_agent(addr, config.clone(), vec![service])
+    targets.iter().map(|(addr, config)| run_agent(*addr, config.clone(), vec![service.clone()])).collect()
 }
 
 /// SIGHUP, which asks for the configuration file to be read again.

@@ -25,12 +25,10 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[test]
-fn an_echo_goes_through_zs_xnat_over_noise() {
-    let dir = tempfile::tempdir().unwrap();
-    // The local service: echoes one line.
+/// A local service that echoes one line, prefixed.
+fn line_echo() -> std::net::SocketAddr {
     let local = TcpListener::bind("127.0.0.1:0").unwrap();
-    let local_addr = local.local_addr().unwrap();
+    let addr = local.local_addr().unwrap();
     std::thread::spawn(move || {
         for s in local.incoming().flatten() {
             std::thread::spawn(move || {
@@ -42,19 +40,24 @@ fn an_echo_goes_through_zs_xnat_over_noise() {
             });
         }
     });
-    let public = free_port();
-    let server_toml = dir.path().join("server.toml");
+    addr
+}
+
+/// `zs xnat server` with one service `echo` on `public`: the process, its agents'
+/// address and its key.
+fn xnat_server(dir: &std::path::Path, name: &str, public: u16) -> (Killed, String, String) {
+    let toml = dir.join(format!("{name}.toml"));
     std::fs::write(
-        &server_toml,
+        &toml,
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[services.echo]\nbind = \"127.0.0.1:{public}\"\ntoken = \"a token of sixteen or more\"\n",
-            dir.path().display()
+            dir.join(name).display()
         ),
     )
     .unwrap();
     let mut server = Killed(
         Command::new(ZS)
-            .args(["xnat", "server", "--config", server_toml.to_str().unwrap()])
+            .args(["xnat", "server", "--config", toml.to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -66,11 +69,39 @@ fn an_echo_goes_through_zs_xnat_over_noise() {
     out.read_line(&mut second).unwrap();
     let control = first.trim().strip_prefix("listening on ").unwrap().to_owned();
     let key = second.split_whitespace().find(|w| w.len() == 43).expect("the server's key").to_owned();
+    (server, control, key)
+}
+
+/// Until the agent has registered, visitors are closed at once: tries until one is echoed.
+fn echoed_through(public: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no echo through the tunnel on {public}");
+        let mut v = TcpStream::connect(("127.0.0.1", public)).unwrap();
+        v.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = v.write_all(b"hello through the tunnel\n");
+        let mut got = String::new();
+        let _ = v.read_to_string(&mut got);
+        if got == "echo: hello through the tunnel\n" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_echo_goes_through_zs_xnat_over_noise_via_two_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let local_addr = line_echo();
+    let (public1, public2) = (free_port(), free_port());
+    let (_s1, control1, key1) = xnat_server(dir.path(), "one", public1);
+    let (_s2, control2, key2) = xnat_server(dir.path(), "two", public2);
+    // One agent serves the service through both servers at once (high availability).
     let agent_toml = dir.path().join("agent.toml");
     std::fs::write(
         &agent_toml,
         format!(
-            "server = \"{control}\"\nserver_key = \"{key}\"\n[services.echo]\nlocal = \"{local_addr}\"\ntoken = \"a token of sixteen or more\"\n"
+            "server = \"{control1}\"\nserver_key = \"{key1}\"\nmore_servers = [{{ server = \"{control2}\", server_key = \"{key2}\" }}]\n[services.echo]\nlocal = \"{local_addr}\"\ntoken = \"a token of sixteen or more\"\n"
         ),
     )
     .unwrap();
@@ -82,20 +113,8 @@ fn an_echo_goes_through_zs_xnat_over_noise() {
             .spawn()
             .unwrap(),
     );
-    // Until the agent has registered, visitors are closed at once: try until one is echoed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "no echo through the tunnel");
-        let mut v = TcpStream::connect(("127.0.0.1", public)).unwrap();
-        v.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let _ = v.write_all(b"hello through the tunnel\n");
-        let mut got = String::new();
-        let _ = v.read_to_string(&mut got);
-        if got == "echo: hello through the tunnel\n" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    echoed_through(public1);
+    echoed_through(public2);
 }
 
 #[test]

@@ -87,9 +87,23 @@ pub struct AgentFile {
     /// This agent's key file (Noise), for servers that admit agents by key.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// More public servers to serve the same services through at once (high availability).
+    #[serde(default)]
+    pub more_servers: Vec<MoreServer>,
     /// The services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, LocalService>,
+}
+
+/// Another public server an agent serves its services through.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoreServer {
+    /// Its agent address (`host:port`).
+    pub server: String,
+    /// Its key fingerprint (Noise), pinned (unless the agent is plaintext).
+    #[serde(default)]
+    pub server_key: Option<String>,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
@@ -132,6 +146,15 @@ impl AgentFile {
         }
         if let Some(k) = &f.server_key {
             k.parse::<zs::Fingerprint>().map_err(|e| format!("server_key: {e}"))?;
+        }
+        for m in &f.more_servers {
+            match &m.server_key {
+                Some(k) => {
+                    k.parse::<zs::Fingerprint>().map_err(|e| format!("{}: server_key: {e}", m.server))?;
+                }
+                None if !f.plaintext => return Err(format!("{}: give its server_key", m.server)),
+                None => {}
+            }
         }
         for name in f.services.keys() {
             if !super::valid_service_name(name) {
