@@ -321,3 +321,52 @@ async fn a_reload_adds_and_removes_services_without_touching_the_others() {
     assert!(said.iter().any(|l| l.contains("echo: token")), "{said:?}");
     echo_once(&mut held).await;
 }
+
+#[tokio::test]
+async fn a_quiet_visitor_is_closed_after_the_idle_timeout() {
+    let local = echo_service("").await;
+    let server = server("").await;
+    let mut file = ServerFile::parse(&format!(
+        "listen = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nidle_timeout = 0.3\n"
+    ))
+    .unwrap();
+    file.services.get_mut("echo").unwrap().bind = "127.0.0.1:0".parse().unwrap();
+    server.reload(&file).await;
+    let _agent = agent(&server, local, TOKEN);
+    agents_are(&server, 1).await;
+    let mut quiet = visitor(&server).await;
+    echo_once(&mut quiet).await;
+    // Nothing more: the visit ends, and the visitor sees its end.
+    let mut b = [0u8; 1];
+    let n = within("the idle close", quiet.read(&mut b)).await.unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_service_byte_rate_holds_its_visitors_back() {
+    let local = echo_service("").await;
+    let file = ServerFile::parse(&format!(
+        "listen = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nmax_bytes_per_s = 1000000\n"
+    ))
+    .unwrap();
+    let key = zs::KeyPair::generate();
+    let security = ServerSecurity::Noise(zs::secure::NoiseServer { key: Some(key), allowed_clients: None });
+    let server = XnatServer::start(&file, security).await.unwrap();
+    let _agent = agent(&server, local, TOKEN);
+    agents_are(&server, 1).await;
+    let mut v = visitor(&server).await;
+    let start = std::time::Instant::now();
+    // 1.5 MB out and back: 3 MB at 1 MB/s, of which the first second's worth is at once.
+    let data = vec![7u8; 1_500_000];
+    let (mut r, mut w) = v.split();
+    let sending = async {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let receiving = r.read_to_end(&mut back);
+    let (_, got) = within("the echo", async { tokio::join!(sending, receiving) }).await;
+    got.unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(start.elapsed() >= Duration::from_millis(1800), "held to 1 MB/s: {:?}", start.elapsed());
+}

@@ -136,7 +136,7 @@ async fn serve_visitor(mut channel: VirtualStream, local: String) {
     match TcpStream::connect(&local).await {
         Ok(mut service) => {
             let _ = service.set_nodelay(true);
-            let _ = super::carry(&mut channel, &mut service).await;
+            let _ = super::carry::carry(&mut channel, &mut service, Default::default()).await;
         }
         Err(e) => tracing::warn!(%local, "xnat: cannot reach the local service: {e}"),
     }

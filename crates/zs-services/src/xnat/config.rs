@@ -18,7 +18,7 @@ pub enum Protocol {
 }
 
 /// A service as the public server offers it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicService {
     /// Where visitors connect.
@@ -35,6 +35,13 @@ pub struct PublicService {
     /// Visitors at once (default 10,000); more are closed at once.
     #[serde(default = "default_max_visitors")]
     pub max_visitors: usize,
+    /// Bytes per second for all its visitors together, both ways (default: no limit).
+    #[serde(default)]
+    pub max_bytes_per_s: Option<u64>,
+    /// Seconds a TCP visitor may move nothing either way before it is closed (default: no
+    /// limit; the agent's link has its own keepalive).
+    #[serde(default)]
+    pub idle_timeout: Option<f64>,
 }
 
 fn default_max_visitors() -> usize {
@@ -42,7 +49,7 @@ fn default_max_visitors() -> usize {
 }
 
 /// `zs xnat server --config FILE`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     /// Where agents connect.
@@ -131,6 +138,12 @@ impl ServerFile {
             }
             if s.max_visitors == 0 {
                 return Err(format!("service `{name}`: max_visitors is at least 1"));
+            }
+            if s.max_bytes_per_s == Some(0) {
+                return Err(format!("service `{name}`: max_bytes_per_s is at least 1"));
+            }
+            if s.idle_timeout.is_some_and(|t| !(t.is_finite() && t > 0.0 && t < 1e9)) {
+                return Err(format!("service `{name}`: idle_timeout is a positive number of seconds"));
             }
         }
         Ok(f)

@@ -9,6 +9,7 @@
 //! reads their TOML files ([`ServerFile`], [`AgentFile`]).
 
 mod agent;
+mod carry;
 mod config;
 mod server;
 mod udp;
@@ -17,58 +18,6 @@ pub use agent::{run_agent, AgentHandle, AgentService};
 pub use config::{AgentFile, LocalService, MoreServer, Protocol, PublicService, ServerFile};
 pub use server::{ServiceStats, XnatServer};
 pub use udp::UDP_IDLE;
-
-/// Bytes of each direction's copy buffer while a visitor moves bulk (tokio's default of
-/// 8 KiB made a frame on the agent's link per 8 KiB and cost the tunnel most of its
-/// throughput); a quiet visitor holds only [`SMALL_BUFFER`] per direction.
-pub(crate) const COPY_BUFFER: usize = 64 << 10;
-/// Bytes of each direction's buffer while a visitor is quiet.
-pub(crate) const SMALL_BUFFER: usize = 4 << 10;
-
-/// Carries bytes both ways between `a` and `b` until both directions have ended (each
-/// closed as its side closes); the bytes from `a` to `b` and back.
-pub(crate) async fn carry<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    tokio::try_join!(one_way(&mut ar, &mut bw), one_way(&mut br, &mut aw))
-}
-
-/// Copies `r` to `w` until `r` ends, then shuts `w` down: through a small buffer, and a big
-/// one only while reads fill the small one (so an idle visitor holds no big buffer).
-async fn one_way<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut small = [0u8; SMALL_BUFFER];
-    let mut big: Option<Vec<u8>> = None;
-    let mut total = 0u64;
-    loop {
-        let n = match big.as_mut() {
-            Some(b) => r.read(b).await?,
-            None => r.read(&mut small).await?,
-        };
-        if n == 0 {
-            w.shutdown().await?;
-            return Ok(total);
-        }
-        match big.as_ref() {
-            Some(b) => w.write_all(&b[..n]).await?,
-            None => w.write_all(&small[..n]).await?,
-        }
-        total += n as u64;
-        match &big {
-            None if n == SMALL_BUFFER => big = Some(vec![0; COPY_BUFFER]),
-            Some(_) if n < SMALL_BUFFER => big = None,
-            _ => {}
-        }
-    }
-}
 
 /// The virtual channel name a service's visitors arrive on at the agent.
 pub fn channel_name(service: &str) -> String {

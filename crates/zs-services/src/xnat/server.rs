@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use zs::wire::ErrorCode;
 use zs::{Fingerprint, HandlerError, Peer, Router, ServerConfig, ServerHandle, ServerSecurity, Text};
 
+use super::carry::{Bounds, Rate};
 use super::{channel_name, token_proof, Protocol, PublicService, ServerFile};
 use crate::json::{err, request};
 
@@ -48,6 +50,8 @@ struct Agent {
 struct Settings {
     config: PublicService,
     agent_keys: Vec<Fingerprint>,
+    /// The service's byte rate, shared by its visitors.
+    rate: Option<Arc<Rate>>,
 }
 
 impl Settings {
@@ -55,6 +59,7 @@ impl Settings {
         Settings {
             config: config.clone(),
             agent_keys: config.agent_keys.iter().filter_map(|k| k.parse().ok()).collect(),
+            rate: config.max_bytes_per_s.map(|r| Arc::new(Rate::new(r))),
         }
     }
 }
@@ -422,9 +427,14 @@ async fn accept_visitors(listener: TcpListener, service: Arc<Service>) {
 /// Carries one visitor to an agent.
 async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr) {
     let _ = visitor.set_nodelay(true);
+    let (idle, rate) = {
+        let settings = service.settings();
+        (settings.config.idle_timeout.map(Duration::from_secs_f64), settings.rate.clone())
+    };
+    let bounds = Bounds { idle, rate: rate.as_deref() };
     match service.open_channel().await {
         Some((agent, mut channel)) => {
-            let moved = super::carry(&mut visitor, &mut channel).await;
+            let moved = super::carry::carry(&mut visitor, &mut channel, bounds).await;
             agent.load.fetch_sub(1, Relaxed);
             if let Ok((to_service, to_visitor)) = moved {
                 service.bytes_in.fetch_add(to_service, Relaxed);

@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::carry::Activity;
+
 /// A UDP session with no datagram either way for this long ends.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
 /// Datagrams queued per session towards the tunnel; more are dropped.
@@ -38,33 +40,6 @@ async fn read_frame(r: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> std:
     buf.resize(n, 0);
     r.read_exact(&mut buf[..n]).await?;
     Ok(Some(n))
-}
-
-/// When a session last carried a datagram, for its idle timeout.
-struct Activity {
-    start: std::time::Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity { start: std::time::Instant::now(), last_ms: Default::default() }
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Returns once nothing has moved for [`UDP_IDLE`].
-    async fn idle(&self) {
-        loop {
-            tokio::time::sleep(UDP_IDLE / 4).await;
-            let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
-            if self.start.elapsed().saturating_sub(last) >= UDP_IDLE {
-                return;
-            }
-        }
-    }
 }
 
 /// The agent's side of one session: datagrams from the channel go to `local` from a socket
@@ -102,7 +77,7 @@ pub(crate) async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::select! {
         _ = inbound => {}
         _ = outbound => {}
-        _ = activity.idle() => {}
+        _ = activity.idle(UDP_IDLE) => {}
     }
     Ok(())
 }
@@ -169,7 +144,7 @@ async fn run_public_session(
     tokio::select! {
         _ = inbound => {}
         _ = outbound => {}
-        _ = activity.idle() => {}
+        _ = activity.idle(UDP_IDLE) => {}
     }
 }
 
