@@ -25,6 +25,25 @@ pub struct XnatOptions {
     pub streams: Vec<usize>,
     /// Runs per entry (the median is reported).
     pub rounds: usize,
+    /// Visitors held at once for the memory entry (0 skips it).
+    pub held: usize,
+}
+
+/// Memory of both tunnel ends with visitors held.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Visitors held (each connected through the tunnel and answered once).
+    pub visitors: usize,
+    /// Ours (server and agent), resident bytes before the visitors and with them.
+    pub ours_before: u64,
+    /// With them.
+    pub ours_held: u64,
+    /// rathole (server and client), likewise, when it ran.
+    pub rathole_before: Option<u64>,
+    /// With them.
+    pub rathole_held: Option<u64>,
+    /// `ours_held / rathole_held`.
+    pub vs_rathole: Option<f64>,
 }
 
 /// One entry: rates in bytes per second, or why there is none.
@@ -57,6 +76,8 @@ pub struct XnatReport {
     pub rathole: String,
     /// The entries.
     pub entries: Vec<Entry>,
+    /// Plaintext tunnels holding many quiet visitors.
+    pub memory: Option<Memory>,
 }
 
 const TOKEN: &str = "the benchmark's xnat token";
@@ -122,7 +143,89 @@ pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
             });
         }
     }
-    Ok(XnatReport { scenario: "xnat", size: opts.size, rathole: rathole_note, entries })
+    let memory = match opts.held {
+        0 => None,
+        n => Some(memory(&rt, zs_exe, work.path(), rathole.as_deref(), n)?),
+    };
+    Ok(XnatReport { scenario: "xnat", size: opts.size, rathole: rathole_note, entries, memory })
+}
+
+/// Resident bytes of `procs` together.
+fn rss_of(procs: &[Proc]) -> Result<u64, String> {
+    procs.iter().map(|p| crate::procmem::rss(&p.0.id().to_string())).sum()
+}
+
+/// Holds `n` visitors through each plaintext tunnel to an idle echo server process
+/// (`zs bench floor-server`), each answered once, and reads both ends' memory.
+fn memory(
+    rt: &tokio::runtime::Runtime,
+    zs: &Path,
+    dir: &Path,
+    rathole: Option<&Path>,
+    n: usize,
+) -> Result<Memory, String> {
+    crate::raise_fd_limit();
+    let echo = crate::idle::start_floor(zs, 1)?;
+    let service = echo.target.addr;
+    let hold = |tunnel: &(Vec<Proc>, SocketAddr)| -> Result<(u64, u64), String> {
+        rt.block_on(ping(tunnel.1))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let before = rss_of(&tunnel.0)?;
+        let held = rt.block_on(hold_visitors(tunnel.1, n))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let with = rss_of(&tunnel.0)?;
+        drop(held);
+        Ok((before, with))
+    };
+    let ours = start_ours(zs, dir, service, false)?;
+    rt.block_on(ready_with(ours.1, ping))?;
+    let (ours_before, ours_held) = hold(&ours)?;
+    drop(ours);
+    let theirs = match rathole {
+        Some(bin) => {
+            let r = start_rathole(bin, dir, service, false)?;
+            rt.block_on(ready_with(r.1, ping))?;
+            Some(hold(&r)?)
+        }
+        None => None,
+    };
+    Ok(Memory {
+        visitors: n,
+        ours_before,
+        ours_held,
+        rathole_before: theirs.map(|t| t.0),
+        rathole_held: theirs.map(|t| t.1),
+        vs_rathole: theirs.map(|t| ours_held as f64 / t.1.max(1) as f64),
+    })
+}
+
+/// One length-prefixed echo through `addr` (the floor server's framing).
+async fn ping(addr: SocketAddr) -> Result<f64, String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    ping_on(&mut s).await?;
+    Ok(0.0)
+}
+
+async fn ping_on(s: &mut TcpStream) -> Result<(), String> {
+    s.write_all(&[4, 0, 0, 0, b'p', b'i', b'n', b'g']).await.map_err(|e| e.to_string())?;
+    let mut back = [0u8; 8];
+    s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `n` visitors of `addr`, each answered once, kept open.
+async fn hold_visitors(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, String> {
+    use futures_util::StreamExt;
+    let connecting = futures_util::stream::iter(0..n)
+        .map(|_| async move {
+            let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            tokio::time::timeout(Duration::from_secs(30), ping_on(&mut s))
+                .await
+                .map_err(|_| format!("no answer through {addr}"))??;
+            Ok::<_, String>(s)
+        })
+        .buffer_unordered(100);
+    connecting.collect::<Vec<_>>().await.into_iter().collect()
 }
 
 /// The local service: reads a u64 length and that many bytes, answers one byte.
@@ -177,9 +280,18 @@ async fn send(addr: SocketAddr, size: u64, streams: usize) -> Result<f64, String
 
 /// Waits until an empty run through `addr` is answered (the tunnel is up).
 async fn ready(addr: SocketAddr) -> Result<(), String> {
+    ready_with(addr, |a| send(a, 0, 1)).await
+}
+
+/// Waits until `probe` through `addr` succeeds.
+async fn ready_with<F, Fut>(addr: SocketAddr, probe: F) -> Result<(), String>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<f64, String>>,
+{
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let probe = tokio::time::timeout(Duration::from_secs(2), send(addr, 0, 1)).await;
+        let probe = tokio::time::timeout(Duration::from_secs(2), probe(addr)).await;
         if let Ok(Ok(_)) = probe {
             return Ok(());
         }
@@ -344,6 +456,20 @@ pub fn table(r: &XnatReport) -> String {
         "{:<11}{:>8}{:>12}{:>12}{:>12}{:>12}{:>10}\n",
         "security", "streams", "floor GB/s", "ours", "rathole", "vs rathole", "vs floor"
     );
+    if let Some(m) = &r.memory {
+        let mb = |b: u64| b as f64 / 1e6;
+        s += &format!(
+            "memory with {} quiet visitors (plaintext): ours {:.1} -> {:.1} MB{}\n",
+            m.visitors,
+            mb(m.ours_before),
+            mb(m.ours_held),
+            match (m.rathole_before, m.rathole_held, m.vs_rathole) {
+                (Some(b), Some(h), Some(v)) =>
+                    format!("; rathole {:.1} -> {:.1} MB; ours / rathole {v:.2}", mb(b), mb(h)),
+                _ => String::new(),
+            }
+        );
+    }
     for e in &r.entries {
         s += &format!(
             "{:<11}{:>8}{:>12.2}{:>12.2}{:>12}{:>12}{:>10.2}\n",

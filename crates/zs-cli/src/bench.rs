@@ -271,6 +271,10 @@ enum Scenario {
         /// Runs per entry (median reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Quiet visitors held at once for the memory entry (0 skips it). rathole's server
+        /// holds two sockets per visitor, so 20,000 files per process allow about 9,000.
+        #[arg(long, default_value_t = 8000)]
+        held: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -590,13 +594,16 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let r = push::run(opts, &exe)?;
             print(json, &r, || push::table(&r))
         }
-        Scenario::Xnat { size, streams, rounds, json } => {
+        Scenario::Xnat { size, streams, rounds, held, json } => {
             check("rounds", rounds, 100)?;
             if size == 0 || size > 1 << 36 || streams.iter().any(|&n| n == 0 || n > 1024) {
                 return Err("--size must be between 1 byte and 64 GiB, --streams each 1 to 1,024".into());
             }
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let r = zs_bench::xnat::run(zs_bench::xnat::XnatOptions { size, streams, rounds }, &exe)?;
+            if held > 9_000 {
+                return Err("--held is at most 9,000 (20,000 files per process)".into());
+            }
+            let r = zs_bench::xnat::run(zs_bench::xnat::XnatOptions { size, streams, rounds, held }, &exe)?;
             print(json, &r, || zs_bench::xnat::table(&r))
         }
         Scenario::Login { logins, connections, accounts, probes, probe_interval_ms, idle, secure, json } => {
