@@ -29,6 +29,22 @@ pub struct XnatOptions {
     pub held: usize,
 }
 
+/// Small requests at a fixed rate through a plaintext tunnel: latency from each request's
+/// due time (so a stall counts for every request it delays).
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Requests per second asked for.
+    pub rate: u64,
+    /// Ours: p50 and p99, microseconds.
+    pub ours_p50_us: f64,
+    /// p99.
+    pub ours_p99_us: f64,
+    /// rathole, when it ran: p50.
+    pub rathole_p50_us: Option<f64>,
+    /// p99.
+    pub rathole_p99_us: Option<f64>,
+}
+
 /// Memory of both tunnel ends with visitors held.
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
@@ -78,6 +94,8 @@ pub struct XnatReport {
     pub entries: Vec<Entry>,
     /// Plaintext tunnels holding many quiet visitors.
     pub memory: Option<Memory>,
+    /// 64-byte requests at fixed rates over 64 connections (plaintext).
+    pub latency: Vec<Latency>,
 }
 
 const TOKEN: &str = "the benchmark's xnat token";
@@ -147,7 +165,8 @@ pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
         0 => None,
         n => Some(memory(&rt, zs_exe, work.path(), rathole.as_deref(), n)?),
     };
-    Ok(XnatReport { scenario: "xnat", size: opts.size, rathole: rathole_note, entries, memory })
+    let latency = latency(&rt, zs_exe, work.path(), rathole.as_deref(), &[1_000, 10_000])?;
+    Ok(XnatReport { scenario: "xnat", size: opts.size, rathole: rathole_note, entries, memory, latency })
 }
 
 /// Resident bytes of `procs` together.
@@ -197,6 +216,72 @@ fn memory(
         rathole_held: theirs.map(|t| t.1),
         vs_rathole: theirs.map(|t| ours_held as f64 / t.1.max(1) as f64),
     })
+}
+
+/// Requests at each of `rates` through each plaintext tunnel to an echo server process.
+fn latency(
+    rt: &tokio::runtime::Runtime,
+    zs: &Path,
+    dir: &Path,
+    rathole: Option<&Path>,
+    rates: &[u64],
+) -> Result<Vec<Latency>, String> {
+    let echo = crate::idle::start_floor(zs, 1)?;
+    let service = echo.target.addr;
+    let ours = start_ours(zs, dir, service, false)?;
+    rt.block_on(ready_with(ours.1, ping))?;
+    let theirs = match rathole {
+        Some(bin) => {
+            let r = start_rathole(bin, dir, service, false)?;
+            rt.block_on(ready_with(r.1, ping))?;
+            Some(r)
+        }
+        None => None,
+    };
+    let mut out = Vec::new();
+    for &rate in rates {
+        let (o50, o99) = rt.block_on(at_rate(ours.1, rate))?;
+        let t = theirs.as_ref().map(|t| rt.block_on(at_rate(t.1, rate))).transpose()?;
+        out.push(Latency {
+            rate,
+            ours_p50_us: o50,
+            ours_p99_us: o99,
+            rathole_p50_us: t.map(|t| t.0),
+            rathole_p99_us: t.map(|t| t.1),
+        });
+    }
+    Ok(out)
+}
+
+/// 64-byte echoes through `addr` at `rate` per second for 3 s over 64 connections, each
+/// timed from when it was due; p50 and p99 in microseconds.
+async fn at_rate(addr: SocketAddr, rate: u64) -> Result<(f64, f64), String> {
+    const CONNECTIONS: u64 = 64;
+    let per_conn = Duration::from_secs_f64(CONNECTIONS as f64 / rate as f64);
+    let count = rate * 3 / CONNECTIONS;
+    let runs = (0..CONNECTIONS).map(|i| async move {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        let mut request = vec![64u8, 0, 0, 0];
+        request.resize(68, b'r');
+        let mut back = vec![0u8; 68];
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+        // Connections start spread over one interval.
+        let start = tokio::time::Instant::now() + per_conn.mul_f64(i as f64 / CONNECTIONS as f64);
+        for k in 0..count {
+            let due = start + per_conn.mul_f64(k as f64);
+            tokio::time::sleep_until(due).await;
+            s.write_all(&request).await.map_err(|e| e.to_string())?;
+            s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+            let _ = h.record(due.elapsed().as_micros() as u64);
+        }
+        Ok::<_, String>(h)
+    });
+    let mut all = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    for h in futures_util::future::join_all(runs).await {
+        all.add(h?).map_err(|e| e.to_string())?;
+    }
+    Ok((all.value_at_quantile(0.5) as f64, all.value_at_quantile(0.99) as f64))
 }
 
 /// One length-prefixed echo through `addr` (the floor server's framing).
@@ -468,6 +553,16 @@ pub fn table(r: &XnatReport) -> String {
                     format!("; rathole {:.1} -> {:.1} MB; ours / rathole {v:.2}", mb(b), mb(h)),
                 _ => String::new(),
             }
+        );
+    }
+    for l in &r.latency {
+        let theirs = match (l.rathole_p50_us, l.rathole_p99_us) {
+            (Some(a), Some(b)) => format!("; rathole p50 {a:.0} us, p99 {b:.0} us"),
+            _ => String::new(),
+        };
+        s += &format!(
+            "{} requests/s: ours p50 {:.0} us, p99 {:.0} us{theirs}\n",
+            l.rate, l.ours_p50_us, l.ours_p99_us
         );
     }
     for e in &r.entries {
