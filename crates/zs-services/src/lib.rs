@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod files;
 pub mod fuzzing;
 mod json;
+mod limits;
 pub mod push;
 pub mod xnat;
 

@@ -8,46 +8,21 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+
+use crate::limits::Held;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 
 /// Reads or writes in flight at once per transfer.
 const IN_FLIGHT: usize = 2;
-/// Bytes per read or write: `BIG` while every transfer together holds less than
-/// `BIG_BUDGET` in such buffers, else `SMALL` and one at a time, so that a thousand
-/// transfers at once hold a thousand small buffers, and a few go at full speed.
+/// Bytes per read or write: `BIG` while the big buffers of every service together fit
+/// their budget ([`crate::limits::BIG_BUDGET`]), else `SMALL` and one at a time.
 const SMALL: usize = 256 << 10;
 const BIG: usize = 1 << 20;
-const BIG_BUDGET: usize = 64 << 20;
-
-/// Bytes all transfers hold in read-ahead and write-behind buffers.
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
-/// Bytes counted in [`HELD`] while it lives.
-struct Held(usize);
-
-impl Held {
-    /// Counts `n` bytes if the budget allows (or `force`).
-    fn take(n: usize, force: bool) -> Option<Held> {
-        let before = HELD.fetch_add(n, Relaxed);
-        if before + n > BIG_BUDGET && !force {
-            HELD.fetch_sub(n, Relaxed);
-            return None;
-        }
-        Some(Held(n))
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        HELD.fetch_sub(self.0, Relaxed);
-    }
-}
 
 fn joined<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
     r.unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
@@ -79,7 +54,7 @@ impl Writer {
     pub(crate) async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         self.batch_bytes += chunk.len();
         self.batch.push(chunk);
-        if self.batch_bytes < BIG && HELD.load(Relaxed) + BIG <= BIG_BUDGET {
+        if self.batch_bytes < BIG && Held::room_for(BIG) {
             return Ok(());
         }
         self.flush().await

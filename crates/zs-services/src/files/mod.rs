@@ -17,7 +17,7 @@ mod upload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -131,25 +131,7 @@ pub(crate) struct Inner {
 #[derive(Default)]
 pub(crate) struct Running(Arc<AtomicUsize>);
 
-/// One of at most a number of places a counter hands out; given back when dropped.
-pub(crate) struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    /// A place of `counter`'s, if it has handed out fewer than `max`.
-    pub(crate) fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Counted> {
-        if counter.fetch_add(1, Relaxed) >= max {
-            counter.fetch_sub(1, Relaxed);
-            return None;
-        }
-        Some(Counted(counter.clone()))
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
+pub(crate) use crate::limits::Counted;
 
 /// What may be done with a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

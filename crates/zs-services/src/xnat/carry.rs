@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::limits::Held;
+
 /// Bytes of each direction's copy buffer while a visitor moves bulk (tokio's default of
 /// 8 KiB made a frame on the agent's link per 8 KiB and cost the tunnel most of its
-/// throughput); a quiet visitor holds only [`SMALL_BUFFER`] per direction.
+/// throughput), while the services' big-buffer budget has room; a quiet visitor holds only
+/// [`SMALL_BUFFER`] per direction.
 pub(crate) const COPY_BUFFER: usize = 64 << 10;
 /// Bytes of each direction's buffer while a visitor is quiet.
 pub(crate) const SMALL_BUFFER: usize = 4 << 10;
@@ -114,11 +117,12 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut small = [0u8; SMALL_BUFFER];
-    let mut big: Option<Vec<u8>> = None;
+    // The big buffer counts against the services' shared budget; without room, small it is.
+    let mut big: Option<(Vec<u8>, Held)> = None;
     let mut total = 0u64;
     loop {
         let n = match big.as_mut() {
-            Some(b) => r.read(b).await?,
+            Some((b, _)) => r.read(b).await?,
             None => r.read(&mut small).await?,
         };
         if n == 0 {
@@ -130,12 +134,14 @@ where
             rate.take(n).await;
         }
         match big.as_ref() {
-            Some(b) => w.write_all(&b[..n]).await?,
+            Some((b, _)) => w.write_all(&b[..n]).await?,
             None => w.write_all(&small[..n]).await?,
         }
         total += n as u64;
         match &big {
-            None if n == SMALL_BUFFER => big = Some(vec![0; COPY_BUFFER]),
+            None if n == SMALL_BUFFER => {
+                big = Held::take(COPY_BUFFER, false).map(|h| (vec![0; COPY_BUFFER], h))
+            }
             Some(_) if n < SMALL_BUFFER => big = None,
             _ => {}
         }

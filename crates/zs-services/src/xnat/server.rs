@@ -17,6 +17,7 @@ use zs::{Fingerprint, HandlerError, Peer, Router, ServerConfig, ServerHandle, Se
 use super::carry::{Bounds, Rate};
 use super::{channel_name, token_proof, Protocol, PublicService, ServerFile};
 use crate::json::{err, request};
+use crate::limits::Counted;
 
 /// A service's figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,15 @@ pub struct ServiceStats {
     pub bytes_in: u64,
     /// Bytes from the service to visitors (finished visits).
     pub bytes_out: u64,
+}
+
+/// An agent's share of the load while a visit or session lasts.
+struct Carrying(Arc<AtomicUsize>);
+
+impl Drop for Carrying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -71,7 +81,7 @@ struct Service {
     /// The task taking its visitors.
     accepting: Mutex<Option<JoinHandle<()>>>,
     agents: Mutex<Vec<Agent>>,
-    visitors_now: AtomicUsize,
+    visitors_now: Arc<AtomicUsize>,
     visitors: AtomicU64,
     refused: AtomicU64,
     bytes_in: AtomicU64,
@@ -104,7 +114,7 @@ impl Service {
             settings: Mutex::new(Settings::new(config)),
             accepting: Mutex::new(None),
             agents: Mutex::new(Vec::new()),
-            visitors_now: AtomicUsize::new(0),
+            visitors_now: Arc::default(),
             visitors: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -116,7 +126,11 @@ impl Service {
                 let (max, s) = (config.max_visitors, service.clone());
                 let open: super::udp::Opener = Arc::new(move || {
                     let s = s.clone();
-                    Box::pin(async move { s.open_channel().await.map(|(_, channel)| channel) })
+                    Box::pin(async move {
+                        s.open_channel()
+                            .await
+                            .map(|(carrying, channel)| (channel, Box::new(carrying) as Box<dyn Send>))
+                    })
                 });
                 tokio::spawn(super::udp::serve_public(socket, open, max, name.to_owned()))
             }
@@ -138,18 +152,18 @@ impl Service {
 
     /// A channel to the least loaded agent that takes it (trying the others in turn),
     /// counted as a visitor and in that agent's load; `None` (counted as refused) if none does.
-    async fn open_channel(&self) -> Option<(Agent, zs::VirtualStream)> {
+    async fn open_channel(&self) -> Option<(Carrying, zs::VirtualStream)> {
         let mut tried = Vec::new();
         while let Some(agent) = self.pick(&tried) {
             tried.push(agent.peer.id());
             agent.load.fetch_add(1, Relaxed);
+            let carrying = Carrying(agent.load.clone());
             match agent.peer.open_stream(&channel_name(&self.name)).await {
                 Ok(channel) => {
                     self.visitors.fetch_add(1, Relaxed);
-                    return Some((agent, channel));
+                    return Some((carrying, channel));
                 }
                 Err(e) => {
-                    agent.load.fetch_sub(1, Relaxed);
                     tracing::info!(service = %self.name, agent = %agent.peer.remote_addr(), "xnat agent could not take a visitor: {e}");
                 }
             }
@@ -414,18 +428,17 @@ async fn accept_visitors(listener: TcpListener, service: Arc<Service>) {
             }
         };
         let max = service.settings().config.max_visitors;
-        if service.visitors_now.load(Relaxed) >= max {
+        let Some(place) = Counted::take(&service.visitors_now, max) else {
             service.refused.fetch_add(1, Relaxed);
             tracing::warn!(service = %service.name, %from, "xnat visitor closed: {max} visitors already");
             continue;
-        }
-        service.visitors_now.fetch_add(1, Relaxed);
-        tokio::spawn(visit(service.clone(), visitor, from));
+        };
+        tokio::spawn(visit(service.clone(), visitor, from, place));
     }
 }
 
 /// Carries one visitor to an agent.
-async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr) {
+async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr, _place: Counted) {
     let _ = visitor.set_nodelay(true);
     let (idle, rate) = {
         let settings = service.settings();
@@ -433,9 +446,8 @@ async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr) 
     };
     let bounds = Bounds { idle, rate: rate.as_deref() };
     match service.open_channel().await {
-        Some((agent, mut channel)) => {
+        Some((_carrying, mut channel)) => {
             let moved = super::carry::carry(&mut visitor, &mut channel, bounds).await;
-            agent.load.fetch_sub(1, Relaxed);
             if let Ok((to_service, to_visitor)) = moved {
                 service.bytes_in.fetch_add(to_service, Relaxed);
                 service.bytes_out.fetch_add(to_visitor, Relaxed);
@@ -443,5 +455,4 @@ async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr) 
         }
         None => tracing::warn!(service = %service.name, %from, "xnat visitor closed: no agent"),
     }
-    service.visitors_now.fetch_sub(1, Relaxed);
 }

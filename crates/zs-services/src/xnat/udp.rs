@@ -12,11 +12,18 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::carry::Activity;
+use crate::limits::Counted;
 
 /// A UDP session with no datagram either way for this long ends.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
 /// Datagrams queued per session towards the tunnel; more are dropped.
 const QUEUE: usize = 256;
+/// Bytes of datagrams queued towards the tunnel by all of a service's sessions together;
+/// more are dropped (a sender spraying big datagrams from many addresses holds no more).
+const QUEUED_BYTES: usize = 16 << 20;
+
+/// A datagram on its way to the tunnel, counted against [`QUEUED_BYTES`] until sent.
+struct Queued(Vec<u8>, Counted);
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_507;
 
@@ -83,18 +90,25 @@ pub(crate) async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// What the public side needs to start a session: a channel to an agent, or none.
-pub(crate) type Opener =
-    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Option<zs::VirtualStream>> + Send + Sync>;
+/// A channel to an agent for a new session, and what the session holds while it lasts (the
+/// agent's share of the load).
+pub(crate) type Opener = Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Option<(zs::VirtualStream, Box<dyn Send>)>>
+        + Send
+        + Sync,
+>;
 
 /// The public side of a UDP service: sessions by visitor address, each on a channel
 /// `open` makes; at most `max` at once.
 pub(crate) async fn serve_public(socket: UdpSocket, open: Opener, max: usize, name: String) {
     let socket = Arc::new(socket);
-    let sessions: Arc<std::sync::Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>> = Arc::default();
+    let sessions: Arc<std::sync::Mutex<HashMap<SocketAddr, mpsc::Sender<Queued>>>> = Arc::default();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
-        let datagram = buf[..n].to_vec();
+        let Some(charge) = Counted::take_n(&queued, n, QUEUED_BYTES) else { continue };
+        let datagram = Queued(buf[..n].to_vec(), charge);
         let known = sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&from).cloned();
         if let Some(tx) = known {
             let _ = tx.try_send(datagram);
@@ -110,7 +124,7 @@ pub(crate) async fn serve_public(socket: UdpSocket, open: Opener, max: usize, na
         let (socket, sessions, open, name) = (socket.clone(), sessions.clone(), open.clone(), name.clone());
         tokio::spawn(async move {
             match open().await {
-                Some(channel) => run_public_session(channel, rx, &socket, from).await,
+                Some((channel, _load)) => run_public_session(channel, rx, &socket, from).await,
                 None => tracing::warn!(service = %name, %from, "xnat udp visitor dropped: no agent"),
             }
             sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&from);
@@ -120,14 +134,14 @@ pub(crate) async fn serve_public(socket: UdpSocket, open: Opener, max: usize, na
 
 async fn run_public_session(
     channel: zs::VirtualStream,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Queued>,
     socket: &UdpSocket,
     visitor: SocketAddr,
 ) {
     let (mut from_tunnel, mut to_tunnel) = tokio::io::split(channel);
     let activity = Activity::new();
     let inbound = async {
-        while let Some(d) = rx.recv().await {
+        while let Some(Queued(d, _charge)) = rx.recv().await {
             activity.touch();
             if write_frame(&mut to_tunnel, &d).await.is_err() {
                 return;
