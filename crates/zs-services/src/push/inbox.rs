@@ -28,6 +28,8 @@ const COUNTED_USERS: usize = 100_000;
 
 /// Writes waiting for the writer thread; past this, stores are refused as busy.
 pub const QUEUE: usize = 4096;
+/// Bytes of messages one listing returns at most (at least one message).
+pub const LIST_BYTES: usize = 4 << 20;
 /// Writes committed together at most.
 const BATCH: usize = 1024;
 /// How often expired messages are swept, and how many at most per sweep.
@@ -174,22 +176,24 @@ impl Inbox {
         rx.await.map_err(|_| "the inbox writer stopped".to_owned())?
     }
 
-    /// Up to `limit` unexpired messages of `user` after sequence number `after`, in order,
-    /// and whether more follow.
+    /// Up to `limit` unexpired messages of `user` after sequence number `after`, in order
+    /// (fewer once they hold [`LIST_BYTES`], so a page fits in a reply), and whether more
+    /// follow.
     pub fn list(&self, user: &str, after: u64, limit: usize) -> Result<(Vec<InboxMessage>, bool), String> {
         let now = now_ms();
         let txn = self.db.begin_read().map_err(e)?;
         let table = txn.open_table(MESSAGES).map_err(e)?;
-        let mut out = Vec::new();
+        let (mut out, mut bytes) = (Vec::new(), 0);
         for row in table.range((user, after.saturating_add(1))..=(user, u64::MAX)).map_err(e)? {
             let (k, v) = row.map_err(e)?;
             let Ok(mut m) = serde_json::from_slice::<InboxMessage>(v.value()) else { continue };
             if m.expires_at <= now {
                 continue;
             }
-            if out.len() == limit {
+            if out.len() == limit || (bytes >= LIST_BYTES && !out.is_empty()) {
                 return Ok((out, true));
             }
+            bytes += m.text.len() + m.command.len() + m.id.len();
             m.seq = k.value().1;
             out.push(m);
         }
@@ -506,6 +510,20 @@ mod tests {
         // An acknowledged id may come again.
         assert!(matches!(inbox.store("bob", message("b", 60_000)).await.unwrap(), Stored::Stored(5)));
         assert_eq!(inbox.list("alice", 0, 10).unwrap().0, vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_listing_stops_at_its_byte_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(&dir.path().join("inbox.redb"), 10, WhenFull::DropOldest).unwrap();
+        for id in ["a", "b", "c"] {
+            let m = InboxMessage { text: "x".repeat(3 << 20), ..message(id, 60_000) };
+            inbox.store("bob", m).await.unwrap();
+        }
+        let (list, more) = inbox.list("bob", 0, 10).unwrap();
+        assert_eq!((list.len(), more), (2, true));
+        let (rest, more) = inbox.list("bob", list[1].seq, 10).unwrap();
+        assert_eq!((rest.len(), more), (1, false));
     }
 
     #[tokio::test]
