@@ -391,3 +391,23 @@ async fn a_reconnect_storm_is_gathered_into_few_presence_events() {
     let p = client::presence(alice.peer(), "room").await.unwrap();
     assert_eq!(p.users, Some(vec!["alice".to_owned(), "zed".to_owned()]));
 }
+
+#[tokio::test]
+async fn oversized_requests_get_clear_errors() {
+    let s = serve(|_| {}).await;
+    let (bob, _) = user(&s, "bob").await;
+    let too_many: Vec<u64> = (0..10_001).collect();
+    let e = call(&bob, "inbox.ack", json!({ "seqs": too_many })).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::InvalidArgument);
+    let names: Vec<String> = (0..1_001).map(|i| format!("u{i}")).collect();
+    let e = call(&bob, "push.online", json!({ "users": names })).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::InvalidArgument);
+    let e = call(&bob, "inbox.list", json!({ "after": "not a number" })).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::InvalidArgument);
+    let long = "t".repeat(129);
+    let e = call(&bob, "push.subscribe", json!({ "topic": long })).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::InvalidArgument);
+    let e =
+        call(&bob, "push.publish", json!({ "topic": "room", "command": "", "text": "x" })).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::InvalidArgument);
+}

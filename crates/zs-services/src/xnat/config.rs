@@ -196,6 +196,19 @@ mod tests {
         assert!(unknown.unwrap_err().contains("listen_too"));
         let bad_name = ServerFile::parse("listen = \"127.0.0.1:7000\"\n[services.\"a b\"]\nbind = \"127.0.0.1:1\"\ntoken = \"a long enough token\"\n");
         assert!(bad_name.unwrap_err().contains("a name is"));
+        let base = "listen = \"127.0.0.1:7000\"\n[services.web]\nbind = \"127.0.0.1:8080\"\ntoken = \"a long enough token\"\n";
+        assert!(ServerFile::parse(&format!("{base}idle_timeout = -1\n"))
+            .unwrap_err()
+            .contains("idle_timeout"));
+        assert!(ServerFile::parse(&format!("{base}max_bytes_per_s = 0\n"))
+            .unwrap_err()
+            .contains("max_bytes_per_s"));
+        assert!(ServerFile::parse(&format!("{base}max_visitors = 0\n"))
+            .unwrap_err()
+            .contains("max_visitors"));
+        assert!(ServerFile::parse(&format!("{base}protocol = \"sctp\"\n")).is_err());
+        let short = base.replace("a long enough token", "short");
+        assert!(ServerFile::parse(&short).unwrap_err().contains("at least 16"));
         let a = AgentFile::parse(
             "server = \"127.0.0.1:7000\"\nplaintext = true\n[services.web]\nlocal = \"127.0.0.1:80\"\n",
         );
