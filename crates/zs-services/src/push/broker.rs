@@ -149,21 +149,19 @@ pub struct LocalBroker {
     /// Topics by connection.
     subscriptions: Mutex<HashMap<u64, Vec<String>>>,
     /// Itself, for the tasks that send presence events later.
-    me: OnceLock<std::sync::Weak<LocalBroker>>,
+    me: std::sync::Weak<LocalBroker>,
 }
 
 impl LocalBroker {
     /// A broker with these limits.
     pub fn new(limits: BrokerLimits) -> Arc<LocalBroker> {
-        let broker = Arc::new(LocalBroker {
+        Arc::new_cyclic(|me| LocalBroker {
             limits,
             directory: OnceLock::new(),
             topics: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
-            me: OnceLock::new(),
-        });
-        let _ = broker.me.set(Arc::downgrade(&broker));
-        broker
+            me: me.clone(),
+        })
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
@@ -184,7 +182,7 @@ impl LocalBroker {
             return;
         }
         topic.flushing = true;
-        let Some(me) = self.me.get().and_then(|w| w.upgrade()) else { return };
+        let Some(me) = self.me.upgrade() else { return };
         let (name, wait) = (name.to_owned(), self.limits.presence_interval);
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
