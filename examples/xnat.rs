@@ -39,9 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The agent: connects out (the server's key pinned), proves the token, serves the service.
     let service = AgentService {
         name: "shout".into(),
-        local: private_addr.to_string(),
+        target: zs_services::xnat::Target::Local(private_addr.to_string()),
         token: Some("a long random secret".into()),
         udp: false,
+        pool: zs_services::xnat::DEFAULT_POOL,
     };
     let config = ClientConfig::secured(server.control().client_security());
     let agent = run_agent(server.control_addr(), config, vec![service]);

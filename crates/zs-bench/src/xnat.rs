@@ -35,10 +35,14 @@ pub struct XnatOptions {
 pub struct Latency {
     /// Requests per second asked for.
     pub rate: u64,
-    /// Ours: p50 and p99, microseconds.
+    /// Ours (pooled data connections, the default): p50 and p99, microseconds.
     pub ours_p50_us: f64,
     /// p99.
     pub ours_p99_us: f64,
+    /// Ours with every visitor on a virtual channel (`pool = 0`): p50.
+    pub channel_p50_us: f64,
+    /// p99.
+    pub channel_p99_us: f64,
     /// rathole, when it ran: p50.
     pub rathole_p50_us: Option<f64>,
     /// p99.
@@ -50,10 +54,15 @@ pub struct Latency {
 pub struct Memory {
     /// Visitors held (each connected through the tunnel and answered once).
     pub visitors: usize,
-    /// Ours (server and agent), resident bytes before the visitors and with them.
+    /// Ours (server and agent; pooled data connections, the default), resident bytes
+    /// before the visitors and with them.
     pub ours_before: u64,
     /// With them.
     pub ours_held: u64,
+    /// Ours with every visitor on a virtual channel (`pool = 0`): before.
+    pub channel_before: u64,
+    /// With them.
+    pub channel_held: u64,
     /// rathole (server and client), likewise, when it ran.
     pub rathole_before: Option<u64>,
     /// With them.
@@ -71,12 +80,16 @@ pub struct Entry {
     pub streams: usize,
     /// The visitor straight to the service.
     pub floor: f64,
-    /// Through `zs xnat`.
+    /// Through `zs xnat` (pooled data connections, the default).
     pub ours: f64,
+    /// Through `zs xnat` with every visitor on a virtual channel (`pool = 0`).
+    pub channel: f64,
     /// Through rathole, when it ran.
     pub rathole: Option<f64>,
     /// `ours / rathole`.
     pub vs_rathole: Option<f64>,
+    /// `channel / rathole`.
+    pub channel_vs_rathole: Option<f64>,
     /// `ours / floor`.
     pub vs_floor: f64,
 }
@@ -128,8 +141,10 @@ pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
     };
     let mut entries = Vec::new();
     for noise in [false, true] {
-        let ours = start_ours(zs_exe, work.path(), service, noise)?;
+        let ours = start_ours(zs_exe, work.path(), service, noise, POOL)?;
         rt.block_on(ready(ours.1))?;
+        let channel = start_ours(zs_exe, work.path(), service, noise, 0)?;
+        rt.block_on(ready(channel.1))?;
         let theirs = match &rathole {
             Some(bin) => {
                 let r = start_rathole(bin, work.path(), service, noise)?;
@@ -149,14 +164,17 @@ pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
             };
             let floor = median(service)?;
             let ours_rate = median(ours.1)?;
+            let channel_rate = median(channel.1)?;
             let theirs_rate = theirs.as_ref().map(|t| median(t.1)).transpose()?;
             entries.push(Entry {
                 security: if noise { "noise" } else { "plaintext" },
                 streams,
                 floor,
                 ours: ours_rate,
+                channel: channel_rate,
                 rathole: theirs_rate,
                 vs_rathole: theirs_rate.map(|t| ours_rate / t.max(1e-9)),
+                channel_vs_rathole: theirs_rate.map(|t| channel_rate / t.max(1e-9)),
                 vs_floor: ours_rate / floor.max(1e-9),
             });
         }
@@ -196,10 +214,14 @@ fn memory(
         drop(held);
         Ok((before, with))
     };
-    let ours = start_ours(zs, dir, service, false)?;
+    let ours = start_ours(zs, dir, service, false, POOL)?;
     rt.block_on(ready_with(ours.1, ping))?;
     let (ours_before, ours_held) = hold(&ours)?;
     drop(ours);
+    let channel = start_ours(zs, dir, service, false, 0)?;
+    rt.block_on(ready_with(channel.1, ping))?;
+    let (channel_before, channel_held) = hold(&channel)?;
+    drop(channel);
     let theirs = match rathole {
         Some(bin) => {
             let r = start_rathole(bin, dir, service, false)?;
@@ -212,6 +234,8 @@ fn memory(
         visitors: n,
         ours_before,
         ours_held,
+        channel_before,
+        channel_held,
         rathole_before: theirs.map(|t| t.0),
         rathole_held: theirs.map(|t| t.1),
         vs_rathole: theirs.map(|t| ours_held as f64 / t.1.max(1) as f64),
@@ -228,8 +252,10 @@ fn latency(
 ) -> Result<Vec<Latency>, String> {
     let echo = crate::idle::start_floor(zs, 1)?;
     let service = echo.target.addr;
-    let ours = start_ours(zs, dir, service, false)?;
+    let ours = start_ours(zs, dir, service, false, POOL)?;
     rt.block_on(ready_with(ours.1, ping))?;
+    let channel = start_ours(zs, dir, service, false, 0)?;
+    rt.block_on(ready_with(channel.1, ping))?;
     let theirs = match rathole {
         Some(bin) => {
             let r = start_rathole(bin, dir, service, false)?;
@@ -241,11 +267,14 @@ fn latency(
     let mut out = Vec::new();
     for &rate in rates {
         let (o50, o99) = rt.block_on(at_rate(ours.1, rate))?;
+        let (c50, c99) = rt.block_on(at_rate(channel.1, rate))?;
         let t = theirs.as_ref().map(|t| rt.block_on(at_rate(t.1, rate))).transpose()?;
         out.push(Latency {
             rate,
             ours_p50_us: o50,
             ours_p99_us: o99,
+            channel_p50_us: c50,
+            channel_p99_us: c99,
             rathole_p50_us: t.map(|t| t.0),
             rathole_p99_us: t.map(|t| t.1),
         });
@@ -389,15 +418,20 @@ where
 
 /// `zs xnat server` and `zs xnat agent` carrying `service`; their processes and the
 /// public address.
+/// The agent's pool of data connections in the default entries (`zs xnat`'s default).
+const POOL: usize = zs_services::xnat::DEFAULT_POOL;
+
+/// Starts `zs xnat server` and `agent` (the agent keeping `pool` data connections).
 fn start_ours(
     zs: &Path,
     dir: &Path,
     service: SocketAddr,
     noise: bool,
+    pool: usize,
 ) -> Result<(Vec<Proc>, SocketAddr), String> {
     let e = |e: std::io::Error| e.to_string();
     let public = free_port()?;
-    let server_toml = dir.join(format!("ours-server-{noise}.toml"));
+    let server_toml = dir.join(format!("ours-server-{noise}-{pool}.toml"));
     std::fs::write(
         &server_toml,
         format!(
@@ -423,7 +457,7 @@ fn start_ours(
     let control =
         first.trim().strip_prefix("listening on ").ok_or_else(|| format!("zs xnat server said: {first}"))?;
     let key = second.split_whitespace().find(|w| w.len() == 43);
-    let agent_toml = dir.join(format!("ours-agent-{noise}.toml"));
+    let agent_toml = dir.join(format!("ours-agent-{noise}-{pool}.toml"));
     let security = match (noise, key) {
         (true, Some(k)) => format!("server_key = \"{k}\""),
         (true, None) => return Err(format!("zs xnat server named no key: {second}")),
@@ -432,7 +466,7 @@ fn start_ours(
     std::fs::write(
         &agent_toml,
         format!(
-            "server = \"{control}\"\n{security}\n[services.b]\nlocal = \"{service}\"\ntoken = \"{TOKEN}\"\n"
+            "server = \"{control}\"\n{security}\n[services.b]\nlocal = \"{service}\"\ntoken = \"{TOKEN}\"\npool = {pool}\n"
         ),
     )
     .map_err(e)?;
@@ -538,16 +572,26 @@ pub fn table(r: &XnatReport) -> String {
     let g = |x: f64| x / 1e9;
     let mut s = format!("xnat: {} MiB per run; rathole {}\n", r.size >> 20, r.rathole);
     s += &format!(
-        "{:<11}{:>8}{:>12}{:>12}{:>12}{:>12}{:>10}\n",
-        "security", "streams", "floor GB/s", "ours", "rathole", "vs rathole", "vs floor"
+        "{:<11}{:>8}{:>12}{:>12}{:>12}{:>12}{:>12}{:>12}{:>10}\n",
+        "security",
+        "streams",
+        "floor GB/s",
+        "ours",
+        "channel",
+        "rathole",
+        "vs rathole",
+        "chan/rath",
+        "vs floor"
     );
     if let Some(m) = &r.memory {
         let mb = |b: u64| b as f64 / 1e6;
         s += &format!(
-            "memory with {} quiet visitors (plaintext): ours {:.1} -> {:.1} MB{}\n",
+            "memory with {} quiet visitors (plaintext): ours {:.1} -> {:.1} MB (channels only {:.1} -> {:.1}){}\n",
             m.visitors,
             mb(m.ours_before),
             mb(m.ours_held),
+            mb(m.channel_before),
+            mb(m.channel_held),
             match (m.rathole_before, m.rathole_held, m.vs_rathole) {
                 (Some(b), Some(h), Some(v)) =>
                     format!("; rathole {:.1} -> {:.1} MB; ours / rathole {v:.2}", mb(b), mb(h)),
@@ -561,19 +605,21 @@ pub fn table(r: &XnatReport) -> String {
             _ => String::new(),
         };
         s += &format!(
-            "{} requests/s: ours p50 {:.0} us, p99 {:.0} us{theirs}\n",
-            l.rate, l.ours_p50_us, l.ours_p99_us
+            "{} requests/s: ours p50 {:.0} us, p99 {:.0} us (channels only {:.0}, {:.0}){theirs}\n",
+            l.rate, l.ours_p50_us, l.ours_p99_us, l.channel_p50_us, l.channel_p99_us
         );
     }
     for e in &r.entries {
         s += &format!(
-            "{:<11}{:>8}{:>12.2}{:>12.2}{:>12}{:>12}{:>10.2}\n",
+            "{:<11}{:>8}{:>12.2}{:>12.2}{:>12.2}{:>12}{:>12}{:>12}{:>10.2}\n",
             e.security,
             e.streams,
             g(e.floor),
             g(e.ours),
+            g(e.channel),
             e.rathole.map_or("-".to_owned(), |t| format!("{:.2}", g(t))),
             e.vs_rathole.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            e.channel_vs_rathole.map_or("-".to_owned(), |v| format!("{v:.2}")),
             e.vs_floor
         );
     }

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use zs::secure::{NoiseClient, NoiseServer};
 use zs::{ClientConfig, ClientSecurity, KeyPair, ServerSecurity, Trust};
 use zs_services::xnat::{
-    run_agent, AgentFile, AgentHandle, AgentService, LocalService, Protocol, ServerFile, XnatServer,
+    run_agent, AgentFile, AgentHandle, AgentService, LocalService, Protocol, ServerFile, Target, XnatServer,
 };
 
 /// `zs xnat`.
@@ -190,9 +190,10 @@ async fn agent(path: &PathBuf) -> Result<(), String> {
 fn start(targets: &[(SocketAddr, ClientConfig)], name: &str, s: &LocalService) -> Vec<AgentHandle> {
     let service = AgentService {
         name: name.to_owned(),
-        local: s.local.clone(),
+        target: Target::Local(s.local.clone()),
         token: s.token.clone(),
         udp: s.protocol == Protocol::Udp,
+        pool: s.pool,
     };
     targets.iter().map(|(addr, config)| run_agent(*addr, config.clone(), vec![service.clone()])).collect()
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use zs::wire::ErrorCode;
 use zs::{CallError, Client, ClientConfig, Router, ServerSecurity};
-use zs_services::xnat::{run_agent, AgentHandle, AgentService, ServerFile, XnatServer};
+use zs_services::xnat::{run_agent, AgentHandle, AgentService, ServerFile, Target, XnatServer, DEFAULT_POOL};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "the echo service's token";
@@ -49,10 +49,29 @@ async fn server(extra: &str) -> XnatServer {
 }
 
 fn agent(server: &XnatServer, local: SocketAddr, token: &str) -> AgentHandle {
+    agent_with_pool(server, local, token, DEFAULT_POOL)
+}
+
+fn agent_with_pool(server: &XnatServer, local: SocketAddr, token: &str, pool: usize) -> AgentHandle {
     let config = ClientConfig::secured(server.control().client_security());
-    let service =
-        AgentService { name: "echo".into(), local: local.to_string(), token: Some(token.into()), udp: false };
+    let service = AgentService {
+        name: "echo".into(),
+        target: Target::Local(local.to_string()),
+        token: Some(token.into()),
+        udp: false,
+        pool,
+    };
     run_agent(server.control_addr(), config, vec![service])
+}
+
+/// Waits until the agents keep `n` idle pooled data connections at the server.
+async fn pooled_ready(server: &XnatServer, n: usize) {
+    within("pooled data connections", async {
+        while server.stats()[0].pooled_ready != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
 }
 
 async fn agents_are(server: &XnatServer, n: usize) {
@@ -69,11 +88,25 @@ async fn visitor(server: &XnatServer) -> TcpStream {
 }
 
 #[tokio::test]
-async fn a_tcp_echo_goes_through_the_tunnel_and_half_closes() {
+async fn a_tcp_echo_goes_through_a_pooled_data_connection_and_half_closes() {
+    let pooled = echo_through_the_tunnel(DEFAULT_POOL).await;
+    assert_eq!(pooled, 1, "the visitor took a pooled data connection");
+}
+
+#[tokio::test]
+async fn a_tcp_echo_goes_through_a_virtual_channel_and_half_closes() {
+    let pooled = echo_through_the_tunnel(0).await;
+    assert_eq!(pooled, 0, "with no pool, the visitor rode a virtual channel");
+}
+
+/// Echoes 300,000 bytes through the tunnel (its pool filled first) with a half-close;
+/// the visits that rode a pooled data connection.
+async fn echo_through_the_tunnel(pool: usize) -> u64 {
     let local = echo_service("").await;
     let server = server("").await;
-    let _agent = agent(&server, local, TOKEN);
+    let _agent = agent_with_pool(&server, local, TOKEN, pool);
     agents_are(&server, 1).await;
+    pooled_ready(&server, pool).await;
     let mut v = visitor(&server).await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     v.write_all(&data).await.unwrap();
@@ -90,6 +123,44 @@ async fn a_tcp_echo_goes_through_the_tunnel_and_half_closes() {
     .await;
     let s = &server.stats()[0];
     assert_eq!((s.visitors, s.bytes_in, s.bytes_out, s.refused), (1, 300_000, 300_000, 0));
+    // The agent opens another to take the used one's place.
+    pooled_ready(&server, pool).await;
+    // The server's `stats` command has the core's counters and the service's.
+    let client = Client::connect(server.control_addr(), server.control().client_security()).await.unwrap();
+    let stats = client.call_console("stats", "{}").await.unwrap();
+    let stats: serde_json::Value = serde_json::from_str(stats.as_str()).unwrap();
+    assert!(stats["connections_active"].as_u64().unwrap() >= 2, "{stats}");
+    let echo = &stats["xnat"][0];
+    assert_eq!((echo["name"].as_str(), echo["bytes_in"].as_u64()), (Some("echo"), Some(300_000)), "{stats}");
+    assert_eq!(echo["pooled_visits"].as_u64(), Some(s.pooled_visits));
+    s.pooled_visits
+}
+
+#[tokio::test]
+async fn garbage_and_unknown_tickets_on_the_data_port_are_closed_and_cost_nobody() {
+    let local = echo_service("").await;
+    let server = server("").await;
+    let _agent = agent_with_pool(&server, local, TOKEN, 2);
+    agents_are(&server, 1).await;
+    pooled_ready(&server, 2).await;
+    let data = SocketAddr::new(server.control_addr().ip(), server.data_port());
+    // Not a handshake at all: closed.
+    let mut junk = TcpStream::connect(data).await.unwrap();
+    junk.write_all(&[0x5a; 4096]).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = within("junk closed", junk.read_to_end(&mut sink)).await;
+    // A proper handshake with a made-up ticket: closed too.
+    let security = server.control().client_security();
+    let mut forged = zs::secure::SecureStream::connect(data, &security, PATIENCE).await.unwrap();
+    forged.write_all(&[7u8; 32]).await.unwrap();
+    forged.flush().await.unwrap();
+    let mut b = [0u8; 1];
+    assert!(matches!(within("a forged ticket closed", forged.read(&mut b)).await, Ok(0) | Err(_)));
+    // The pool is as it was, and a visitor still gets through it.
+    assert_eq!(server.stats()[0].pooled_ready, 2);
+    let mut v = visitor(&server).await;
+    echo_once(&mut v).await;
+    assert_eq!(server.stats()[0].pooled_visits, 1);
 }
 
 /// Reads the greeting a visitor is sent (one byte: which agent's service took it).
@@ -222,9 +293,10 @@ async fn a_udp_echo_goes_through_the_tunnel() {
     let config = ClientConfig::secured(zs::ClientSecurity::Plaintext);
     let service = AgentService {
         name: "dns".into(),
-        local: local_addr.to_string(),
+        target: Target::Local(local_addr.to_string()),
         token: Some(TOKEN.into()),
         udp: true,
+        pool: DEFAULT_POOL,
     };
     let _agent = run_agent(server.control_addr(), config, vec![service]);
     agents_are(&server, 1).await;
@@ -277,9 +349,10 @@ async fn a_reload_adds_and_removes_services_without_touching_the_others() {
     let config = ClientConfig::secured(server.control().client_security());
     let second = AgentService {
         name: "second".into(),
-        local: local.to_string(),
+        target: Target::Local(local.to_string()),
         token: Some("the second service's token".into()),
         udp: false,
+        pool: DEFAULT_POOL,
     };
     let _second_agent = run_agent(server.control_addr(), config, vec![second]);
     within("the second agent", async {
@@ -369,4 +442,47 @@ async fn a_service_byte_rate_holds_its_visitors_back() {
     got.unwrap();
     assert_eq!(back.len(), data.len());
     assert!(start.elapsed() >= Duration::from_millis(1800), "held to 1 MB/s: {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn a_virtual_service_serves_a_router_through_the_tunnel_with_no_port_on_the_agent() {
+    for pool in [DEFAULT_POOL, 0] {
+        // The agent's side: a router served by a server with no listener at all.
+        let mut router = Router::new();
+        router.console("hello", |_peer: &zs::Peer, name: zs::Text| format!("hello, {name}, from behind NAT"));
+        router.console("who", |peer: &zs::Peer, _: zs::Text| peer.remote_addr().to_string());
+        let inside = zs::Server::unbound(router, zs::ServerConfig::default()).await.unwrap();
+        let server = server("").await;
+        let config = ClientConfig::secured(server.control().client_security());
+        let service = AgentService {
+            name: "echo".into(),
+            target: Target::Server(inside.clone()),
+            token: Some(TOKEN.into()),
+            udp: false,
+            pool,
+        };
+        let _agent = run_agent(server.control_addr(), config, vec![service]);
+        agents_are(&server, 1).await;
+        pooled_ready(&server, pool).await;
+        // A client of the public port pins the inside server's key: encrypted end to end.
+        let public = server.public_addr("echo").unwrap();
+        let client = within("a client through the tunnel", Client::connect(public, inside.client_security()))
+            .await
+            .unwrap();
+        let reply = within("a call", client.call_console("hello", "world")).await.unwrap();
+        assert_eq!(reply, "hello, world, from behind NAT");
+        // The inside server sees the visitor's own address, not the tunnel's.
+        let who = within("who", client.call_console("who", "")).await.unwrap();
+        assert_eq!(who.as_str(), client.peer().local_addr().to_string());
+        // Big enough to wait on the stream link's queue both ways.
+        let big = "z".repeat(3 << 20);
+        let reply = within("a big call", client.call_console("hello", big.clone())).await.unwrap();
+        assert_eq!(reply.len(), big.len() + "hello, , from behind NAT".len());
+        assert_eq!(inside.connection_count(), 1);
+        assert_eq!(server.stats()[0].pooled_visits, u64::from(pool > 0), "pool {pool}");
+        // A wrong key pinned: the inside server's handshake refuses it.
+        let stranger = zs::KeyPair::generate().public();
+        assert!(Client::connect(public, zs::ClientSecurity::from(stranger)).await.is_err());
+        client.close();
+    }
 }

@@ -541,6 +541,12 @@ impl Peer {
         &self.inner.stats
     }
 
+    /// The counters of the server or client this connection belongs to, as they are now
+    /// (what the `stats` command answers; a router that serves its own `stats` adds to it).
+    pub fn stats(&self) -> crate::StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
     /// The connection's settings.
     pub(crate) fn config(&self) -> &Arc<ConnectionConfig> {
         &self.inner.config

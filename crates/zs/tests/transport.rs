@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::{hash_stream, serve, within};
 use tokio::net::{TcpListener, TcpStream};
-use zs::transport::{Dialer, Link, Listener};
+use zs::transport::{Dialer, Link, Listener, StreamLink};
 use zs::{ClientConfig, IncomingStream, Peer, Router, SessionConfig, StreamOptions};
 use zs_bench::source::Noise;
 
@@ -183,4 +183,46 @@ async fn a_session_over_a_transport_of_ones_own_resumes_through_its_dialer() {
     assert!(client_wire.links.load(Relaxed) > 1, "new links were dialed through the custom dialer");
     assert!(server_wire.links.load(Relaxed) > 1, "and accepted through the custom listener");
     assert_eq!(server.connection_count(), 1, "one logical connection throughout");
+}
+
+/// Makes each link an in-memory pipe whose other end it hands to `server`.
+struct PipeDialer {
+    server: zs::ServerHandle,
+}
+
+impl Dialer for PipeDialer {
+    type Raw = StreamLink<tokio::io::DuplexStream>;
+    async fn dial(&self, addr: SocketAddr) -> io::Result<Self::Raw> {
+        // A small pipe: the stream links' queues fill and drain many times per stream.
+        let (ours, theirs) = tokio::io::duplex(8 << 10);
+        let here = SocketAddr::from(([127, 0, 0, 1], 1));
+        self.server.accept_link(StreamLink::new(theirs, addr, here));
+        Ok(StreamLink::new(ours, here, addr))
+    }
+}
+
+#[tokio::test]
+async fn a_server_with_no_listener_serves_byte_streams_handed_to_it() {
+    let server = zs::Server::unbound(router(), zs::ServerConfig::default()).await.unwrap();
+    assert_eq!(server.local_addr(), SocketAddr::from(([0, 0, 0, 0], 0)));
+    let config = ClientConfig::secured(server.client_security());
+    let dialer = PipeDialer { server: server.clone() };
+    let addr = SocketAddr::from(([127, 0, 0, 1], 2));
+    let client =
+        within("connect", zs::Client::connect_over(dialer, addr, Router::new(), config)).await.unwrap();
+    assert!(client.channel().is_some(), "the server's Noise mode runs over the pipe");
+    assert_eq!(client.call_console("echo", "through a pipe").await.unwrap(), "through a pipe");
+    let size = 4 << 20;
+    let transfer = client.send_big_stream("hash", Noise::new(size, 9), StreamOptions::with_len(size));
+    assert_eq!(within("the stream", transfer.finish()).await.unwrap(), size);
+    let big = "b".repeat(1 << 20);
+    assert_eq!(within("a big echo", client.call_console("echo", big.clone())).await.unwrap().as_str(), big);
+    assert_eq!(server.connection_count(), 1);
+    client.close();
+    within("the server sees the close", async {
+        while server.connection_count() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }

@@ -54,6 +54,10 @@ fn default_max_visitors() -> usize {
 pub struct ServerFile {
     /// Where agents connect.
     pub listen: SocketAddr,
+    /// Where agents open pooled data connections (default: `listen`'s address, a port the
+    /// system picks, which agents learn when they register; give one to open in a firewall).
+    #[serde(default)]
+    pub data_listen: Option<SocketAddr>,
     /// Where the server's key is kept (default: zs serve's data directory).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -77,6 +81,14 @@ pub struct LocalService {
     /// The service's token, when the server asks for one.
     #[serde(default)]
     pub token: Option<String>,
+    /// Idle pooled data connections kept open per server for its TCP visitors (default 8,
+    /// at most 64; 0: every visitor rides a virtual channel of the link).
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+}
+
+fn default_pool() -> usize {
+    super::DEFAULT_POOL
 }
 
 /// `zs xnat agent --config FILE`.
@@ -169,9 +181,12 @@ impl AgentFile {
                 None => {}
             }
         }
-        for name in f.services.keys() {
+        for (name, s) in &f.services {
             if !super::valid_service_name(name) {
                 return Err(format!("service `{name}`: a name is 1 to 64 letters, digits, - or _"));
+            }
+            if s.pool > super::MAX_POOL {
+                return Err(format!("service `{name}`: pool is at most {}", super::MAX_POOL));
             }
         }
         Ok(f)
@@ -212,7 +227,12 @@ mod tests {
         let a = AgentFile::parse(
             "server = \"127.0.0.1:7000\"\nplaintext = true\n[services.web]\nlocal = \"127.0.0.1:80\"\n",
         );
-        assert_eq!(a.unwrap().services["web"].local, "127.0.0.1:80");
+        let a = a.unwrap();
+        assert_eq!((a.services["web"].local.as_str(), a.services["web"].pool), ("127.0.0.1:80", 8));
+        let big_pool = AgentFile::parse(
+            "server = \"127.0.0.1:7000\"\nplaintext = true\n[services.web]\nlocal = \"127.0.0.1:80\"\npool = 65\n",
+        );
+        assert!(big_pool.unwrap_err().contains("pool is at most 64"));
         let unpinned = AgentFile::parse("server = \"127.0.0.1:7000\"\n");
         assert!(unpinned.unwrap_err().contains("server_key"));
     }

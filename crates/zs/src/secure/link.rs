@@ -89,6 +89,10 @@ impl<R: Records, S: Link> SecureLink<R, S> {
             let n = self.raw.try_write(&self.sealed_out)?;
             self.sealed_out.advance(n);
         }
+        // A raw link that buffers (a stream of another layer's) writes its own out too.
+        if self.raw.has_pending() {
+            self.raw.flush()?;
+        }
         Ok(())
     }
 
@@ -172,7 +176,7 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
     }
 
     fn has_pending(&self) -> bool {
-        !self.sealed_out.is_empty()
+        !self.sealed_out.is_empty() || self.raw.has_pending()
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! `SecureStream`: a raw byte stream over a secure channel (`AsyncRead + AsyncWrite`), for
-//! protocols of one's own and for load generators. Writes are sealed into records; call
-//! `flush` (or `shutdown`) to be sure they left, as with any buffered writer.
+//! protocols of one's own and for load generators; [`SecureStream::accept`] is its server
+//! side. Writes are sealed into records; call `flush` (or `shutdown`) to be sure they left,
+//! as with any buffered writer.
 
 use std::io;
 use std::pin::Pin;
@@ -11,7 +12,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::ToSocketAddrs;
 
-use super::{connect, ClientSecurity, Fingerprint, RekeyPolicy, SecuredLink};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use super::{accept, connect, ClientSecurity, Fingerprint, RekeyPolicy, SecuredLink, ServerSecurity};
 use crate::stats::Stats;
 use crate::transport::tcp::TcpDialer;
 use crate::transport::{Boxed, Dialer, LinkIo, RawLink};
@@ -72,7 +76,27 @@ impl SecureStream {
         Ok(SecureStream { io: LinkIo::new(secured.link), remote_key })
     }
 
-    /// The identity the server proved (`None` in plaintext).
+    /// Runs the server's side of the handshake on an accepted connection, within `timeout`:
+    /// the other end of [`connect`](Self::connect), for protocols of one's own beside a
+    /// zserver listener (XNat's data connections, say).
+    pub async fn accept(
+        tcp: TcpStream,
+        security: &ServerSecurity,
+        timeout: Duration,
+    ) -> io::Result<SecureStream> {
+        let stats = Arc::new(Stats::default());
+        let handshake = accept(RawLink::Tcp(tcp), BytesMut::new(), security, RekeyPolicy::default(), stats);
+        let secured = tokio::time::timeout(timeout, handshake).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("handshake timed out after {timeout:?}"))
+        })??;
+        if secured.session {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a session hello on a stream listener"));
+        }
+        let remote_key = secured.channel.and_then(|c| c.remote_key);
+        Ok(SecureStream { io: LinkIo::new(secured.link), remote_key })
+    }
+
+    /// The identity the other end proved (`None` in plaintext or TLS on the server side).
     pub fn remote_key(&self) -> Option<Fingerprint> {
         self.remote_key
     }

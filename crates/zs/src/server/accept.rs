@@ -65,7 +65,7 @@ fn on_compat_accept(shared: &Arc<Shared>, stream: RawLink) {
     admit(shared, id, link, None, shared.compat_connection.clone());
 }
 
-fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
+pub(super) fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
     let remote = stream.peer_addr().ok();
     if let Some((code, msg)) = shared.refusal() {
         // Refused before any handshake: the goaway goes in plaintext.

@@ -38,6 +38,23 @@ impl Server {
     /// until [`ServerHandle::shutdown`].
     pub async fn bind(
         addr: impl ToSocketAddrs,
+        router: Router,
+        config: ServerConfig,
+    ) -> io::Result<ServerHandle> {
+        let tcp = TcpOptions { unsent_limit: config.connection.socket_unsent_limit };
+        let listeners = TcpAcceptor::bind(addr, config.reuse_port, config.backlog, tcp).await?;
+        Server::start(listeners, router, config).await
+    }
+
+    /// A server with no listener of its own: it serves the links handed to it
+    /// ([`ServerHandle::accept_link`], [`ServerHandle::serve`]), say a tunnel's visitors
+    /// (XNat's virtual services), with no port opened.
+    pub async fn unbound(router: Router, config: ServerConfig) -> io::Result<ServerHandle> {
+        Server::start(Vec::new(), router, config).await
+    }
+
+    async fn start(
+        listeners: Vec<TcpAcceptor>,
         mut router: Router,
         mut config: ServerConfig,
     ) -> io::Result<ServerHandle> {
@@ -45,7 +62,6 @@ impl Server {
             noise.key.get_or_insert_with(KeyPair::generate);
         }
         let tcp = TcpOptions { unsent_limit: config.connection.socket_unsent_limit };
-        let listeners = TcpAcceptor::bind(addr, config.reuse_port, config.backlog, tcp).await?;
         if matches!(config.security, ServerSecurity::Plaintext) {
             for l in &listeners {
                 if let Some(a) = l.local_addr().ok().filter(|a| !a.ip().is_loopback()) {
@@ -186,9 +202,10 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The first address listened on (with the real port if 0 was asked for).
+    /// The first address listened on (with the real port if 0 was asked for; `0.0.0.0:0`
+    /// for a server with no listener of its own).
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.addrs[0]
+        self.shared.addrs.first().copied().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The identity clients pin: the Noise static key or the TLS certificate's
@@ -217,6 +234,14 @@ impl ServerHandle {
         let addr = listener.local_addr()?;
         tokio::spawn(accept::accept_loop(self.shared.clone(), Boxed(listener), Protocol::Native));
         Ok(addr)
+    }
+
+    /// Serves one client that arrived over a link of one's own (a [`StreamLink`] over a
+    /// tunnel's stream, say): its handshake, limits and router as for any other.
+    ///
+    /// [`StreamLink`]: crate::transport::StreamLink
+    pub fn accept_link<K: crate::transport::Link>(&self, link: K) {
+        accept::on_accept(&self.shared, crate::transport::RawLink::Other(Box::new(link)));
     }
 
     /// Addresses of the ZServer4D listeners (`ServerConfig::compat`), with real ports.

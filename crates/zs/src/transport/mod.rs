@@ -9,6 +9,7 @@
 
 mod link_io;
 mod raw;
+mod stream_link;
 pub(crate) mod tcp;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 
 pub(crate) use link_io::LinkIo;
 pub(crate) use raw::{erase_dialer, Boxed, DialFn, RawLink};
+pub use stream_link::{StreamLink, STREAM_LINK_QUEUE};
 
 /// Where a server's raw links come from: a bound listener of some transport.
 pub trait Listener: Send + 'static {
