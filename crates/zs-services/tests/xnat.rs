@@ -486,3 +486,44 @@ async fn a_virtual_service_serves_a_router_through_the_tunnel_with_no_port_on_th
         client.close();
     }
 }
+
+#[tokio::test]
+async fn the_tail_of_a_burst_arrives_while_both_sides_stay_quiet() {
+    // A service that answers each request with a burst, says when its last byte left, and
+    // keeps the connection open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (written, mut bursts) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let written = written.clone();
+            tokio::spawn(async move {
+                let burst = vec![7u8; BURST];
+                let mut request = [0u8; 1];
+                while s.read_exact(&mut request).await.is_ok() {
+                    if s.write_all(&burst).await.is_err() || written.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    const BURST: usize = 1 << 20;
+    for pool in [DEFAULT_POOL, 0] {
+        let server = server("").await;
+        let _agent = agent_with_pool(&server, local, TOKEN, pool);
+        agents_are(&server, 1).await;
+        pooled_ready(&server, pool).await;
+        let mut v = visitor(&server).await;
+        // The visitor reads only once the service is done: the tunnel's buffers fill,
+        // and each answer must still arrive whole though nobody writes after it (nothing
+        // left in a sealed record or a channel's queue).
+        for _ in 0..3 {
+            v.write_all(b"?").await.unwrap();
+            within("the service's burst", bursts.recv()).await.unwrap();
+            let mut answer = vec![0u8; BURST];
+            within("a whole answer", v.read_exact(&mut answer)).await.unwrap();
+            assert!(answer.iter().all(|&b| b == 7));
+        }
+    }
+}

@@ -137,6 +137,9 @@ where
             Some((b, _)) => w.write_all(&b[..n]).await?,
             None => w.write_all(&small[..n]).await?,
         }
+        // A writer that buffers (sealed records, a channel's queued frame) sends what it
+        // took only when flushed or written again: the source may now stay quiet.
+        w.flush().await?;
         total += n as u64;
         match &big {
             None if n == SMALL_BUFFER => {
