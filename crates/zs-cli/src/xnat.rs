@@ -64,6 +64,7 @@ async fn server(path: &PathBuf) -> Result<(), String> {
     let server = XnatServer::start(&file, security).await?;
     println!("listening on {}", server.control_addr());
     println!("{line}");
+    println!("data connections on port {}", server.data_port());
     for s in server.stats() {
         println!("service {} on {}", s.name, s.public);
     }
@@ -88,7 +89,8 @@ async fn server(path: &PathBuf) -> Result<(), String> {
             _ = every.tick() => {
                 for s in server.stats() {
                     tracing::info!(service = %s.name, agents = s.agents, visitors_now = s.visitors_now,
-                        visitors = s.visitors, refused = s.refused, bytes_in = s.bytes_in, bytes_out = s.bytes_out, "xnat");
+                        visitors = s.visitors, refused = s.refused, bytes_in = s.bytes_in, bytes_out = s.bytes_out,
+                        pooled_visits = s.pooled_visits, pooled_ready = s.pooled_ready, "xnat");
                 }
             }
         }
