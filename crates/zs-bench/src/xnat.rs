@@ -27,6 +27,8 @@ pub struct XnatOptions {
     pub rounds: usize,
     /// Visitors held at once for the memory entry (0 skips it).
     pub held: usize,
+    /// Pooled data connections our agent keeps in the `ours` entries.
+    pub pool: usize,
 }
 
 /// Small requests at a fixed rate through a plaintext tunnel: latency from each request's
@@ -141,7 +143,7 @@ pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
     };
     let mut entries = Vec::new();
     for noise in [false, true] {
-        let ours = start_ours(zs_exe, work.path(), service, noise, POOL)?;
+        let ours = start_ours(zs_exe, work.path(), service, noise, opts.pool)?;
         rt.block_on(ready(ours.1))?;
         let channel = start_ours(zs_exe, work.path(), service, noise, 0)?;
         rt.block_on(ready(channel.1))?;
@@ -181,9 +183,9 @@ pub fn run(opts: XnatOptions, zs_exe: &Path) -> Result<XnatReport, String> {
     }
     let memory = match opts.held {
         0 => None,
-        n => Some(memory(&rt, zs_exe, work.path(), rathole.as_deref(), n)?),
+        n => Some(memory(&rt, zs_exe, work.path(), rathole.as_deref(), n, opts.pool)?),
     };
-    let latency = latency(&rt, zs_exe, work.path(), rathole.as_deref(), &[1_000, 10_000])?;
+    let latency = latency(&rt, zs_exe, work.path(), rathole.as_deref(), &[1_000, 10_000], opts.pool)?;
     Ok(XnatReport { scenario: "xnat", size: opts.size, rathole: rathole_note, entries, memory, latency })
 }
 
@@ -200,6 +202,7 @@ fn memory(
     dir: &Path,
     rathole: Option<&Path>,
     n: usize,
+    pool: usize,
 ) -> Result<Memory, String> {
     crate::raise_fd_limit();
     let echo = crate::idle::start_floor(zs, 1)?;
@@ -214,7 +217,7 @@ fn memory(
         drop(held);
         Ok((before, with))
     };
-    let ours = start_ours(zs, dir, service, false, POOL)?;
+    let ours = start_ours(zs, dir, service, false, pool)?;
     rt.block_on(ready_with(ours.1, ping))?;
     let (ours_before, ours_held) = hold(&ours)?;
     drop(ours);
@@ -249,10 +252,11 @@ fn latency(
     dir: &Path,
     rathole: Option<&Path>,
     rates: &[u64],
+    pool: usize,
 ) -> Result<Vec<Latency>, String> {
     let echo = crate::idle::start_floor(zs, 1)?;
     let service = echo.target.addr;
-    let ours = start_ours(zs, dir, service, false, POOL)?;
+    let ours = start_ours(zs, dir, service, false, pool)?;
     rt.block_on(ready_with(ours.1, ping))?;
     let channel = start_ours(zs, dir, service, false, 0)?;
     rt.block_on(ready_with(channel.1, ping))?;
@@ -265,10 +269,20 @@ fn latency(
         None => None,
     };
     let mut out = Vec::new();
+    let quantiles = |h: &Histogram| (h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64);
     for &rate in rates {
-        let (o50, o99) = rt.block_on(at_rate(ours.1, rate))?;
-        let (c50, c99) = rt.block_on(at_rate(channel.1, rate))?;
-        let t = theirs.as_ref().map(|t| rt.block_on(at_rate(t.1, rate))).transpose()?;
+        // Slices taken in turn, so that a slow moment of the machine falls on each tunnel
+        // alike rather than on whichever ran then.
+        let mut hs = [new_histogram()?, new_histogram()?, new_histogram()?];
+        for _ in 0..LATENCY_SLICES {
+            hs[0].add(rt.block_on(at_rate(ours.1, rate))?).map_err(|e| e.to_string())?;
+            hs[1].add(rt.block_on(at_rate(channel.1, rate))?).map_err(|e| e.to_string())?;
+            if let Some(t) = &theirs {
+                hs[2].add(rt.block_on(at_rate(t.1, rate))?).map_err(|e| e.to_string())?;
+            }
+        }
+        let ((o50, o99), (c50, c99)) = (quantiles(&hs[0]), quantiles(&hs[1]));
+        let t = theirs.as_ref().map(|_| quantiles(&hs[2]));
         out.push(Latency {
             rate,
             ours_p50_us: o50,
@@ -282,19 +296,24 @@ fn latency(
     Ok(out)
 }
 
-/// 64-byte echoes through `addr` at `rate` per second for 3 s over 64 connections, each
-/// timed from when it was due; p50 and p99 in microseconds.
-async fn at_rate(addr: SocketAddr, rate: u64) -> Result<(f64, f64), String> {
+/// 64-byte echoes through `addr` at `rate` per second for one slice over 64 new
+/// connections (each answered once first, untimed), each timed from when it was due, in
+/// microseconds.
+async fn at_rate(addr: SocketAddr, rate: u64) -> Result<Histogram, String> {
     const CONNECTIONS: u64 = 64;
     let per_conn = Duration::from_secs_f64(CONNECTIONS as f64 / rate as f64);
-    let count = rate * 3 / CONNECTIONS;
+    let count = (rate * LATENCY_SLICE_MS / 1000 / CONNECTIONS).max(1);
     let runs = (0..CONNECTIONS).map(|i| async move {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = s.set_nodelay(true);
         let mut request = vec![64u8, 0, 0, 0];
         request.resize(68, b'r');
         let mut back = vec![0u8; 68];
-        let mut h = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+        // One exchange untimed: the visit's setup (an agent's connection to the service) is
+        // not a request's latency.
+        s.write_all(&request).await.map_err(|e| e.to_string())?;
+        s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+        let mut h = new_histogram()?;
         // Connections start spread over one interval.
         let start = tokio::time::Instant::now() + per_conn.mul_f64(i as f64 / CONNECTIONS as f64);
         for k in 0..count {
@@ -306,12 +325,23 @@ async fn at_rate(addr: SocketAddr, rate: u64) -> Result<(f64, f64), String> {
         }
         Ok::<_, String>(h)
     });
-    let mut all = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut all = new_histogram()?;
     for h in futures_util::future::join_all(runs).await {
         all.add(h?).map_err(|e| e.to_string())?;
     }
-    Ok((all.value_at_quantile(0.5) as f64, all.value_at_quantile(0.99) as f64))
+    Ok(all)
 }
+
+type Histogram = hdrhistogram::Histogram<u64>;
+
+fn new_histogram() -> Result<Histogram, String> {
+    Histogram::new(3).map_err(|e| e.to_string())
+}
+
+/// Slices of requests per tunnel and rate, taken in turn with the other tunnels'.
+const LATENCY_SLICES: u64 = 5;
+/// Milliseconds of requests per slice.
+const LATENCY_SLICE_MS: u64 = 1000;
 
 /// One length-prefixed echo through `addr` (the floor server's framing).
 async fn ping(addr: SocketAddr) -> Result<f64, String> {
@@ -418,9 +448,6 @@ where
 
 /// `zs xnat server` and `zs xnat agent` carrying `service`; their processes and the
 /// public address.
-/// The agent's pool of data connections in the default entries (`zs xnat`'s default).
-const POOL: usize = zs_services::xnat::DEFAULT_POOL;
-
 /// Starts `zs xnat server` and `agent` (the agent keeping `pool` data connections).
 fn start_ours(
     zs: &Path,

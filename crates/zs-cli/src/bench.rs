@@ -275,6 +275,10 @@ enum Scenario {
         /// holds two sockets per visitor, so 20,000 files per process allow about 9,000.
         #[arg(long, default_value_t = 8000)]
         held: usize,
+        /// Pooled data connections our agent keeps (its `pool`; 0 is measured anyway as
+        /// the channel column).
+        #[arg(long, default_value_t = zs_services::xnat::DEFAULT_POOL)]
+        pool: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -594,7 +598,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let r = push::run(opts, &exe)?;
             print(json, &r, || push::table(&r))
         }
-        Scenario::Xnat { size, streams, rounds, held, json } => {
+        Scenario::Xnat { size, streams, rounds, held, pool, json } => {
             check("rounds", rounds, 100)?;
             if size == 0 || size > 1 << 36 || streams.iter().any(|&n| n == 0 || n > 1024) {
                 return Err("--size must be between 1 byte and 64 GiB, --streams each 1 to 1,024".into());
@@ -603,7 +607,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             if held > 9_000 {
                 return Err("--held is at most 9,000 (20,000 files per process)".into());
             }
-            let r = zs_bench::xnat::run(zs_bench::xnat::XnatOptions { size, streams, rounds, held }, &exe)?;
+            let r =
+                zs_bench::xnat::run(zs_bench::xnat::XnatOptions { size, streams, rounds, held, pool }, &exe)?;
             print(json, &r, || zs_bench::xnat::table(&r))
         }
         Scenario::Login { logins, connections, accounts, probes, probe_interval_ms, idle, secure, json } => {
