@@ -3,6 +3,7 @@
 mod allocator;
 mod bench;
 mod call;
+mod config;
 mod connect;
 mod file;
 mod push;
@@ -43,11 +44,21 @@ enum Cmd {
     Inbox(push::InboxArgs),
     /// Expose TCP services behind NAT through a public server: xnat server | agent.
     Xnat(xnat::XnatArgs),
+    /// The configuration file of `zs serve`: config check FILE | config example.
+    Config(config::ConfigArgs),
 }
 
 fn main() -> ExitCode {
     allocator::limit_arenas();
-    let cli = Cli::parse();
+    // `zs serve --config FILE` and ZS_* variables: their settings become flags.
+    let argv = match config::serve_argv(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,6 +79,7 @@ fn main() -> ExitCode {
         Cmd::Push(a) => push::push(a),
         Cmd::Inbox(a) => push::inbox(a),
         Cmd::Xnat(a) => xnat::run(a),
+        Cmd::Config(a) => config::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,11 @@ use zs_services::push::{Push, PushConfig, SendPolicy};
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file (`zs config example` prints a complete one); ZS_*
+    /// environment variables (ZS_MAX_CONNECTIONS for --max-connections) override it, flags
+    /// override both. Default: $ZS_CONFIG, else none.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on; repeat for several (a name resolving to several addresses
     /// listens on each). Addresses with port 0 all get the same port.
     #[arg(long, default_value = "127.0.0.1:9818")]
@@ -46,7 +51,7 @@ pub struct ServeArgs {
     memory_budget: u64,
     /// Built-in services to serve, comma-separated (default: `accounts,files,push` with one
     /// worker, none with --workers; `none` for none). Built in: accounts, files, push.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = ["accounts", "files", "push", "none"])]
     services: Option<Vec<String>>,
     /// Messages a user's offline inbox holds (push); the oldest give way.
     #[arg(long, default_value_t = 1000)]
