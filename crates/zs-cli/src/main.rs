@@ -59,13 +59,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tarpc=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&cli);
     // Servers and clients alike: long transfers leave glibc holding memory, and a later
     // 1 GiB download in the same process then took 2.5x the CPU (`zs bench files`).
     allocator::spawn_trimmer();
@@ -87,6 +81,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to standard error: `zs serve`'s `--log` and `--log-format`, else `RUST_LOG` (or
+/// info) in the pretty format.
+fn init_logs(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let (json, directives) = match &cli.command {
+        Cmd::Serve(a) => (a.log_format == "json", a.log.clone()),
+        _ => (false, None),
+    };
+    let filter = directives
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| "info,tarpc=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
     }
 }
 

@@ -73,11 +73,25 @@ pub struct ServeArgs {
     /// Bytes each user may keep in their private file area, e.g. 10G.
     #[arg(long, default_value = "10G", value_parser = crate::bench::parse_size)]
     quota_bytes: u64,
+    /// Log format on standard error: pretty (for people) or json (one object per line, for
+    /// log collectors).
+    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    pub(crate) log_format: String,
+    /// What to log: a level (error, warn, info, debug, trace) or directives per module, e.g.
+    /// `info,zs=debug` (debug shows a line per connection opened and closed). Default:
+    /// $RUST_LOG, else info.
+    #[arg(long, value_name = "FILTER", value_parser = log_filter)]
+    pub(crate) log: Option<String>,
     /// (tests and benchmarks) Hash passwords far below OWASP's minimum cost.
     #[arg(long, hide = true)]
     insecure_fast_hashing: bool,
     #[command(flatten)]
     security: crate::security::ServerSecurityArgs,
+}
+
+/// Checks a log filter as `--log` takes it.
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| format!("`{s}`: {e}"))
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {

@@ -218,6 +218,8 @@ fn admit(
     link.bind_session_events(&peer, &shared.router);
     shared.directory.insert(peer.clone());
     shared.stats.bump(|s| &s.connections_opened);
+    let protocol = peer.channel().map_or("plaintext", |c| c.protocol.as_str());
+    tracing::debug!(peer = id, %remote, protocol, session = peer.session().is_some(), "connection opened");
     let router = shared.router.clone();
     let shared = shared.clone();
     let unregister = move || {
