@@ -31,6 +31,9 @@ pub struct RpcOptions {
     pub rate: Option<f64>,
     /// Also drive our server with a guard that lets every call through, in each round.
     pub guard: bool,
+    /// Also drive our server with every command metered (calls, errors, latency), in each
+    /// round.
+    pub metered: bool,
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
@@ -77,6 +80,11 @@ pub struct RpcReport {
     /// `ours_guarded.req_per_s / ours.req_per_s` (open loop: `ours.p99 / ours_guarded.p99`):
     /// what a guard costs, as a share kept.
     pub guard_ratio: Option<f64>,
+    /// With `--metered`: our server metering every command, same driver, same run.
+    pub ours_metered: Option<Figures>,
+    /// `ours_metered.req_per_s / ours.req_per_s` (open loop: `ours.p99 / ours_metered.p99`):
+    /// what metering costs, as a share kept.
+    pub metered_ratio: Option<f64>,
 }
 
 /// Runs the scenario. Servers get their own two-thread runtime, the load generator
@@ -85,12 +93,15 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let servers = start_servers(floor::echo_server, opts.secure)?;
     let floor_target = Target::plain(servers.floor);
     let tarpc_addr = servers.start_peer(crate::tarpc_peer::serve)?;
-    let guarded = match opts.guard {
-        true => {
-            Some(serve_ours(&servers.rt, opts.secure.server().map_err(|e| e.to_string())?, guarded_router())?)
+    // Variants of our server, each driven beside it in every round.
+    let variant = |on: bool, router: fn() -> Router| -> Result<Option<(Target, Vec<Figures>)>, String> {
+        if !on {
+            return Ok(None);
         }
-        false => None,
+        let security = opts.secure.server().map_err(|e| e.to_string())?;
+        Ok(Some((serve_ours(&servers.rt, security, router())?, Vec::new())))
     };
+    let mut variants = [variant(opts.guard, guarded_router)?, variant(opts.metered, metered_router)?];
     let load_rt = runtime("zs-bench-load")?;
     let load = Load {
         connections: opts.connections,
@@ -100,17 +111,23 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         rate: opts.rate,
     };
     let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
-    let (mut tarpc_runs, mut guarded_runs) = (vec![], vec![]);
+    let mut tarpc_runs = vec![];
+    let drive_variants = |variants: &mut [Option<(Target, Vec<Figures>)>]| -> Result<(), String> {
+        for (target, runs) in variants.iter_mut().flatten() {
+            runs.push(load_rt.block_on(driver::run::<OursCodec>(target, load))?);
+        }
+        Ok(())
+    };
     for round in 0..opts.rounds.max(1) {
         floor_runs.push(load_rt.block_on(driver::run::<FloorCodec>(&floor_target, load))?);
-        // With a guarded server too, the two take turns going first.
-        let guarded_first = round % 2 == 1;
-        if let Some(g) = guarded.as_ref().filter(|_| guarded_first) {
-            guarded_runs.push(load_rt.block_on(driver::run::<OursCodec>(g, load))?);
+        // With variants too, they and ours take turns going first.
+        let variants_first = round % 2 == 1;
+        if variants_first {
+            drive_variants(&mut variants)?;
         }
         ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(&servers.ours, load))?);
-        if let Some(g) = guarded.as_ref().filter(|_| !guarded_first) {
-            guarded_runs.push(load_rt.block_on(driver::run::<OursCodec>(g, load))?);
+        if !variants_first {
+            drive_variants(&mut variants)?;
         }
         if let Some(plain) = &servers.ours_plaintext {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
@@ -121,7 +138,13 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let tarpc = median(tarpc_runs);
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
-    let ours_guarded = (!guarded_runs.is_empty()).then(|| median(guarded_runs));
+    let [guarded, metered] = variants;
+    let ours_guarded = guarded.map(|(_, runs)| median(runs));
+    let ours_metered = metered.map(|(_, runs)| median(runs));
+    let kept = |v: &Figures| match opts.rate {
+        Some(_) => ours.p99_us as f64 / v.p99_us.max(1) as f64,
+        None => v.req_per_s / ours.req_per_s.max(1e-9),
+    };
     Ok(RpcReport {
         scenario: if opts.rate.is_some() { "rpc-open" } else { "rpc" },
         rate: opts.rate,
@@ -136,11 +159,10 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
             None => ours.req_per_s / floor.req_per_s.max(1e-9),
         },
         secure_ratio: ours_plaintext.map(|p| ours.req_per_s / p.req_per_s.max(1e-9)),
-        guard_ratio: ours_guarded.map(|g| match opts.rate {
-            Some(_) => ours.p99_us as f64 / g.p99_us.max(1) as f64,
-            None => g.req_per_s / ours.req_per_s.max(1e-9),
-        }),
+        guard_ratio: ours_guarded.as_ref().map(kept),
         ours_guarded,
+        metered_ratio: ours_metered.as_ref().map(kept),
+        ours_metered,
         vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
         client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
         tarpc,
@@ -159,6 +181,13 @@ fn guarded_router() -> Router {
         true => Err(zs::HandlerError::with_code(zs::ErrorCode::NotLoggedIn, "log in first")),
         false => Ok(()),
     });
+    router
+}
+
+/// The built-in router with every command metered, as `zs serve --admin` runs it.
+fn metered_router() -> Router {
+    let mut router = builtin_router();
+    router.meter_commands();
     router
 }
 
@@ -203,6 +232,9 @@ pub fn table(r: &RpcReport) -> String {
     if let Some(g) = &r.ours_guarded {
         rows.push(("ours (with a guard)".into(), g));
     }
+    if let Some(m) = &r.ours_metered {
+        rows.push(("ours (metered)".into(), m));
+    }
     rows.push(("ours (Client API)".into(), &r.ours_client));
     rows.push(("tarpc (bincode)".into(), &r.tarpc));
     for (name, f) in rows {
@@ -224,6 +256,9 @@ pub fn table(r: &RpcReport) -> String {
     }
     if let Some(x) = r.guard_ratio {
         s += &format!("\nratio with a guard/without: {x:.2}");
+    }
+    if let Some(x) = r.metered_ratio {
+        s += &format!("\nratio metered/not: {x:.2}");
     }
     s
 }

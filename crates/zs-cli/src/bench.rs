@@ -34,6 +34,10 @@ struct RpcArgs {
     /// what a guard costs, in the same run.
     #[arg(long)]
     guard: bool,
+    /// Also drive our server with every command metered (what `zs serve --admin` turns
+    /// on): what metering costs, in the same run.
+    #[arg(long)]
+    metered: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -62,13 +66,15 @@ impl RpcArgs {
             secure: self.secure,
             rate,
             guard: self.guard,
+            metered: self.metered,
         })?;
         print(self.json, &report, || rpc::table(&report))
     }
 
     /// The expected run time: each entry, each round.
     fn expected(&self) -> Duration {
-        let entries = if self.secure == Secure::None { 4 } else { 5 } + u32::from(self.guard);
+        let entries =
+            if self.secure == Secure::None { 4 } else { 5 } + u32::from(self.guard) + u32::from(self.metered);
         self.duration * (entries * self.rounds as u32)
     }
 }

@@ -1,5 +1,6 @@
 //! `zs`: serve, call and benchmark zserver.
 
+mod admin;
 mod allocator;
 mod bench;
 mod call;

@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// Bytes each user may keep in their private file area, e.g. 10G.
     #[arg(long, default_value = "10G", value_parser = crate::bench::parse_size)]
     quota_bytes: u64,
+    /// Serve the admin API and Prometheus metrics over HTTP on this address (off by
+    /// default; loopback only unless --admin-token is given). Turns on per-command metering.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// The token every admin request but /healthz and /readyz must bring
+    /// (`Authorization: Bearer TOKEN`); needed to serve the admin API beyond loopback.
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
     /// Log format on standard error: pretty (for people) or json (one object per line, for
     /// log collectors).
     #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
@@ -130,6 +138,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let listen = args.listen.iter().chain(&args.compat_listen).cloned().collect::<Vec<_>>().join(" ");
         let mut router = zs_bench::builtin_router();
         let admin_password = mount_services(&args, &mut router).await?;
+        if args.admin.is_some() {
+            router.meter_commands();
+        }
         let server = Server::bind(&addrs[..], router, config)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -140,6 +151,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             say(&format!(
                 "created account admin with password {p} (shown once: change it with `zs user passwd admin`)"
             ));
+        }
+        if let Some(addr) = &args.admin {
+            let bound = crate::admin::start(addr, args.admin_token.clone(), server.clone()).await?;
+            say(&format!("admin API on http://{bound} (/metrics, /healthz, /readyz, /api/...)"));
         }
         if !server.compat_addrs().is_empty() {
             let compat: Vec<String> = server.compat_addrs().iter().map(ToString::to_string).collect();

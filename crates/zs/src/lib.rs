@@ -47,7 +47,7 @@ pub use directory::Directory;
 pub use error::{CallError, HandlerError};
 pub use mux::{MuxConfig, VirtualListener, VirtualStream};
 pub use peer::{Peer, Prepared};
-pub use rpc::{Form, Identity, Responder, Router, Service, Text};
+pub use rpc::{CommandFigures, Form, Identity, Responder, Router, Service, Text};
 pub use secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, Trust};
 pub use server::{Server, ServerHandle};
 pub use session::{SessionConfig, SessionEvent, SessionStatus};

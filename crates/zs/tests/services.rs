@@ -263,3 +263,39 @@ fn a_service_cannot_be_mounted_twice() {
     r.mount(Quota { calls: AtomicU64::new(0), limit: 1 });
     r.mount(Quota { calls: AtomicU64::new(0), limit: 1 });
 }
+
+#[tokio::test]
+async fn metered_commands_count_calls_errors_and_latency_of_every_kind_of_handler() {
+    let mut router = Router::new();
+    router.console("fast", |_, t: zs::Text| t.to_owned());
+    router.meter_commands();
+    // Registered after metering was asked for: metered too.
+    router.console("fails", |_, _t: zs::Text| Err::<String, _>(zs::HandlerError::new("no")));
+    router.console_async("later", |_, t: zs::Text| async move { t.to_owned() });
+    router.console_delayed("delayed", |_, t: zs::Text, r| r.reply(t.to_owned()));
+    router.console("members", |_, t: zs::Text| t.to_owned()).requires_login();
+    let server = zs::Server::bind("127.0.0.1:0", router, zs::ServerConfig::default()).await.unwrap();
+    let client = zs::Client::connect(server.local_addr(), server.client_security()).await.unwrap();
+    for _ in 0..3 {
+        client.call_console("fast", "x").await.unwrap();
+        client.call_console("later", "x").await.unwrap();
+        client.call_console("delayed", "x").await.unwrap();
+        assert!(client.call_console("fails", "x").await.is_err());
+        assert!(client.call_console("members", "x").await.is_err(), "refused: not logged in");
+    }
+    let mut figures = server.command_figures();
+    let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
+    // The server's own `stats` command is metered too.
+    assert_eq!(names, ["delayed", "fails", "fast", "later", "members", "stats"]);
+    assert_eq!(figures.pop().unwrap().calls, 0);
+    for f in &figures {
+        assert_eq!(f.calls, 3, "{f:?}");
+        let failing = matches!(f.name.as_str(), "fails" | "members");
+        assert_eq!(f.errors, if failing { 3 } else { 0 }, "{f:?}");
+        assert_eq!(*f.buckets.last().unwrap(), 3, "{f:?}");
+        assert_eq!(f.buckets.len(), zs::rpc::LATENCY_BUCKETS_US.len() + 1);
+    }
+    // An unmetered router has none.
+    let plain = zs::Server::bind("127.0.0.1:0", Router::new(), zs::ServerConfig::default()).await.unwrap();
+    assert!(plain.command_figures().is_empty());
+}

@@ -3,6 +3,7 @@
 //! replies and errors resolve pending calls, stream and mux frames go to their layers.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::FutureExt;
@@ -158,11 +159,17 @@ impl<L: Link> Connection<L> {
             return Ok(());
         }
         if let Err(e) = self.router.admit(&self.peer, &cmd) {
+            if let Some(m) = &cmd.meter {
+                m.record(std::time::Duration::ZERO, true);
+            }
             return self.refuse(request, e.code, &e.message);
         }
         let payload = match Payload::decode(cmd.form, frame.header.flags, call.payload, &self.config.limits) {
             Ok(p) => p,
             Err(why) => {
+                if let Some(m) = &cmd.meter {
+                    m.record(std::time::Duration::ZERO, true);
+                }
                 let msg = format!("command `{}` {why}", cmd.name);
                 return self.refuse(request, ErrorCode::BadPayload, &msg);
             }
@@ -186,8 +193,12 @@ impl<L: Link> Connection<L> {
         let peer = &self.peer;
         match &cmd.exec {
             Exec::Inline(f) => {
+                let start = cmd.meter.as_ref().map(|_| Instant::now());
                 let r = catch_unwind(AssertUnwindSafe(|| f(peer, payload)))
                     .unwrap_or_else(|_| Err(panicked(peer, &cmd.name)));
+                if let (Some(m), Some(start)) = (&cmd.meter, start) {
+                    m.record(start.elapsed(), r.is_err());
+                }
                 match (request, r) {
                     (0, Err(e)) => {
                         tracing::warn!(peer = peer.id(), command = %cmd.name, error = %e, "direct command failed")
@@ -199,11 +210,15 @@ impl<L: Link> Connection<L> {
             Exec::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(peer.clone(), payload))) {
                 Ok(fut) => {
                     let (peer, name) = (peer.clone(), cmd.name.clone());
+                    let metered = cmd.meter.clone().map(|m| (m, Instant::now()));
                     let task = async move {
                         let result = AssertUnwindSafe(fut)
                             .catch_unwind()
                             .await
                             .unwrap_or_else(|_| Err(panicked(&peer, &name)));
+                        if let Some((m, start)) = metered {
+                            m.record(start.elapsed(), result.is_err());
+                        }
                         Finished { request, ordered, result }
                     };
                     self.tasks.get_or_insert_with(FuturesUnordered::new).push(task.boxed());
@@ -215,7 +230,7 @@ impl<L: Link> Connection<L> {
                 }
             },
             Exec::Delayed(f) => {
-                let responder = RawResponder::new(peer.clone(), request, ordered);
+                let responder = RawResponder::new(peer.clone(), request, ordered, cmd.meter.as_ref());
                 self.hold(ordered);
                 // A panic drops the responder while unwinding; it answers `HandlerPanicked`.
                 let peer = &self.peer;
@@ -225,7 +240,7 @@ impl<L: Link> Connection<L> {
             }
             Exec::BigStream(_) | Exec::Buffer(_) => unreachable!("refused in on_command"),
             Exec::Hpc(f) => {
-                let responder = RawResponder::new(peer.clone(), request, ordered);
+                let responder = RawResponder::new(peer.clone(), request, ordered, cmd.meter.as_ref());
                 self.hold(ordered);
                 let (f, name) = (f.clone(), cmd.name.clone());
                 tokio::task::spawn_blocking(move || {

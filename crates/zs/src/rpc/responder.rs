@@ -1,10 +1,12 @@
 //! `Responder`: answers a call later, from any task or thread.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
 
 use zs_wire::ErrorCode;
 
-use super::{IntoReply, Payload, PayloadType};
+use super::{IntoReply, Meter, Payload, PayloadType};
 use crate::connection::encode;
 use crate::connection::outbox::Out;
 use crate::error::HandlerError;
@@ -17,11 +19,14 @@ pub(crate) struct RawResponder {
     request: u32,
     ordered: bool,
     done: bool,
+    /// The command's meter, and when the call started.
+    metered: Option<(Arc<Meter>, Instant)>,
 }
 
 impl RawResponder {
-    pub(crate) fn new(peer: Peer, request: u32, ordered: bool) -> Self {
-        RawResponder { peer, request, ordered, done: false }
+    pub(crate) fn new(peer: Peer, request: u32, ordered: bool, meter: Option<&Arc<Meter>>) -> Self {
+        let metered = meter.map(|m| (m.clone(), Instant::now()));
+        RawResponder { peer, request, ordered, done: false, metered }
     }
 
     pub(crate) fn peer(&self) -> &Peer {
@@ -41,6 +46,9 @@ impl RawResponder {
 
     fn send(&mut self, result: Result<Payload, HandlerError>) {
         self.done = true;
+        if let Some((meter, start)) = &self.metered {
+            meter.record(start.elapsed(), result.is_err());
+        }
         let frame = (self.request != 0).then(|| {
             if result.is_err() {
                 self.peer.shared_stats().bump(|s| &s.errors_out);

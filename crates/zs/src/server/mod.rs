@@ -236,6 +236,17 @@ impl ServerHandle {
         Ok(addr)
     }
 
+    /// Whether the server is shutting down (it takes no new connections).
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
+    }
+
+    /// Each command's calls, errors and latency, if its router meters commands
+    /// ([`Router::meter_commands`]).
+    pub fn command_figures(&self) -> Vec<crate::CommandFigures> {
+        self.shared.router.command_figures()
+    }
+
     /// Serves one client that arrived over a link of one's own (a [`StreamLink`] over a
     /// tunnel's stream, say): its handshake, limits and router as for any other.
     ///

@@ -1,0 +1,255 @@
+//! `zs serve --admin ADDR`: an HTTP listener for operators. `/` is a status page (live
+//! connections, calls per second per command, throughput over time, errors); `/metrics` is
+//! the Prometheus text format (the server's counters and, per command, calls, errors and a
+//! latency histogram); `/healthz` and `/readyz`; and a JSON API: `/api/stats`,
+//! `/api/commands`, `/api/connections` (paged, filtered by user or address) and
+//! `POST /api/kick?id=N`. Loopback only, unless an admin token is given; with a token every
+//! request but the page and the health checks must bring it (`Authorization: Bearer TOKEN`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use zs::{GoAwayCode, ServerHandle};
+
+/// The status page: live connections, calls per second per command, throughput over time,
+/// errors (no build step: the file as it is).
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Connections listed per page at most.
+const MAX_PAGE: usize = 1_000;
+/// Admin connections served at once; more wait in the kernel's backlog.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// What the admin listener serves from.
+struct Admin {
+    server: ServerHandle,
+    token: Option<String>,
+}
+
+/// Binds `addr` and serves the admin API until the process ends; the address bound.
+pub async fn start(addr: &str, token: Option<String>, server: ServerHandle) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("admin API on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    if !bound.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "admin API on {bound}: beyond loopback it needs --admin-token (or ZS_ADMIN_TOKEN)"
+        ));
+    }
+    let admin = Arc::new(Admin { server, token });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.answer(req)) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), service);
+                // An operator's tool that stalls for a minute is dropped.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), served).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, content_type.parse().expect("a valid header value"));
+    r
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", value.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+/// The query string's pairs (no percent-decoding beyond `+`: ids, users and addresses).
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace('+', " ")))
+        .collect()
+}
+
+/// Compares without stopping at the first difference (a token's prefix is not guessable
+/// by timing).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Admin {
+    fn authorised(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        given.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|g| same(g.as_bytes(), token.as_bytes()))
+    }
+
+    fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        match (req.method(), path.as_str()) {
+            // The page holds no data: it asks the API (with `?token=` passed on as a bearer).
+            (&Method::GET, "/") => return reply(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
+            (&Method::GET, "/healthz") => return reply(StatusCode::OK, "text/plain", "ok\n"),
+            (&Method::GET, "/readyz") => {
+                return match self.server.is_stopping() {
+                    false => reply(StatusCode::OK, "text/plain", "ready\n"),
+                    true => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n"),
+                }
+            }
+            _ => {}
+        }
+        if !self.authorised(&req) {
+            return error(StatusCode::UNAUTHORIZED, "give the admin token: Authorization: Bearer TOKEN");
+        }
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/metrics") => {
+                reply(StatusCode::OK, "text/plain; version=0.0.4", prometheus(&self.server))
+            }
+            (&Method::GET, "/api/stats") => json(StatusCode::OK, self.server.stats().to_json()),
+            (&Method::GET, "/api/commands") => {
+                json(StatusCode::OK, serde_json::json!(self.server.command_figures()))
+            }
+            (&Method::GET, "/api/connections") => self.connections(&query(&req)),
+            (&Method::POST, "/api/kick") => self.kick(&query(&req)),
+            _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    /// `?user=NAME&addr=IP[:PORT]&offset=N&limit=N`.
+    fn connections(&self, q: &HashMap<String, String>) -> Response<Full<Bytes>> {
+        let number = |k: &str, default: usize| q.get(k).map_or(Ok(default), |v| v.parse::<usize>());
+        let (Ok(offset), Ok(limit)) = (number("offset", 0), number("limit", 100)) else {
+            return error(StatusCode::BAD_REQUEST, "offset and limit are numbers");
+        };
+        let mut peers = self.server.peers();
+        peers.sort_by_key(|p| p.id());
+        let matching: Vec<_> = peers
+            .iter()
+            .filter(|p| q.get("user").is_none_or(|u| p.user().is_some_and(|i| i.user == *u)))
+            .filter(|p| {
+                q.get("addr").is_none_or(|a| {
+                    let remote = p.remote_addr();
+                    remote.to_string() == *a || remote.ip().to_string() == *a
+                })
+            })
+            .collect();
+        let page: Vec<serde_json::Value> = matching
+            .iter()
+            .skip(offset)
+            .take(limit.min(MAX_PAGE))
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id(),
+                    "remote": p.remote_addr().to_string(),
+                    "user": p.user().map(|i| i.user.clone()),
+                    "protocol": p.channel().map(|c| c.protocol.clone()),
+                    "session": p.session().is_some(),
+                })
+            })
+            .collect();
+        json(
+            StatusCode::OK,
+            serde_json::json!({ "total": matching.len(), "offset": offset, "connections": page }),
+        )
+    }
+
+    /// `?id=N`: closes that connection, telling it why.
+    fn kick(&self, q: &HashMap<String, String>) -> Response<Full<Bytes>> {
+        let Some(id) = q.get("id").and_then(|v| v.parse::<u64>().ok()) else {
+            return error(StatusCode::BAD_REQUEST, "give the connection's id: ?id=N");
+        };
+        match self.server.peer(id) {
+            Some(peer) => {
+                tracing::info!(peer = id, remote = %peer.remote_addr(), "kicked through the admin API");
+                peer.close_with(GoAwayCode::Normal, "closed by the server's operator");
+                json(StatusCode::OK, serde_json::json!({ "kicked": id }))
+            }
+            None => error(StatusCode::NOT_FOUND, "no connection with that id"),
+        }
+    }
+}
+
+/// A label value as the text format wants it.
+fn escaped(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The server's counters and each metered command's, in the Prometheus text format.
+fn prometheus(server: &ServerHandle) -> String {
+    let mut out = String::new();
+    let stats = server.stats().to_json();
+    let gauges = ["connections_active"];
+    if let Some(fields) = stats.as_object() {
+        for (name, value) in fields {
+            let Some(v) = value.as_u64() else { continue };
+            let (kind, metric) = match gauges.contains(&name.as_str()) {
+                true => ("gauge", format!("zs_{name}")),
+                false => ("counter", format!("zs_{name}_total")),
+            };
+            let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {v}");
+        }
+    }
+    let _ = writeln!(out, "# TYPE zs_sessions gauge\nzs_sessions {}", server.session_count());
+    let _ = writeln!(out, "# TYPE zs_memory_held_bytes gauge\nzs_memory_held_bytes {}", server.memory_held());
+    let commands = server.command_figures();
+    if commands.is_empty() {
+        return out;
+    }
+    out.push_str("# HELP zs_command_calls_total Calls and one-way commands received, per command.\n");
+    out.push_str("# TYPE zs_command_calls_total counter\n");
+    for c in &commands {
+        let _ = writeln!(out, "zs_command_calls_total{{command=\"{}\"}} {}", escaped(&c.name), c.calls);
+    }
+    out.push_str("# HELP zs_command_errors_total Calls answered with an error, per command.\n");
+    out.push_str("# TYPE zs_command_errors_total counter\n");
+    for c in &commands {
+        let _ = writeln!(out, "zs_command_errors_total{{command=\"{}\"}} {}", escaped(&c.name), c.errors);
+    }
+    out.push_str("# HELP zs_command_duration_seconds From a call's start to its reply, per command.\n");
+    out.push_str("# TYPE zs_command_duration_seconds histogram\n");
+    for c in &commands {
+        let name = escaped(&c.name);
+        for (bound, count) in zs::rpc::LATENCY_BUCKETS_US.iter().zip(&c.buckets) {
+            let le = *bound as f64 / 1e6;
+            let _ =
+                writeln!(out, "zs_command_duration_seconds_bucket{{command=\"{name}\",le=\"{le}\"}} {count}");
+        }
+        let _ =
+            writeln!(out, "zs_command_duration_seconds_bucket{{command=\"{name}\",le=\"+Inf\"}} {}", c.calls);
+        let _ =
+            writeln!(out, "zs_command_duration_seconds_sum{{command=\"{name}\"}} {}", c.micros as f64 / 1e6);
+        let _ = writeln!(out, "zs_command_duration_seconds_count{{command=\"{name}\"}} {}", c.calls);
+    }
+    out
+}
