@@ -193,11 +193,15 @@ impl<L: Link> Connection<L> {
         let peer = &self.peer;
         match &cmd.exec {
             Exec::Inline(f) => {
-                let start = cmd.meter.as_ref().map(|_| Instant::now());
+                // Within a batch of frames, a call starts when the previous metered one
+                // replied: its frame's decoding counts, and one clock read is saved.
+                let start = cmd.meter.as_ref().map(|_| self.meter_clock.unwrap_or_else(Instant::now));
                 let r = catch_unwind(AssertUnwindSafe(|| f(peer, payload)))
                     .unwrap_or_else(|_| Err(panicked(peer, &cmd.name)));
                 if let (Some(m), Some(start)) = (&cmd.meter, start) {
-                    m.record(start.elapsed(), r.is_err());
+                    let end = Instant::now();
+                    m.record(end - start, r.is_err());
+                    self.meter_clock = Some(end);
                 }
                 match (request, r) {
                     (0, Err(e)) => {

@@ -161,7 +161,7 @@ impl Router {
 
     /// Counts each command's calls, errors and latency (from a call's start to its reply),
     /// commands registered before and after alike: see [`Router::command_figures`]. A few
-    /// atomic adds and two clock reads per call; off unless asked for.
+    /// atomic adds and a clock read or two per call; off unless asked for.
     pub fn meter_commands(&mut self) -> &mut Self {
         self.metering = true;
         for command in self.commands.values_mut() {
