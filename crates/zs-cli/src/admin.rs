@@ -2,7 +2,8 @@
 //! connections, calls per second per command, throughput over time, errors); `/metrics` is
 //! the Prometheus text format (the server's counters and, per command, calls, errors and a
 //! latency histogram); `/healthz` and `/readyz`; and a JSON API: `/api/stats`,
-//! `/api/commands`, `/api/connections` (paged, filtered by user or address) and
+//! `/api/commands`, `/api/connections` (paged, filtered by user or address),
+//! `/api/sessions`, `/api/services` and
 //! `POST /api/kick?id=N`. Loopback only, unless an admin token is given; with a token every
 //! request but the page and the health checks must bring it (`Authorization: Bearer TOKEN`).
 
@@ -141,6 +142,10 @@ impl Admin {
                 json(StatusCode::OK, serde_json::json!(self.server.command_figures()))
             }
             (&Method::GET, "/api/connections") => self.connections(&query(&req)),
+            (&Method::GET, "/api/sessions") => self.sessions(),
+            (&Method::GET, "/api/services") => {
+                json(StatusCode::OK, serde_json::json!(self.server.services()))
+            }
             (&Method::POST, "/api/kick") => self.kick(&query(&req)),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
@@ -181,6 +186,33 @@ impl Admin {
         json(
             StatusCode::OK,
             serde_json::json!({ "total": matching.len(), "offset": offset, "connections": page }),
+        )
+    }
+
+    /// Resumable sessions: the live ones and those waiting for their link to come back.
+    fn sessions(&self) -> Response<Full<Bytes>> {
+        let mut peers = self.server.peers();
+        peers.sort_by_key(|p| p.id());
+        let sessions: Vec<serde_json::Value> = peers
+            .iter()
+            .filter_map(|p| {
+                let s = p.session()?;
+                Some(serde_json::json!({
+                    "connection": p.id(),
+                    "user": p.user().map(|i| i.user.clone()),
+                    "session": s.id,
+                    "attached": s.attached,
+                    "resumes": s.resumes,
+                    "replayed_bytes": s.replayed_bytes,
+                    "unacked_bytes": s.unacked_bytes,
+                }))
+            })
+            .take(MAX_PAGE)
+            .collect();
+        let detached = self.server.detached_session_count();
+        json(
+            StatusCode::OK,
+            serde_json::json!({ "total": self.server.session_count(), "detached": detached, "sessions": sessions }),
         )
     }
 

@@ -11,12 +11,13 @@ use common::*;
 
 /// The admin address a server printed (`admin API on http://ADDR ...`).
 fn admin_addr(s: &mut Served) -> String {
-    let mut line = String::new();
-    s.out.read_line(&mut line).unwrap();
-    line.strip_prefix("admin API on http://")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("third line: {line:?}"))
-        .to_owned()
+    loop {
+        let mut line = String::new();
+        assert!(s.out.read_line(&mut line).unwrap() > 0, "no admin line");
+        if let Some(rest) = line.strip_prefix("admin API on http://") {
+            return rest.split_whitespace().next().unwrap().to_owned();
+        }
+    }
 }
 
 /// One HTTP/1.1 request: the status code and the body.
@@ -82,7 +83,10 @@ fn metrics_have_per_command_series_and_the_api_lists_and_kicks_connections() {
     // The JSON API: a connection held open is listed, found by its address, and kicked.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let key: zs::Fingerprint = s.client_args[1].parse().unwrap();
-    let client = rt.block_on(zs::Client::connect(s.addr.as_str(), zs::ClientSecurity::from(key))).unwrap();
+    // A resumable session, to be listed by /api/sessions too.
+    let mut config = zs::ClientConfig::secured(zs::ClientSecurity::from(key));
+    config.session = Some(zs::SessionConfig::default());
+    let client = rt.block_on(zs::Client::connect_with(s.addr.as_str(), zs::Router::new(), config)).unwrap();
     let mine = client.peer().local_addr().to_string();
     let (status, body) = http(&admin, "GET", &format!("/api/connections?addr={mine}"), None);
     assert_eq!(status, 200, "{body}");
@@ -90,6 +94,13 @@ fn metrics_have_per_command_series_and_the_api_lists_and_kicks_connections() {
     assert_eq!(listed["total"], 1, "{listed}");
     assert_eq!(listed["connections"][0]["remote"], mine.as_str());
     let id = listed["connections"][0]["id"].as_u64().unwrap();
+    assert_eq!(listed["connections"][0]["session"], true);
+    let (status, body) = http(&admin, "GET", "/api/sessions", None);
+    assert_eq!(status, 200, "{body}");
+    let sessions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((sessions["total"].as_u64(), sessions["detached"].as_u64()), (Some(1), Some(0)), "{sessions}");
+    assert_eq!(sessions["sessions"][0]["connection"], id);
+    assert_eq!(sessions["sessions"][0]["attached"], true);
     let (status, all) = http(&admin, "GET", "/api/connections?limit=1&offset=0", None);
     assert_eq!(status, 200);
     assert_eq!(
@@ -112,13 +123,16 @@ fn metrics_have_per_command_series_and_the_api_lists_and_kicks_connections() {
 fn a_token_is_required_when_given_and_beyond_loopback() {
     let mut s = serve_with(&[
         "--services",
-        "none",
+        "accounts",
+        "--insecure-fast-hashing",
         "--admin",
         "127.0.0.1:0",
         "--admin-token",
         "t0ken-of-the-operator",
     ]);
     let admin = admin_addr(&mut s);
+    let (status, services) = http(&admin, "GET", "/api/services", Some("t0ken-of-the-operator"));
+    assert_eq!((status, services.as_str()), (200, "[\"accounts\"]"));
     assert_eq!(http(&admin, "GET", "/metrics", None).0, 401);
     assert_eq!(http(&admin, "GET", "/metrics", Some("wrong")).0, 401);
     assert_eq!(http(&admin, "GET", "/metrics", Some("t0ken-of-the-operator")).0, 200);

@@ -236,6 +236,11 @@ impl ServerHandle {
         Ok(addr)
     }
 
+    /// Names of the services mounted on its router, in order.
+    pub fn services(&self) -> Vec<String> {
+        self.shared.router.services().to_vec()
+    }
+
     /// Whether the server is shutting down (it takes no new connections).
     pub fn is_stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::Acquire)
