@@ -3,7 +3,7 @@
 //! the Prometheus text format (the server's counters and, per command, calls, errors and a
 //! latency histogram); `/healthz` and `/readyz`; and a JSON API: `/api/stats`,
 //! `/api/commands`, `/api/connections` (paged, filtered by user or address),
-//! `/api/sessions`, `/api/services` and
+//! `/api/sessions`, `/api/services`, `POST /api/reload` and
 //! `POST /api/kick?id=N`. Loopback only, unless an admin token is given; with a token every
 //! request but the page and the health checks must bring it (`Authorization: Bearer TOKEN`).
 
@@ -30,14 +30,23 @@ const MAX_PAGE: usize = 1_000;
 /// Admin connections served at once; more wait in the kernel's backlog.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 
+/// Reads the settings again and applies what can change live; what changed, a line each.
+pub type Reload = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// What the admin listener serves from.
 struct Admin {
     server: ServerHandle,
     token: Option<String>,
+    reload: Reload,
 }
 
 /// Binds `addr` and serves the admin API until the process ends; the address bound.
-pub async fn start(addr: &str, token: Option<String>, server: ServerHandle) -> Result<SocketAddr, String> {
+pub async fn start(
+    addr: &str,
+    token: Option<String>,
+    server: ServerHandle,
+    reload: Reload,
+) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("admin API on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     if !bound.ip().is_loopback() && token.is_none() {
@@ -45,7 +54,7 @@ pub async fn start(addr: &str, token: Option<String>, server: ServerHandle) -> R
             "admin API on {bound}: beyond loopback it needs --admin-token (or ZS_ADMIN_TOKEN)"
         ));
     }
-    let admin = Arc::new(Admin { server, token });
+    let admin = Arc::new(Admin { server, token, reload });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     tokio::spawn(async move {
         loop {
@@ -147,6 +156,13 @@ impl Admin {
                 json(StatusCode::OK, serde_json::json!(self.server.services()))
             }
             (&Method::POST, "/api/kick") => self.kick(&query(&req)),
+            (&Method::POST, "/api/reload") => {
+                let said = (self.reload)();
+                for line in &said {
+                    tracing::info!("reload: {line}");
+                }
+                json(StatusCode::OK, serde_json::json!({ "reload": said }))
+            }
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }

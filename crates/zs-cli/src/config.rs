@@ -147,6 +147,24 @@ pub fn serve_argv(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
     Ok(out)
 }
 
+/// Each setting's values as `zs serve` would run with this process's command line, the
+/// environment and the config file as they are now (what a reload compares).
+pub fn settings_now() -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    let argv = serve_argv(std::env::args_os().collect())?;
+    let matches = crate::Cli::command().try_get_matches_from(argv).map_err(|e| e.to_string())?;
+    let Some(("serve", serve_matches)) = matches.subcommand() else { return Err("not zs serve".into()) };
+    let serve = serve_command();
+    Ok(settable(&serve)
+        .map(|arg| {
+            let values = serve_matches
+                .get_raw(arg.get_id().as_str())
+                .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            (key_of(arg), values)
+        })
+        .collect())
+}
+
 /// A setting's value from the file: the flags it stands for.
 fn value_args(arg: &clap::Arg, value: &toml::Value) -> Result<Vec<OsString>, String> {
     let flag = format!("--{}", arg.get_long().unwrap_or_default());

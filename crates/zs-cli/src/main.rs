@@ -97,12 +97,34 @@ fn init_logs(cli: &Cli) {
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| "info,tarpc=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // The filter can be swapped while running (`zs serve`'s reload).
+    let swap = |reload: SwapFilter| {
+        let _ = LOG_FILTER.set(reload);
+    };
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
     if json {
-        logs.json().init();
+        let logs = logs.json().with_env_filter(filter).with_filter_reloading();
+        let handle = logs.reload_handle();
+        swap(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+        logs.init();
     } else {
+        let logs = logs.with_env_filter(filter).with_filter_reloading();
+        let handle = logs.reload_handle();
+        swap(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
         logs.init();
     }
+}
+
+/// Replaces a log filter.
+type SwapFilter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the log filter of the running process.
+static LOG_FILTER: std::sync::OnceLock<SwapFilter> = std::sync::OnceLock::new();
+
+/// Applies a log filter (`--log` directives) to the running process.
+fn set_log_filter(directives: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+    LOG_FILTER.get().ok_or("logs are not set up")?(filter)
 }
 
 /// A multi-thread runtime for a command.

@@ -152,10 +152,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 "created account admin with password {p} (shown once: change it with `zs user passwd admin`)"
             ));
         }
-        if let Some(addr) = &args.admin {
-            let bound = crate::admin::start(addr, args.admin_token.clone(), server.clone()).await?;
-            say(&format!("admin API on http://{bound} (/metrics, /healthz, /readyz, /api/...)"));
-        }
         if !server.compat_addrs().is_empty() {
             let compat: Vec<String> = server.compat_addrs().iter().map(ToString::to_string).collect();
             say(&format!(
@@ -163,10 +159,35 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 compat.join(" ")
             ));
         }
-        if args.worker {
-            stdin_closed().await;
-        } else {
-            shutdown_signal().await;
+        // What runs now, to tell a reload what changed.
+        let running = Arc::new(std::sync::Mutex::new(crate::config::settings_now().unwrap_or_default()));
+        let reload: crate::admin::Reload = {
+            let (running, server) = (running.clone(), server.clone());
+            Arc::new(move || reload(&running, &server))
+        };
+        if let Some(addr) = &args.admin {
+            let bound =
+                crate::admin::start(addr, args.admin_token.clone(), server.clone(), reload.clone()).await?;
+            say(&format!("admin API on http://{bound} (/metrics, /healthz, /readyz, /api/...)"));
+        }
+        let stopped = async {
+            if args.worker {
+                stdin_closed().await
+            } else {
+                shutdown_signal().await
+            }
+        };
+        tokio::pin!(stopped);
+        let mut hangups = hangups();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = hangups.recv() => {
+                    for line in reload() {
+                        tracing::info!("reload: {line}");
+                    }
+                }
+            }
         }
         tracing::info!("shutting down");
         server.shutdown().await;
@@ -277,6 +298,78 @@ async fn stdin_closed() {
         }
     })
     .await;
+}
+
+/// Reads the settings again (file, environment, command line) and applies what can change
+/// while running: `max_connections` and `log`; the answer says what changed, applied or
+/// needing a restart, one line each. A file that does not check changes nothing.
+fn reload(
+    running: &std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
+    server: &zs::ServerHandle,
+) -> Vec<String> {
+    let now = match crate::config::settings_now() {
+        Ok(now) => now,
+        Err(e) => return vec![format!("refused, nothing changed: {e}")],
+    };
+    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+    let mut said = Vec::new();
+    for (key, values) in &now {
+        let was = running.get(key).cloned().unwrap_or_default();
+        if was == *values {
+            continue;
+        }
+        let (old, new) = (was.join(","), values.join(","));
+        let applied = match key.as_str() {
+            "max_connections" => match new.parse::<usize>() {
+                Ok(n) => {
+                    server.set_max_connections(n);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            "log" => crate::set_log_filter(if new.is_empty() { "info" } else { &new }),
+            _ => {
+                said.push(format!("{key}: {old:?} -> {new:?}: needs a restart"));
+                continue;
+            }
+        };
+        match applied {
+            Ok(()) => {
+                said.push(format!("{key}: {old:?} -> {new:?}: applied"));
+                running.insert(key.clone(), values.clone());
+            }
+            Err(e) => said.push(format!("{key}: {new:?} not applied: {e}")),
+        }
+    }
+    if said.is_empty() {
+        said.push("nothing changed".into());
+    }
+    said
+}
+
+/// SIGHUP, which asks for the settings to be read again (never, off Unix).
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        if let Ok(s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            return Hangups(Some(s));
+        }
+    }
+    Hangups(None)
+}
+
+struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>, #[cfg(not(unix))] Option<()>);
+
+impl Hangups {
+    async fn recv(&mut self) {
+        match self.0.as_mut() {
+            #[cfg(unix)]
+            Some(s) => {
+                s.recv().await;
+            }
+            _ => std::future::pending().await,
+        }
+    }
 }
 
 async fn shutdown_signal() {

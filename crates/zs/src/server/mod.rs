@@ -86,6 +86,7 @@ impl Server {
         for addr in &config.compat.listen {
             compat_listeners.extend(TcpAcceptor::bind(addr, config.reuse_port, config.backlog, tcp).await?);
         }
+        let max_connections = config.max_connections;
         let stats = Arc::new(Stats::default());
         // Replies to ZServer4D clients are translated: never lz4-compressed on the way.
         let mut compat_connection = ConnectionConfig { compress_frames: false, ..config.connection.clone() };
@@ -108,6 +109,7 @@ impl Server {
             directory: Directory::new(budget.clone()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            max_connections: std::sync::atomic::AtomicUsize::new(max_connections),
             stop,
             all_closed: Notify::new(),
             admission,
@@ -142,6 +144,8 @@ pub(super) struct Shared {
     directory: Directory,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// `ServerConfig::max_connections`, changeable while running.
+    max_connections: std::sync::atomic::AtomicUsize,
     stop: watch::Sender<bool>,
     all_closed: Notify,
     /// Connections whose handshake is unfinished.
@@ -187,7 +191,7 @@ impl Shared {
     fn refusal(&self) -> Option<(GoAwayCode, &'static str)> {
         if self.stopping.load(Ordering::Acquire) {
             Some((GoAwayCode::ShuttingDown, "server is shutting down"))
-        } else if self.live_connections() >= self.config.max_connections {
+        } else if self.live_connections() >= self.max_connections.load(Ordering::Relaxed) {
             Some((GoAwayCode::ServerFull, "server is at its connection limit"))
         } else {
             None
@@ -234,6 +238,17 @@ impl ServerHandle {
         let addr = listener.local_addr()?;
         tokio::spawn(accept::accept_loop(self.shared.clone(), Boxed(listener), Protocol::Native));
         Ok(addr)
+    }
+
+    /// Changes the most connections held at once (those over it stay; new ones are
+    /// refused until the count is under it).
+    pub fn set_max_connections(&self, max: usize) {
+        self.shared.max_connections.store(max, Ordering::Relaxed);
+    }
+
+    /// The most connections held at once, as set now.
+    pub fn max_connections(&self) -> usize {
+        self.shared.max_connections.load(Ordering::Relaxed)
     }
 
     /// Names of the services mounted on its router, in order.
