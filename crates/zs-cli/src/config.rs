@@ -131,8 +131,7 @@ pub fn serve_argv(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
         .or_else(|| std::env::var_os("ZS_CONFIG").map(PathBuf::from));
     if let Some(path) = file {
         let text = read(&path)?;
-        check(&text).map_err(|p| format!("{}:\n{}", path.display(), p.join("\n")))?;
-        let settings = parse(&text).map_err(|p| format!("{}: {}", path.display(), p.join("; ")))?;
+        let settings = checked(&text).map_err(|p| format!("{}:\n{}", path.display(), p.join("\n")))?;
         for Setting { key, value, .. } in &settings {
             let arg = arg_of(&serve, key);
             let id = arg.get_id().as_str();
@@ -273,6 +272,11 @@ fn strsim_close(a: &str, b: &str) -> bool {
 
 /// Checks a file: the number of settings, or every problem with its line.
 pub fn check(text: &str) -> Result<usize, Vec<String>> {
+    checked(text).map(|settings| settings.len())
+}
+
+/// A file's settings once they all check, or every problem with its line.
+fn checked(text: &str) -> Result<Vec<Setting>, Vec<String>> {
     let settings = parse(text)?;
     let serve = serve_command();
     let mut problems = Vec::new();
@@ -307,7 +311,7 @@ pub fn check(text: &str) -> Result<usize, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok(settings.len())
+        Ok(settings)
     } else {
         Err(problems)
     }

@@ -127,6 +127,11 @@ fn set_log_filter(directives: &str) -> Result<(), String> {
     LOG_FILTER.get().ok_or("logs are not set up")?(filter)
 }
 
+/// SIGHUP, which asks for the settings to be read again.
+fn hangups() -> Result<tokio::signal::unix::Signal, String> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())
+}
+
 /// A multi-thread runtime for a command.
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()

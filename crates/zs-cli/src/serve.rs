@@ -178,7 +178,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             }
         };
         tokio::pin!(stopped);
-        let mut hangups = hangups();
+        let mut hangups = crate::hangups()?;
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
@@ -345,31 +345,6 @@ fn reload(
         said.push("nothing changed".into());
     }
     said
-}
-
-/// SIGHUP, which asks for the settings to be read again (never, off Unix).
-fn hangups() -> Hangups {
-    #[cfg(unix)]
-    {
-        if let Ok(s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            return Hangups(Some(s));
-        }
-    }
-    Hangups(None)
-}
-
-struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>, #[cfg(not(unix))] Option<()>);
-
-impl Hangups {
-    async fn recv(&mut self) {
-        match self.0.as_mut() {
-            #[cfg(unix)]
-            Some(s) => {
-                s.recv().await;
-            }
-            _ => std::future::pending().await,
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -72,7 +72,7 @@ async fn server(path: &PathBuf) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     let mut every = tokio::time::interval(Duration::from_secs(60));
     every.tick().await;
-    let mut hangups = hangups()?;
+    let mut hangups = crate::hangups()?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -144,7 +144,7 @@ async fn agent(path: &PathBuf) -> Result<(), String> {
     }
     let servers: Vec<String> = targets.iter().map(|(a, _)| a.to_string()).collect();
     println!("agent of {}: {} service(s)", servers.join(", "), file.services.len());
-    let mut hangups = hangups()?;
+    let mut hangups = crate::hangups()?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -198,9 +198,4 @@ fn start(targets: &[(SocketAddr, ClientConfig)], name: &str, s: &LocalService) -
         pool: s.pool,
     };
     targets.iter().map(|(addr, config)| run_agent(*addr, config.clone(), vec![service.clone()])).collect()
-}
-
-/// SIGHUP, which asks for the configuration file to be read again.
-fn hangups() -> Result<tokio::signal::unix::Signal, String> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())
 }
