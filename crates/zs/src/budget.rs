@@ -17,7 +17,8 @@ type Closer = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A server's budget.
 pub(crate) struct Budget {
-    limit: u64,
+    /// Changeable while running ([`Budget::set_limit`]).
+    limit: AtomicU64,
     used: AtomicU64,
     /// Connections holding something now, by id.
     holders: Mutex<HashMap<u64, Arc<Holding>>>,
@@ -57,7 +58,22 @@ impl std::fmt::Display for OverBudget {
 impl Budget {
     /// A budget of `limit` bytes.
     pub(crate) fn new(limit: u64, stats: Arc<Stats>) -> Arc<Budget> {
-        Arc::new(Budget { limit, used: AtomicU64::new(0), holders: Mutex::default(), stats })
+        Arc::new(Budget {
+            limit: AtomicU64::new(limit),
+            used: AtomicU64::new(0),
+            holders: Mutex::default(),
+            stats,
+        })
+    }
+
+    /// The budget, in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit.load(Relaxed)
+    }
+
+    /// Changes the budget: holdings over a smaller one are reclaimed as they next grow.
+    pub(crate) fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Relaxed);
     }
 
     /// Bytes held now, by every connection.
@@ -84,7 +100,8 @@ impl Budget {
         if was == 0 {
             self.holders.lock_or_recover().insert(h.id, h.clone());
         }
-        if before + n <= self.limit {
+        let limit = self.limit();
+        if before + n <= limit {
             self.publish();
             return Ok(());
         }
@@ -92,7 +109,7 @@ impl Budget {
         let holders = self.holders.lock_or_recover();
         let reclaiming: u64 =
             holders.values().filter(|o| o.closing.load(Relaxed)).map(|o| o.held.load(Relaxed)).sum();
-        let mut shortfall = (before + n).saturating_sub(self.limit).saturating_sub(reclaiming);
+        let mut shortfall = (before + n).saturating_sub(limit).saturating_sub(reclaiming);
         let mut biggest: Vec<&Arc<Holding>> = holders.values().filter(|o| !o.closing.load(Relaxed)).collect();
         biggest.sort_unstable_by_key(|o| std::cmp::Reverse(o.held.load(Relaxed)));
         let mine = was + n;
@@ -105,13 +122,12 @@ impl Budget {
                 drop(holders);
                 self.release(h, n);
                 self.stats.bump(|s| &s.budget_refusals);
-                return Err(OverBudget { wanted: mine, limit: self.limit });
+                return Err(OverBudget { wanted: mine, limit });
             }
             other.closing.store(true, Relaxed);
             self.stats.bump(|s| &s.budget_closes);
             let why = format!(
-                "the server's memory budget ({} bytes) is short and this connection held the most ({theirs} bytes)",
-                self.limit
+                "the server's memory budget ({limit} bytes) is short and this connection held the most ({theirs} bytes)"
             );
             (other.close)(&why);
             shortfall = shortfall.saturating_sub(theirs);

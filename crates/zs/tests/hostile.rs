@@ -152,6 +152,37 @@ async fn frames_that_pin_memory_are_charged_and_the_biggest_holders_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_lowered_while_running_refuses_what_the_old_one_took() {
+    let config = ServerConfig { memory_budget: 1 << 30, ..plaintext() };
+    let server = serve_with(echo_router(), config).await;
+    server.set_memory_budget(4 << 20);
+    assert_eq!(server.memory_budget(), 4 << 20);
+    let client = connect(&server).await.unwrap();
+    // One peer announces a 16 MiB call and sends it: past 4 MiB it is refused and told why.
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut head = raw_frame(Kind::Call, Flags::NONE, 1, b"");
+    head[12..16].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    s.write_all(&head).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..16 {
+        if s.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut buf = Vec::new();
+    let _ = within("the refused peer is closed", s.read_to_end(&mut buf)).await;
+    let mut bytes = bytes::BytesMut::from(&buf[..]);
+    let mut decoder = zs::wire::FrameDecoder::default();
+    let goaway = std::iter::from_fn(|| decoder.decode(&mut bytes).ok().flatten())
+        .find(|f| f.header.kind == Kind::GoAway)
+        .expect("told why");
+    let (code, _) = zs::wire::body::parse_code_message(&goaway.body).unwrap();
+    assert_eq!(GoAwayCode::from_code(code), GoAwayCode::MemoryBudget);
+    assert_eq!(server.stats().budget_refusals, 1);
+    assert_eq!(client.call_console("echo", "still").await.unwrap(), "still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_alone_reserve_nothing() {
     let server = serve_with(echo_router(), plaintext()).await;
     let before = status_bytes("VmSize:");

@@ -86,6 +86,21 @@ async fn keepalive_holds_a_quiet_connection_and_idle_timeout_drops_a_silent_one(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_timeout_set_while_running_applies_to_new_connections() {
+    let mut config = plaintext();
+    config.connection.keepalive_interval = Some(Duration::from_millis(100));
+    config.connection.idle_timeout = None;
+    let server = serve_with(Router::new(), config).await;
+    assert_eq!(server.idle_timeout(), None);
+    server.set_idle_timeout(Some(Duration::from_millis(400)));
+    assert_eq!(server.idle_timeout(), Some(Duration::from_millis(400)));
+    // Without an idle timeout this socket would be held for ever (and the read time out).
+    let frames = raw_exchange(server.local_addr(), b"").await;
+    let (code, _) = zs::wire::body::parse_code_message(&frames.last().unwrap().body).unwrap();
+    assert_eq!(GoAwayCode::from_code(code), GoAwayCode::IdleTimeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_told_the_server_is_full() {
     for security in [ServerSecurity::Plaintext, ServerSecurity::default()] {
         let encrypted = !matches!(security, ServerSecurity::Plaintext);

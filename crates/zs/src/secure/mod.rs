@@ -42,6 +42,16 @@ pub enum ServerSecurity {
     Plaintext,
 }
 
+impl ServerSecurity {
+    /// The client keys a Noise server lets in (`None`: any, or not Noise).
+    pub fn allowed_clients(&self) -> Option<&[Fingerprint]> {
+        match self {
+            ServerSecurity::Noise(noise) => noise.allowed_clients.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl Default for ServerSecurity {
     fn default() -> Self {
         ServerSecurity::Noise(NoiseServer::default())
@@ -167,6 +177,7 @@ pub(crate) async fn accept<S: Link>(
     raw: S,
     first: BytesMut,
     security: &ServerSecurity,
+    allowed_clients: Option<&[Fingerprint]>,
     rekey: RekeyPolicy,
     stats: Arc<Stats>,
 ) -> io::Result<Secured<S>> {
@@ -206,7 +217,7 @@ pub(crate) async fn accept<S: Link>(
             let (raw, held) = io.into_parts();
             let link = SecureLink::new(raw, hs.records, leftover(hs.leftover, held), rekey, stats);
             let link = SecuredLink::Noise(Box::new(link));
-            if noise.allowed_clients.as_ref().is_some_and(|allowed| !allowed.contains(&remote)) {
+            if allowed_clients.is_some_and(|allowed| !allowed.contains(&remote)) {
                 let msg = format!("client key {remote} is not allowed on this server");
                 return Err(refuse(link, GoAwayCode::NotAuthorized, &msg, "client key not allowed").await);
             }

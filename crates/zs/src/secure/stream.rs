@@ -85,7 +85,9 @@ impl SecureStream {
         timeout: Duration,
     ) -> io::Result<SecureStream> {
         let stats = Arc::new(Stats::default());
-        let handshake = accept(RawLink::Tcp(tcp), BytesMut::new(), security, RekeyPolicy::default(), stats);
+        let allowed = security.allowed_clients();
+        let handshake =
+            accept(RawLink::Tcp(tcp), BytesMut::new(), security, allowed, RekeyPolicy::default(), stats);
         let secured = tokio::time::timeout(timeout, handshake).await.map_err(|_| {
             io::Error::new(io::ErrorKind::TimedOut, format!("handshake timed out after {timeout:?}"))
         })??;

@@ -79,7 +79,7 @@ pub(super) fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
     if matches!(shared.config.security, ServerSecurity::Plaintext) {
         let id = shared.next_id();
         let link = AnyLink::Secured(SecuredLink::Plain(stream));
-        admit(shared, id, link, None, shared.connection.clone());
+        admit(shared, id, link, None, shared.connection());
         return;
     }
     // Unfinished handshakes are bounded per source and in all; the oldest make room.
@@ -103,9 +103,10 @@ pub(super) fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
             if !shared.admission.start(ip) {
                 return Err(Failure::RateLimited);
             }
-            let policy = shared.connection.rekey_policy();
-            let secured =
-                secure::accept(stream, first, &config.security, policy, shared.stats.clone()).await?;
+            let policy = shared.connection().rekey_policy();
+            let allowed = shared.allowed_clients();
+            let (security, stats) = (&config.security, shared.stats.clone());
+            let secured = secure::accept(stream, first, security, allowed.as_deref(), policy, stats).await?;
             shared.stats.bump(|s| &s.handshakes);
             if !secured.session {
                 return Ok(Some((AnyLink::from(secured.link), secured.channel)));
@@ -145,7 +146,7 @@ pub(super) fn on_accept(shared: &Arc<Shared>, mut stream: RawLink) {
             return shared.refusals.add("after the handshake", remote, e);
         }
         let id = shared.next_id();
-        admit(&shared, id, link, channel, shared.connection.clone());
+        admit(&shared, id, link, channel, shared.connection());
     });
 }
 

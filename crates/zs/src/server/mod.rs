@@ -7,7 +7,7 @@ mod admission;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::ToSocketAddrs;
 use tokio::sync::{watch, Notify};
@@ -27,6 +27,7 @@ use crate::rpc::{Payload, Router, Text};
 use crate::secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, TlsClient};
 use crate::session;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::sync::RecoverRw;
 use crate::transport::tcp::{TcpAcceptor, TcpOptions};
 use crate::transport::{Boxed, Listener};
 
@@ -102,7 +103,8 @@ impl Server {
             compat_addrs: compat_listeners.iter().map(Listener::local_addr).collect::<io::Result<_>>()?,
             compat: Arc::new(CompatShared::new(&config.compat, compat_idle, stats.clone())),
             compat_connection,
-            connection: Arc::new(config.connection.clone()),
+            connection: RwLock::new(Arc::new(config.connection.clone())),
+            allowed_clients: RwLock::new(config.security.allowed_clients().map(Arc::from)),
             config,
             router: Arc::new(router),
             stats,
@@ -137,7 +139,11 @@ pub(super) struct Shared {
     /// Connection settings of ZServer4D clients.
     compat_connection: Arc<ConnectionConfig>,
     config: ServerConfig,
-    connection: Arc<ConnectionConfig>,
+    /// Settings of native connections, changeable while running (new connections take the
+    /// settings of their time).
+    connection: RwLock<Arc<ConnectionConfig>>,
+    /// Client keys a Noise server lets in now (`None`: any), changeable while running.
+    allowed_clients: RwLock<Option<Arc<[Fingerprint]>>>,
     router: Arc<Router>,
     stats: Arc<Stats>,
     /// The connected peers, by id and by user.
@@ -180,6 +186,16 @@ impl Shared {
     /// them still takes live clients).
     fn live_connections(&self) -> usize {
         self.directory.len().saturating_sub(self.sessions.detached())
+    }
+
+    /// The settings a native connection opened now takes.
+    fn connection(&self) -> Arc<ConnectionConfig> {
+        self.connection.read_or_recover().clone()
+    }
+
+    /// The client keys let in now.
+    fn allowed_clients(&self) -> Option<Arc<[Fingerprint]>> {
+        self.allowed_clients.read_or_recover().clone()
     }
 
     /// A new connection's id.
@@ -244,6 +260,58 @@ impl ServerHandle {
     /// refused until the count is under it).
     pub fn set_max_connections(&self, max: usize) {
         self.shared.max_connections.store(max, Ordering::Relaxed);
+    }
+
+    /// Changes the memory budget (`ServerConfig::memory_budget`): holdings over a smaller
+    /// one are reclaimed, the largest first, as they next grow.
+    pub fn set_memory_budget(&self, bytes: u64) {
+        self.shared.budget.set_limit(bytes);
+    }
+
+    /// The memory budget, as set now.
+    pub fn memory_budget(&self) -> u64 {
+        self.shared.budget.limit()
+    }
+
+    /// Changes the idle timeout of native connections opened from now on (those open keep
+    /// theirs; ZServer4D clients keep the one announced at start).
+    pub fn set_idle_timeout(&self, idle: Option<std::time::Duration>) {
+        let mut connection = self.shared.connection.write_or_recover();
+        *connection =
+            Arc::new(ConnectionConfig { idle_timeout: idle, ..ConnectionConfig::clone(&connection) });
+    }
+
+    /// The idle timeout of native connections opened now.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.shared.connection().idle_timeout
+    }
+
+    /// Changes the client keys a Noise server lets in (`None`: any) and closes the open
+    /// connections (live or resumable) of keys no longer in; returns how many it closed.
+    /// An error, and no change, on a server that is not Noise.
+    pub fn set_allowed_clients(&self, allowed: Option<Vec<Fingerprint>>) -> Result<usize, &'static str> {
+        if !matches!(self.shared.config.security, ServerSecurity::Noise(_)) {
+            return Err("only a Noise server admits clients by key");
+        }
+        let allowed: Option<Arc<[Fingerprint]>> = allowed.map(Arc::from);
+        *self.shared.allowed_clients.write_or_recover() = allowed.clone();
+        let Some(allowed) = allowed else { return Ok(0) };
+        let mut closed = 0;
+        for peer in self.peers() {
+            if peer.remote_key().is_some_and(|key| !allowed.contains(&key)) {
+                peer.close_with(
+                    GoAwayCode::NotAuthorized,
+                    "this client's key is no longer allowed on this server",
+                );
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
+    /// The client keys a Noise server lets in now (`None`: any).
+    pub fn allowed_clients(&self) -> Option<Vec<Fingerprint>> {
+        self.shared.allowed_clients().map(|keys| keys.to_vec())
     }
 
     /// The most connections held at once, as set now.
@@ -360,7 +428,7 @@ impl ServerHandle {
         payload: Payload,
         filter: impl Fn(&Peer) -> bool,
     ) -> Result<usize, CallError> {
-        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, self.shared.connection.encoding())?;
+        let frame = encode::call_bytes(Kind::Send, 0, name, &payload, self.shared.connection().encoding())?;
         let sent =
             self.peers().iter().filter(|p| filter(p)).filter(|p| p.offer(frame.clone()).is_ok()).count();
         self.shared.stats.commands_out.fetch_add(sent as u64, Ordering::Relaxed);
