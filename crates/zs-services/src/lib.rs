@@ -16,6 +16,7 @@ pub mod files;
 pub mod fuzzing;
 mod json;
 mod limits;
+mod live;
 pub mod push;
 pub mod xnat;
 

@@ -290,7 +290,7 @@ fn touch(inner: &Arc<Inner>, name: &str) {
 fn apply_policy(inner: &Arc<Inner>, peer: &Peer, user: &str) -> Result<(), HandlerError> {
     let Some(directory) = peer.directory() else { return Ok(()) };
     let others: Vec<Peer> = directory.user(user).into_iter().filter(|p| p.id() != peer.id()).collect();
-    match inner.config.policy {
+    match inner.policy.get() {
         SessionPolicy::Many => {}
         SessionPolicy::KickOld => {
             for other in others {
@@ -345,7 +345,7 @@ async fn create(inner: &Arc<Inner>, req: NewAccount, roles: Vec<String>) -> Resu
 }
 
 async fn register_account(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
-    if !inner.config.allow_register {
+    if !inner.allow_register.get() {
         return Err(err(ErrorCode::Forbidden, "this server does not take registrations"));
     }
     let req: NewAccount = request(&text)?;

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::live::Live;
 use futures_util::future::BoxFuture;
 use zs::{Identity, Router, Service};
 
@@ -168,6 +169,9 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) hasher: Hasher,
     pub(crate) limiter: limiter::Limiter,
+    /// `config.allow_register` and `config.policy` as set now.
+    pub(crate) allow_register: Live<bool>,
+    pub(crate) policy: Live<SessionPolicy>,
 }
 
 /// The name the service mounts under.
@@ -191,10 +195,22 @@ impl Accounts {
         let hasher =
             Hasher::new(config.hash, config.hash_threads, config.max_hash_queue).map_err(StoreError::Db)?;
         let limiter = limiter::Limiter::new(config.address_lockout, config.account_lockout);
-        let inner = Arc::new(Inner { config, store, hasher, limiter });
+        let (allow_register, policy) = (Live::new(config.allow_register), Live::new(config.policy));
+        let inner = Arc::new(Inner { config, store, hasher, limiter, allow_register, policy });
         let accounts = Accounts { inner };
         let generated = accounts.bootstrap_admin().await?;
         Ok((accounts, generated))
+    }
+
+    /// Lets anyone make an account, or no one (`AccountsConfig::allow_register`), from now on.
+    pub fn set_allow_register(&self, allow: bool) {
+        self.inner.allow_register.set(allow);
+    }
+
+    /// Changes what a second login of an account does (`AccountsConfig::policy`), from the
+    /// next login on.
+    pub fn set_session_policy(&self, policy: SessionPolicy) {
+        self.inner.policy.set(policy);
     }
 
     /// The account store.

@@ -328,7 +328,7 @@ async fn usage(inner: &Arc<Inner>, peer: &Peer, _text: Text) -> Result<Value, Ha
     let inner = inner.clone();
     blocking(move || {
         let (bytes, files) = inner.usage(&who);
-        Ok(json!({ "bytes": bytes, "files": files, "quota_bytes": inner.config.quota_bytes, "quota_files": inner.config.quota_files }))
+        Ok(json!({ "bytes": bytes, "files": files, "quota_bytes": inner.quota_bytes.get(), "quota_files": inner.config.quota_files }))
     })
     .await
 }
@@ -398,12 +398,11 @@ async fn put(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Handl
             let mine = upload::reserved(&inner, &id2);
             let bytes = bytes - mine.unwrap_or(0);
             let files = files - u64::from(mine.is_some());
-            if bytes.saturating_add(req.size) > inner.config.quota_bytes
-                || files + 1 > inner.config.quota_files
-            {
+            let quota_bytes = inner.quota_bytes.get();
+            if bytes.saturating_add(req.size) > quota_bytes || files + 1 > inner.config.quota_files {
                 let why = format!(
-                    "over quota: {bytes} of {} bytes and {files} of {} files in use",
-                    inner.config.quota_bytes, inner.config.quota_files
+                    "over quota: {bytes} of {quota_bytes} bytes and {files} of {} files in use",
+                    inner.config.quota_files
                 );
                 return Err(err(ErrorCode::TooLarge, why));
             }

@@ -25,6 +25,7 @@ use zs::wire::ErrorCode;
 use zs::{HandlerError, Identity, Peer, Router};
 
 use crate::json::err;
+use crate::live::Live;
 use paths::{resolve, user_dir_name, Area, AreaPath};
 
 /// The name the service mounts under.
@@ -125,6 +126,9 @@ pub(crate) struct Inner {
     pub(crate) real_root: PathBuf,
     /// When partial uploads were last swept for expired ones (seconds since the epoch).
     pub(crate) swept: std::sync::atomic::AtomicU64,
+    /// `config.public_read` and `config.quota_bytes` as set now.
+    pub(crate) public_read: Live<PublicRead>,
+    pub(crate) quota_bytes: Live<u64>,
 }
 
 /// Transfers running on one connection (kept in the peer's state).
@@ -156,6 +160,8 @@ impl Files {
         let index = index::Index::open(&root.join("index.redb"))?;
         let real_root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
         let inner = Arc::new(Inner {
+            public_read: Live::new(config.public_read),
+            quota_bytes: Live::new(config.quota_bytes),
             config,
             index,
             writing: Mutex::default(),
@@ -174,7 +180,18 @@ impl Files {
         upload::sweep(&self.inner);
     }
 
-    /// The service's settings.
+    /// Changes who may read the public area (`FilesConfig::public_read`), from now on.
+    pub fn set_public_read(&self, who: PublicRead) {
+        self.inner.public_read.set(who);
+    }
+
+    /// Changes the bytes each user may keep (`FilesConfig::quota_bytes`), for the uploads
+    /// that begin from now on.
+    pub fn set_quota_bytes(&self, bytes: u64) {
+        self.inner.quota_bytes.set(bytes);
+    }
+
+    /// The service's settings as it was opened with.
     pub fn config(&self) -> &FilesConfig {
         &self.inner.config
     }
@@ -203,7 +220,7 @@ impl Inner {
         match area {
             Area::Public => {
                 match (access, who) {
-                    (Access::Read, _) if self.config.public_read == PublicRead::Everyone => {}
+                    (Access::Read, _) if self.public_read.get() == PublicRead::Everyone => {}
                     (Access::Read, _) => {
                         login()?;
                     }

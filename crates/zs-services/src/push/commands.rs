@@ -86,7 +86,7 @@ struct SendRequest {
 async fn send(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
     let req: SendRequest = request(&text)?;
     let who = me(peer)?;
-    if inner.config.send_policy == SendPolicy::Privileged && !who.has_role("admin") && !who.has_role("push") {
+    if inner.send_policy.get() == SendPolicy::Privileged && !who.has_role("admin") && !who.has_role("push") {
         return Err(err(ErrorCode::Forbidden, "sending to users needs the role admin or push"));
     }
     let user = crate::accounts::normalise_name(&req.user).map_err(|e| err(ErrorCode::InvalidArgument, e))?;

@@ -107,6 +107,8 @@ pub struct Inbox {
     db: Arc<Database>,
     writes: SyncSender<Write>,
     counters: Arc<InboxCounters>,
+    /// The most messages a user holds, changeable while running.
+    cap: Arc<AtomicU64>,
 }
 
 fn e<E: std::fmt::Display>(e: E) -> String {
@@ -133,11 +135,12 @@ impl Inbox {
         let db = Arc::new(db);
         let counters = Arc::new(InboxCounters::default());
         let (writes, queue) = sync_channel(QUEUE);
+        let cap = Arc::new(AtomicU64::new(cap.max(1)));
         let next = next_seq(&db)?;
         let writer = Writer {
             db: db.clone(),
             counters: counters.clone(),
-            cap: cap.max(1),
+            cap: cap.clone(),
             when_full,
             next,
             counts: HashMap::new(),
@@ -146,7 +149,13 @@ impl Inbox {
             .name("zs-inbox".into())
             .spawn(move || writer.run(queue))
             .map_err(|err| format!("cannot start the inbox writer: {err}"))?;
-        Ok(Inbox { db, writes, counters })
+        Ok(Inbox { db, writes, counters, cap })
+    }
+
+    /// Changes the most messages a user holds (at least 1); a fuller inbox gives way as
+    /// its next message arrives.
+    pub fn set_cap(&self, cap: u64) {
+        self.cap.store(cap.max(1), Relaxed);
     }
 
     /// The counters.
@@ -231,7 +240,7 @@ fn count_of(
 struct Writer {
     db: Arc<Database>,
     counters: Arc<InboxCounters>,
-    cap: u64,
+    cap: Arc<AtomicU64>,
     when_full: WhenFull,
     /// The next sequence number.
     next: u64,
@@ -364,7 +373,8 @@ impl Writer {
         let mut count = self.count(t.messages, user)?;
         // A full inbox makes room: expired messages at its front first, then as `when_full`
         // says. (Expired messages elsewhere are swept, and never listed.)
-        while count >= self.cap {
+        let cap = self.cap.load(Relaxed);
+        while count >= cap {
             let Some(oldest) = first_of(t.messages, user)? else { break };
             if oldest.1.expires_at > now {
                 match self.when_full {

@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde::Serialize;
 use zs::{Identity, Router, Service, Text};
 
+use crate::live::Live;
+
 pub use broker::{Broker, BrokerError, BrokerLimits, Delivery, LocalBroker, Presence, PRESENCE_EVENT};
 pub use inbox::{now_ms, Inbox, InboxCounters, InboxMessage, Stored, WhenFull, QUEUE as INBOX_QUEUE};
 
@@ -176,6 +178,8 @@ pub(crate) struct Inner {
     pub(crate) config: PushConfig,
     pub(crate) inbox: Inbox,
     pub(crate) broker: Arc<dyn Broker>,
+    /// `config.send_policy` as set now.
+    pub(crate) send_policy: Live<SendPolicy>,
 }
 
 /// A random message id (128 bits, hex).
@@ -191,7 +195,19 @@ impl Push {
         std::fs::create_dir_all(&config.dir).map_err(|e| format!("{}: {e}", config.dir.display()))?;
         let inbox = Inbox::open(&config.dir.join("inbox.redb"), config.inbox_cap, config.when_full)?;
         let broker = config.broker.clone().unwrap_or_else(|| LocalBroker::new(config.limits.clone()));
-        Ok(Push { inner: Arc::new(Inner { config, inbox, broker }) })
+        let send_policy = Live::new(config.send_policy);
+        Ok(Push { inner: Arc::new(Inner { config, inbox, broker, send_policy }) })
+    }
+
+    /// Changes who may send to users (`PushConfig::send_policy`), from now on.
+    pub fn set_send_policy(&self, policy: SendPolicy) {
+        self.inner.send_policy.set(policy);
+    }
+
+    /// Changes how many messages a user's inbox holds (`PushConfig::inbox_cap`, at least
+    /// 1): an inbox over a smaller cap gives way as its next message arrives.
+    pub fn set_inbox_cap(&self, cap: u64) {
+        self.inner.inbox.set_cap(cap);
     }
 
     /// The inbox (counters, listing).
