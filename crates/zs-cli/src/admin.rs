@@ -270,6 +270,13 @@ fn prometheus(server: &ServerHandle) -> String {
     }
     let _ = writeln!(out, "# TYPE zs_sessions gauge\nzs_sessions {}", server.session_count());
     let _ = writeln!(out, "# TYPE zs_memory_held_bytes gauge\nzs_memory_held_bytes {}", server.memory_held());
+    // The limits as set now (a reload may change them).
+    let _ = writeln!(
+        out,
+        "# TYPE zs_memory_budget_bytes gauge\nzs_memory_budget_bytes {}",
+        server.memory_budget()
+    );
+    let _ = writeln!(out, "# TYPE zs_max_connections gauge\nzs_max_connections {}", server.max_connections());
     let commands = server.command_figures();
     if commands.is_empty() {
         return out;

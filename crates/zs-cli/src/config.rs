@@ -147,13 +147,15 @@ pub fn serve_argv(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
 }
 
 /// Each setting's values as `zs serve` would run with this process's command line, the
-/// environment and the config file as they are now (what a reload compares).
-pub fn settings_now() -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+/// environment and the config file as they are now (what a reload compares), and the
+/// options they make.
+pub fn settings_now(
+) -> Result<(std::collections::BTreeMap<String, Vec<String>>, crate::serve::ServeArgs), String> {
     let argv = serve_argv(std::env::args_os().collect())?;
     let matches = crate::Cli::command().try_get_matches_from(argv).map_err(|e| e.to_string())?;
     let Some(("serve", serve_matches)) = matches.subcommand() else { return Err("not zs serve".into()) };
     let serve = serve_command();
-    Ok(settable(&serve)
+    let values = settable(&serve)
         .map(|arg| {
             let values = serve_matches
                 .get_raw(arg.get_id().as_str())
@@ -161,7 +163,9 @@ pub fn settings_now() -> Result<std::collections::BTreeMap<String, Vec<String>>,
                 .unwrap_or_default();
             (key_of(arg), values)
         })
-        .collect())
+        .collect();
+    let args = clap::FromArgMatches::from_arg_matches(serve_matches).map_err(|e| e.to_string())?;
+    Ok((values, args))
 }
 
 /// A setting's value from the file: the flags it stands for.

@@ -50,6 +50,11 @@ impl ServerSecurityArgs {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
     }
 
+    /// The client keys the allowed clients' file holds now (`None`: no file, any client).
+    pub fn allowed_clients(&self) -> Result<Option<Vec<Fingerprint>>, String> {
+        self.allowed_clients.as_deref().map(read_fingerprints).transpose()
+    }
+
     /// The server's security and a line that describes it (printed at start).
     pub fn resolve(&self) -> Result<(ServerSecurity, String), String> {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -75,10 +80,7 @@ impl ServerSecurityArgs {
         }
         let path = dir.join("server.key");
         let (key, created) = KeyPair::load_or_create(&path).map_err(|e| e.to_string())?;
-        let allowed_clients = match &self.allowed_clients {
-            Some(file) => Some(read_fingerprints(file)?),
-            None => None,
-        };
+        let allowed_clients = self.allowed_clients()?;
         let how = if created { "created" } else { "loaded" };
         let line = format!("server key: {} (Noise, {how} {})", key.public(), path.display());
         Ok((ServerSecurity::Noise(NoiseServer { key: Some(key), allowed_clients }), line))

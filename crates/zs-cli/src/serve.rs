@@ -111,6 +111,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     let rt = crate::runtime()?;
     rt.block_on(async {
+        // Before anything is printed: a SIGHUP after the first line reloads, never kills.
+        let mut hangups = crate::hangups()?;
         let (security, describe) = args.security.resolve()?;
         let mut config = ServerConfig {
             max_connections: args.max_connections,
@@ -137,7 +139,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         }
         let listen = args.listen.iter().chain(&args.compat_listen).cloned().collect::<Vec<_>>().join(" ");
         let mut router = zs_bench::builtin_router();
-        let admin_password = mount_services(&args, &mut router).await?;
+        let (mounted, admin_password) = mount_services(&args, &mut router).await?;
         if args.admin.is_some() {
             router.meter_commands();
         }
@@ -160,33 +162,33 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             ));
         }
         // What runs now, to tell a reload what changed.
-        let running = Arc::new(std::sync::Mutex::new(crate::config::settings_now().unwrap_or_default()));
+        let running = crate::config::settings_now().map(|(values, _)| values).unwrap_or_default();
+        let running = Arc::new(std::sync::Mutex::new(running));
         let reload: crate::admin::Reload = {
             let (running, server) = (running.clone(), server.clone());
-            Arc::new(move || reload(&running, &server))
+            Arc::new(move || reload(&running, &server, &mounted))
         };
         if let Some(addr) = &args.admin {
             let bound =
                 crate::admin::start(addr, args.admin_token.clone(), server.clone(), reload.clone()).await?;
             say(&format!("admin API on http://{bound} (/metrics, /healthz, /readyz, /api/...)"));
         }
-        let stopped = async {
-            if args.worker {
-                stdin_closed().await
-            } else {
-                shutdown_signal().await
-            }
-        };
-        tokio::pin!(stopped);
-        let mut hangups = crate::hangups()?;
+        // A worker hears from its supervisor on stdin: a line to reload, the end to stop.
+        let mut supervisor = args.worker.then(supervisor_lines);
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
         loop {
             tokio::select! {
-                _ = &mut stopped => break,
-                _ = hangups.recv() => {
-                    for line in reload() {
-                        tracing::info!("reload: {line}");
+                _ = &mut signal, if supervisor.is_none() => break,
+                line = async { supervisor.as_mut()?.recv().await }, if supervisor.is_some() => {
+                    if line.is_none() {
+                        break;
                     }
                 }
+                _ = hangups.recv() => {}
+            }
+            for line in reload() {
+                tracing::info!("reload: {line}");
             }
         }
         tracing::info!("shutting down");
@@ -212,6 +214,12 @@ fn supervise(workers: usize) -> Result<(), String> {
             _ => passed.push(a.clone()),
         }
     }
+    let rt = crate::runtime()?;
+    // Before anything is printed: a SIGHUP after the first line reloads, never kills.
+    let mut hangups = {
+        let _runtime = rt.enter();
+        crate::hangups()?
+    };
     let mut children = Vec::new();
     let first = spawn_worker(&exe, &passed, None)?;
     let (mut child, lines) = first;
@@ -239,8 +247,23 @@ fn supervise(workers: usize) -> Result<(), String> {
     say(&lines[1]);
     let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
     say(&format!("workers: {workers} (pids {})", pids.join(" ")));
-    let rt = crate::runtime()?;
-    rt.block_on(shutdown_signal());
+    rt.block_on(async {
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok::<(), String>(()),
+                _ = hangups.recv() => {}
+            }
+            // Each worker reloads its own settings when told on its stdin.
+            tracing::info!("reloading {workers} workers");
+            for c in &mut children {
+                if let Some(stdin) = c.stdin.as_mut() {
+                    let _ = stdin.write_all(b"reload\n").and_then(|()| stdin.flush());
+                }
+            }
+        }
+    })?;
     tracing::info!("stopping {workers} workers");
     // Closing their stdin is the workers' signal to shut down gracefully.
     children.iter_mut().for_each(|c| drop(c.stdin.take()));
@@ -290,24 +313,50 @@ fn spawn_worker(
     Ok((child, lines))
 }
 
-async fn stdin_closed() {
-    let _ = tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
+/// The lines a worker's supervisor writes on its stdin, ending when the supervisor closes
+/// it (or is gone).
+fn supervisor_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
         }
-    })
-    .await;
+    });
+    rx
+}
+
+/// The services `zs serve` mounted, for a reload to change their settings.
+#[derive(Default)]
+struct Mounted {
+    accounts: Option<Accounts>,
+    files: Option<Files>,
+    push: Option<Push>,
+}
+
+/// Applies `set` to a service if it runs.
+fn on_service<S>(service: &Option<S>, name: &str, set: impl FnOnce(&S)) -> Result<(), String> {
+    match service {
+        Some(s) => {
+            set(s);
+            Ok(())
+        }
+        None => Err(format!("the {name} service is not running")),
+    }
 }
 
 /// Reads the settings again (file, environment, command line) and applies what can change
-/// while running: `max_connections` and `log`; the answer says what changed, applied or
-/// needing a restart, one line each. A file that does not check changes nothing.
+/// while running: limits, allowed clients (their file read again), the services' settings,
+/// log; the answer says what changed, applied or needing a restart, one line each. A file
+/// that does not check changes nothing.
 fn reload(
     running: &std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     server: &zs::ServerHandle,
+    mounted: &Mounted,
 ) -> Vec<String> {
-    let now = match crate::config::settings_now() {
+    let (now, args) = match crate::config::settings_now() {
         Ok(now) => now,
         Err(e) => return vec![format!("refused, nothing changed: {e}")],
     };
@@ -320,14 +369,31 @@ fn reload(
         }
         let (old, new) = (was.join(","), values.join(","));
         let applied = match key.as_str() {
-            "max_connections" => match new.parse::<usize>() {
-                Ok(n) => {
-                    server.set_max_connections(n);
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            },
+            "max_connections" => {
+                server.set_max_connections(args.max_connections);
+                Ok(())
+            }
+            "memory_budget" => {
+                server.set_memory_budget(args.memory_budget);
+                Ok(())
+            }
+            "idle_timeout" => {
+                server.set_idle_timeout(Some(args.idle_timeout).filter(|d| !d.is_zero()));
+                Ok(())
+            }
             "log" => crate::set_log_filter(if new.is_empty() { "info" } else { &new }),
+            "allow_register" => {
+                on_service(&mounted.accounts, "accounts", |a| a.set_allow_register(args.allow_register))
+            }
+            "session_policy" => {
+                on_service(&mounted.accounts, "accounts", |a| a.set_session_policy(args.session_policy))
+            }
+            "public_files" => on_service(&mounted.files, "files", |f| f.set_public_read(public_read(&args))),
+            "quota_bytes" => on_service(&mounted.files, "files", |f| f.set_quota_bytes(args.quota_bytes)),
+            "inbox_cap" => on_service(&mounted.push, "push", |p| p.set_inbox_cap(args.inbox_cap)),
+            "user_push" => on_service(&mounted.push, "push", |p| p.set_send_policy(send_policy(&args))),
+            // Its file is read again below, changed name or not.
+            "allowed_clients" => Ok(()),
             _ => {
                 said.push(format!("{key}: {old:?} -> {new:?}: needs a restart"));
                 continue;
@@ -335,16 +401,56 @@ fn reload(
         };
         match applied {
             Ok(()) => {
-                said.push(format!("{key}: {old:?} -> {new:?}: applied"));
+                if key != "allowed_clients" {
+                    said.push(format!("{key}: {old:?} -> {new:?}: applied"));
+                }
                 running.insert(key.clone(), values.clone());
             }
             Err(e) => said.push(format!("{key}: {new:?} not applied: {e}")),
         }
     }
+    said.extend(reload_allowed_clients(&args, server));
     if said.is_empty() {
         said.push("nothing changed".into());
     }
     said
+}
+
+/// Reads the allowed clients' file again and applies it if it changed.
+fn reload_allowed_clients(args: &ServeArgs, server: &zs::ServerHandle) -> Option<String> {
+    let allowed = match args.security.allowed_clients() {
+        Ok(allowed) => allowed,
+        Err(e) => return Some(format!("allowed_clients: not applied: {e}")),
+    };
+    let was = server.allowed_clients();
+    if allowed.as_deref() == was.as_deref() {
+        return None;
+    }
+    let count =
+        |keys: Option<&[zs::Fingerprint]>| keys.map_or("any".to_string(), |k| format!("{} keys", k.len()));
+    let (old, new) = (count(was.as_deref()), count(allowed.as_deref()));
+    Some(match server.set_allowed_clients(allowed) {
+        Ok(closed) => format!("allowed_clients: {old} -> {new}: applied, {closed} connections closed"),
+        Err(e) => format!("allowed_clients: not applied: {e}"),
+    })
+}
+
+/// Who reads the public file area, as the settings say.
+fn public_read(args: &ServeArgs) -> PublicRead {
+    if args.public_files {
+        PublicRead::Everyone
+    } else {
+        PublicRead::LoggedIn
+    }
+}
+
+/// Who may send to users, as the settings say.
+fn send_policy(args: &ServeArgs) -> SendPolicy {
+    if args.user_push {
+        SendPolicy::LoggedIn
+    } else {
+        SendPolicy::Privileged
+    }
 }
 
 async fn shutdown_signal() {
@@ -380,7 +486,7 @@ fn say(line: &str) {
 
 /// Mounts the services asked for (or the default ones) on `router`; returns the `admin`
 /// password generated on first start, if one was.
-async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<String>, String> {
+async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounted, Option<String>), String> {
     let names: Vec<String> = match &args.services {
         Some(list) if list.iter().any(|s| s == "none") => Vec::new(),
         Some(list) => list.clone(),
@@ -390,7 +496,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
             .map(String::from)
             .to_vec(),
     };
-    let (mut generated, mut accounts_handle) = (None, None);
+    let (mut generated, mut mounted) = (None, Mounted::default());
     for name in &names {
         match name.as_str() {
             zs_services::accounts::NAME => {
@@ -408,7 +514,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                     config.hash = HashCost::insecure_fast();
                 }
                 let (accounts, password) = Accounts::open(config).await.map_err(|e| e.to_string())?;
-                accounts_handle = Some(accounts.clone());
+                mounted.accounts = Some(accounts.clone());
                 router.mount(accounts);
                 generated = password;
             }
@@ -420,11 +526,11 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                 }
                 let dir = zs_services::files::files_dir(&args.security.data_dir());
                 let mut config = FilesConfig::new(dir);
-                if args.public_files {
-                    config.public_read = PublicRead::Everyone;
-                }
+                config.public_read = public_read(args);
                 config.quota_bytes = args.quota_bytes;
-                router.mount(Files::open(config)?);
+                let files = Files::open(config)?;
+                mounted.files = Some(files.clone());
+                router.mount(files);
             }
             zs_services::push::NAME => {
                 if args.workers > 1 || args.worker {
@@ -434,15 +540,15 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
                 }
                 let mut config = PushConfig::new(zs_services::push::push_dir(&args.security.data_dir()));
                 config.inbox_cap = args.inbox_cap.max(1);
-                if args.user_push {
-                    config.send_policy = SendPolicy::LoggedIn;
-                }
+                config.send_policy = send_policy(args);
                 // Messages are stored only for accounts that exist (when accounts are served).
-                if let Some(accounts) = accounts_handle.clone() {
+                if let Some(accounts) = mounted.accounts.clone() {
                     config.known_user =
                         Some(Arc::new(move |user: &str| matches!(accounts.store().get(user), Ok(Some(_)))));
                 }
-                router.mount(Push::open(config)?);
+                let push = Push::open(config)?;
+                mounted.push = Some(push.clone());
+                router.mount(push);
             }
             other => {
                 let known = zs_services::BUILTIN.join(", ");
@@ -450,5 +556,5 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<Option<
             }
         }
     }
-    Ok(generated)
+    Ok((mounted, generated))
 }
