@@ -85,14 +85,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to standard error: `zs serve`'s `--log` and `--log-format`, else `RUST_LOG` (or
-/// info) in the pretty format.
+/// How a long-running command logs (`zs serve`, `zs xnat`).
+#[derive(clap::Args, Clone)]
+pub struct LogArgs {
+    /// Log format on standard error: pretty (for people) or json (one object per line, for
+    /// log collectors).
+    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+    /// What to log: a level (error, warn, info, debug, trace) or directives per module, e.g.
+    /// `info,zs=debug` (debug shows a line per connection opened and closed). Default:
+    /// $RUST_LOG, else info.
+    #[arg(long, value_name = "FILTER", value_parser = log_filter)]
+    log: Option<String>,
+}
+
+/// Checks a log filter as `--log` takes it.
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Logs to standard error: `--log` and `--log-format` of the commands that take them, else
+/// `RUST_LOG` (or info) in the pretty format.
 fn init_logs(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let (json, directives) = match &cli.command {
-        Cmd::Serve(a) => (a.log_format == "json", a.log.clone()),
-        _ => (false, None),
+    let logs = match &cli.command {
+        Cmd::Serve(a) => Some(&a.logs),
+        Cmd::Xnat(a) => Some(a.logs()),
+        _ => None,
     };
+    let (json, directives) = logs.map_or((false, None), |l| (l.log_format == "json", l.log.clone()));
     let filter = directives
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())

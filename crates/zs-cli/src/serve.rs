@@ -81,25 +81,13 @@ pub struct ServeArgs {
     /// (`Authorization: Bearer TOKEN`); needed to serve the admin API beyond loopback.
     #[arg(long, value_name = "TOKEN")]
     admin_token: Option<String>,
-    /// Log format on standard error: pretty (for people) or json (one object per line, for
-    /// log collectors).
-    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
-    pub(crate) log_format: String,
-    /// What to log: a level (error, warn, info, debug, trace) or directives per module, e.g.
-    /// `info,zs=debug` (debug shows a line per connection opened and closed). Default:
-    /// $RUST_LOG, else info.
-    #[arg(long, value_name = "FILTER", value_parser = log_filter)]
-    pub(crate) log: Option<String>,
+    #[command(flatten)]
+    pub(crate) logs: crate::LogArgs,
     /// (tests and benchmarks) Hash passwords far below OWASP's minimum cost.
     #[arg(long, hide = true)]
     insecure_fast_hashing: bool,
     #[command(flatten)]
     security: crate::security::ServerSecurityArgs,
-}
-
-/// Checks a log filter as `--log` takes it.
-fn log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| format!("`{s}`: {e}"))
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {

@@ -27,12 +27,16 @@ enum XnatCommand {
         /// The server's TOML file (examples/xnat/server.toml).
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        logs: crate::LogArgs,
     },
     /// The agent inside the private network: connects out and serves local addresses.
     Agent {
         /// The agent's TOML file (examples/xnat/agent.toml).
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        logs: crate::LogArgs,
     },
 }
 
@@ -40,16 +44,27 @@ fn read(path: &PathBuf) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+impl XnatArgs {
+    /// How it logs.
+    pub fn logs(&self) -> &crate::LogArgs {
+        match &self.command {
+            XnatCommand::Server { logs, .. } | XnatCommand::Agent { logs, .. } => logs,
+        }
+    }
+}
+
 pub fn run(args: XnatArgs) -> Result<(), String> {
     crate::runtime()?.block_on(async move {
         match args.command {
-            XnatCommand::Server { config } => server(&config).await,
-            XnatCommand::Agent { config } => agent(&config).await,
+            XnatCommand::Server { config, .. } => server(&config).await,
+            XnatCommand::Agent { config, .. } => agent(&config).await,
         }
     })
 }
 
 async fn server(path: &PathBuf) -> Result<(), String> {
+    // Before anything is printed: a SIGHUP after the first line reloads, never kills.
+    let mut hangups = crate::hangups()?;
     let file = ServerFile::parse(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
     let (security, line) = if file.plaintext {
         (ServerSecurity::Plaintext, "security: plaintext (no encryption)".to_owned())
@@ -72,7 +87,6 @@ async fn server(path: &PathBuf) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     let mut every = tokio::time::interval(Duration::from_secs(60));
     every.tick().await;
-    let mut hangups = crate::hangups()?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -134,6 +148,7 @@ async fn targets(file: &AgentFile) -> Result<Vec<(SocketAddr, ClientConfig)>, St
 }
 
 async fn agent(path: &PathBuf) -> Result<(), String> {
+    let mut hangups = crate::hangups()?;
     let file = AgentFile::parse(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
     let targets = targets(&file).await?;
     // One link per service and server, so that a reload adds or removes one service without
@@ -144,7 +159,6 @@ async fn agent(path: &PathBuf) -> Result<(), String> {
     }
     let servers: Vec<String> = targets.iter().map(|(a, _)| a.to_string()).collect();
     println!("agent of {}: {} service(s)", servers.join(", "), file.services.len());
-    let mut hangups = crate::hangups()?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

@@ -105,16 +105,25 @@ fn an_echo_goes_through_zs_xnat_over_noise_via_two_servers() {
         ),
     )
     .unwrap();
-    let _agent = Killed(
+    let mut agent = Killed(
         Command::new(ZS)
-            .args(["xnat", "agent", "--config", agent_toml.to_str().unwrap()])
+            .args(["xnat", "agent", "--config", agent_toml.to_str().unwrap(), "--log-format", "json"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let logs = BufReader::new(agent.0.stderr.take().unwrap());
     echoed_through(public1);
     echoed_through(public2);
+    // Its logs are JSON lines; each server's registration is one.
+    let registered = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).expect("a JSON line"))
+        .filter(|l| l["fields"]["message"] == "xnat service registered")
+        .take(2)
+        .count();
+    assert_eq!(registered, 2);
 }
 
 #[test]
