@@ -101,6 +101,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     rt.block_on(async {
         // Before anything is printed: a SIGHUP after the first line reloads, never kills.
         let mut hangups = crate::hangups()?;
+        // What runs, to tell a reload what changed: read before anything is printed, so a
+        // change made once the server is up is one.
+        let running = crate::config::settings_now().map(|(values, _)| values).unwrap_or_default();
+        let running = Arc::new(std::sync::Mutex::new(running));
         let (security, describe) = args.security.resolve()?;
         let mut config = ServerConfig {
             max_connections: args.max_connections,
@@ -149,9 +153,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 compat.join(" ")
             ));
         }
-        // What runs now, to tell a reload what changed.
-        let running = crate::config::settings_now().map(|(values, _)| values).unwrap_or_default();
-        let running = Arc::new(std::sync::Mutex::new(running));
         let reload: crate::admin::Reload = {
             let (running, server) = (running.clone(), server.clone());
             Arc::new(move || reload(&running, &server, &mounted))
