@@ -195,7 +195,16 @@ impl<L: Link> Connection<L> {
                 return self.close_local(GoAwayCode::ShuttingDown, "shutting down");
             }
             let step = match poll_fn(|cx| self.poll_event(cx)).await {
-                Event::Outbox => self.on_outbox(),
+                Event::Outbox => {
+                    // Tasks woken together (callers by one read's replies, handlers by one
+                    // batch of calls) queue their frames one after another, and the first
+                    // wakes this task at once: let the others queue theirs too, so that all
+                    // leave in one write instead of one write each.
+                    if self.out.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
+                    self.on_outbox()
+                }
                 Event::Readable => self.on_readable(),
                 Event::Finished(f) => self.on_finished(f),
                 Event::Writable => Ok(()),
