@@ -161,4 +161,9 @@ impl Stats {
     pub(crate) fn bump(&self, counter: impl Fn(&Stats) -> &AtomicU64) {
         counter(self).fetch_add(1, Relaxed);
     }
+
+    /// Adds `n` to a counter chosen by a closure.
+    pub(crate) fn add(&self, counter: impl Fn(&Stats) -> &AtomicU64, n: u64) {
+        counter(self).fetch_add(n, Relaxed);
+    }
 }
