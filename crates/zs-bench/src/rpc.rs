@@ -1,7 +1,7 @@
 //! `zs bench rpc`: closed-loop echo calls against our server and the floor, side by side.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use zs::{Client, Router, Text};
@@ -59,6 +59,13 @@ pub struct RpcReport {
     pub ours: Figures,
     /// Our server, driven through our `Client` API (one task per call in flight).
     pub ours_client: Figures,
+    /// `ours_client.req_per_s / floor.req_per_s`.
+    pub client_ratio: f64,
+    /// Closed loop only: our server, driven through `Client::call_console_batch`, one task
+    /// per connection calling `depth` at a time.
+    pub ours_client_batch: Option<Figures>,
+    /// `ours_client_batch.req_per_s / floor.req_per_s`.
+    pub batch_ratio: Option<f64>,
     /// A plain tokio length-prefixed echo answering each read's frames with one write.
     pub floor: Figures,
     /// `ours.req_per_s / floor.req_per_s`; for `rpc-open`, where every entry runs at the
@@ -111,7 +118,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         rate: opts.rate,
     };
     let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
-    let mut tarpc_runs = vec![];
+    let (mut tarpc_runs, mut batch_runs) = (vec![], vec![]);
     let drive_variants = |variants: &mut [Option<(Target, Vec<Figures>)>]| -> Result<(), String> {
         for (target, runs) in variants.iter_mut().flatten() {
             runs.push(load_rt.block_on(driver::run::<OursCodec>(target, load))?);
@@ -133,9 +140,13 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
         }
         client_runs.push(load_rt.block_on(client_api(&servers.ours, load))?);
+        if load.rate.is_none() {
+            batch_runs.push(load_rt.block_on(client_batches(&servers.ours, load))?);
+        }
         tarpc_runs.push(load_rt.block_on(crate::tarpc_peer::drive(tarpc_addr, load))?);
     }
     let tarpc = median(tarpc_runs);
+    let ours_client_batch = (!batch_runs.is_empty()).then(|| median(batch_runs));
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
     let [guarded, metered] = variants;
@@ -165,6 +176,9 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         ours_metered,
         vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
         client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
+        client_ratio: ours_client.req_per_s / floor.req_per_s.max(1e-9),
+        batch_ratio: ours_client_batch.as_ref().map(|b| b.req_per_s / floor.req_per_s.max(1e-9)),
+        ours_client_batch,
         tarpc,
         ours_plaintext,
         ours,
@@ -211,6 +225,35 @@ pub(crate) async fn client_api(target: &Target, load: Load) -> Result<Figures, S
     .await
 }
 
+/// Closed loop through `Client::call_console_batch`: per connection one task, each batch
+/// `depth` calls; every call of a batch is timed as the batch.
+pub(crate) async fn client_batches(target: &Target, load: Load) -> Result<Figures, String> {
+    let mut tasks = Vec::with_capacity(load.connections);
+    let start = Instant::now();
+    let deadline = start + load.duration;
+    for _ in 0..load.connections {
+        let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;
+        let c = c.map_err(|e| e.to_string())?;
+        let payloads = vec![Text::from("x".repeat(load.payload)); load.depth.max(1)];
+        tasks.push(tokio::spawn(async move {
+            let mut h = crate::stats::histogram();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                for r in c.call_console_batch("echo", payloads.iter().cloned()).await {
+                    r.map_err(|e| e.to_string())?;
+                }
+                h.saturating_record_n(t.elapsed().as_micros().max(1) as u64, payloads.len() as u64);
+            }
+            Ok::<_, String>(h)
+        }));
+    }
+    let mut all = crate::stats::histogram();
+    for t in tasks {
+        all.add(&t.await.map_err(|e| e.to_string())??).map_err(|e| e.to_string())?;
+    }
+    Ok(Figures::from(&all, start.elapsed()))
+}
+
 /// A readable table of the report.
 pub fn table(r: &RpcReport) -> String {
     let mut s = match r.rate {
@@ -236,6 +279,9 @@ pub fn table(r: &RpcReport) -> String {
         rows.push(("ours (metered)".into(), m));
     }
     rows.push(("ours (Client API)".into(), &r.ours_client));
+    if let Some(b) = &r.ours_client_batch {
+        rows.push(("ours (Client batches)".into(), b));
+    }
     rows.push(("tarpc (bincode)".into(), &r.tarpc));
     for (name, f) in rows {
         s += &format!("{:<22}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
@@ -251,6 +297,10 @@ pub fn table(r: &RpcReport) -> String {
             r.ratio, r.vs_tarpc, r.client_vs_tarpc
         ),
     };
+    s += &format!("\nClient API/floor: {:.2}", r.client_ratio);
+    if let Some(x) = r.batch_ratio {
+        s += &format!("; Client batches/floor: {x:.2}");
+    }
     if let Some(x) = r.secure_ratio {
         s += &format!("\nratio {}/plaintext: {x:.2}", r.secure.name());
     }
