@@ -134,7 +134,15 @@ mod tests {
         assert!(!h.verify("correct horse".into(), None).await.unwrap(), "no account: never");
         let again = h.hash("correct horse".into()).await.unwrap();
         assert_ne!(again, phc, "salted");
-        let flood = futures_util::future::join_all((0..20).map(|_| h.hash("x".into()))).await;
+        // The one hashing slot taken while the flood arrives, so that the hashes cannot
+        // finish as fast as they come (on a loaded machine they did, and none was refused).
+        let held = h.running.clone().try_acquire_owned().unwrap();
+        let flood = futures_util::future::join_all((0..20).map(|_| h.hash("x".into())));
+        let release = async {
+            tokio::task::yield_now().await;
+            drop(held);
+        };
+        let (flood, ()) = tokio::join!(flood, release);
         assert!(flood.contains(&Err(Busy)), "a full queue turns hashes away");
         assert!(flood.iter().any(|r| r.is_ok()));
         assert_eq!(HashCost::default().memory_kib, 19_456, "OWASP's minimum for argon2id");
