@@ -324,22 +324,32 @@ impl<L: Link> Connection<L> {
                 self.read_hint = next as u32 | (self.read_hint & READ_CHARGED);
                 self.local.bytes_in = self.local.bytes_in.saturating_add(n as u32);
                 self.last_rx = Instant::now();
-                self.process_frames()
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Nothing more to read: going idle, so hold no buffers.
-                if self.rbuf.is_empty() {
-                    self.rbuf = BytesMut::new();
-                    self.charge_read_buffer()?;
+                self.process_frames()?;
+                // A read that left room may have emptied the link (TCP then waits for new
+                // bytes without a `WouldBlock`), and a secure link cannot tell: with every
+                // frame taken, input may have paused, as below (what a `WouldBlock` after
+                // each read did before, at the same cost).
+                if n < spare || self.rbuf.is_empty() {
+                    self.going_idle()?;
                 }
-                self.out.release_if_empty();
-                self.link.release_idle();
-                self.read_hint &= READ_CHARGED;
                 Ok(())
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.going_idle(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(CloseReason::Io(e.to_string())),
         }
+    }
+
+    /// Input paused: an idle connection holds no buffers.
+    fn going_idle(&mut self) -> Step {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+            self.charge_read_buffer()?;
+        }
+        self.out.release_if_empty();
+        self.link.release_idle();
+        self.read_hint &= READ_CHARGED;
+        Ok(())
     }
 
     /// Charges the read buffer beyond [`FREE_READ`] (a large frame in progress) to the

@@ -520,6 +520,10 @@ impl Link for SessionLink {
             }
             Ok(n) => {
                 self.take_input(&buf[start..]);
+                // Any read may be the last before a pause: a TCP link that it emptied waits
+                // for new bytes without a `WouldBlock` (see `Link`), and a secure link over it
+                // cannot tell its reader so. At most one ack timer is armed at a time.
+                self.schedule_ack();
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -147,7 +147,9 @@ pub trait Link: Send + Sync + 'static {
     /// Ready when a read may make progress.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads what is available into `buf` (its spare capacity, or more); `WouldBlock` if
-    /// nothing is.
+    /// nothing is. A read that leaves spare capacity may have emptied the link, which may
+    /// then wait for new bytes without a `WouldBlock` first (TCP does): a layer that acts
+    /// when input pauses acts on such a read too.
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
     /// Ready when a write may make progress.
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -203,7 +205,35 @@ impl Link for tokio::net::TcpStream {
         tokio::net::TcpStream::poll_read_ready(self, cx)
     }
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        tokio::net::TcpStream::try_read_buf(self, buf)
+        let stream: &tokio::net::TcpStream = self;
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        if room == 0 {
+            return tokio::net::TcpStream::try_read_buf(self, buf);
+        }
+        // A read that leaves room in the buffer emptied the socket: the reactor is told so
+        // (readiness cleared, as on `WouldBlock`), and the next poll waits for new bytes
+        // instead of the read that would find none. Bytes or a close arriving meanwhile are
+        // a newer event, which clearing leaves alone. Layers above learn of the pause from
+        // the short read (see `Link::try_read_buf`).
+        let mut drained = 0;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || {
+            match socket2::SockRef::from(stream).recv(spare)? {
+                n if n > 0 && n < room => {
+                    drained = n;
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                n => Ok(n),
+            }
+        });
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => drained,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
     }
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         tokio::net::TcpStream::poll_write_ready(self, cx)
