@@ -492,6 +492,11 @@ impl Peer {
             .map_err(|_| self.disconnected())
     }
 
+    /// Whether calls of this end wait for their replies.
+    pub(crate) fn has_calls_waiting(&self) -> bool {
+        !self.pending().calls.is_empty()
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.inner.pending.lock_or_recover()
     }

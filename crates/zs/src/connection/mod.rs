@@ -196,11 +196,11 @@ impl<L: Link> Connection<L> {
             }
             let step = match poll_fn(|cx| self.poll_event(cx)).await {
                 Event::Outbox => {
-                    // Tasks woken together (callers by one read's replies, handlers by one
-                    // batch of calls) queue their frames one after another, and the first
-                    // wakes this task at once: let the others queue theirs too, so that all
-                    // leave in one write instead of one write each.
-                    if self.out.is_empty() {
+                    // Callers woken together by one read's replies queue their next calls
+                    // one after another, and the first wakes this task at once: let the
+                    // others queue theirs too, so that all leave in one write instead of one
+                    // write each. (Not for a lone frame, a broadcast's say: no call waits.)
+                    if self.out.is_empty() && self.peer.has_calls_waiting() {
                         tokio::task::yield_now().await;
                     }
                     self.on_outbox()
