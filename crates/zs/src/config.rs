@@ -52,6 +52,10 @@ pub struct ConnectionConfig {
     pub connection_stream_window: u32,
     /// Most incoming streams at once on a connection; more are refused (default 256).
     pub max_streams: usize,
+    /// The weakest end-to-end check an incoming stream may declare: a stream checked with
+    /// less is refused on its announcement, saying why (default XXH3-128, that is any;
+    /// BLAKE3 to require a cryptographic hash).
+    pub min_stream_check: zs_wire::bulk::StreamCheck,
     /// Largest complete buffer accepted; a larger one is refused on its announcement,
     /// before anything is allocated (default 64 MiB).
     pub max_buffer_len: u64,
@@ -108,6 +112,7 @@ impl Default for ConnectionConfig {
             mux: crate::mux::config::MuxConfig::default(),
             connection_stream_window: 4 << 20,
             max_streams: 256,
+            min_stream_check: zs_wire::bulk::StreamCheck::Xxh3,
             max_buffer_len: 64 << 20,
             batch_budget: 64 << 20,
             max_queued_bulk_bytes: 4 << 20,

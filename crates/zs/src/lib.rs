@@ -39,7 +39,7 @@ mod sync;
 pub mod transport;
 
 pub use blocking::BlockingClient;
-pub use bulk::{IncomingStream, Progress, StreamOptions, Transfer};
+pub use bulk::{IncomingStream, Progress, StreamCheck, StreamOptions, Transfer};
 pub use client::Client;
 pub use config::{ClientConfig, ConnectionConfig, ServerConfig};
 pub use connection::CloseReason;

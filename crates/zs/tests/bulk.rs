@@ -253,14 +253,21 @@ async fn cancel_from_either_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checksum_mismatch_is_an_error_to_both_ends() {
-    use zs::wire::bulk::{StreamEnd, StreamMode, StreamOpen};
+    use zs::wire::bulk::{StreamCheck, StreamEnd, StreamMode, StreamOpen};
     use zs::wire::{Flags, Kind};
     let (tx, mut rx) = mpsc::unbounded_channel();
     let server = serve_with(sink_router(tx), plaintext()).await;
     let mut open = bytes::BytesMut::new();
-    StreamOpen { mode: StreamMode::Stream, total: 5, offset: 0, key: 0, name: "sink".into() }
-        .encode(&mut open)
-        .unwrap();
+    StreamOpen {
+        mode: StreamMode::Stream,
+        check: StreamCheck::Blake3,
+        total: 5,
+        offset: 0,
+        key: 0,
+        name: "sink".into(),
+    }
+    .encode(&mut open)
+    .unwrap();
     let mut end = bytes::BytesMut::new();
     StreamEnd { bytes: 5, hash: *blake3::hash(b"HELLO").as_bytes() }.encode(&mut end);
     let mut wire = raw_frame(Kind::StreamOpen, Flags::NONE, 3, &open);
@@ -518,11 +525,18 @@ fn raw_open(id: u32, total: u64) -> Vec<u8> {
 }
 
 fn raw_open_to(command: &str, id: u32, total: u64) -> Vec<u8> {
-    use zs::wire::bulk::{StreamMode, StreamOpen};
+    use zs::wire::bulk::{StreamCheck, StreamMode, StreamOpen};
     let mut open = bytes::BytesMut::new();
-    StreamOpen { mode: StreamMode::Stream, total, offset: 0, key: 0, name: command.into() }
-        .encode(&mut open)
-        .unwrap();
+    StreamOpen {
+        mode: StreamMode::Stream,
+        check: StreamCheck::Blake3,
+        total,
+        offset: 0,
+        key: 0,
+        name: command.into(),
+    }
+    .encode(&mut open)
+    .unwrap();
     raw_frame(zs::wire::Kind::StreamOpen, zs::wire::Flags::NONE, id, &open)
 }
 
@@ -646,7 +660,9 @@ async fn a_hash_the_sender_knows_is_sent_as_is_and_checked() {
     let client = connect_with(&server, Router::new(), ClientConfig::default()).await.unwrap();
     let data = Bytes::from(vec![7u8; 600_000]);
     let right = *blake3::hash(&data).as_bytes();
-    let opts = StreamOptions { hash: Some(right), ..StreamOptions::with_len(data.len() as u64) };
+    let blake3 = zs::StreamCheck::Blake3;
+    let opts =
+        StreamOptions { check: blake3, hash: Some(right), ..StreamOptions::with_len(data.len() as u64) };
     let sent = within(
         "known hash",
         client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish(),
@@ -654,9 +670,43 @@ async fn a_hash_the_sender_knows_is_sent_as_is_and_checked() {
     .await;
     assert_eq!(sent.unwrap(), 600_000);
     assert_eq!(within("verified", rx.recv()).await.unwrap(), Some(right));
-    // A wrong one fails the transfer, as corrupted bytes would.
-    let opts = StreamOptions { hash: Some([1; 32]), ..StreamOptions::with_len(data.len() as u64) };
-    let r =
-        within("wrong hash", client.send_big_stream("keep", std::io::Cursor::new(data), opts).finish()).await;
-    assert_eq!(r.unwrap_err().remote_code(), Some(ErrorCode::ChecksumMismatch));
+    // Checked with XXH3 (the default), it is verified too, but no BLAKE3 comes of it.
+    let opts = StreamOptions::with_len(data.len() as u64);
+    let sent = client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish();
+    assert_eq!(within("xxh3", sent).await.unwrap(), 600_000);
+    assert_eq!(within("verified", rx.recv()).await.unwrap(), None);
+    // A wrong one fails the transfer, as corrupted bytes would, whatever the check.
+    for check in [blake3, zs::StreamCheck::Xxh3] {
+        let opts = StreamOptions { check, hash: Some([1; 32]), ..StreamOptions::with_len(data.len() as u64) };
+        let r = within(
+            "wrong hash",
+            client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish(),
+        )
+        .await;
+        assert_eq!(r.unwrap_err().remote_code(), Some(ErrorCode::ChecksumMismatch));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_requires_blake3_refuses_a_weaker_check_and_says_so() {
+    let mut router = Router::new();
+    router.big_stream("keep", |_, mut stream: IncomingStream| async move {
+        while let Some(chunk) = stream.next_chunk().await {
+            chunk?;
+        }
+        Ok::<_, CallError>(())
+    });
+    let mut config = plaintext();
+    config.connection.min_stream_check = zs::StreamCheck::Blake3;
+    let server = serve_with(router, config).await;
+    let client = connect_with(&server, Router::new(), ClientConfig::default()).await.unwrap();
+    let data = Bytes::from(vec![3u8; 100_000]);
+    let opts = StreamOptions::with_len(data.len() as u64);
+    let refused = client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish();
+    let e = within("refused", refused).await.unwrap_err();
+    assert_eq!(e.remote_code(), Some(ErrorCode::BadPayload), "{e}");
+    assert!(e.to_string().contains("checked with XXH3-128; this end requires BLAKE3"), "{e}");
+    let opts = StreamOptions { check: zs::StreamCheck::Blake3, ..StreamOptions::with_len(data.len() as u64) };
+    let sent = client.send_big_stream("keep", std::io::Cursor::new(data), opts).finish();
+    assert_eq!(within("taken", sent).await.unwrap(), 100_000);
 }

@@ -20,6 +20,7 @@ pub use receive::IncomingStream;
 pub(crate) use receive::{accept, BufferHandler, BulkHandler, Entry, Incoming, Sink};
 pub use send::Transfer;
 pub(crate) use state::{BulkState, OutStream};
+pub use zs_wire::bulk::StreamCheck;
 
 /// Largest chunk a sender puts in one frame.
 pub const MAX_CHUNK: usize = 256 << 10;
@@ -53,9 +54,13 @@ pub struct StreamOptions {
     /// The ticket of the call that prepared this transfer ([`Peer::issue_ticket`](crate::Peer::issue_ticket)
     /// on the receiving end); its handler takes the prepared value back (default none).
     pub ticket: Option<u64>,
-    /// The BLAKE3 of the bytes this transfer sends, when the sender knows it already (a
-    /// file whose hash is kept): the sender then does not hash them again. A wrong one
-    /// fails the transfer at the receiver, as corrupted data would (default none).
+    /// How the receiver checks the bytes end to end (default XXH3-128, at line rate;
+    /// BLAKE3 for a cryptographic hash, which the receiver then reports with
+    /// [`IncomingStream::verified_hash`](crate::IncomingStream::verified_hash)).
+    pub check: StreamCheck,
+    /// The hash (of `check`) of the bytes this transfer sends, when the sender knows it
+    /// already (a file whose hash is kept): the sender then does not hash them again. A
+    /// wrong one fails the transfer at the receiver, as corrupted data would (default none).
     pub hash: Option<[u8; 32]>,
 }
 
@@ -67,6 +72,7 @@ impl Default for StreamOptions {
             compression: Compression::Auto,
             chunk_size: 256 << 10,
             ticket: None,
+            check: StreamCheck::Xxh3,
             hash: None,
         }
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncRead;
-use zs_wire::bulk::{StreamMode, StreamOpen, ALL_BATCHES, UNKNOWN_LEN};
+use zs_wire::bulk::{StreamCheck, StreamMode, StreamOpen, ALL_BATCHES, UNKNOWN_LEN};
 use zs_wire::Kind;
 
 use super::{send, BulkState, OutStream, StreamOptions, Transfer};
@@ -34,6 +34,7 @@ impl Peer {
     {
         let open = StreamOpen {
             mode: StreamMode::Stream,
+            check: opts.check,
             total: opts.len.unwrap_or(UNKNOWN_LEN),
             offset: opts.offset,
             key: opts.ticket.unwrap_or(0),
@@ -54,7 +55,8 @@ impl Peer {
     pub fn send_complete_buffer_ticketed(&self, name: &str, data: Bytes, ticket: Option<u64>) -> Transfer {
         let len = data.len() as u64;
         let key = ticket.unwrap_or(0);
-        let open = StreamOpen { mode: StreamMode::Buffer, total: len, offset: 0, key, name: name.to_owned() };
+        let (mode, check) = (StreamMode::Buffer, StreamCheck::default());
+        let open = StreamOpen { mode, check, total: len, offset: 0, key, name: name.to_owned() };
         send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
     }
 
@@ -63,7 +65,8 @@ impl Peer {
     /// batch budget.
     pub fn post_batch(&self, key: u64, data: Bytes) -> Transfer {
         let len = data.len() as u64;
-        let open = StreamOpen { mode: StreamMode::Batch, total: len, offset: 0, key, name: String::new() };
+        let (mode, check) = (StreamMode::Batch, StreamCheck::default());
+        let open = StreamOpen { mode, check, total: len, offset: 0, key, name: String::new() };
         send::start(self, open, std::io::Cursor::new(data), StreamOptions::with_len(len))
     }
 

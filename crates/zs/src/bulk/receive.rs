@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
-use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW, UNKNOWN_LEN};
+use zs_wire::bulk::{StreamCheck, StreamEnd, StreamOpen, INITIAL_WINDOW, UNKNOWN_LEN};
 use zs_wire::window::{RecvWindow, WindowPolicy};
 use zs_wire::{ErrorCode, Kind};
 
@@ -93,7 +93,7 @@ pub struct IncomingStream {
     window: SharedWindow,
     current: Bytes,
     outcome: Arc<Mutex<Option<Result<(), CallError>>>>,
-    /// The stream's BLAKE3, once its end has been verified.
+    /// The stream's BLAKE3, once its end has been verified (a BLAKE3-checked stream).
     verified: Option<[u8; 32]>,
 }
 
@@ -136,9 +136,15 @@ impl IncomingStream {
     }
 
     /// The BLAKE3 of the bytes of this transfer (from its offset on), once the end has been
-    /// read and verified; `None` before.
+    /// read and verified, when the sender checked it with BLAKE3
+    /// ([`StreamOptions::check`](crate::StreamOptions::check)); `None` before, or with XXH3.
     pub fn verified_hash(&self) -> Option<[u8; 32]> {
         self.verified
+    }
+
+    /// How the sender checks this stream end to end.
+    pub fn check(&self) -> StreamCheck {
+        self.hash.check()
     }
 
     /// The peer sending it.
@@ -210,10 +216,10 @@ impl IncomingStream {
 
     /// Compares the sender's byte count and hash with what arrived (all of it hashed).
     fn verify(&mut self, end: StreamEnd) -> Option<Result<Bytes, CallError>> {
-        let hash_ok = end.hash == *self.hash.finalize().as_bytes();
+        let hash_ok = end.hash == self.hash.finalize();
         let len_ok = end.bytes == self.received && self.total.is_none_or(|t| t == self.received);
         if hash_ok && len_ok {
-            self.verified = Some(end.hash);
+            self.verified = (self.hash.check() == StreamCheck::Blake3).then_some(end.hash);
             self.finish(Ok(()))
         } else {
             let msg = format!(
@@ -354,7 +360,7 @@ pub(crate) fn accept(
         offset: open.offset,
         ticket: (open.key != 0 && open.mode != zs_wire::bulk::StreamMode::Batch).then_some(open.key),
         rx,
-        hash: HashPipeline::default(),
+        hash: HashPipeline::new(open.check),
         end: None,
         received: 0,
         open_streams,

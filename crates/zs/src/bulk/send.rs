@@ -136,7 +136,7 @@ impl Sender<'_> {
         // would drop as data for a stream it does not know.
         self.push_bulk(open_frame).await?;
         let chunk = opts.chunk_size.clamp(1, MAX_CHUNK);
-        let mut hasher = opts.hash.is_none().then(blake3::Hasher::new);
+        let mut hasher = opts.hash.is_none().then(|| super::hash::StreamHasher::new(open.check));
         let (mut sent, mut incompressible) = (0u64, 0u32);
         loop {
             // The chunk is read straight after room for its frame header: no copy.
@@ -192,7 +192,7 @@ impl Sender<'_> {
             return Err(self.abandon(CallError::Source(msg)).await);
         }
         // No hasher means the hash was given.
-        let hash = hasher.map_or(opts.hash.unwrap_or_default(), |h| *h.finalize().as_bytes());
+        let hash = hasher.map_or(opts.hash.unwrap_or_default(), |h| h.finalize());
         let end = StreamEnd { bytes: sent, hash };
         self.push_bulk(self.frame(Kind::StreamEnd, |b| end.encode(b))).await?;
         match self.out.outcome().await {

@@ -67,6 +67,11 @@ impl<L: Link> Connection<L> {
         if count >= c.max_streams {
             return Err((ErrorCode::Overloaded, format!("more than {} incoming streams", c.max_streams)));
         }
+        if open.check.code() < c.min_stream_check.code() {
+            let (theirs, ours) = (open.check.name(), c.min_stream_check.name());
+            let why = format!("the stream is checked with {theirs}; this end requires {ours}");
+            return Err((ErrorCode::BadPayload, why));
+        }
         let known = (open.total != UNKNOWN_LEN).then_some(open.total);
         if open.mode == StreamMode::Batch {
             let total = known.ok_or((ErrorCode::BadPayload, "a batch stream needs a known length".into()))?;
