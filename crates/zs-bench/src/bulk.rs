@@ -27,6 +27,8 @@ pub struct BulkOptions {
     pub connections: usize,
     /// How our server is secured.
     pub secure: Secure,
+    /// How our streams are checked end to end.
+    pub check: zs::StreamCheck,
 }
 
 /// Where our server runs.
@@ -73,6 +75,8 @@ pub struct BulkReport {
     pub connections: usize,
     /// Our big streams.
     pub ours: Throughput,
+    /// How they were checked end to end.
+    pub check: &'static str,
     /// Plain tokio TCP copies of the same bytes over as many connections.
     pub floor: Throughput,
     /// `ours.bytes_per_s / floor.bytes_per_s`.
@@ -125,6 +129,7 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
         connections: opts.connections,
         secure: opts.secure,
         ratio: ours.bytes_per_s / floor.bytes_per_s.max(1e-9),
+        check: opts.check.name(),
         secure_ratio: ours_plaintext.map(|p| ours.bytes_per_s / p.bytes_per_s.max(1e-9)),
         ours_plaintext,
         ours,
@@ -212,7 +217,8 @@ pub(crate) async fn ours_streams(
     let transfers: Vec<_> = (0..opts.streams)
         .map(|i| {
             let c = &clients[i % clients.len()];
-            c.send_big_stream("sink", Noise::new(opts.size, i as u64 + 1), StreamOptions::with_len(opts.size))
+            let sopts = StreamOptions { check: opts.check, ..StreamOptions::with_len(opts.size) };
+            c.send_big_stream("sink", Noise::new(opts.size, i as u64 + 1), sopts)
         })
         .collect();
     // Bounded: at least 10 MB/s, plus a minute, or the run fails.
@@ -251,7 +257,7 @@ pub fn table(r: &BulkReport) -> String {
         "floor (tokio TCP copy)",
         gb(r.floor.bytes_per_s),
         r.floor.seconds,
-        "ours (big streams)",
+        format!("ours ({})", r.check),
         gb(r.ours.bytes_per_s),
         r.ours.seconds,
         r.ratio,

@@ -221,7 +221,13 @@ fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<Sessio
     let off = servers.ours.clone();
     let on = Target { session: true, ..off.clone() };
     let load = Load { connections: 64, depth: 8, payload: 64, duration: opts.cost_duration, rate: None };
-    let bulk_opts = BulkOptions { size: opts.cost_size, streams: 1, connections: 1, secure: opts.secure };
+    let bulk_opts = BulkOptions {
+        size: opts.cost_size,
+        streams: 1,
+        connections: 1,
+        secure: opts.secure,
+        check: zs::StreamCheck::default(),
+    };
     let mut rpc = Vec::new();
     let mut bulk_runs = Vec::new();
     for pair in 0..3 {

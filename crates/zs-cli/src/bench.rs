@@ -116,6 +116,9 @@ enum Scenario {
         /// plaintext server, for the cost of security in the same run).
         #[arg(long, default_value = "none")]
         secure: Secure,
+        /// How our streams are checked end to end: xxh3 (the default) or blake3.
+        #[arg(long, default_value = "xxh3", value_parser = stream_check)]
+        check: zs::StreamCheck,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -390,6 +393,15 @@ enum Scenario {
     },
 }
 
+/// Parses `--check`: xxh3 or blake3.
+fn stream_check(s: &str) -> Result<zs::StreamCheck, String> {
+    match s {
+        "xxh3" => Ok(zs::StreamCheck::Xxh3),
+        "blake3" => Ok(zs::StreamCheck::Blake3),
+        _ => Err(format!("`{s}` is not a check: xxh3 or blake3")),
+    }
+}
+
 /// Parses a byte count with an optional K, M or G suffix (binary units).
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, shift) = match s.trim().to_ascii_uppercase().chars().last() {
@@ -489,7 +501,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
         Scenario::Rpc { depth, common } => common.run(depth, None),
         Scenario::RpcOpen { rate, common } => common.run(1, Some(rate)),
-        Scenario::Bulk { size, streams, connections, server_process, secure, json } => {
+        Scenario::Bulk { size, streams, connections, server_process, secure, check: stream, json } => {
             check("streams", streams, 10_000)?;
             check("connections", connections, 1_000)?;
             if size == 0 || size.saturating_mul(streams as u64) > 1 << 40 {
@@ -501,7 +513,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             } else {
                 bulk::ServerPlace::InProcess
             };
-            let r = bulk::run(bulk::BulkOptions { size, streams, connections, secure }, place)?;
+            let r =
+                bulk::run(bulk::BulkOptions { size, streams, connections, secure, check: stream }, place)?;
             print(json, &r, || bulk::table(&r))
         }
         Scenario::Idle { connections, procs, secure, workers, addrs, json } => {
