@@ -446,6 +446,18 @@ impl Peer {
                 }
             }
         }
+        // Whatever ends the wait (replies, timeout, the caller dropping this future), the
+        // calls still registered are forgotten: a late reply then finds nobody.
+        struct Forget<'a>(&'a Peer, &'a [Option<u32>]);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                let mut pending = self.0.pending();
+                for request in self.1.iter().flatten() {
+                    pending.calls.remove(request);
+                }
+            }
+        }
+        let forget = Forget(self, &requests);
         self.inner.stats.add(|s| &s.commands_out, frames.len() as u64);
         let exchange = async {
             let max = self.inner.config.max_queued_bytes;
@@ -454,12 +466,7 @@ impl Peer {
             Ok::<(), CallError>(())
         };
         let outcome = tokio::time::timeout(timeout, exchange).await;
-        // Calls still waiting (a timeout, or the batch never left) are forgotten.
-        let mut pending = self.pending();
-        for request in requests.iter().flatten() {
-            pending.calls.remove(request);
-        }
-        drop(pending);
+        drop(forget);
         let why = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
