@@ -147,23 +147,33 @@ impl Outbox {
         Ok(())
     }
 
-    async fn push_lane(&self, mut frame: Bytes, bulk: bool, max: usize) -> Result<(), PushError> {
-        let attempt = |f| if bulk { self.try_push_bulk(f, max) } else { self.try_push(f, max) };
+    async fn push_lane(&self, frame: Bytes, bulk: bool, max: usize) -> Result<(), PushError> {
+        self.until_room(frame, |f| if bulk { self.try_push_bulk(f, max) } else { self.try_push(f, max) })
+            .await
+    }
+
+    /// Tries `attempt`, which hands its item back when the queue is full, until it succeeds
+    /// or the outbox closes, waiting for room in between.
+    async fn until_room<T>(
+        &self,
+        mut item: T,
+        attempt: impl Fn(T) -> Result<(), (PushError, T)>,
+    ) -> Result<(), PushError> {
         // Fast path: room now, no waiter registration.
-        match attempt(frame) {
+        match attempt(item) {
             Ok(()) => return Ok(()),
             Err((PushError::Closed, _)) => return Err(PushError::Closed),
-            Err((PushError::Full, back)) => frame = back,
+            Err((PushError::Full, back)) => item = back,
         }
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             // Registered before the check, so a drain in between is not missed.
             notified.as_mut().enable();
-            match attempt(frame) {
+            match attempt(item) {
                 Ok(()) => return Ok(()),
                 Err((PushError::Closed, _)) => return Err(PushError::Closed),
-                Err((PushError::Full, back)) => frame = back,
+                Err((PushError::Full, back)) => item = back,
             }
             notified.await;
         }
@@ -174,27 +184,23 @@ impl Outbox {
     /// them whatever their size); one wake-up for the consumer.
     pub(crate) async fn push_all(&self, frames: Vec<Bytes>, max: usize) -> Result<(), PushError> {
         let total: usize = frames.iter().map(Bytes::len).sum();
-        loop {
-            let notified = self.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if st.closed {
-                    return Err(PushError::Closed);
-                }
-                if st.bytes == 0 || st.bytes + total <= max {
-                    let was_empty = st.is_empty();
-                    st.bytes += total;
-                    st.queue.extend(frames.into_iter().map(Out::Frame));
-                    if was_empty {
-                        self.signal();
-                    }
-                    return Ok(());
-                }
+        self.until_room(frames, |frames| {
+            let mut st = self.lock();
+            if st.closed {
+                return Err((PushError::Closed, frames));
             }
-            notified.await;
-        }
+            if st.bytes > 0 && st.bytes + total > max {
+                return Err((PushError::Full, frames));
+            }
+            let was_empty = st.is_empty();
+            st.bytes += total;
+            st.queue.extend(frames.into_iter().map(Out::Frame));
+            if was_empty {
+                self.signal();
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub(crate) fn push_control(&self, out: Out) -> Result<(), PushError> {
