@@ -557,8 +557,7 @@ impl Translator {
                 }
                 self.send_results(now);
             } else {
-                let mut hash = [0u8; 32];
-                hash[..16].copy_from_slice(&s.hasher.finish_128().to_le_bytes());
+                let hash = zs_wire::bulk::xxh3_end_hash(s.hasher.finish_128());
                 let end = StreamEnd { bytes: s.sent, hash };
                 encode::frame(&mut self.to_conn, Kind::StreamEnd, s.id, |b| end.encode(b));
                 self.answers_due.insert(s.id, s.big);

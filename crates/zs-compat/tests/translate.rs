@@ -138,8 +138,7 @@ fn a_big_stream_is_handed_over_as_credit_allows_with_its_signals() {
             let end = more.iter().find(|f| f.header.kind == Kind::StreamEnd).expect("the end");
             let end = StreamEnd::parse(&end.body).unwrap();
             assert_eq!(end.bytes, chunk.len() as u64);
-            let mut xxh3 = [0u8; 32];
-            xxh3[..16].copy_from_slice(&twox_hash::XxHash3_128::oneshot(&chunk).to_le_bytes());
+            let xxh3 = zs_wire::bulk::xxh3_end_hash(twox_hash::XxHash3_128::oneshot(&chunk));
             assert_eq!(end.hash, xxh3, "the XXH3-128 the stream declared");
         }
     }

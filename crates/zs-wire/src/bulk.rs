@@ -132,6 +132,13 @@ impl StreamEnd {
     }
 }
 
+/// A stream end's hash field for an XXH3-128 digest: little-endian, then 16 zero bytes.
+pub fn xxh3_end_hash(digest: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&digest.to_le_bytes());
+    out
+}
+
 /// Parses a `StreamCredit` body: `grant u32`, at least 1.
 pub fn parse_credit(b: &[u8]) -> Result<u32, WireError> {
     let arr: [u8; 4] =

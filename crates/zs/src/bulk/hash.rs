@@ -37,11 +37,7 @@ impl StreamHasher {
     /// zeros.
     pub(crate) fn finalize(&self) -> [u8; 32] {
         match self {
-            StreamHasher::Xxh3(h) => {
-                let mut out = [0u8; 32];
-                out[..16].copy_from_slice(&h.finish_128().to_le_bytes());
-                out
-            }
+            StreamHasher::Xxh3(h) => zs_wire::bulk::xxh3_end_hash(h.finish_128()),
             StreamHasher::Blake3(h) => *h.finalize().as_bytes(),
         }
     }
