@@ -411,27 +411,21 @@ impl Peer {
         let enc = self.inner.config.encoding();
         let mut buf =
             bytes::BytesMut::with_capacity(payloads.iter().map(|p| 32 + name.len() + p.size_hint()).sum());
+        let batch = Arc::new(BatchReplies::new(n));
         let mut requests = Vec::with_capacity(n);
         let mut frames = Vec::with_capacity(n);
-        let mut refused: Vec<Option<CallError>> = Vec::with_capacity(n);
-        for p in &payloads {
+        for (i, p) in payloads.iter().enumerate() {
             let request = self.next_request();
             match encode::call(&mut buf, Kind::Call, request, name, p, enc) {
                 Ok(()) => {
                     frames.push(buf.split().freeze());
                     requests.push(Some(request));
-                    refused.push(None);
                 }
+                // A call that cannot be encoded fails alone.
                 Err(e) => {
                     requests.push(None);
-                    refused.push(Some(e.into()));
+                    batch.fill(i, Err(e.into()));
                 }
-            }
-        }
-        let batch = Arc::new(BatchReplies::new(n));
-        for (i, why) in refused.into_iter().enumerate() {
-            if let Some(why) = why {
-                batch.fill(i, Err(why));
             }
         }
         {
