@@ -71,6 +71,17 @@ impl Drop for Started {
     }
 }
 
+/// What a server prints, up to and with the line starting with `prefix`.
+fn lines_up_to(out: &mut impl BufRead, prefix: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with(prefix)) {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{lines:?}");
+        lines.push(line);
+    }
+    lines
+}
+
 fn start(file: &std::path::Path, extra: &[&str]) -> Started {
     let mut child = Command::new(ZS)
         .args(["serve", "--config", file.to_str().unwrap()])
@@ -81,12 +92,7 @@ fn start(file: &std::path::Path, extra: &[&str]) -> Started {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.starts_with("admin API on")) {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "{lines:?}");
-        lines.push(line);
-    }
+    let lines = lines_up_to(&mut out, "admin API on");
     // What it prints later is not read: it must not block on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let addr = lines[0].trim().strip_prefix("listening on ").unwrap().to_owned();
@@ -297,12 +303,7 @@ fn workers_reload_when_their_supervisor_gets_a_sighup() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let err = child.stderr.take().unwrap();
     let child = Reaped(child);
-    let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.starts_with("workers:")) {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "{lines:?}");
-        lines.push(line);
-    }
+    let lines = lines_up_to(&mut out, "workers:");
     let addr = lines[0].trim().strip_prefix("listening on ").unwrap().to_owned();
     let logs = std::sync::mpsc::channel();
     let mut err = BufReader::new(err);
