@@ -520,3 +520,72 @@ async fn the_server_runs_a_bounded_number_of_transfers() {
     .await;
     assert_eq!(std::fs::read(&back).unwrap(), b"hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_uploads_count_and_resume_under_a_quota_through_a_symlinked_data_directory() {
+    // The data directory is reached through a symbolic link: the service's paths as it
+    // resolves them differ from those it was configured with.
+    let base = tempfile::tempdir().unwrap();
+    std::fs::create_dir(base.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(base.path().join("real"), base.path().join("data")).unwrap();
+    let root = base.path().join("data/files");
+    let s = serve(|c| {
+        c.root = root.clone();
+        c.quota_bytes = 3 << 20;
+    })
+    .await;
+    let alice = user(&s, "alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let bytes = data(2 << 20, 21);
+    let file = local(work.path(), "f", &bytes);
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    // An upload whose link is cut halfway.
+    let put = json!({ "path": "home/f", "size": bytes.len(), "hash": hash, "overwrite": false });
+    let first = call(&alice, "file.put", put).await.unwrap();
+    let (mut tx, rx) = tokio::io::duplex(64 << 10);
+    let opts = StreamOptions {
+        len: Some(bytes.len() as u64),
+        ticket: first["ticket"].as_u64(),
+        ..Default::default()
+    };
+    let transfer = alice.send_big_stream("file.put.data", rx, opts);
+    use tokio::io::AsyncWriteExt;
+    tx.write_all(&bytes[..1 << 20]).await.unwrap();
+    let partial = root.join(".partial");
+    within("the first half arrives", async {
+        loop {
+            let part = std::fs::read_dir(&partial)
+                .unwrap()
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "part"));
+            if part.and_then(|p| p.metadata().ok()).is_some_and(|m| m.len() == 1 << 20) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    drop(tx);
+    assert!(within("the cut", transfer.finish()).await.is_err(), "the stream ended short");
+    // The partial upload holds its whole size of the quota...
+    let usage = call(&alice, "file.usage", json!({})).await.unwrap();
+    assert_eq!((usage["bytes"].as_u64(), usage["files"].as_u64()), (Some(2 << 20), Some(1)));
+    let r = call(&alice, "file.put", json!({ "path": "home/g", "size": 2 << 20 })).await;
+    assert_eq!(code(r), ErrorCode::TooLarge, "the partial upload counts");
+    // ...and is resumed within it (once the server has seen the cut and let go of it).
+    let up = within("resume", async {
+        loop {
+            match client::upload(&alice, &file, "home/f", UploadOptions::default()).await {
+                Err(FileError::Call(CallError::Remote { code: ErrorCode::Conflict, .. })) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                done => break done.unwrap(),
+            }
+        }
+    })
+    .await;
+    assert_eq!(up.resumed_from, 1 << 20);
+    assert_eq!(std::fs::read(root.join("private/alice/f")).unwrap(), bytes);
+    let usage = call(&alice, "file.usage", json!({})).await.unwrap();
+    assert_eq!((usage["bytes"].as_u64(), usage["files"].as_u64()), (Some(2 << 20), Some(1)));
+}

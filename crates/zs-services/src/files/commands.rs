@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zs::wire::ErrorCode;
-use zs::{HandlerError, Peer, Router, StreamOptions, Text};
+use zs::{HandlerError, Identity, Peer, Router, StreamOptions, Text};
 
 use super::paths::Area;
 use super::upload::{self, Record, Slot};
@@ -325,11 +325,30 @@ async fn delete(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Ha
     .await
 }
 
+/// Refuses (TooLarge) adding `more` bytes and files to `who`'s private area when they do
+/// not fit its quota; `except` is an upload being resumed (not counted as in use).
+fn check_quota(
+    inner: &Inner,
+    who: &Identity,
+    except: Option<&str>,
+    more: (u64, u64),
+) -> Result<(), HandlerError> {
+    let (bytes, files) = inner.usage(who, except);
+    let quota_bytes = inner.quota_bytes.get();
+    let quota_files = inner.config.quota_files;
+    if bytes.saturating_add(more.0) > quota_bytes || files.saturating_add(more.1) > quota_files {
+        let why =
+            format!("over quota: {bytes} of {quota_bytes} bytes and {files} of {quota_files} files in use");
+        return Err(err(ErrorCode::TooLarge, why));
+    }
+    Ok(())
+}
+
 async fn usage(inner: &Arc<Inner>, peer: &Peer, _text: Text) -> Result<Value, HandlerError> {
     let who = peer.user().ok_or_else(|| err(ErrorCode::NotLoggedIn, "not logged in"))?;
     let inner = inner.clone();
     blocking(move || {
-        let (bytes, files) = inner.usage(&who);
+        let (bytes, files) = inner.usage(&who, None);
         Ok(json!({ "bytes": bytes, "files": files, "quota_bytes": inner.quota_bytes.get(), "quota_files": inner.config.quota_files }))
     })
     .await
@@ -395,19 +414,8 @@ async fn put(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Handl
         upload::sweep_hourly(&inner);
         if home {
             let who = peer2.user().expect("home needs a login");
-            let (bytes, files) = inner.usage(&who);
-            // This upload's own earlier part is counted already.
-            let mine = upload::reserved(&inner, &id2);
-            let bytes = bytes - mine.unwrap_or(0);
-            let files = files - u64::from(mine.is_some());
-            let quota_bytes = inner.quota_bytes.get();
-            if bytes.saturating_add(req.size) > quota_bytes || files + 1 > inner.config.quota_files {
-                let why = format!(
-                    "over quota: {bytes} of {quota_bytes} bytes and {files} of {} files in use",
-                    inner.config.quota_files
-                );
-                return Err(err(ErrorCode::TooLarge, why));
-            }
+            // This upload's own earlier part is what it adds: not counted twice.
+            check_quota(&inner, &who, Some(&id2), (req.size, 1))?;
         }
         let holder = match (hash, req.instant.unwrap_or(true)) {
             (Some(h), true) if req.size > 0 => find_holder(&inner, &h, req.size)?,

@@ -294,27 +294,44 @@ impl Inner {
         Ok(hash)
     }
 
-    /// Bytes and files in `who`'s private area, partial uploads included.
-    pub(crate) fn usage(&self, who: &Identity) -> (u64, u64) {
-        let dir = self.config.root.join("private").join(user_dir_name(&who.user));
-        let (mut bytes, mut files) = (0, 0);
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else { continue };
-            for e in entries.flatten() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => stack.push(e.path()),
-                    Ok(_) => {
-                        files += 1;
-                        bytes += e.metadata().map_or(0, |m| m.len());
-                    }
-                    Err(_) => {}
+    /// `user`'s private area as the file system names it (symbolic links resolved): the
+    /// form of the paths [`resolve`] gives, and so of every upload's destination.
+    pub(crate) fn real_home(&self, user: &str) -> PathBuf {
+        let dir = self.config.root.join("private").join(user_dir_name(user));
+        dir.canonicalize().unwrap_or_else(|_| self.real_root.join("private").join(user_dir_name(user)))
+    }
+
+    /// Bytes and files in `who`'s private area, partial uploads included but for the
+    /// upload `except` (one being resumed, whose own earlier part is not counted twice).
+    pub(crate) fn usage(&self, who: &Identity, except: Option<&str>) -> (u64, u64) {
+        let (bytes, files) = tree_usage(&self.real_home(&who.user));
+        let (pb, pf) = upload::partial_usage(self, &who.user, except);
+        (bytes.saturating_add(pb), files.saturating_add(pf))
+    }
+}
+
+/// Bytes and files at `path`: a file (or link) alone, or every file below a folder.
+pub(crate) fn tree_usage(path: &Path) -> (u64, u64) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return (0, 0) };
+    if !meta.is_dir() {
+        return (meta.len(), 1);
+    }
+    let (mut bytes, mut files) = (0u64, 0u64);
+    let mut stack = vec![path.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => {
+                    files += 1;
+                    bytes = bytes.saturating_add(e.metadata().map_or(0, |m| m.len()));
                 }
+                Err(_) => {}
             }
         }
-        let (pb, pf) = upload::partial_usage(self, &who.user);
-        (bytes + pb, files + pf)
     }
+    (bytes, files)
 }
 
 /// Modification time in nanoseconds since the epoch.

@@ -240,19 +240,16 @@ fn records(inner: &Inner) -> Vec<(String, Record, std::fs::Metadata)> {
         .collect()
 }
 
-/// Bytes reserved and files begun by `user`'s partial uploads into their private area.
-pub(crate) fn partial_usage(inner: &Inner, user: &str) -> (u64, u64) {
-    let home = inner.config.root.join("private").join(super::paths::user_dir_name(user));
+/// Bytes reserved and files begun by `user`'s partial uploads into their private area,
+/// but for the upload `except`.
+pub(crate) fn partial_usage(inner: &Inner, user: &str, except: Option<&str>) -> (u64, u64) {
+    // Destinations are canonical (`resolve` gives them): so is the home they are checked
+    // against, or a data directory reached through a link would count none of them.
+    let home = inner.real_home(user);
     records(inner)
         .into_iter()
-        .filter(|(_, r, _)| r.user == user && r.dest.starts_with(&home))
-        .fold((0, 0), |(b, f), (_, r, _)| (b + r.size, f + 1))
-}
-
-/// The size `id` will reach, if it is a partial upload of `user`'s.
-pub(crate) fn reserved(inner: &Inner, id: &str) -> Option<u64> {
-    let r: Record = serde_json::from_slice(&std::fs::read(partial(inner, id, "json")).ok()?).ok()?;
-    Some(r.size)
+        .filter(|(id, r, _)| r.user == user && r.dest.starts_with(&home) && Some(id.as_str()) != except)
+        .fold((0, 0), |(b, f), (_, r, _)| (b.saturating_add(r.size), f + 1))
 }
 
 /// Sweeps expired partial uploads if the last sweep was an hour ago or more.
