@@ -589,3 +589,40 @@ async fn partial_uploads_count_and_resume_under_a_quota_through_a_symlinked_data
     let usage = call(&alice, "file.usage", json!({})).await.unwrap();
     assert_eq!((usage["bytes"].as_u64(), usage["files"].as_u64()), (Some(2 << 20), Some(1)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_into_home_are_held_to_the_quota() {
+    let s = serve(|c| {
+        c.quota_bytes = 1 << 20;
+        c.quota_files = 3;
+    })
+    .await;
+    let alice = user(&s, "alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let up = |local: PathBuf, remote: &'static str| {
+        let alice = &alice;
+        async move { client::upload(alice, &local, remote, UploadOptions::default()).await.unwrap() }
+    };
+    up(local(work.path(), "a", &data(600 << 10, 1)), "home/a").await;
+    // A shared folder is not the user's: a file there moves home only if it fits.
+    up(local(work.path(), "big", &data(600 << 10, 2)), "shared/team/big").await;
+    let r = client::rename(&alice, "shared/team/big", "home/big", false).await;
+    assert_eq!(file_code(r), ErrorCode::TooLarge, "over the byte quota");
+    assert!(s.files.join("shared/team/big").exists());
+    assert!(!s.files.join("private/alice/big").exists());
+    // A folder counts every file in it.
+    let small = local(work.path(), "s", b"x");
+    client::mkdir(&alice, "shared/team/d", false).await.unwrap();
+    for name in ["shared/team/d/x", "shared/team/d/y", "shared/team/d/z"] {
+        up(small.clone(), name).await;
+    }
+    let r = client::rename(&alice, "shared/team/d", "home/d", false).await;
+    assert_eq!(file_code(r), ErrorCode::TooLarge, "over the file quota");
+    assert!(!s.files.join("private/alice/d").exists());
+    client::delete(&alice, "shared/team/d/z", false).await.unwrap();
+    client::rename(&alice, "shared/team/d", "home/d", false).await.unwrap();
+    let usage = call(&alice, "file.usage", json!({})).await.unwrap();
+    assert_eq!((usage["bytes"].as_u64(), usage["files"].as_u64()), (Some((600 << 10) + 2), Some(3)));
+    // Moves inside home change nothing and are not refused.
+    client::rename(&alice, "home/d", "home/e", false).await.unwrap();
+}

@@ -281,6 +281,8 @@ async fn rename(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Ha
     if dest.starts_with(&src) {
         return Err(err(ErrorCode::InvalidArgument, "a folder cannot move inside itself"));
     }
+    // What moves into home from another area is held to the quota, as an upload is.
+    let into_home = (to.area == Area::Home && from.area != Area::Home).then(|| peer.user()).flatten();
     let inner = inner.clone();
     blocking(move || {
         let m = std::fs::symlink_metadata(&src).map_err(io_err)?;
@@ -289,6 +291,9 @@ async fn rename(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Ha
                 ErrorCode::Conflict,
                 format!("{} exists (overwrite to replace it)", to.display()),
             ));
+        }
+        if let Some(who) = into_home {
+            check_quota(&inner, &who, None, super::tree_usage(&src))?;
         }
         let known =
             (!m.is_dir()).then(|| inner.index.hash_of(&inner.rel(&src), m.len(), mtime_ns(&m))).transpose();
