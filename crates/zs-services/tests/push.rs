@@ -257,6 +257,37 @@ async fn a_message_id_is_stored_once() {
     assert_eq!(client::list(hank.peer(), 0, 100).await.unwrap().0.len(), 1);
 }
 
+#[tokio::test]
+async fn a_retry_after_a_failed_store_is_stored() {
+    // Ivan's inbox is full (cap 1) with a message this server cannot read, as another
+    // version might have written it: making room for a new message fails on it.
+    let s = serve(|c| {
+        c.inbox_cap = 1;
+        std::fs::create_dir_all(&c.dir).unwrap();
+        let db = redb::Database::create(c.dir.join("inbox.redb")).unwrap();
+        let messages: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("messages");
+        let txn = db.begin_write().unwrap();
+        txn.open_table(messages).unwrap().insert(("ivan", 0), &b"not a message"[..]).unwrap();
+        txn.commit().unwrap();
+    })
+    .await;
+    let (admin, _) = user(&s, "admin").await;
+    let opts = SendOptions { id: Some("order-18".into()), ..SendOptions::default() };
+    let failed = client::send(admin.peer(), "ivan", "note", "kept", opts.clone()).await.unwrap_err();
+    assert_eq!(push_code(failed), ErrorCode::Application);
+    // With room, the same id is stored: the failed store left nothing that makes it a
+    // duplicate.
+    s.push.set_inbox_cap(10);
+    let again = client::send(admin.peer(), "ivan", "note", "kept", opts).await.unwrap();
+    assert!(!again.duplicate, "{again:?}");
+    let (ivan, _) = user(&s, "ivan").await;
+    let (list, _) = client::list(ivan.peer(), 0, 100).await.unwrap();
+    assert_eq!(
+        list.iter().map(|m| (m.id.as_str(), m.text.as_str())).collect::<Vec<_>>(),
+        [("order-18", "kept")]
+    );
+}
+
 /// Topics under `secret.` are for admins.
 struct NoSecrets;
 

@@ -1,7 +1,8 @@
 //! The offline inbox: per user, in a redb database in the data directory. Writes go
 //! through one thread that commits what has queued up in one durable (fsynced) transaction
 //! and then answers every writer in it, so a thousand senders cost one fsync, not a
-//! thousand; a sender hears "stored" only after that commit.
+//! thousand; a sender hears "stored" only after that commit. A write that fails is left
+//! out of the transaction whole, its message id with it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -125,26 +126,11 @@ impl Inbox {
     /// `cap` messages, `when_full` says which gives way.
     pub fn open(path: &Path, cap: u64, when_full: WhenFull) -> Result<Inbox, String> {
         let db = Database::create(path).map_err(|err| format!("{}: {err}", path.display()))?;
-        let txn = db.begin_write().map_err(e)?;
-        {
-            txn.open_table(MESSAGES).map_err(e)?;
-            txn.open_table(IDS).map_err(e)?;
-            txn.open_table(META).map_err(e)?;
-        }
-        txn.commit().map_err(e)?;
         let db = Arc::new(db);
         let counters = Arc::new(InboxCounters::default());
         let (writes, queue) = sync_channel(QUEUE);
         let cap = Arc::new(AtomicU64::new(cap.max(1)));
-        let next = next_seq(&db)?;
-        let writer = Writer {
-            db: db.clone(),
-            counters: counters.clone(),
-            cap: cap.clone(),
-            when_full,
-            next,
-            counts: HashMap::new(),
-        };
+        let writer = Writer::new(db.clone(), counters.clone(), cap.clone(), when_full)?;
         std::thread::Builder::new()
             .name("zs-inbox".into())
             .spawn(move || writer.run(queue))
@@ -246,9 +232,48 @@ struct Writer {
     next: u64,
     /// Messages per user, for the users seen lately (exact: this thread makes every change).
     counts: HashMap<String, u64>,
+    /// Messages the transaction being built drops for room: counted once it commits.
+    pending: Dropped,
+}
+
+/// Messages a transaction removed to make room.
+#[derive(Default)]
+struct Dropped {
+    oldest: u64,
+    expired: u64,
+}
+
+/// What one write of a batch did (kept until the batch commits or is given up).
+enum Outcome {
+    Store(Result<Stored, String>),
+    Ack(Result<u64, String>),
+}
+
+impl Outcome {
+    fn failed(&self) -> bool {
+        matches!(self, Outcome::Store(Err(_)) | Outcome::Ack(Err(_)))
+    }
 }
 
 impl Writer {
+    /// A writer of `db` (its tables made if new).
+    fn new(
+        db: Arc<Database>,
+        counters: Arc<InboxCounters>,
+        cap: Arc<AtomicU64>,
+        when_full: WhenFull,
+    ) -> Result<Writer, String> {
+        let txn = db.begin_write().map_err(e)?;
+        {
+            txn.open_table(MESSAGES).map_err(e)?;
+            txn.open_table(IDS).map_err(e)?;
+            txn.open_table(META).map_err(e)?;
+        }
+        txn.commit().map_err(e)?;
+        let next = next_seq(&db)?;
+        Ok(Writer { db, counters, cap, when_full, next, counts: HashMap::new(), pending: Dropped::default() })
+    }
+
     fn run(mut self, queue: Receiver<Write>) {
         let mut last_sweep = std::time::Instant::now();
         loop {
@@ -276,66 +301,96 @@ impl Writer {
         }
     }
 
-    /// Applies a batch in one transaction; answers each write after the commit.
-    fn commit(&mut self, batch: Vec<Write>) {
-        enum Answer {
-            Store(oneshot::Sender<Result<Stored, String>>, Result<Stored, String>),
-            Ack(oneshot::Sender<Result<u64, String>>, Result<u64, String>),
+    /// Applies a batch in one transaction; answers each write after the commit. A write
+    /// that fails is answered with its error and leaves nothing behind: the transaction is
+    /// given up and the rest of the batch applied again without it, so a message id is
+    /// never recorded without its message, nor a message half removed.
+    fn commit(&mut self, mut batch: Vec<Write>) {
+        loop {
+            let txn = match self.db.begin_write() {
+                Ok(t) => t,
+                Err(err) => return fail_all(batch, &err.to_string()),
+            };
+            let next = self.next;
+            self.pending = Dropped::default();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let applied = (|| -> Result<(), String> {
+                let mut messages = txn.open_table(MESSAGES).map_err(e)?;
+                let mut ids = txn.open_table(IDS).map_err(e)?;
+                let mut t = Tables { messages: &mut messages, ids: &mut ids };
+                let now = now_ms();
+                for w in &batch {
+                    outcomes.push(match w {
+                        Write::Store { user, message, .. } => {
+                            Outcome::Store(self.store(&mut t, user, message, now))
+                        }
+                        Write::Ack { user, seqs, .. } => Outcome::Ack(self.ack(&mut t, user, seqs)),
+                    });
+                }
+                txn.open_table(META).map_err(e)?.insert("next", self.next).map_err(e)?;
+                Ok(())
+            })();
+            let committed = match applied {
+                Ok(()) if outcomes.iter().any(Outcome::failed) => {
+                    // Undo: the transaction is given up, and what this thread keeps with it.
+                    let _ = txn.abort();
+                    self.next = next;
+                    self.counts.clear();
+                    let mut rest = Vec::with_capacity(batch.len());
+                    for (w, outcome) in batch.into_iter().zip(outcomes) {
+                        if outcome.failed() {
+                            self.answer(w, outcome);
+                        } else {
+                            rest.push(w);
+                        }
+                    }
+                    if rest.is_empty() {
+                        return;
+                    }
+                    batch = rest;
+                    continue;
+                }
+                applied => applied.and_then(|()| txn.commit().map_err(e)),
+            };
+            match committed {
+                Ok(()) => {
+                    self.counters.commits.fetch_add(1, Relaxed);
+                    self.counters.dropped_oldest.fetch_add(self.pending.oldest, Relaxed);
+                    self.counters.expired.fetch_add(self.pending.expired, Relaxed);
+                    for (w, outcome) in batch.into_iter().zip(outcomes) {
+                        self.answer(w, outcome);
+                    }
+                }
+                Err(why) => {
+                    // Nothing of the batch happened: what this thread keeps is read again.
+                    self.counts.clear();
+                    self.next = next_seq(&self.db).unwrap_or(next);
+                    fail_all(batch, &why);
+                }
+            }
+            return;
         }
-        let txn = match self.db.begin_write() {
-            Ok(t) => t,
-            Err(err) => return fail_all(batch, &err.to_string()),
-        };
-        let mut answers = Vec::with_capacity(batch.len());
-        let applied = (|| -> Result<(), String> {
-            let mut messages = txn.open_table(MESSAGES).map_err(e)?;
-            let mut ids = txn.open_table(IDS).map_err(e)?;
-            let mut t = Tables { messages: &mut messages, ids: &mut ids };
-            let now = now_ms();
-            for w in batch {
-                match w {
-                    Write::Store { user, message, done } => {
-                        let r = self.store(&mut t, &user, &message, now);
-                        answers.push(Answer::Store(done, r));
-                    }
-                    Write::Ack { user, seqs, done } => {
-                        let r = self.ack(&mut t, &user, &seqs);
-                        answers.push(Answer::Ack(done, r));
-                    }
-                }
+    }
+
+    /// Answers `w` with what it did (its transaction committed, or it failed), counted.
+    fn answer(&self, w: Write, outcome: Outcome) {
+        match (w, outcome) {
+            (Write::Store { done, .. }, Outcome::Store(r)) => {
+                match &r {
+                    Ok(Stored::Stored(_)) => self.counters.stored.fetch_add(1, Relaxed),
+                    Ok(Stored::Duplicate(_)) => self.counters.duplicates.fetch_add(1, Relaxed),
+                    Ok(Stored::Full) => self.counters.refused.fetch_add(1, Relaxed),
+                    Err(_) => 0,
+                };
+                let _ = done.send(r);
             }
-            txn.open_table(META).map_err(e)?.insert("next", self.next).map_err(e)?;
-            Ok(())
-        })();
-        let committed = applied.and_then(|()| txn.commit().map_err(e));
-        match committed {
-            Ok(()) => drop(self.counters.commits.fetch_add(1, Relaxed)),
-            Err(_) => {
-                // Nothing of the batch happened: what this thread keeps is read again.
-                self.counts.clear();
-                self.next = next_seq(&self.db).unwrap_or(self.next);
-            }
-        }
-        for a in answers {
-            match (a, &committed) {
-                (Answer::Store(done, r), Ok(())) => {
-                    match &r {
-                        Ok(Stored::Stored(_)) => self.counters.stored.fetch_add(1, Relaxed),
-                        Ok(Stored::Duplicate(_)) => self.counters.duplicates.fetch_add(1, Relaxed),
-                        Ok(Stored::Full) => self.counters.refused.fetch_add(1, Relaxed),
-                        Err(_) => 0,
-                    };
-                    let _ = done.send(r);
+            (Write::Ack { done, .. }, Outcome::Ack(r)) => {
+                if let Ok(n) = &r {
+                    self.counters.acked.fetch_add(*n, Relaxed);
                 }
-                (Answer::Ack(done, r), Ok(())) => {
-                    if let Ok(n) = &r {
-                        self.counters.acked.fetch_add(*n, Relaxed);
-                    }
-                    let _ = done.send(r);
-                }
-                (Answer::Store(done, _), Err(why)) => drop(done.send(Err(why.clone()))),
-                (Answer::Ack(done, _), Err(why)) => drop(done.send(Err(why.clone()))),
+                let _ = done.send(r);
             }
+            (w, _) => w.fail("the inbox writer lost this write's outcome"),
         }
     }
 
@@ -363,11 +418,8 @@ impl Writer {
         m: &InboxMessage,
         now: u64,
     ) -> Result<Stored, String> {
-        // The id is claimed for the next sequence number; a duplicate gets its own back.
-        let seq = self.next;
-        let held = t.ids.insert((user, m.id.as_str()), seq).map_err(e)?.map(|v| v.value());
-        if let Some(held) = held {
-            t.ids.insert((user, m.id.as_str()), held).map_err(e)?;
+        // A duplicate gets the sequence number its id holds.
+        if let Some(held) = t.ids.get((user, m.id.as_str())).map_err(e)?.map(|v| v.value()) {
             return Ok(Stored::Duplicate(held));
         }
         let mut count = self.count(t.messages, user)?;
@@ -378,22 +430,22 @@ impl Writer {
             let Some(oldest) = first_of(t.messages, user)? else { break };
             if oldest.1.expires_at > now {
                 match self.when_full {
-                    WhenFull::RefuseNewest => {
-                        t.ids.remove((user, m.id.as_str())).map_err(e)?;
-                        return Ok(Stored::Full);
-                    }
-                    WhenFull::DropOldest => self.counters.dropped_oldest.fetch_add(1, Relaxed),
+                    WhenFull::RefuseNewest => return Ok(Stored::Full),
+                    WhenFull::DropOldest => self.pending.oldest += 1,
                 };
             } else {
-                self.counters.expired.fetch_add(1, Relaxed);
+                self.pending.expired += 1;
             }
             t.messages.remove((user, oldest.0)).map_err(e)?;
             t.ids.remove((user, oldest.1.id.as_str())).map_err(e)?;
             count -= 1;
         }
-        self.next += 1;
+        // The message and its id, together (and neither if this write fails: see `commit`).
+        let seq = self.next;
         let bytes = serde_json::to_vec(m).map_err(e)?;
         t.messages.insert((user, seq), bytes.as_slice()).map_err(e)?;
+        t.ids.insert((user, m.id.as_str()), seq).map_err(e)?;
+        self.next += 1;
         self.counts.insert(user.to_owned(), count + 1);
         Ok(Stored::Stored(seq))
     }
@@ -478,7 +530,14 @@ fn first_of(
 
 fn fail_all(batch: Vec<Write>, why: &str) {
     for w in batch {
-        match w {
+        w.fail(why);
+    }
+}
+
+impl Write {
+    /// Answers the writer that nothing was done, and why.
+    fn fail(self, why: &str) {
+        match self {
             Write::Store { done, .. } => drop(done.send(Err(why.to_owned()))),
             Write::Ack { done, .. } => drop(done.send(Err(why.to_owned()))),
         }
@@ -520,6 +579,57 @@ mod tests {
         // An acknowledged id may come again.
         assert!(matches!(inbox.store("bob", message("b", 60_000)).await.unwrap(), Stored::Stored(5)));
         assert_eq!(inbox.list("alice", 0, 10).unwrap().0, vec![]);
+    }
+
+    /// A store for `user` as the inbox queues it, and where its answer comes.
+    fn queued(user: &str, m: InboxMessage) -> (Write, oneshot::Receiver<Result<Stored, String>>) {
+        let (done, rx) = oneshot::channel();
+        (Write::Store { user: user.into(), message: m, done }, rx)
+    }
+
+    fn ids(inbox: &Inbox, user: &str) -> Vec<(u64, String)> {
+        inbox.list(user, 0, 100).unwrap().0.into_iter().map(|m| (m.seq, m.id)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_leaves_nothing_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.redb");
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            let cap = Arc::new(AtomicU64::new(2));
+            let mut writer =
+                Writer::new(db.clone(), Arc::default(), cap.clone(), WhenFull::DropOldest).unwrap();
+            // Bob's inbox: a message, then one this version cannot read (as another
+            // version might have written it).
+            let txn = db.begin_write().unwrap();
+            txn.open_table(MESSAGES).unwrap().insert(("bob", 1000), &b"not a message"[..]).unwrap();
+            txn.commit().unwrap();
+            let (x, x_rx) = queued("bob", message("x", 60_000));
+            writer.commit(vec![x]);
+            assert_eq!(x_rx.await.unwrap(), Ok(Stored::Stored(1)));
+            // Full at a cap of 1: a new message drops "x", then fails on the unreadable row.
+            cap.store(1, Relaxed);
+            let (a, a_rx) = queued("alice", message("a", 60_000));
+            let (m, m_rx) = queued("bob", message("m", 60_000));
+            let (c, c_rx) = queued("carol", message("c", 60_000));
+            writer.commit(vec![a, m, c]);
+            assert_eq!(a_rx.await.unwrap(), Ok(Stored::Stored(2)));
+            assert!(m_rx.await.unwrap().is_err());
+            assert_eq!(c_rx.await.unwrap(), Ok(Stored::Stored(3)), "the rest of the batch commits");
+            let counters = &writer.counters;
+            assert_eq!((counters.stored.load(Relaxed), counters.commits.load(Relaxed)), (3, 2));
+            assert_eq!(counters.dropped_oldest.load(Relaxed), 0, "nothing was dropped");
+        }
+        let inbox = Inbox::open(&path, 1, WhenFull::DropOldest).unwrap();
+        assert_eq!(ids(&inbox, "alice"), [(2, "a".to_string())]);
+        assert_eq!(ids(&inbox, "carol"), [(3, "c".to_string())]);
+        // Bob's inbox is as it was; with room, the failed message's retry is stored (its id
+        // was not recorded without it).
+        assert_eq!(ids(&inbox, "bob"), [(1, "x".to_string())]);
+        inbox.set_cap(10);
+        assert_eq!(inbox.store("bob", message("m", 60_000)).await.unwrap(), Stored::Stored(4));
+        assert_eq!(ids(&inbox, "bob"), [(1, "x".to_string()), (4, "m".to_string())]);
     }
 
     #[tokio::test]
