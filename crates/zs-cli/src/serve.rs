@@ -485,9 +485,15 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
             .map(String::from)
             .to_vec(),
     };
+    if let Some(other) = names.iter().find(|n| !zs_services::BUILTIN.contains(&n.as_str())) {
+        let known = zs_services::BUILTIN.join(", ");
+        return Err(format!("no built-in service `{other}` (there are: {known}, none)"));
+    }
     let (mut generated, mut mounted) = (None, Mounted::default());
-    for name in &names {
-        match name.as_str() {
+    // Each once, in the built-in order whatever the order asked: accounts comes before
+    // push, which asks the accounts store whether a user exists.
+    for name in zs_services::BUILTIN.iter().filter(|b| names.iter().any(|n| n == *b)) {
+        match *name {
             zs_services::accounts::NAME => {
                 if args.workers > 1 || args.worker {
                     return Err(
@@ -539,10 +545,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
                 mounted.push = Some(push.clone());
                 router.mount(push);
             }
-            other => {
-                let known = zs_services::BUILTIN.join(", ");
-                return Err(format!("no built-in service `{other}` (there are: {known}, none)"));
-            }
+            other => return Err(format!("the built-in service `{other}` cannot be served")),
         }
     }
     Ok((mounted, generated))

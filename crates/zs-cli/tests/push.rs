@@ -83,6 +83,19 @@ fn zs_push_stores_for_an_offline_user_and_zs_inbox_lists_and_acknowledges() {
 }
 
 #[test]
+fn the_order_of_services_does_not_matter() {
+    // Push stores only for accounts that exist when accounts are served, listed before it
+    // or after.
+    for services in ["accounts,push", "push,accounts"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = serve_env(dir.path(), &[&FAST[..], &["--services", services]].concat(), &[ADMIN]);
+        let nobody = zs_as("admin", ADMIN.1, &["push", "nobody", "note", "x", "--server", &s.addr]);
+        assert!(!nobody.status.success(), "--services {services}: {}", stdout(&nobody));
+        assert!(stderr(&nobody).contains("no account nobody"), "--services {services}: {}", stderr(&nobody));
+    }
+}
+
+#[test]
 fn a_killed_server_keeps_every_message_it_said_it_stored() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();

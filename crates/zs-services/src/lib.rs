@@ -22,5 +22,6 @@ pub mod xnat;
 
 pub use accounts::{Accounts, AccountsConfig};
 
-/// The built-in services by name, as `zs serve --services` takes them.
+/// The built-in services by name, as `zs serve --services` takes them (and mounts them, in
+/// this order).
 pub const BUILTIN: &[&str] = &[accounts::NAME, files::NAME, push::NAME];
