@@ -2,11 +2,11 @@
 //! layer (AEAD records with implicit nonces, so a replayed, reordered or altered record
 //! fails to open; an empty record rolls the sender's key).
 
-use std::cell::RefCell;
 use std::io::{self, IoSlice};
 
 use bytes::{Buf, BufMut, BytesMut};
-use snow::{HandshakeState, TransportState};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+use snow::HandshakeState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zs_wire::secure::{
     length_prefix, message_len, preamble, NoiseCipher, MAX_PLAINTEXT, MAX_RECORD, TAG_LEN,
@@ -15,14 +15,78 @@ use zs_wire::secure::{
 use super::keys::KeyPair;
 use super::link::Records;
 
-/// Noise transport records.
+/// Noise transport records, sealed and opened in place with the keys the handshake split
+/// (snow's transport state would need a zero-filled output buffer for every record and
+/// a copy; `ring` seals where the plaintext was appended and opens where the record lies).
 pub(crate) struct NoiseRecords {
-    state: TransportState,
+    send: RecordKey,
+    recv: RecordKey,
 }
 
-thread_local! {
-    /// Gathers a record's plaintext when it spans several buffers.
-    static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// One direction's key and nonce counter, as the Noise spec's CipherState.
+struct RecordKey {
+    key: LessSafeKey,
+    cipher: NoiseCipher,
+    nonce: u64,
+}
+
+impl RecordKey {
+    fn new(cipher: NoiseCipher, key: &[u8; 32]) -> Self {
+        RecordKey { key: less_safe_key(cipher, key), cipher, nonce: 0 }
+    }
+
+    /// The Noise nonce: 32 zero bits, then the counter (big-endian for AES-GCM,
+    /// little-endian for ChaCha20-Poly1305).
+    fn nonce(&self, n: u64) -> Nonce {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&match self.cipher {
+            NoiseCipher::AesGcm => n.to_be_bytes(),
+            NoiseCipher::ChaChaPoly => n.to_le_bytes(),
+        });
+        Nonce::assume_unique_for_key(bytes)
+    }
+
+    /// The next nonce; 2^64 - 1 is reserved for rekeying (Noise §5.1).
+    fn next_nonce(&mut self) -> io::Result<Nonce> {
+        if self.nonce == u64::MAX {
+            return Err(closed("record counter exhausted"));
+        }
+        self.nonce += 1;
+        Ok(self.nonce(self.nonce - 1))
+    }
+
+    fn seal_in_place(&mut self, in_out: &mut [u8]) -> io::Result<Tag> {
+        let nonce = self.next_nonce()?;
+        self.key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), in_out)
+            .map_err(|_| closed("record encryption failed"))
+    }
+
+    /// Opens a record (ciphertext and tag) in place; returns the plaintext's length.
+    fn open_in_place(&mut self, record: &mut [u8]) -> io::Result<usize> {
+        let nonce = self.next_nonce()?;
+        self.key
+            .open_in_place(nonce, Aad::empty(), record)
+            .map(|plain| plain.len())
+            .map_err(|_| closed("record failed authentication (altered, replayed or reordered)"))
+    }
+
+    /// Noise's REKEY: the new key is the first 32 bytes of sealing 32 zero bytes under the
+    /// reserved nonce; the counter goes on.
+    fn rekey(&mut self) {
+        let mut next = [0u8; 32];
+        // Sealing 32 bytes cannot fail (only oversize input can).
+        let _ = self.key.seal_in_place_separate_tag(self.nonce(u64::MAX), Aad::empty(), &mut next);
+        self.key = less_safe_key(self.cipher, &next);
+    }
+}
+
+fn less_safe_key(cipher: NoiseCipher, key: &[u8; 32]) -> LessSafeKey {
+    let algorithm = match cipher {
+        NoiseCipher::AesGcm => &AES_256_GCM,
+        NoiseCipher::ChaChaPoly => &CHACHA20_POLY1305,
+    };
+    LessSafeKey::new(UnboundKey::new(algorithm, key).expect("a 32-byte key fits both ciphers"))
 }
 
 fn closed(msg: &'static str) -> io::Error {
@@ -30,19 +94,37 @@ fn closed(msg: &'static str) -> io::Error {
 }
 
 impl NoiseRecords {
-    pub(crate) fn new(state: TransportState) -> Self {
-        NoiseRecords { state }
+    /// The record layer of a finished handshake with `cipher`.
+    pub(crate) fn new(hs: &mut HandshakeState, cipher: NoiseCipher) -> Self {
+        // The first key seals the initiator's records, the second the responder's.
+        let (to_responder, to_initiator) = hs.dangerously_get_raw_split();
+        let (send, recv) =
+            if hs.is_initiator() { (to_responder, to_initiator) } else { (to_initiator, to_responder) };
+        NoiseRecords { send: RecordKey::new(cipher, &send), recv: RecordKey::new(cipher, &recv) }
     }
 
-    fn seal_one(&mut self, payload: &[u8], out: &mut BytesMut) -> io::Result<()> {
-        let len = payload.len() + TAG_LEN;
-        out.reserve(2 + len);
-        out.put_slice(&length_prefix(len));
+    /// Appends a record of the next `len` bytes of `bufs` (from buffer `*i` at `*off`,
+    /// across buffers if it spans them), sealed where it was appended.
+    fn seal_record(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        (i, off): (&mut usize, &mut usize),
+        len: usize,
+        out: &mut BytesMut,
+    ) -> io::Result<()> {
+        out.reserve(2 + len + TAG_LEN);
+        out.put_slice(&length_prefix(len + TAG_LEN));
         let start = out.len();
-        out.resize(start + len, 0);
-        self.state
-            .write_message(payload, &mut out[start..])
-            .map_err(|_| closed("record encryption failed"))?;
+        while out.len() - start < len {
+            if bufs[*i].len() == *off {
+                (*i, *off) = (*i + 1, 0);
+            }
+            let take = (len - (out.len() - start)).min(bufs[*i].len() - *off);
+            out.put_slice(&bufs[*i][*off..*off + take]);
+            *off += take;
+        }
+        let tag = self.send.seal_in_place(&mut out[start..])?;
+        out.put_slice(tag.as_ref());
         Ok(())
     }
 }
@@ -53,27 +135,7 @@ impl Records for NoiseRecords {
         let (mut taken, mut i, mut off) = (0, 0, 0);
         while taken < total {
             let len = (total - taken).min(MAX_PLAINTEXT);
-            while bufs[i].len() == off {
-                (i, off) = (i + 1, 0);
-            }
-            if bufs[i].len() - off >= len {
-                // The record lies within one buffer: sealed straight from it.
-                self.seal_one(&bufs[i][off..off + len], out)?;
-                off += len;
-            } else {
-                GATHER.with_borrow_mut(|g| {
-                    g.clear();
-                    while g.len() < len {
-                        if bufs[i].len() == off {
-                            (i, off) = (i + 1, 0);
-                        }
-                        let take = (len - g.len()).min(bufs[i].len() - off);
-                        g.extend_from_slice(&bufs[i][off..off + take]);
-                        off += take;
-                    }
-                    self.seal_one(g, out)
-                })?;
-            }
+            self.seal_record(bufs, (&mut i, &mut off), len, out)?;
             taken += len;
         }
         Ok(taken)
@@ -82,19 +144,13 @@ impl Records for NoiseRecords {
     fn open(&mut self, input: &mut BytesMut, plain: &mut BytesMut, _out: &mut BytesMut) -> io::Result<usize> {
         let mut produced = 0;
         while let Some(total) = message_len(input) {
-            let record = &input[2..total];
-            if record.len() < TAG_LEN {
+            if total - 2 < TAG_LEN {
                 return Err(closed("record shorter than its authentication tag"));
             }
-            let len = record.len() - TAG_LEN;
-            let start = plain.len();
-            plain.resize(start + len, 0);
-            if self.state.read_message(record, &mut plain[start..]).is_err() {
-                plain.truncate(start);
-                return Err(closed("record failed authentication (altered, replayed or reordered)"));
-            }
+            let len = self.recv.open_in_place(&mut input[2..total])?;
+            plain.extend_from_slice(&input[2..2 + len]);
             if len == 0 {
-                self.state.rekey_incoming();
+                self.recv.rekey();
             }
             produced += len;
             input.advance(total);
@@ -103,8 +159,8 @@ impl Records for NoiseRecords {
     }
 
     fn rekey(&mut self, out: &mut BytesMut) -> io::Result<()> {
-        self.seal_one(&[], out)?;
-        self.state.rekey_outgoing();
+        self.seal_record(&[], (&mut 0, &mut 0), 0, out)?;
+        self.send.rekey();
         Ok(())
     }
 }
@@ -177,12 +233,15 @@ fn read_into(hs: &mut HandshakeState, buf: &mut BytesMut, total: usize) -> io::R
     Ok(())
 }
 
-fn finish(hs: HandshakeState, leftover: BytesMut) -> io::Result<Handshaken> {
+fn finish(mut hs: HandshakeState, cipher: NoiseCipher, leftover: BytesMut) -> io::Result<Handshaken> {
     let mut remote_key = [0; 32];
     remote_key.copy_from_slice(hs.get_remote_static().ok_or_else(|| closed("peer sent no static key"))?);
     let mut binding = [0; 32];
     binding.copy_from_slice(&hs.get_handshake_hash()[..32]);
-    let records = NoiseRecords::new(hs.into_transport_mode().map_err(handshake_error)?);
+    if !hs.is_handshake_finished() {
+        return Err(closed("handshake not finished"));
+    }
+    let records = NoiseRecords::new(&mut hs, cipher);
     Ok(Handshaken { records, remote_key, binding, leftover })
 }
 
@@ -209,7 +268,7 @@ pub(crate) async fn initiate<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + U
     out.clear();
     write_message(&mut hs, &[], &mut out)?;
     io.write_all(&out).await?;
-    finish(hs, buf)
+    finish(hs, cipher, buf)
 }
 
 /// The server's side, after the preamble (`opening`, already read and checked) and with
@@ -229,5 +288,104 @@ pub(crate) async fn respond<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
     io.write_all(&out).await?;
     let total = read_message(io, &mut buf, |_| None).await?;
     read_into(&mut hs, &mut buf, total)?;
-    finish(hs, buf)
+    finish(hs, cipher, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use bytes::BytesMut;
+    use zs_wire::secure::{length_prefix, message_len, NoiseCipher};
+
+    use super::NoiseRecords;
+    use crate::secure::fuzzing::handshaken;
+    use crate::secure::link::Records;
+
+    /// Opens every record of `sealed` with snow's transport state, as the spec's reference
+    /// behaviour: an empty record rolls its receiving key.
+    fn snow_open(theirs: &mut snow::TransportState, sealed: &mut BytesMut) -> Vec<u8> {
+        let mut plain = Vec::new();
+        while let Some(total) = message_len(sealed) {
+            let mut out = vec![0u8; total];
+            let n = theirs.read_message(&sealed[2..total], &mut out).expect("snow opens our record");
+            if n == 0 {
+                theirs.rekey_incoming();
+            }
+            plain.extend_from_slice(&out[..n]);
+            let _ = sealed.split_to(total);
+        }
+        plain
+    }
+
+    fn snow_seal(theirs: &mut snow::TransportState, data: &[u8], into: &mut BytesMut) {
+        for part in data.chunks(40_000) {
+            let mut out = vec![0u8; part.len() + 16];
+            let n = theirs.write_message(part, &mut out).expect("snow seals");
+            into.extend_from_slice(&length_prefix(n));
+            into.extend_from_slice(&out[..n]);
+        }
+    }
+
+    #[test]
+    fn records_sealed_and_opened_in_place_match_snow_both_ways_across_rekeys() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for cipher in [NoiseCipher::AesGcm, NoiseCipher::ChaChaPoly] {
+            for we_initiate in [true, false] {
+                let (mut i, mut r) = handshaken(cipher);
+                let (mut ours, mut theirs) = if we_initiate {
+                    (NoiseRecords::new(&mut i, cipher), r.into_transport_mode().expect("transport"))
+                } else {
+                    (NoiseRecords::new(&mut r, cipher), i.into_transport_mode().expect("transport"))
+                };
+                for round in 0..3 {
+                    // Ours to snow, split over buffers so a record spans two of them.
+                    let mut sealed = BytesMut::new();
+                    let (a, b) = data.split_at(70_001);
+                    let n = ours
+                        .seal(&[IoSlice::new(a), IoSlice::new(b)], usize::MAX, &mut sealed)
+                        .expect("seal");
+                    assert_eq!(n, data.len());
+                    assert_eq!(snow_open(&mut theirs, &mut sealed), data, "{cipher:?} round {round}");
+                    // Snow to ours.
+                    let mut sealed = BytesMut::new();
+                    snow_seal(&mut theirs, &data, &mut sealed);
+                    let (mut plain, mut out) = (BytesMut::new(), BytesMut::new());
+                    ours.open(&mut sealed, &mut plain, &mut out).expect("open snow's records");
+                    assert_eq!(&plain[..], &data[..], "{cipher:?} round {round}");
+                    assert!(sealed.is_empty());
+                    // Both roll their sending keys, each telling the other with an empty record.
+                    let mut sealed = BytesMut::new();
+                    ours.rekey(&mut sealed).expect("rekey");
+                    assert!(snow_open(&mut theirs, &mut sealed).is_empty());
+                    let mut out = vec![0u8; 16];
+                    let n = theirs.write_message(&[], &mut out).expect("snow's empty record");
+                    theirs.rekey_outgoing();
+                    let mut sealed = BytesMut::from(&length_prefix(n)[..]);
+                    sealed.extend_from_slice(&out[..n]);
+                    let mut plain = BytesMut::new();
+                    ours.open(&mut sealed, &mut plain, &mut BytesMut::new()).expect("open the rekey record");
+                    assert!(plain.is_empty());
+                }
+                // A record replayed fails, and so does an altered one.
+                let mut record = BytesMut::new();
+                snow_seal(&mut theirs, b"once", &mut record);
+                let mut plain = BytesMut::new();
+                ours.open(&mut record.clone(), &mut plain, &mut BytesMut::new()).expect("first time");
+                assert_eq!(&plain[..], b"once");
+                assert!(ours.open(&mut record, &mut plain, &mut BytesMut::new()).is_err(), "a replay");
+                let (mut i, r) = handshaken(cipher);
+                let (mut ours, mut theirs) =
+                    (NoiseRecords::new(&mut i, cipher), r.into_transport_mode().expect("t"));
+                let mut record = BytesMut::new();
+                snow_seal(&mut theirs, b"altered", &mut record);
+                let last = record.len() - 1;
+                record[last] ^= 1;
+                assert!(
+                    ours.open(&mut record, &mut plain, &mut BytesMut::new()).is_err(),
+                    "an altered record"
+                );
+            }
+        }
+    }
 }
