@@ -3,6 +3,7 @@
 //! floor (a plain tokio server doing the least work possible) so that figures are ratios
 //! measured side by side on one machine.
 
+pub mod best_copy;
 pub mod bulk;
 pub mod churn;
 pub mod codec;
