@@ -62,6 +62,11 @@ pub struct WindowPolicy {
     pub min_credit: u32,
     /// Largest the window grows to; a window at or above it does not grow.
     pub max_window: u32,
+    /// The window grows only once the shortest round trip measured is at least this long
+    /// (zero: any). On loopback or a LAN a stalled sender's "round trip" is mostly its own
+    /// time to make the next chunk, and a larger window there only holds more bytes in
+    /// flight; over a long path it is the path, and the window must cover it.
+    pub grow_from_rtt: Duration,
 }
 
 /// The receiver's side: checks arrivals against the credit given, and decides grants.
@@ -151,7 +156,8 @@ impl RecvWindow {
         let arrived = std::mem::take(&mut self.arrived);
         // window < 4 × BDP  ⇔  window × elapsed < 4 × arrived × rtt.
         let below_bdp = self.rtt.is_some_and(|rtt| {
-            u128::from(self.window) * elapsed.as_nanos() < 4 * u128::from(arrived) * rtt.as_nanos()
+            rtt >= policy.grow_from_rtt
+                && u128::from(self.window) * elapsed.as_nanos() < 4 * u128::from(arrived) * rtt.as_nanos()
         });
         if self.unread() == 0 && self.window < policy.max_window && below_bdp {
             self.window = self.window.saturating_mul(2).min(policy.max_window);
@@ -197,7 +203,7 @@ mod tests {
     const KIB: u32 = 1024;
 
     fn fixed(window: u32, divisor: u32, min_credit: u32) -> WindowPolicy {
-        WindowPolicy { grant_divisor: divisor, min_credit, max_window: window }
+        WindowPolicy { grant_divisor: divisor, min_credit, max_window: window, grow_from_rtt: Duration::ZERO }
     }
 
     #[test]
@@ -227,7 +233,7 @@ mod tests {
     #[test]
     fn grows_only_with_a_measured_round_trip_and_a_reader_that_keeps_up() {
         let t0 = Instant::now();
-        let policy = WindowPolicy { grant_divisor: 2, min_credit: 0, max_window: 1 << 20 };
+        let policy = fixed(1 << 20, 2, 0);
         let mut w = RecvWindow::new(64 * KIB, t0);
         // The first window arrives, is read, and is granted again: no round trip yet.
         w.on_data(u64::from(64 * KIB), t0 + Duration::from_millis(1)).unwrap();
@@ -243,6 +249,27 @@ mod tests {
         let grant = w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(11), &policy).unwrap();
         assert_eq!(w.window(), 128 * KIB);
         assert_eq!(grant, 64 * KIB + 64 * KIB, "what was read, plus the growth");
+    }
+
+    #[test]
+    fn a_round_trip_shorter_than_the_policy_floor_does_not_grow_the_window() {
+        let t0 = Instant::now();
+        let floor = WindowPolicy { grow_from_rtt: Duration::from_millis(11), ..fixed(1 << 20, 2, 0) };
+        for (policy, grown) in
+            [(floor, false), (WindowPolicy { grow_from_rtt: Duration::from_millis(10), ..floor }, true)]
+        {
+            let mut w = RecvWindow::new(64 * KIB, t0);
+            w.on_data(u64::from(64 * KIB), t0 + Duration::from_millis(1)).unwrap();
+            w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(1), &policy).unwrap();
+            w.on_data(u64::from(64 * KIB), t0 + Duration::from_millis(11)).unwrap();
+            w.on_consumed(u64::from(64 * KIB), t0 + Duration::from_millis(11), &policy).unwrap();
+            assert_eq!(
+                w.window() > 64 * KIB,
+                grown,
+                "a 10 ms round trip against a {:?} floor",
+                policy.grow_from_rtt
+            );
+        }
     }
 
     #[test]
@@ -305,7 +332,15 @@ mod tests {
         (64 * KIB..1 << 20, prop_oneof![Just(2u32), Just(4)], 0..256 * KIB, 0..4u32).prop_map(
             |(initial, grant_divisor, min_credit, growth)| {
                 let max_window = initial.saturating_mul(1 << growth);
-                (initial, WindowPolicy { grant_divisor, min_credit: min_credit.min(initial), max_window })
+                (
+                    initial,
+                    WindowPolicy {
+                        grant_divisor,
+                        min_credit: min_credit.min(initial),
+                        max_window,
+                        grow_from_rtt: Duration::ZERO,
+                    },
+                )
             },
         )
     }

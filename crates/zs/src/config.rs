@@ -44,8 +44,9 @@ pub struct ConnectionConfig {
     pub drain_timeout: Duration,
     /// Virtual channels: windows and limits (see [`MuxConfig`](crate::MuxConfig)).
     pub mux: crate::mux::config::MuxConfig,
-    /// Receive window of each incoming stream: bytes the sender may have in flight
-    /// (default 1 MiB; at least the protocol's 256 KiB initial window).
+    /// Largest receive window of each incoming stream: bytes the sender may have in flight
+    /// (default 4 MiB; at least the protocol's 256 KiB initial window). A stream starts at
+    /// 512 KiB and grows towards this only over a path with a round trip of 1 ms or more.
     pub stream_window: u32,
     /// Receive window shared by all incoming streams of a connection: each gets this divided
     /// by the streams open, within [256 KiB, `stream_window`] (default 4 MiB).
@@ -108,7 +109,7 @@ impl Default for ConnectionConfig {
             compress_frames: true,
             ordered: false,
             drain_timeout: Duration::from_secs(10),
-            stream_window: 1 << 20,
+            stream_window: 4 << 20,
             mux: crate::mux::config::MuxConfig::default(),
             connection_stream_window: 4 << 20,
             max_streams: 256,

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sync::Recover;
 use bytes::{Buf, Bytes};
@@ -225,7 +225,8 @@ impl State {
             self.inbound = VecDeque::new();
         }
         // Grants go out once half the window was read.
-        let policy = WindowPolicy { grant_divisor: 2, min_credit: 0, max_window };
+        let policy =
+            WindowPolicy { grant_divisor: 2, min_credit: 0, max_window, grow_from_rtt: Duration::ZERO };
         Ok((n, self.recv.on_consumed(n as u64, Instant::now(), &policy)))
     }
 
