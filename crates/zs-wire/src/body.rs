@@ -70,7 +70,7 @@ wire_enum! {
         Application = 7 => "handler error",
         /// The reply would exceed the frame size limit.
         ReplyTooLarge = 8 => "reply too large",
-        /// A stream's data does not match the BLAKE3 hash (or byte count) its sender computed.
+        /// A stream's data does not match the hash (or byte count) its sender computed.
         ChecksumMismatch = 9 => "checksum mismatch",
         /// A transfer was cancelled by one of its ends.
         Cancelled = 10 => "cancelled",

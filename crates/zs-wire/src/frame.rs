@@ -44,7 +44,7 @@ wire_enum! {
         StreamOpen = 0x10 => "stream-open",
         /// A chunk of a stream; may carry the COMPRESSED flag (zstd).
         StreamData = 0x11 => "stream-data",
-        /// The stream's end: byte count and BLAKE3 hash.
+        /// The stream's end: byte count and hash (the check its open declared).
         StreamEnd = 0x12 => "stream-end",
         /// The receiver grants the sender more bytes of window.
         StreamCredit = 0x13 => "stream-credit",
