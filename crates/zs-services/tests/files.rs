@@ -26,6 +26,41 @@ struct Setup {
     files: PathBuf,
 }
 
+/// Starts the upload `put` from `client` and sends the first MiB of `bytes`, holding the
+/// stream open; returns the sending end and the transfer once the server's `.part` file
+/// under `partial` holds that MiB.
+async fn first_mib_sent(
+    client: &Client,
+    put: Value,
+    bytes: &[u8],
+    partial: &Path,
+) -> (tokio::io::DuplexStream, zs::Transfer) {
+    use tokio::io::AsyncWriteExt;
+    let first = call(client, "file.put", put).await.unwrap();
+    let (mut tx, rx) = tokio::io::duplex(64 << 10);
+    let opts = StreamOptions {
+        len: Some(bytes.len() as u64),
+        ticket: first["ticket"].as_u64(),
+        ..Default::default()
+    };
+    let transfer = client.send_big_stream("file.put.data", rx, opts);
+    tx.write_all(&bytes[..1 << 20]).await.unwrap();
+    within("the first MiB arrives", async {
+        loop {
+            let part = std::fs::read_dir(partial)
+                .unwrap()
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "part"));
+            if part.and_then(|p| p.metadata().ok()).is_some_and(|m| m.len() == 1 << 20) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    (tx, transfer)
+}
+
 async fn serve(change: impl FnOnce(&mut FilesConfig)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut ac = AccountsConfig::new(dir.path().join("accounts"));
@@ -393,30 +428,7 @@ async fn a_second_writer_of_a_file_gets_a_conflict_and_names_are_kept() {
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let put = json!({ "path": "home/f", "size": bytes.len(), "hash": hash, "instant": false });
     // The first writer sends half and holds its stream open.
-    let first = call(&alice, "file.put", put.clone()).await.unwrap();
-    let (mut tx, rx) = tokio::io::duplex(64 << 10);
-    let opts = StreamOptions {
-        len: Some(bytes.len() as u64),
-        ticket: first["ticket"].as_u64(),
-        ..Default::default()
-    };
-    let transfer = alice.send_big_stream("file.put.data", rx, opts);
-    use tokio::io::AsyncWriteExt;
-    tx.write_all(&bytes[..1 << 20]).await.unwrap();
-    let partial = s.files.join(".partial");
-    within("the first half arrives", async {
-        loop {
-            let part = std::fs::read_dir(&partial)
-                .unwrap()
-                .flatten()
-                .find(|e| e.path().extension().is_some_and(|x| x == "part"));
-            if part.and_then(|p| p.metadata().ok()).is_some_and(|m| m.len() == 1 << 20) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let (mut tx, transfer) = first_mib_sent(&alice, put.clone(), &bytes, &s.files.join(".partial")).await;
     assert!(!s.files.join("private/alice/f").exists(), "no half file under its name");
     // A second connection writing the same file is refused while the first writes.
     let other = user(&s, "alice").await;
@@ -433,7 +445,7 @@ async fn a_second_writer_of_a_file_gets_a_conflict_and_names_are_kept() {
         .finish()
         .await;
     assert_eq!(code(r), ErrorCode::Conflict);
-    tx.write_all(&bytes[1 << 20..]).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tx, &bytes[1 << 20..]).await.unwrap();
     drop(tx);
     within("the first finishes", transfer.finish()).await.unwrap();
     assert_eq!(std::fs::read(s.files.join("private/alice/f")).unwrap(), bytes);
@@ -541,30 +553,7 @@ async fn partial_uploads_count_and_resume_under_a_quota_through_a_symlinked_data
     let hash = blake3::hash(&bytes).to_hex().to_string();
     // An upload whose link is cut halfway.
     let put = json!({ "path": "home/f", "size": bytes.len(), "hash": hash, "overwrite": false });
-    let first = call(&alice, "file.put", put).await.unwrap();
-    let (mut tx, rx) = tokio::io::duplex(64 << 10);
-    let opts = StreamOptions {
-        len: Some(bytes.len() as u64),
-        ticket: first["ticket"].as_u64(),
-        ..Default::default()
-    };
-    let transfer = alice.send_big_stream("file.put.data", rx, opts);
-    use tokio::io::AsyncWriteExt;
-    tx.write_all(&bytes[..1 << 20]).await.unwrap();
-    let partial = root.join(".partial");
-    within("the first half arrives", async {
-        loop {
-            let part = std::fs::read_dir(&partial)
-                .unwrap()
-                .flatten()
-                .find(|e| e.path().extension().is_some_and(|x| x == "part"));
-            if part.and_then(|p| p.metadata().ok()).is_some_and(|m| m.len() == 1 << 20) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let (tx, transfer) = first_mib_sent(&alice, put, &bytes, &root.join(".partial")).await;
     drop(tx);
     assert!(within("the cut", transfer.finish()).await.is_err(), "the stream ended short");
     // The partial upload holds its whole size of the quota...
