@@ -19,19 +19,11 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// and hashing buffers made on tokio's blocking threads and freed on its workers stayed in
 /// up to 16 arenas. Two arenas measured +49 MB for 1,000 downloads at once against +428 MB
 /// with glibc's default. Call before any thread starts.
-///
-/// Also fixes glibc's trim and mmap thresholds (which it otherwise moves as blocks come and
-/// go): with its defaults, the top of the heap was handed back as soon as a few 256 KiB
-/// stream chunks were freed, and every new chunk faulted its pages in again (`zs bench
-/// bulk` with 4 MiB in flight: 0.17 of a copy, 0.40 with these). Blocks under 8 MiB come
-/// from the heap, and free memory goes back through the trimmer below.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
 
