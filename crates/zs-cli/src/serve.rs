@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Let anyone make an account (`account.register`).
     #[arg(long)]
     allow_register: bool,
+    /// Fewest characters a password may have when it is set (registration, a change, an
+    /// administrator's reset).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    min_password: u16,
     /// When an account logs in while logged in elsewhere: many (default), kick-old,
     /// refuse-new.
     #[arg(long, default_value = "many", value_parser = session_policy)]
@@ -503,6 +507,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
                 let dir = args.security.data_dir();
                 let mut config = AccountsConfig::new(zs_services::accounts::store_dir(&dir));
                 config.allow_register = args.allow_register;
+                config.min_password = usize::from(args.min_password);
                 config.policy = args.session_policy;
                 config.admin_password = std::env::var("ZS_ADMIN_PASSWORD").ok();
                 if args.insecure_fast_hashing {

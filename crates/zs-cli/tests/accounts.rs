@@ -218,3 +218,24 @@ fn acknowledged_registrations_survive_the_server_being_killed() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn the_shortest_password_is_set_by_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = [("ZS_ADMIN_PASSWORD", "the admin password")];
+    let s =
+        serve_env(dir.path(), &[&FAST[..], &["--allow-register", "--min-password", "12"]].concat(), &admin);
+    let register = |password: &str| {
+        let req = format!(r#"{{"user":"carol","password":"{password}"}}"#);
+        zs_env(&["call", &s.addr, "--plaintext", "account.register", &req], &[], "")
+    };
+    let short = register("eleven char");
+    assert!(!short.status.success(), "an 11-character password was taken: {}", stdout(&short));
+    assert!(stderr(&short).contains("at least 12 characters"), "{}", stderr(&short));
+    let long = register("twelve chars");
+    assert!(long.status.success(), "a 12-character password was refused: {}", stderr(&long));
+    // Out of range is a clear error at start.
+    let o = zs_env(&["serve", "--plaintext", "--min-password", "0"], &[], "");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--min-password"), "{}", stderr(&o));
+}
