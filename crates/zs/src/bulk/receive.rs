@@ -389,7 +389,7 @@ pub(crate) fn accept(
         outcome: Arc::default(),
         verified: None,
     };
-    // Raise the sender's window from the protocol's initial one to this stream's share.
+    // Raise the sender's window from the protocol's initial one to the stream's base window.
     stream.top_up(0);
     tokio::spawn(consume(stream, open.key, sink));
     Entry { tx, window, ended: false, reserved }
