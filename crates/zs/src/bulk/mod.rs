@@ -7,8 +7,8 @@
 //!   and memory stays bounded on both ends.
 //! - **Fairness**: chunks go through a separate lane of the connection's outbox that is
 //!   written after every small frame, at most `bulk_quantum` bytes per wake-up.
-//! - **Integrity**: XXH3-128 (or BLAKE3, per stream) over the data sent, checked on arrival; zstd per chunk when it
-//!   pays; a start offset for resuming a broken transfer.
+//! - **Integrity**: XXH3-128 (or BLAKE3, per stream) over the data sent, checked on
+//!   arrival; zstd per chunk when it pays; a start offset for resuming a broken transfer.
 
 mod hash;
 mod peer;
