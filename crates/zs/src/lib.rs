@@ -39,6 +39,7 @@ mod sync;
 pub mod transport;
 
 pub use blocking::BlockingClient;
+pub use bulk::config::BulkConfig;
 pub use bulk::{IncomingStream, Progress, StreamCheck, StreamOptions, Transfer};
 pub use client::Client;
 pub use config::{ClientConfig, ConnectionConfig, ServerConfig};

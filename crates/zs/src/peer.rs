@@ -708,9 +708,29 @@ impl Peer {
         self.inner.stats.snapshot()
     }
 
-    /// The connection's settings.
+    /// The connection's settings (the driver's; the layers take theirs below).
     pub(crate) fn config(&self) -> &Arc<ConnectionConfig> {
         &self.inner.config
+    }
+
+    /// The settings of transfers (bulk).
+    pub(crate) fn bulk_config(&self) -> &crate::bulk::config::BulkConfig {
+        &self.inner.config.bulk
+    }
+
+    /// The settings of virtual channels (mux).
+    pub(crate) fn mux_config(&self) -> &crate::mux::config::MuxConfig {
+        &self.inner.config.mux
+    }
+
+    /// Most bytes of frames other tasks may queue for this connection.
+    pub(crate) fn max_queued_bytes(&self) -> usize {
+        self.inner.config.max_queued_bytes
+    }
+
+    /// How frames to this peer are encoded.
+    pub(crate) fn encoding(&self) -> crate::connection::encode::Encoding {
+        self.inner.config.encoding()
     }
 
     /// The queue through which other tasks hand frames to the connection.

@@ -363,8 +363,10 @@ async fn a_slow_receiver_slows_the_sender() {
     let config = zs::ConnectionConfig::default();
     // Ahead of the reader: at most the window, the sender's queue and one chunk in each
     // socket buffer direction (generous: 8 MiB of kernel buffers).
-    let bound =
-        u64::from(config.stream_window) + config.max_queued_bulk_bytes as u64 + (8 << 20) + (64 << 10);
+    let bound = u64::from(config.bulk.stream_window)
+        + config.bulk.max_queued_bulk_bytes as u64
+        + (8 << 20)
+        + (64 << 10);
     let mut max_ahead = 0;
     while p.changed().await.is_ok() {
         let ahead = p.borrow().done.saturating_sub(received.load(Ordering::SeqCst));
@@ -408,7 +410,7 @@ async fn complete_buffers_whole_and_capped() {
         Ok::<_, CallError>(())
     });
     let mut config = ServerConfig::default();
-    config.connection.max_buffer_len = 4 << 20;
+    config.connection.bulk.max_buffer_len = 4 << 20;
     let server = serve_with(r, config).await;
     let client = connect(&server).await.unwrap();
     for len in [0usize, 1, 4 << 20] {
@@ -439,7 +441,7 @@ async fn batch_streams_are_parked_consumed_cleared_and_budgeted() {
     });
     r.console("keys", |peer, _| format!("{:?}", peer.batch_keys()));
     let mut config = ServerConfig::default();
-    config.connection.batch_budget = 3 << 20;
+    config.connection.bulk.batch_budget = 3 << 20;
     let server = serve_with(r, config).await;
     let client = connect(&server).await.unwrap();
     for key in 1..=3u64 {
@@ -483,7 +485,7 @@ async fn many_streams_on_one_connection_with_a_tiny_lane_never_stall() {
     let server = serve(r).await;
     let mut cc = ClientConfig::default();
     cc.connection.bulk_quantum = 16 << 10;
-    cc.connection.max_queued_bulk_bytes = 256 << 10;
+    cc.connection.bulk.max_queued_bulk_bytes = 256 << 10;
     let client = connect_with(&server, Router::new(), cc).await.unwrap();
     let transfers: Vec<_> = (0..48u64)
         .map(|i| {
@@ -697,7 +699,7 @@ async fn a_receiver_that_requires_blake3_refuses_a_weaker_check_and_says_so() {
         Ok::<_, CallError>(())
     });
     let mut config = plaintext();
-    config.connection.min_stream_check = zs::StreamCheck::Blake3;
+    config.connection.bulk.min_stream_check = zs::StreamCheck::Blake3;
     let server = serve_with(router, config).await;
     let client = connect_with(&server, Router::new(), ClientConfig::default()).await.unwrap();
     let data = Bytes::from(vec![3u8; 100_000]);

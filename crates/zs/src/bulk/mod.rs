@@ -10,6 +10,7 @@
 //! - **Integrity**: XXH3-128 (or BLAKE3, per stream) over the data sent, checked on
 //!   arrival; zstd per chunk when it pays; a start offset for resuming a broken transfer.
 
+pub(crate) mod config;
 mod hash;
 mod peer;
 mod receive;

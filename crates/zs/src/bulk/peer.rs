@@ -106,7 +106,7 @@ impl Peer {
 
     /// Reserves `n` bytes of the batch budget for an incoming batch stream.
     pub(crate) fn reserve_batch(&self, n: u64) -> Result<(), String> {
-        let budget = self.config().batch_budget;
+        let budget = self.bulk_config().batch_budget;
         self.with_bulk(|b| {
             if b.batch_bytes + n > budget {
                 return Err(format!(

@@ -235,7 +235,7 @@ impl IncomingStream {
 
     /// This stream's share of the connection's receive window.
     fn target_window(&self) -> u64 {
-        let c = &self.peer.config();
+        let c = self.peer.bulk_config();
         let share =
             u64::from(c.connection_stream_window) / self.open_streams.load(Ordering::Relaxed).max(1) as u64;
         share.clamp(u64::from(INITIAL_WINDOW), u64::from(c.stream_window.max(INITIAL_WINDOW)))

@@ -90,7 +90,7 @@ impl Sender<'_> {
 
     /// Queues a frame in the bulk lane, after the chunks before it.
     async fn push_bulk(&self, frame: Bytes) -> Result<(), CallError> {
-        let max = self.peer.config().max_queued_bulk_bytes;
+        let max = self.peer.bulk_config().max_queued_bulk_bytes;
         self.peer.outbox().push_bulk(frame, max).await.map_err(|_| self.gone())
     }
 

@@ -62,7 +62,7 @@ impl<L: Link> Connection<L> {
         &mut self,
         open: &StreamOpen,
     ) -> Result<(bulk::Sink, u64), (ErrorCode, String)> {
-        let c = &self.config;
+        let c = &self.config.bulk;
         let (count, buffers) = self.streams.as_deref().map_or((0, 0), |s| (s.entries.len(), s.buffers));
         if count >= c.max_streams {
             return Err((ErrorCode::Overloaded, format!("more than {} incoming streams", c.max_streams)));

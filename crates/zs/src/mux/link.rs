@@ -71,7 +71,7 @@ impl ChannelLink {
     /// for it.
     fn queue(&mut self, frame: Bytes) -> io::Result<()> {
         let peer = self.peer.clone();
-        let max = peer.config().max_queued_bytes;
+        let max = peer.max_queued_bytes();
         match peer.outbox().try_push_bulk(frame, max) {
             Ok(()) => Ok(()),
             Err((PushError::Full, frame)) => {
@@ -84,7 +84,7 @@ impl ChannelLink {
 
     /// Hands up to `max` bytes of input to `put`, granting credit as the window asks.
     pub(crate) fn read_with(&mut self, max: usize, put: impl FnMut(&[u8])) -> io::Result<usize> {
-        let (_, max_window) = self.peer.config().mux.windows();
+        let (_, max_window) = self.peer.mux_config().windows();
         let (n, grant) = self.channel.lock().read(max, max_window, put)?;
         if let Some(bytes) = grant.filter(|&g| g > 0) {
             control(&self.peer, MuxFrame::Credit { channel: self.channel.id, bytes });

@@ -52,7 +52,7 @@ pub(crate) struct Mux {
 impl Mux {
     /// A channel this end opens (its open frame is written by the caller).
     pub(crate) fn add_local(&mut self, channel: Arc<Channel>, peer: &Peer) {
-        let max = peer.config().mux.max_channels;
+        let max = peer.mux_config().max_channels;
         if self.peer_going_away {
             channel.fail(MuxCode::GoingAway, "the other end takes no new channels");
         } else if self.going_away {
@@ -165,7 +165,7 @@ impl Mux {
         let MuxFrame::Open { channel: id, kind, port, window, name } = open else {
             unreachable!("called with an open frame")
         };
-        let max = peer.config().mux.max_channels;
+        let max = peer.mux_config().max_channels;
         let refusal = if id % 2 == peer.mux_parity() {
             Some((MuxCode::Protocol, format!("channel {id} has this end's parity")))
         } else if self.channels.contains_key(&id) {
@@ -182,7 +182,7 @@ impl Mux {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        let (our_window, _) = peer.config().mux.windows();
+        let (our_window, _) = peer.mux_config().windows();
         let channel = Channel::new(id, Phase::Open, our_window, window);
         if kind == ChannelKind::Peer {
             self.accepted(channel.clone(), peer);

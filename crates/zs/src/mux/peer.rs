@@ -39,7 +39,7 @@ impl Peer {
         if id > u32::MAX - 2 {
             return Err(invalid("this connection has used up its virtual channel ids"));
         }
-        let (window, _) = self.config().mux.windows();
+        let (window, _) = self.mux_config().windows();
         let mut frame = bytes::BytesMut::new();
         MuxFrame::Open { channel: id, kind, port, window, name: name.to_owned() }
             .encode(&mut frame)

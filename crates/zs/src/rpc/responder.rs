@@ -53,7 +53,7 @@ impl RawResponder {
             if result.is_err() {
                 self.peer.shared_stats().bump(|s| &s.errors_out);
             }
-            encode::result_bytes(self.request, &result, self.peer.config().encoding())
+            encode::result_bytes(self.request, &result, self.peer.encoding())
         });
         if result.is_err() && self.request == 0 {
             tracing::warn!(peer = self.peer.id(), error = ?result.err(), "direct command handler failed");

@@ -394,7 +394,7 @@ impl Router {
 
     /// Complete-buffer command: receives one binary message sent with
     /// [`Peer::send_complete_buffer`], whole and verified, up to
-    /// `ConnectionConfig::max_buffer_len`.
+    /// `BulkConfig::max_buffer_len`.
     pub fn complete_buffer<E: Into<HandlerError>>(
         &mut self,
         name: &str,

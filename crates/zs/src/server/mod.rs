@@ -80,7 +80,7 @@ impl Server {
             rate_per_source: config.handshake_rate_per_source,
         });
         // A CompleteBuffer the connection would refuse is refused at its header instead.
-        let buffer_cap = u32::try_from(config.connection.max_buffer_len).unwrap_or(u32::MAX);
+        let buffer_cap = u32::try_from(config.connection.bulk.max_buffer_len).unwrap_or(u32::MAX);
         let limits = &mut config.compat.limits;
         limits.max_complete_buffer = limits.max_complete_buffer.min(buffer_cap);
         let mut compat_listeners = Vec::new();
