@@ -3,16 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
 const SECRET: &str = "correct horse battery staple 42";
 
 /// Runs `zs serve` with `log_args`, one login with the right password and one with a wrong
-/// one, and returns what it wrote to standard error.
-fn logs_of_a_server(log_args: &[&str]) -> String {
+/// one, and returns what it wrote to standard error, after `closes` lines saying a connection
+/// closed have come (the server logs a close once it has seen the client go, which can be
+/// after the client has exited).
+fn logs_of_a_server(log_args: &[&str], closes: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(ZS)
         .args(["serve", "--listen", "127.0.0.1:0", "--plaintext", "--insecure-fast-hashing", "--data-dir"])
@@ -24,6 +27,13 @@ fn logs_of_a_server(log_args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let errors = BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in errors.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -36,17 +46,26 @@ fn logs_of_a_server(log_args: &[&str]) -> String {
             .unwrap();
         assert_eq!(o.status.success(), password == SECRET, "{}", String::from_utf8_lossy(&o.stderr));
     }
+    let mut logs = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logs.matches("connection closed").count() < closes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => logs.extend([line.as_str(), "\n"]),
+            Err(_) => break,
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    reader.join().unwrap();
+    logs.extend(lines.try_iter().flat_map(|line| [line, "\n".to_owned()]));
     assert!(!logs.contains(SECRET) && !logs.contains("also secret"), "a password in the logs:\n{logs}");
     logs
 }
 
 #[test]
 fn json_logs_at_debug_show_each_connection_and_never_a_password() {
-    let logs = logs_of_a_server(&["--log-format", "json", "--log", "debug"]);
+    let logs = logs_of_a_server(&["--log-format", "json", "--log", "debug"], 2);
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -60,9 +79,9 @@ fn json_logs_at_debug_show_each_connection_and_never_a_password() {
 
 #[test]
 fn the_default_level_and_a_module_filter_keep_connection_lines_out() {
-    let logs = logs_of_a_server(&[]);
+    let logs = logs_of_a_server(&[], 0);
     assert!(!logs.contains("connection opened"), "{logs}");
-    let logs = logs_of_a_server(&["--log", "warn,zs_services=debug"]);
+    let logs = logs_of_a_server(&["--log", "warn,zs_services=debug"], 0);
     assert!(!logs.contains("connection opened"), "{logs}");
     // A filter that does not parse is refused before anything starts.
     let o = zs(&["serve", "--log", "info,zs=lots"]);
