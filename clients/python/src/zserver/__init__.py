@@ -21,3 +21,7 @@ __all__ = [
     "GoAway", "GoAwayCode", "ProtocolError", "WireError", "ZServerError",
 ]
 __version__ = "0.1.0"
+
+from .client import Client, connect, fingerprint_of  # noqa: E402
+
+__all__ += ["Client", "connect", "fingerprint_of"]
