@@ -460,6 +460,12 @@ class Client:
         if h.flags & wire.COMPRESSED:
             self.stats["compressed_in"] += 1
         if k in (Kind.Reply, Kind.Error):
+            if k == Kind.Error:
+                try:
+                    code, msg = wire.parse_code_message(body)
+                except WireError as e:
+                    self._fail_protocol(e)
+                    return
             entry = self._pending.pop(h.request, None)
             if entry is None:
                 log.debug("zserver: %s for request %d nobody waits for (timed out?)", k.name, h.request)
@@ -475,11 +481,6 @@ class Client:
                     # connection goes on (as the server treats a bad payload).
                     fut.set_exception(CallError(ErrorCode.BadPayload, f"bad reply payload: {e}", command))
             else:
-                try:
-                    code, msg = wire.parse_code_message(body)
-                except WireError as e:
-                    self._fail_protocol(e)
-                    return
                 fut.set_exception(CallError(code, msg, command))
         elif k in (Kind.Send, Kind.Call):
             if (k == Kind.Call) == (h.request == 0):
