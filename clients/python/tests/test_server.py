@@ -372,3 +372,22 @@ def test_call_timeout(server):
                 server.signal(signal.SIGCONT)
             assert await c.call_console("echo", "after", timeout=WAIT) == "after"
     run(main())
+
+
+def test_tls_refusals_are_clear_errors(zs):
+    full = zs("--max-connections", "1", tls=True)
+    plain_server = zs()
+
+    async def main():
+        async with await zserver.connect(full.host, full.port, fingerprint=full.fingerprint) as a:
+            assert await a.call_console("echo", "a") == "a"
+            # The full server refuses in plaintext, before any TLS.
+            with pytest.raises(ConnectionClosed) as e:
+                await zserver.connect(full.host, full.port, fingerprint=full.fingerprint)
+            assert "TLS handshake" in str(e.value)
+        # A TLS client at a plaintext server.
+        with pytest.raises(ConnectionClosed) as e:
+            await zserver.connect(plain_server.host, plain_server.port,
+                                  fingerprint=full.fingerprint)
+        assert "TLS handshake" in str(e.value)
+    run(main())

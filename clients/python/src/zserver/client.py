@@ -112,6 +112,13 @@ async def connect(
         reader, writer = await asyncio.wait_for(open_(), timeout)
     except asyncio.TimeoutError:
         raise ConnectionClosed(f"could not connect to {host}:{port} within {timeout} s") from None
+    except ssl.SSLError as e:
+        # A zserver refuses a connection it cannot take (full, shutting down) with a
+        # plaintext GoAway before any handshake, which TLS reads as a bad record.
+        raise ConnectionClosed(
+            f"TLS handshake with {host}:{port} failed: {e} (the server may speak plaintext or "
+            "Noise, or have refused the connection in plaintext: full or shutting down)"
+        ) from e
     if ctx is not None and fingerprint is not None:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         actual = fingerprint_of(der or b"")
