@@ -73,6 +73,32 @@ class Server:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def interrupt(self) -> None:
+        """Ctrl-C: a graceful shutdown. `zs serve` prints `listening on` before it installs
+        its SIGINT handler, so a SIGINT sent too early kills it outright: wait until the
+        kernel shows the signal caught (/proc/PID/status, SigCgt), then send it."""
+        deadline = time.monotonic() + START_TIMEOUT
+        bit = 1 << (signal.SIGINT - 1)
+        while True:
+            status = pathlib.Path(f"/proc/{self.proc.pid}/status").read_text()
+            caught = int(next(l for l in status.splitlines() if l.startswith("SigCgt:")).split()[1], 16)
+            if caught & bit:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("zs serve never installed its SIGINT handler")
+            time.sleep(0.01)  # polls a condition; the deadline bounds it
+        self.proc.send_signal(signal.SIGINT)
+
+    def stop(self) -> None:
+        """SIGSTOP, returning once every thread has stopped: kill() only starts a group
+        stop, and a busy thread may still answer a call meanwhile."""
+        self.proc.send_signal(signal.SIGSTOP)
+        _, status = os.waitpid(self.proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), status
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # in case a test stopped it

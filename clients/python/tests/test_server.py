@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import ssl
 import struct
 
@@ -314,9 +313,12 @@ def test_goaway_on_shutdown(server):
     async def main():
         c = await plain(server)
         assert await c.call_console("echo", "x") == "x"
-        server.signal(signal.SIGINT)
+        server.interrupt()
         why = await asyncio.wait_for(c.wait_closed(), WAIT)
-        assert isinstance(why, GoAway) and why.code == GoAwayCode.ShuttingDown
+        rc = await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, WAIT)
+        assert isinstance(why, GoAway), (why, rc, server.log())
+        assert why.code == GoAwayCode.ShuttingDown
+        assert rc == 0
         with pytest.raises(GoAway):
             await c.call_console("echo", "y")
         await c.close()
@@ -326,7 +328,7 @@ def test_goaway_on_shutdown(server):
 def test_killed_server_fails_pending_calls(server):
     async def main():
         c = await plain(server)
-        server.signal(signal.SIGSTOP)  # the call below stays unanswered
+        server.stop()  # the calls below stay unanswered
         calls = [asyncio.ensure_future(c.call_console("echo", f"x{i}", timeout=None))
                  for i in range(5)]
         while len(c._pending) < 5:
@@ -363,13 +365,13 @@ def test_idle_timeout_and_keepalive(zs):
 def test_call_timeout(server):
     async def main():
         async with await plain(server) as c:
-            server.signal(signal.SIGSTOP)
+            server.stop()
             try:
                 with pytest.raises(zserver.CallTimeout):
                     await c.call_console("echo", "x", timeout=0.5)
                 assert not c._pending
             finally:
-                server.signal(signal.SIGCONT)
+                server.resume()
             assert await c.call_console("echo", "after", timeout=WAIT) == "after"
     run(main())
 
