@@ -301,3 +301,36 @@ def test_payloads_are_checked_before_sending():
         await c.close()
         await fake.close()
     run(main())
+
+
+def test_keepalive_closes_a_silent_connection():
+    async def main():
+        fake = await Fake().start()
+        c = await zserver.connect("127.0.0.1", fake.port, plaintext=True, keepalive=0.2, timeout=1.0)
+        await fake.accept()
+        h, _ = await fake.read_frame()  # the keepalive Ping, never answered
+        assert h.kind == Kind.Ping
+        why = await asyncio.wait_for(c.wait_closed(), WAIT)
+        assert "keepalive" in str(why)
+        with pytest.raises(ConnectionClosed):
+            await c.call_console("echo", "x")
+        await c.close()
+        await fake.close()
+    run(main())
+
+
+def test_handler_names_match_in_ascii_only():
+    async def main():
+        fake, c = await pair()
+        got = []
+        done = asyncio.get_running_loop().create_future()
+        c.on("Über.X", got.append)  # "Ü" is not ASCII: it must match exactly
+        c.on("end", lambda _: done.set_result(None))
+        fake.write(wire.encode_call(Kind.Send, 0, "über.x", "lower"))
+        fake.write(wire.encode_call(Kind.Send, 0, "Über.x", "upper"))
+        fake.write(wire.encode_call(Kind.Send, 0, "END", ""))
+        await asyncio.wait_for(done, WAIT)
+        assert got == ["upper"]
+        await c.close()
+        await fake.close()
+    run(main())

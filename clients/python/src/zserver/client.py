@@ -32,6 +32,12 @@ Payload = Any  # str (text) or list (a DataFrame)
 Handler = Callable[[Payload], Any]
 
 _NOT_SET = object()
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _key(command: str) -> str:
+    """Command names match case-insensitively in ASCII only, as the server matches them."""
+    return command.translate(_ASCII_LOWER)
 
 
 def fingerprint_of(der: bytes) -> str:
@@ -375,7 +381,7 @@ class Client:
             raise TypeError("on(command, handler)")
 
         def register(h: Handler) -> Handler:
-            self._handlers[command.lower()] = h
+            self._handlers[_key(command)] = h
             return h
 
         if handler is None:
@@ -384,7 +390,7 @@ class Client:
         return handler
 
     def off(self, command: str) -> None:
-        self._handlers.pop(command.lower(), None)
+        self._handlers.pop(_key(command), None)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -394,7 +400,7 @@ class Client:
             if item is None:
                 continue
             kind, rid, name, payload = item
-            handler = self._handlers.get(name.lower())
+            handler = self._handlers.get(_key(name))
             if handler is None:
                 if kind == Kind.Call:
                     self._answer_error(rid, ErrorCode.UnknownCommand, f"unknown command: {name}")
