@@ -334,3 +334,22 @@ def test_handler_names_match_in_ascii_only():
         await c.close()
         await fake.close()
     run(main())
+
+
+def test_calls_in_flight_are_bounded():
+    async def main():
+        fake = await Fake().start()
+        c = await zserver.connect("127.0.0.1", fake.port, plaintext=True, keepalive=None,
+                                  max_in_flight=2)
+        await fake.accept()
+        tasks = [asyncio.ensure_future(c.call_console("echo", str(i))) for i in range(10)]
+        answered = 0
+        while answered < 10:
+            h, body = await fake.read_frame()
+            assert len(c._pending) <= 2
+            fake.write(wire.encode_reply(h.request, wire.parse_call_body(body)[1].decode()))
+            answered += 1
+        assert [await t for t in tasks] == [str(i) for i in range(10)]
+        await c.close()
+        await fake.close()
+    run(main())
