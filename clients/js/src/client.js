@@ -174,6 +174,8 @@ export class Connection {
     this.closeHandlers = [];
     this.closedError = null;
     this.lastSent = Date.now();
+    /** Counters: frames received, of which compressed; records received and rekeys (Noise). */
+    this.stats = { framesIn: 0, compressedIn: 0, framesOut: 0 };
     this.closed = new Promise((resolve) => { this.resolveClosed = resolve; });
 
     transport.onData((b) => this.receive(b));
@@ -197,6 +199,7 @@ export class Connection {
   }
 
   writeFrame(kind, flags, request, body) {
+    this.stats.framesOut += 1;
     this.writeRaw(encodeFrame(kind, flags, 0, request, body));
   }
 
@@ -331,6 +334,8 @@ export class Connection {
       return;
     }
     for (const f of frames) {
+      this.stats.framesIn += 1;
+      if (f.flags & Flags.COMPRESSED) this.stats.compressedIn += 1;
       try {
         this.dispatch(f);
       } catch (e) {
@@ -433,6 +438,13 @@ export class Connection {
     clearTimeout(entry.timer);
     if (!entry.ping) this.releaseSlot();
     return entry;
+  }
+
+  /** Record counters of the secure channel (null in plaintext). */
+  get recordStats() {
+    if (!this.records) return null;
+    const r = this.records;
+    return { recordsIn: r.recordsIn, recordsOut: r.recordsOut, rekeysIn: r.rekeysIn, rekeysOut: r.rekeysOut };
   }
 
   fail(error, byUs = false) {

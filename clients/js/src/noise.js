@@ -219,6 +219,10 @@ export class NoiseRecords {
     this.sentSinceRekey = 0;
     this.chunks = [];
     this.size = 0;
+    this.recordsIn = 0;
+    this.recordsOut = 0;
+    this.rekeysIn = 0;
+    this.rekeysOut = 0;
   }
 
   /** Encrypts plaintext into records (each: u16 BE length, ciphertext + tag). */
@@ -237,12 +241,14 @@ export class NoiseRecords {
   rekeyRecord() {
     const r = this.record(EMPTY);
     this.send.rekey();
+    this.rekeysOut += 1;
     this.sentSinceRekey = 0;
     return r;
   }
 
   record(part) {
     const ct = this.send.encrypt(EMPTY, part);
+    this.recordsOut += 1;
     const r = new Uint8Array(2 + ct.length);
     r[0] = ct.length >> 8;
     r[1] = ct.length & 0xff;
@@ -265,7 +271,11 @@ export class NoiseRecords {
       if (this.size < 2 + n) break;
       this.take(2);
       const pt = this.recv.decrypt(EMPTY, this.take(n));
-      if (pt.length === 0) this.recv.rekey();
+      this.recordsIn += 1;
+      if (pt.length === 0) {
+        this.recv.rekey();
+        this.rekeysIn += 1;
+      }
       else out.push(pt);
     }
     if (out.length === 0) return EMPTY;
