@@ -224,3 +224,36 @@ export function unlz4(data, max = MAX_FRAME_LEN) {
   if (end !== size) throw new WireError('Malformed', 'compressed payload: decodes to another size than it declares');
   return out;
 }
+
+const FRAME_NAMES = { [Kind.Call]: 'call', [Kind.Send]: 'send', [Kind.Reply]: 'reply' };
+const FRAME_KINDS = { call: Kind.Call, send: Kind.Send, reply: Kind.Reply };
+
+/**
+ * Encodes a Call, Send or Reply frame (uncompressed): `payload` is the encoded payload,
+ * `dataframe` whether it is a DataFrame.
+ */
+export function encodeMessage({ frame, request = 0, command = null, payload, dataframe = false }) {
+  const kind = FRAME_KINDS[frame];
+  if (!kind) throw new TypeError(`not a message frame: ${frame}`);
+  const body = kind === Kind.Reply ? payload : encodeCallBody(command, payload);
+  return encodeFrame(kind, dataframe ? Flags.DATAFRAME : 0, 0, request, body);
+}
+
+/**
+ * Decodes one whole Call, Send or Reply frame into
+ * { frame, request, command (null for a reply), dataframe, compressed, payload }
+ * with the payload decompressed.
+ */
+export function decodeMessage(bytes, maxFrameLen = MAX_FRAME_LEN) {
+  const f = decodeFrame(bytes, maxFrameLen);
+  const frame = FRAME_NAMES[f.kind];
+  if (!frame) throw new WireError('Malformed', `not a call, send or reply frame (kind 0x${f.kind.toString(16)})`);
+  if (f.kind === Kind.Call && f.request === 0) throw new WireError('Malformed', 'a call with request id 0');
+  if (f.kind === Kind.Send && f.request !== 0) throw new WireError('Malformed', 'a send with a request id');
+  let command = null;
+  let payload = f.body;
+  if (f.kind !== Kind.Reply) ({ name: command, payload } = decodeCallBody(f.body));
+  const compressed = !!(f.flags & Flags.COMPRESSED);
+  if (compressed) payload = unlz4(payload, maxFrameLen);
+  return { frame, request: f.request, command, dataframe: !!(f.flags & Flags.DATAFRAME), compressed, payload };
+}

@@ -6,7 +6,7 @@ export {
 } from './dataframe.js';
 export {
   Kind, Flags, MAX_FRAME_LEN, encodeFrame, decodeFrame, decodeHeader, encodeCallBody,
-  decodeCallBody, unlz4, FrameReader,
+  decodeCallBody, unlz4, FrameReader, encodeMessage, decodeMessage,
 } from './frame.js';
 export { ZsError, WireError, ERROR_CODES, GOAWAY_CODES } from './errors.js';
 export { generateKeyPair, fingerprint } from './noise.js';
