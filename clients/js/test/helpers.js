@@ -93,3 +93,53 @@ export function waitFor(what, ms, register) {
     });
   });
 }
+
+/**
+ * A WebSocket-to-TCP relay behaving as the server's WebSocket side is specified: subprotocol
+ * zserver.v1 required, binary messages carry the byte stream in any split, text closes.
+ * Lets the WebSocket client run before (and besides) a zs with --ws-listen.
+ */
+export async function startWsRelay(tcpAddr) {
+  const { WebSocketServer } = await import('ws');
+  const net = await import('node:net');
+  const [host, port] = [tcpAddr.slice(0, tcpAddr.lastIndexOf(':')), Number(tcpAddr.slice(tcpAddr.lastIndexOf(':') + 1))];
+  const wss = new WebSocketServer({
+    host: '127.0.0.1',
+    port: 0,
+    maxPayload: 1024 * 1024,
+    handleProtocols: (protocols) => (protocols.has('zserver.v1') ? 'zserver.v1' : false),
+  });
+  const sockets = new Set();
+  wss.on('connection', (ws) => {
+    if (ws.protocol !== 'zserver.v1') {
+      ws.close(1002);
+      return;
+    }
+    const tcp = net.connect({ host, port });
+    sockets.add(tcp);
+    tcp.on('data', (b) => {
+      // split differently from the frames on purpose: 1000-byte messages
+      for (let i = 0; i < b.length; i += 1000) ws.send(b.subarray(i, i + 1000));
+    });
+    tcp.on('close', () => ws.close());
+    tcp.on('error', () => ws.terminate());
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary) {
+        ws.close(1003);
+        tcp.destroy();
+        return;
+      }
+      tcp.write(data);
+    });
+    ws.on('close', () => tcp.end());
+  });
+  await new Promise((r) => wss.once('listening', r));
+  return {
+    url: `ws://127.0.0.1:${wss.address().port}/`,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+    },
+  };
+}
