@@ -390,11 +390,13 @@ export class Connection {
         return;
       }
       case Kind.Send: {
+        if (f.request !== 0) throw new WireError('Malformed', 'a send with a request id');
         const { name, payload } = decodeCallBody(f.body);
         this.push(f, name, payload);
         return;
       }
       case Kind.Call: {
+        if (f.request === 0) throw new WireError('Malformed', 'a call with request id 0');
         const { name } = decodeCallBody(f.body);
         this.writeFrame(Kind.Error, 0, f.request, encodeCodeMessage(1, `unknown command: ${name}`));
         return;

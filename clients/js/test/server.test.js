@@ -124,6 +124,22 @@ describe('Noise over TCP', () => {
         assert.equal(await c.callConsole('echo', text), text);
       }
       assert.ok(c.recordStats.rekeysOut >= 2, `rekeys: ${c.recordStats.rekeysOut}`);
+      // (the server's `rekeys` stat counts its own sending rekeys only; that the echoes after
+      // each rekey arrive shows the server rolled its receiving key with ours)
+    } finally {
+      c.close();
+    }
+  });
+
+  test('one-way sends reach the server', T, async () => {
+    const c = await connect(srv.url, { fingerprint: srv.fingerprint });
+    try {
+      const before = JSON.parse(await c.callConsole('stats', ''));
+      await c.send('echo', 'one way');
+      await c.send('echo_stream', ['one way', I32(1)]);
+      const after = JSON.parse(await c.callConsole('stats', ''));
+      assert.equal(after.direct_console_in - before.direct_console_in, 1);
+      assert.equal(after.direct_stream_in - before.direct_stream_in, 1);
     } finally {
       c.close();
     }
