@@ -25,6 +25,11 @@ class HandshakeReader {
     this.waiter = null;
     this.error = null;
     transport.onData((b) => {
+      if (this.buf.length + b.length > 2 + 65535 + 65536) {
+        this.error = ZsError.local('handshake', 'the server sent more than a handshake message');
+        this.wake();
+        return;
+      }
       const n = new Uint8Array(this.buf.length + b.length);
       n.set(this.buf);
       n.set(b, this.buf.length);

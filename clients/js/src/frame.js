@@ -200,6 +200,44 @@ export function encodeCodeMessage(code, message) {
   return out;
 }
 
+/**
+ * Walks an lz4 block's sequences without decoding them, so that a hostile block is refused
+ * before lz4js runs: the output may not exceed `size`, and every match must point into the
+ * output already written (lz4js would silently read zeros there). Bounds lz4js's work too.
+ */
+function checkLz4Block(src, start, size) {
+  const bad = (why) => new WireError('Malformed', `compressed payload: corrupt lz4 block (${why})`);
+  let i = start;
+  let out = 0;
+  const end = src.length;
+  const length = (n) => {
+    if (n !== 15) return n;
+    for (;;) {
+      if (i >= end) throw bad('length runs past the end');
+      const b = src[i++];
+      n += b;
+      if (n > size) throw bad('longer than declared');
+      if (b !== 255) return n;
+    }
+  };
+  while (i < end) {
+    const token = src[i++];
+    const lit = length(token >> 4);
+    if (i + lit > end) throw bad('literals run past the end');
+    i += lit;
+    out += lit;
+    if (out > size) throw bad('longer than declared');
+    if (i === end) break;
+    if (i + 2 > end) throw bad('offset runs past the end');
+    const offset = src[i] | (src[i + 1] << 8);
+    i += 2;
+    if (offset === 0 || offset > out) throw bad('match offset outside the output');
+    out += length(token & 15) + 4;
+    if (out > size) throw bad('longer than declared');
+  }
+  if (out !== size) throw new WireError('Malformed', 'compressed payload: decodes to another size than it declares');
+}
+
 /** lz4 ratio bound used by the server: no block expands more than this. */
 const LZ4_MAX_RATIO = 255;
 
@@ -214,6 +252,7 @@ export function unlz4(data, max = MAX_FRAME_LEN) {
   if (size > (data.length - 4) * LZ4_MAX_RATIO + 64) {
     throw new WireError('Malformed', 'compressed payload: declared size impossible for its block');
   }
+  checkLz4Block(data, 4, size);
   const out = new Uint8Array(size);
   let end;
   try {

@@ -91,6 +91,14 @@ test('lz4 payloads: size checked first, corrupt blocks refused', () => {
   assert.throws(() => unlz4(Uint8Array.of(0xff, 0xff, 0, 0, 0x10, 0x41)), (e) => e.kind === 'Malformed');
   assert.throws(() => unlz4(Uint8Array.of(10, 0, 0, 0, 0x10, 0x41)), (e) => e.kind === 'Malformed');
   assert.throws(() => unlz4(Uint8Array.of(1, 0)), (e) => e.kind === 'Malformed');
+  // a match before the start of the output
+  assert.throws(() => unlz4(Uint8Array.of(20, 0, 0, 0, 0x1f, 0x41, 9, 0, 0)), (e) => /offset/.test(e.message));
+  // a match length that runs on far past the declared size is stopped early
+  const long = new Uint8Array(4 + 1 + 1 + 2 + 100000).fill(255);
+  long.set([100, 0, 0, 0, 0x1f, 0x41, 1, 0]);
+  assert.throws(() => unlz4(long), (e) => /longer than declared/.test(e.message));
+  // a zero offset
+  assert.throws(() => unlz4(Uint8Array.of(20, 0, 0, 0, 0x1f, 0x41, 0, 0, 0)), (e) => /offset/.test(e.message));
 });
 
 for (const cipher of [CIPHER_AESGCM, CIPHER_CHACHAPOLY]) {
