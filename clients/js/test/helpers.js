@@ -52,7 +52,8 @@ export async function startServer({ plaintext = false, ws = false, args = [], en
         if (!info.addr) info.addr = m[1];
       }
       if ((m = /^server key: (\S+) \(Noise/.exec(line))) info.fingerprint = m[1];
-      if ((m = /\b(?:websocket|ws)\b.*?(?:listening on|on) (?:ws:\/\/)?(\d[\d.]*:\d+)/i.exec(line))) info.wsAddr = m[1];
+      // "WebSocket clients on ws://127.0.0.1:PORT/ (Noise inside, as on TCP)"
+      if (!info.wsAddr && (m = /\bws:\/\/([^\s/]+)/.exec(line))) info.wsAddr = m[1];
       const done = info.addr && (plaintext || info.fingerprint) && (!ws || info.wsAddr);
       if (done) resolveReady();
     });
