@@ -7,7 +7,7 @@ import {
 import { encodeDataFrame, decodeDataFrame } from './dataframe.js';
 import {
   XXInitiator, NoiseRecords, preamble, cipherCode, generateKeyPair, keyPairFromSecret,
-  fingerprint as keyFingerprint, REKEY_AFTER_BYTES,
+  fingerprint as keyFingerprint, REKEY_AFTER_BYTES, REKEY_INTERVAL_MS,
 } from './noise.js';
 import { openTransport, withTimeout } from './transport.js';
 
@@ -124,7 +124,10 @@ async function noiseHandshake(transport, opts) {
   }
   transport.write(lengthPrefixed(hs.writeMessage3()));
   const [send, recv, h] = hs.split();
-  const records = new NoiseRecords(send, recv, { rekeyAfterBytes: opts.rekeyAfterBytes ?? REKEY_AFTER_BYTES });
+  const records = new NoiseRecords(send, recv, {
+    rekeyAfterBytes: opts.rekeyAfterBytes ?? REKEY_AFTER_BYTES,
+    rekeyIntervalMs: opts.rekeyIntervalMs ?? REKEY_INTERVAL_MS,
+  });
   transport.holdData(reader.buf);
   return { records, serverFingerprint: fp, binding: h };
 }

@@ -206,16 +206,20 @@ export class XXInitiator {
 
 /** Rekey the sending direction after this many plaintext bytes (PROTOCOL.md §9.2). */
 export const REKEY_AFTER_BYTES = 1024 * 1024 * 1024;
+/** ... or after this long, at the next record. */
+export const REKEY_INTERVAL_MS = 10 * 60 * 1000;
 
 /**
  * The record layer after the handshake: `seal(bytes)` returns the records to write,
  * `open(bytes)` takes received bytes and returns the plaintext now available.
  */
 export class NoiseRecords {
-  constructor(send, recv, { rekeyAfterBytes = REKEY_AFTER_BYTES } = {}) {
+  constructor(send, recv, { rekeyAfterBytes = REKEY_AFTER_BYTES, rekeyIntervalMs = REKEY_INTERVAL_MS } = {}) {
     this.send = send;
     this.recv = recv;
     this.rekeyAfterBytes = rekeyAfterBytes;
+    this.rekeyIntervalMs = rekeyIntervalMs;
+    this.lastRekey = Date.now();
     this.sentSinceRekey = 0;
     this.chunks = [];
     this.size = 0;
@@ -232,7 +236,10 @@ export class NoiseRecords {
       const part = plain.subarray(off, Math.min(plain.length, off + MAX_PLAINTEXT));
       out.push(this.record(part));
       this.sentSinceRekey += part.length;
-      if (this.sentSinceRekey >= this.rekeyAfterBytes) out.push(this.rekeyRecord());
+      if (this.sentSinceRekey >= this.rekeyAfterBytes
+        || (this.rekeyIntervalMs > 0 && Date.now() - this.lastRekey >= this.rekeyIntervalMs)) {
+        out.push(this.rekeyRecord());
+      }
     }
     return out.length === 1 ? out[0] : concat(...out);
   }
@@ -243,6 +250,7 @@ export class NoiseRecords {
     this.send.rekey();
     this.rekeysOut += 1;
     this.sentSinceRekey = 0;
+    this.lastRekey = Date.now();
     return r;
   }
 

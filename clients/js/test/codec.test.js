@@ -122,6 +122,19 @@ for (const cipher of [CIPHER_AESGCM, CIPHER_CHACHAPOLY]) {
   });
 }
 
+test('Noise records rekey by time at the next record', () => {
+  const key = new Uint8Array(32).fill(3);
+  const a = new NoiseRecords(new CipherState(CIPHER_AESGCM, key.slice()), new CipherState(CIPHER_AESGCM, key.slice()), { rekeyIntervalMs: 1000 });
+  const b = new NoiseRecords(new CipherState(CIPHER_AESGCM, key.slice()), new CipherState(CIPHER_AESGCM, key.slice()));
+  assert.equal(b.open(a.seal(Uint8Array.of(1))).length, 1);
+  assert.equal(a.rekeysOut, 0);
+  a.lastRekey -= 1000; // as if a second had passed
+  assert.deepEqual([...b.open(a.seal(Uint8Array.of(2)))], [2]);
+  assert.equal(a.rekeysOut, 1);
+  assert.equal(b.rekeysIn, 1);
+  assert.deepEqual([...b.open(a.seal(Uint8Array.of(3)))], [3]);
+});
+
 test('fingerprints are 43 characters of base64url', () => {
   const { publicKey } = generateKeyPair();
   assert.match(fingerprint(publicKey), /^[A-Za-z0-9_-]{43}$/);
