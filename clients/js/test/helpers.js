@@ -111,6 +111,7 @@ export async function startWsRelay(tcpAddr) {
     handleProtocols: (protocols) => (protocols.has('zserver.v1') ? 'zserver.v1' : false),
   });
   const sockets = new Set();
+  const seen = { maxMessage: 0, messages: 0, text: 0 };
   wss.on('connection', (ws) => {
     if (ws.protocol !== 'zserver.v1') {
       ws.close(1002);
@@ -125,7 +126,10 @@ export async function startWsRelay(tcpAddr) {
     tcp.on('close', () => ws.close());
     tcp.on('error', () => ws.terminate());
     ws.on('message', (data, isBinary) => {
+      seen.messages += 1;
+      seen.maxMessage = Math.max(seen.maxMessage, data.length);
       if (!isBinary) {
+        seen.text += 1;
         ws.close(1003);
         tcp.destroy();
         return;
@@ -137,6 +141,7 @@ export async function startWsRelay(tcpAddr) {
   await new Promise((r) => wss.once('listening', r));
   return {
     url: `ws://127.0.0.1:${wss.address().port}/`,
+    seen,
     close: () => {
       for (const s of sockets) s.destroy();
       for (const c of wss.clients) c.terminate();

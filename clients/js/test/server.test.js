@@ -4,6 +4,10 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64, Typed } from '../src/index.js';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateKeyPair, fingerprint } from '../src/noise.js';
 import { startServer, ADMIN_PASSWORD, waitFor } from './helpers.js';
 
 const T = { timeout: 120000 };
@@ -275,5 +279,59 @@ describe('idle timeout', () => {
     assert.equal(err.code, 3);
     assert.equal(err.codeName, 'IdleTimeout');
     await assert.rejects(c.callConsole('echo', 'x'), (e) => e.code === 3);
+  });
+});
+
+describe('keepalive', () => {
+  let srv;
+  before(async () => { srv = await startServer({ args: ['--idle-timeout', '1'] }); });
+  after(async () => { await srv?.stop(); });
+
+  test('Pings keep a quiet connection past the idle timeout', T, async () => {
+    const c = await connect(srv.url, { fingerprint: srv.fingerprint, keepAliveMs: 250 });
+    let timer;
+    try {
+      const closed = c.closed.then((e) => `closed: ${e?.message}`);
+      // a dozen keepalive Pings take about 3 s, three times the server's idle timeout
+      const alive = new Promise((r) => {
+        timer = setInterval(() => c.stats.framesOut >= 12 && r('alive'), 50);
+      });
+      assert.equal(await Promise.race([alive, closed]), 'alive');
+      assert.equal(await c.callConsole('echo', 'still here'), 'still here');
+    } finally {
+      clearInterval(timer);
+      c.close();
+    }
+  });
+});
+
+describe('allowed client keys', () => {
+  let srv;
+  let dir;
+  const key = generateKeyPair();
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'zs-js-keys-'));
+    const file = join(dir, 'allowed');
+    writeFileSync(file, `${fingerprint(key.publicKey)}\n`);
+    srv = await startServer({ args: ['--allowed-clients', file] });
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a listed static key gets in; the anonymous one gets GoAway NotAuthorized', T, async () => {
+    const c = await connect(srv.url, { fingerprint: srv.fingerprint, staticKey: key.secretKey });
+    try {
+      assert.equal(await c.callConsole('echo', 'known'), 'known');
+    } finally {
+      c.close();
+    }
+    const stranger = await connect(srv.url, { fingerprint: srv.fingerprint });
+    const err = await stranger.callConsole('echo', 'x').then(() => null, (e) => e);
+    assert.ok(err, 'an unlisted key was served');
+    assert.equal(err.kind, 'goaway', err.message);
+    assert.equal(err.code, 8);
+    assert.equal(err.codeName, 'NotAuthorized');
   });
 });

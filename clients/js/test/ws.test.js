@@ -53,6 +53,12 @@ for (const [mode, modeSkip] of MODES) describe(`WebSocket from Node (${mode})`, 
       const got = waitFor('the push', 60000, (done) => c.on('ws.push', done));
       assert.equal((await admin.pushSend({ user: 'bob', command: 'WS.Push', text: 'hi bob' })).live, 1);
       assert.equal(await got, 'hi bob');
+      if (mode === 'relay') {
+        const { seen } = relays[0];
+        assert.ok(seen.messages > 45, `${seen.messages} messages`);
+        assert.ok(seen.maxMessage <= 65536, `a message of ${seen.maxMessage} bytes`);
+        assert.equal(seen.text, 0);
+      }
     } finally {
       c.close();
       admin.close();
