@@ -153,6 +153,7 @@ for (const [mode, modeSkip] of MODES) describe(`WebSocket from a browser page ($
       assert.equal(s.state, 'ready', s.error);
       assert.equal(s.fingerprint, srv.fingerprint);
       assert.equal(s.echo, 'from the browser');
+      assert.equal(s.chacha, 'chacha');
       assert.equal(s.stream, JSON.stringify([-5, '18446744073709551615', 'ü', [1, 2, 3]]));
       assert.equal(s.unknown, '1 UnknownCommand');
       assert.equal(s.bigOk, true);
