@@ -13,6 +13,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const T = { timeout: 180000 };
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const skip = serverHasWs() ? false : 'this zs has no --ws-listen';
+// The project's test script (scripts/test.sh) sets ZS_REQUIRE_ALL: there nothing may be skipped.
+if (process.env.ZS_REQUIRE_ALL === '1' && (skip || !existsSync(CHROMIUM))) {
+  throw new Error(`ZS_REQUIRE_ALL: ${skip || `no ${CHROMIUM}`}`);
+}
 
 // 'relay': a WebSocket-to-TCP relay in this process (test/helpers.js) in front of zs's TCP
 // listener; 'zs': the server's own --ws-listen.
