@@ -107,12 +107,32 @@ pub(crate) struct Target {
     pub security: ClientSecurity,
     /// Clients open a resumable session.
     pub session: bool,
+    /// The server's WebSocket listener, if it has one.
+    pub ws_addr: Option<SocketAddr>,
+    /// Clients connect over its WebSocket listener.
+    pub over_ws: bool,
 }
 
 impl Target {
     /// A plaintext server (the floor).
     pub(crate) fn plain(addr: SocketAddr) -> Target {
-        Target { addr, security: ClientSecurity::Plaintext, session: false }
+        Target { addr, security: ClientSecurity::Plaintext, session: false, ws_addr: None, over_ws: false }
+    }
+
+    /// The same server reached over its WebSocket listener.
+    pub(crate) fn over_websocket(&self) -> Target {
+        Target { over_ws: true, ..self.clone() }
+    }
+
+    /// Connects a client as the target says (over TCP or its WebSocket listener).
+    pub(crate) async fn connect(&self) -> std::io::Result<zs::Client> {
+        match (self.over_ws, self.ws_addr) {
+            (true, Some(ws)) => {
+                let dialer = zs::transport::ws::WsDialer::default();
+                zs::Client::connect_over(dialer, ws, Router::new(), self.client_config()).await
+            }
+            _ => zs::Client::connect_with(self.addr, Router::new(), self.client_config()).await,
+        }
     }
 
     /// Client settings that reach it.
@@ -181,9 +201,12 @@ pub(crate) fn serve_ours(rt: &Runtime, security: ServerSecurity, router: Router)
     rt.block_on(async {
         let config = ServerConfig { security, ..ServerConfig::default() };
         let server = zs::Server::bind("127.0.0.1:0", router, config).await?;
+        let settings = zs::transport::ws::WsSettings::default();
+        let ws = zs::transport::ws::WsListener::bind("127.0.0.1:0", settings).await?.remove(0);
+        let ws_addr = Some(server.serve(ws)?);
         std::mem::forget(server.clone()); // served until the process ends
         let (addr, security) = (server.local_addr(), server.client_security());
-        Ok::<_, std::io::Error>(Target { addr, security, session: false })
+        Ok::<_, std::io::Error>(Target { addr, security, session: false, ws_addr, over_ws: false })
     })
     .map_err(|e| e.to_string())
 }

@@ -34,6 +34,8 @@ pub struct RpcOptions {
     /// Also drive our server with every command metered (calls, errors, latency), in each
     /// round.
     pub metered: bool,
+    /// Also drive our `Client` over the server's WebSocket listener, in each round.
+    pub websocket: bool,
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
@@ -92,6 +94,12 @@ pub struct RpcReport {
     /// `ours_metered.req_per_s / ours.req_per_s` (open loop: `ours.p99 / ours_metered.p99`):
     /// what metering costs, as a share kept.
     pub metered_ratio: Option<f64>,
+    /// With `--transport ws`: our `Client` over the server's WebSocket listener, same server,
+    /// same run.
+    pub ours_client_ws: Option<Figures>,
+    /// `ours_client_ws.req_per_s / ours_client.req_per_s` (open loop: `ours_client.p99 /
+    /// ours_client_ws.p99`): WebSocket against TCP, client against client.
+    pub ws_vs_tcp: Option<f64>,
 }
 
 /// Runs the scenario. Servers get their own two-thread runtime, the load generator
@@ -118,7 +126,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         rate: opts.rate,
     };
     let (mut floor_runs, mut ours_runs, mut client_runs, mut plain_runs) = (vec![], vec![], vec![], vec![]);
-    let (mut tarpc_runs, mut batch_runs) = (vec![], vec![]);
+    let (mut tarpc_runs, mut batch_runs, mut ws_runs) = (vec![], vec![], vec![]);
     let drive_variants = |variants: &mut [Option<(Target, Vec<Figures>)>]| -> Result<(), String> {
         for (target, runs) in variants.iter_mut().flatten() {
             runs.push(load_rt.block_on(driver::run::<OursCodec>(target, load))?);
@@ -140,6 +148,9 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
         }
         client_runs.push(load_rt.block_on(client_api(&servers.ours, load))?);
+        if opts.websocket {
+            ws_runs.push(load_rt.block_on(client_api(&servers.ours.over_websocket(), load))?);
+        }
         if load.rate.is_none() {
             batch_runs.push(load_rt.block_on(client_batches(&servers.ours, load))?);
         }
@@ -149,6 +160,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let ours_client_batch = (!batch_runs.is_empty()).then(|| median(batch_runs));
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
+    let ours_client_ws = (!ws_runs.is_empty()).then(|| median(ws_runs));
     let [guarded, metered] = variants;
     let ours_guarded = guarded.map(|(_, runs)| median(runs));
     let ours_metered = metered.map(|(_, runs)| median(runs));
@@ -177,6 +189,11 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
         client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
         client_ratio: ours_client.req_per_s / floor.req_per_s.max(1e-9),
+        ws_vs_tcp: ours_client_ws.as_ref().map(|w| match opts.rate {
+            Some(_) => ours_client.p99_us as f64 / w.p99_us.max(1) as f64,
+            None => w.req_per_s / ours_client.req_per_s.max(1e-9),
+        }),
+        ours_client_ws,
         batch_ratio: ours_client_batch.as_ref().map(|b| b.req_per_s / floor.req_per_s.max(1e-9)),
         ours_client_batch,
         tarpc,
@@ -214,8 +231,7 @@ fn median(mut runs: Vec<Figures>) -> Figures {
 pub(crate) async fn client_api(target: &Target, load: Load) -> Result<Figures, String> {
     let mut clients = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
-        let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;
-        clients.push(Arc::new(c.map_err(|e| e.to_string())?));
+        clients.push(Arc::new(target.connect().await.map_err(|e| e.to_string())?));
     }
     let payload = Text::from("x".repeat(load.payload));
     api_load(clients, load, move |c: Arc<Client>| {
@@ -232,8 +248,7 @@ pub(crate) async fn client_batches(target: &Target, load: Load) -> Result<Figure
     let start = Instant::now();
     let deadline = start + load.duration;
     for _ in 0..load.connections {
-        let c = Client::connect_with(target.addr, Router::new(), target.client_config()).await;
-        let c = c.map_err(|e| e.to_string())?;
+        let c = target.connect().await.map_err(|e| e.to_string())?;
         let payloads = vec![Text::from("x".repeat(load.payload)); load.depth.max(1)];
         tasks.push(tokio::spawn(async move {
             let mut h = crate::stats::histogram();
@@ -266,7 +281,7 @@ pub fn table(r: &RpcReport) -> String {
             r.connections, r.depth, r.payload, r.duration_s, r.rounds
         ),
     };
-    s += &format!("{:<22}{:>12}{:>10}{:>10}{:>10}\n", "", "req/s", "p50 µs", "p99 µs", "p99.9 µs");
+    s += &format!("{:<26}{:>12}{:>10}{:>10}{:>10}\n", "", "req/s", "p50 µs", "p99 µs", "p99.9 µs");
     let ours = format!("ours ({})", r.secure.name());
     let mut rows = vec![("floor (tokio echo)".to_string(), &r.floor), (ours, &r.ours)];
     if let Some(p) = &r.ours_plaintext {
@@ -279,12 +294,15 @@ pub fn table(r: &RpcReport) -> String {
         rows.push(("ours (metered)".into(), m));
     }
     rows.push(("ours (Client API)".into(), &r.ours_client));
+    if let Some(w) = &r.ours_client_ws {
+        rows.push(("ours (Client, WebSocket)".into(), w));
+    }
     if let Some(b) = &r.ours_client_batch {
         rows.push(("ours (Client batches)".into(), b));
     }
     rows.push(("tarpc (bincode)".into(), &r.tarpc));
     for (name, f) in rows {
-        s += &format!("{:<22}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
+        s += &format!("{:<26}{:>12.0}{:>10}{:>10}{:>10}\n", name, f.req_per_s, f.p50_us, f.p99_us, f.p999_us);
     }
     s += &match r.rate {
         Some(_) => format!(
@@ -309,6 +327,9 @@ pub fn table(r: &RpcReport) -> String {
     }
     if let Some(x) = r.metered_ratio {
         s += &format!("\nratio metered/not: {x:.2}");
+    }
+    if let Some(x) = r.ws_vs_tcp {
+        s += &format!("\nratio WebSocket/TCP (Client API): {x:.2}");
     }
     s
 }

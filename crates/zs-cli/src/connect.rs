@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use zs::transport::ws::WsDialer;
 use zs::{Client, ClientConfig, Router};
 
 /// Where to connect and as whom.
@@ -57,9 +58,19 @@ pub async fn connect(
     timeout: Duration,
     router: Router,
 ) -> Result<Client, String> {
-    let security = security.resolve(addr)?;
+    // `ws://HOST:PORT/PATH`: a WebSocket, the server's mode inside as over TCP.
+    let websocket = addr.strip_prefix("ws://").map(|rest| match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    });
+    let host = websocket.map_or(addr, |(host, _)| host);
+    let security = security.resolve(host)?;
     let config = ClientConfig { connect_timeout: timeout, security, ..ClientConfig::default() };
-    Client::connect_with(addr, router, config).await.map_err(|e| match e.to_string() {
+    let connected = match websocket {
+        Some((host, path)) => Client::connect_over(WsDialer::new(path), host, router, config).await,
+        None => Client::connect_with(addr, router, config).await,
+    };
+    connected.map_err(|e| match e.to_string() {
         // The transport's message already names the address it tried.
         m if m.contains(addr) => m,
         m => format!("cannot connect to {addr}: {m}"),

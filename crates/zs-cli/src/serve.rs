@@ -40,6 +40,19 @@ pub struct ServeArgs {
     /// the same commands (repeatable; see docs/COMPAT.md).
     #[arg(long, value_name = "ADDR")]
     compat_listen: Vec<String>,
+    /// Also serve WebSocket clients (browsers, the JS client) on this address: the same
+    /// frames in binary messages, secured inside as on TCP (repeatable; docs/PROTOCOL.md §16).
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Vec<String>,
+    /// A browser origin let in on the WebSocket listeners, e.g. https://app.example
+    /// (repeatable; `*` for any). Always let in: non-browser clients (no Origin) and pages of
+    /// the listener's own host and port.
+    #[arg(long, value_name = "ORIGIN")]
+    ws_origin: Vec<String>,
+    /// Largest WebSocket message taken, e.g. 1M (a larger one closes the connection, code
+    /// 1009); clients split the stream into messages under it.
+    #[arg(long, default_value = "1M", value_parser = crate::bench::parse_size)]
+    ws_max_message: u64,
     /// Keep ZServer4D clients that go quiet, as the original does (no idle timeout on their
     /// connections, none announced); by default `--idle-timeout` applies and is announced.
     #[arg(long)]
@@ -157,6 +170,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 compat.join(" ")
             ));
         }
+        for line in serve_websocket(&args, &server).await? {
+            say(&line);
+        }
         let reload: crate::admin::Reload = {
             let (running, server) = (running.clone(), server.clone());
             Arc::new(move || reload(&running, &server, &mounted))
@@ -188,6 +204,37 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// Starts the WebSocket listeners of `--ws-listen`; what to tell the operator.
+async fn serve_websocket(args: &ServeArgs, server: &zs::ServerHandle) -> Result<Vec<String>, String> {
+    use zs::transport::ws::{WsListener, WsSettings};
+    use zs::wire::websocket::Origins;
+    if args.ws_listen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let origins = match &args.ws_origin[..] {
+        [] => Origins::SameOrigin,
+        list if list.iter().any(|o| o == "*") => Origins::Any,
+        list => Origins::These(list.to_vec()),
+    };
+    let max_message = usize::try_from(args.ws_max_message).unwrap_or(usize::MAX).max(1024);
+    let settings = WsSettings { origins, max_message, reuse_port: args.worker };
+    let mut addrs = Vec::new();
+    for a in &args.ws_listen {
+        let listeners = WsListener::bind(a.as_str(), settings.clone())
+            .await
+            .map_err(|e| format!("cannot listen for WebSocket clients on {a}: {e}"))?;
+        for l in listeners {
+            addrs.push(format!("ws://{}/", server.serve(l).map_err(|e| e.to_string())?));
+        }
+    }
+    let inside = match server.client_security() {
+        zs::ClientSecurity::Plaintext => "plaintext inside",
+        zs::ClientSecurity::Tls(_) => "TLS inside",
+        _ => "Noise inside",
+    };
+    Ok(vec![format!("WebSocket clients on {} ({inside}, as on TCP)", addrs.join(" "))])
 }
 
 /// Runs `workers` copies of this command as worker processes on the same addresses: the

@@ -206,3 +206,41 @@ impl SplitMix {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// Reads `data` as a WebSocket upgrade request and as a server's answer, then as frames in
+/// pieces on both sides: what a reader yields split anywhere equals what it yields whole.
+pub fn websocket(data: &[u8]) {
+    use crate::websocket::{self as ws, Event, FrameReader, Origins};
+    for origins in [Origins::SameOrigin, Origins::Any] {
+        if let Ok(Some(up)) = ws::parse_upgrade(data, &origins) {
+            assert!(up.used <= data.len());
+            assert!(up.response.starts_with(b"HTTP/1.1 101"));
+        }
+    }
+    let _ = ws::parse_answer(data, "dGhlIHNhbXBsZSBub25jZQ==");
+    let step = 1 + data.first().map_or(0, |b| *b as usize % 13);
+    for server in [true, false] {
+        let read = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+            let mut reader = FrameReader::new(server, 1 << 16);
+            let (mut input, mut out, mut events) = (BytesMut::new(), BytesMut::new(), Vec::new());
+            for piece in pieces {
+                input.extend_from_slice(piece);
+                loop {
+                    match reader.read(&mut input, &mut out) {
+                        Ok(Some(Event::Data(_))) => {}
+                        Ok(Some(e)) => events.push(e),
+                        Ok(None) => break,
+                        Err(e) => return (out, events, Some(e.close)),
+                    }
+                }
+            }
+            (out, events, None)
+        };
+        let whole = read(&mut std::iter::once(data));
+        let split = read(&mut data.chunks(step));
+        assert_eq!(whole.0, split.0, "stream bytes depend on the split");
+        assert_eq!(whole.2, split.2, "the verdict depends on the split");
+        let closes = |e: &Vec<Event>| e.iter().filter(|e| matches!(e, Event::Closed(_))).count();
+        assert_eq!(closes(&whole.1), closes(&split.1));
+    }
+}

@@ -18,6 +18,7 @@ mod limits;
 pub mod mux;
 pub mod secure;
 pub mod session;
+pub mod websocket;
 pub mod window;
 
 pub use body::{CallBody, ErrorCode, GoAwayCode};

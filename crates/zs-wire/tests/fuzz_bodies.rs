@@ -41,3 +41,10 @@ fn mux_target() {
         fuzzing::mux(&input);
     }
 }
+
+#[test]
+fn websocket_target() {
+    for input in inputs("websocket", 20_000) {
+        fuzzing::websocket(&input);
+    }
+}

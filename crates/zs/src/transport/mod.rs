@@ -11,6 +11,7 @@ mod link_io;
 mod raw;
 mod stream_link;
 pub(crate) mod tcp;
+pub mod ws;
 
 use std::future::Future;
 use std::io;

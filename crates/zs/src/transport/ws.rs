@@ -1,0 +1,452 @@
+//! WebSocket: a transport for browsers. A [`WsListener`] takes TCP connections whose
+//! upgrade request the link itself answers (inside the server's handshake deadline and
+//! admission, like any first bytes); a [`WsDialer`] makes the client's. Either way the
+//! connection's bytes travel in binary messages, any split (`docs/PROTOCOL.md` §16), and the
+//! server's security mode runs inside as over TCP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, BytesMut};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use zs_wire::websocket::{self as ws, Event, FrameReader, Origins, WsError};
+
+use super::tcp::{TcpAcceptor, TcpDialer, TcpOptions};
+use super::{read_message, write_all, Dialer, Link, Listener};
+
+/// Most encoded bytes a link holds unwritten; past it, writes wait.
+const TX_CAP: usize = 256 << 10;
+/// Most stream bytes in one outgoing frame.
+const MAX_OUT_FRAME: usize = 64 << 10;
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 64 << 10;
+
+/// What a WebSocket server lets in.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    /// Browser origins allowed (default: same origin, or none given).
+    pub origins: Origins,
+    /// Largest message taken, in bytes (default 1 MiB); a bigger one closes the link with
+    /// code 1009.
+    pub max_message: usize,
+    /// Share the address with other processes (`SO_REUSEPORT`, as `zs serve --workers`).
+    pub reuse_port: bool,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings { origins: Origins::default(), max_message: ws::DEFAULT_MAX_MESSAGE, reuse_port: false }
+    }
+}
+
+/// A listener for WebSocket clients (zserver's frames inside, secured as the server says).
+pub struct WsListener {
+    tcp: TcpAcceptor,
+    settings: Arc<WsSettings>,
+}
+
+impl WsListener {
+    /// Binds on every address `addr` resolves to.
+    pub async fn bind(addr: impl ToSocketAddrs, settings: WsSettings) -> io::Result<Vec<WsListener>> {
+        let acceptors = TcpAcceptor::bind(addr, settings.reuse_port, 1024, TcpOptions::default()).await?;
+        let settings = Arc::new(settings);
+        Ok(acceptors.into_iter().map(|tcp| WsListener { tcp, settings: settings.clone() }).collect())
+    }
+}
+
+impl Listener for WsListener {
+    type Raw = WsLink<TcpStream>;
+
+    async fn accept(&mut self) -> io::Result<WsLink<TcpStream>> {
+        let tcp = self.tcp.accept().await?;
+        Ok(WsLink::server(tcp, self.settings.clone()))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Makes WebSocket links to a server: the upgrade request names `path` (default `/`).
+#[derive(Debug, Clone)]
+pub struct WsDialer {
+    path: String,
+    max_message: usize,
+}
+
+impl WsDialer {
+    /// A dialer asking for `path` (e.g. `/`).
+    pub fn new(path: impl Into<String>) -> WsDialer {
+        WsDialer { path: path.into(), max_message: ws::DEFAULT_MAX_MESSAGE }
+    }
+}
+
+impl Default for WsDialer {
+    fn default() -> Self {
+        WsDialer::new("/")
+    }
+}
+
+impl Dialer for WsDialer {
+    type Raw = WsLink<TcpStream>;
+
+    async fn dial(&self, addr: SocketAddr) -> io::Result<WsLink<TcpStream>> {
+        let mut tcp = TcpDialer::default().dial(addr).await?;
+        let (request, key) = ws::request(&addr.to_string(), &self.path, &ws::new_key());
+        write_all(&mut tcp, &request).await?;
+        let refused = |e: WsError| io::Error::new(io::ErrorKind::ConnectionRefused, e.why);
+        let (used, rest) =
+            read_message(&mut tcp, |buf| ws::parse_answer(buf, &key).map(|u| u.map(|u| ((), u))))
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidData => {
+                        refused(WsError { status: 0, close: 0, why: e.to_string() })
+                    }
+                    _ => e,
+                })?;
+        let () = used;
+        let mut link = WsLink::client(tcp, self.max_message);
+        link.rx = rest;
+        Ok(link)
+    }
+}
+
+/// Where the opening handshake is.
+enum Phase {
+    /// A server waiting for the client's upgrade request.
+    Upgrading(Arc<WsSettings>),
+    /// Frames flow.
+    Open,
+}
+
+/// A WebSocket over a link: the stream's bytes in binary frames.
+pub struct WsLink<L> {
+    inner: L,
+    phase: Phase,
+    /// This end is the client (its frames are masked).
+    client: bool,
+    reader: FrameReader,
+    /// Read from the socket, not yet decoded.
+    rx: BytesMut,
+    /// `rx` holds no whole frame piece that decoding could use: wait for the socket.
+    rx_stalled: bool,
+    /// Encoded frames (and the handshake's answer) not yet written.
+    tx: BytesMut,
+    /// Frames written before a server's upgrade finished, sent after its answer.
+    early: BytesMut,
+    /// A writer waiting for the upgrade to finish.
+    write_waker: Option<Waker>,
+    /// The peer closed (or this end refused it): reads give end-of-stream.
+    eof: bool,
+    /// A close frame was queued: nothing more is written.
+    closing: bool,
+    /// Half-close the socket once `tx` is written.
+    shutdown_pending: bool,
+}
+
+impl<L: Link> WsLink<L> {
+    /// The server's side of a connection whose upgrade request has yet to be read.
+    pub fn server(inner: L, settings: Arc<WsSettings>) -> WsLink<L> {
+        let reader = FrameReader::new(true, settings.max_message);
+        WsLink::new(inner, Phase::Upgrading(settings), false, reader)
+    }
+
+    /// The client's side of a connection whose upgrade is done.
+    fn client(inner: L, max_message: usize) -> WsLink<L> {
+        WsLink::new(inner, Phase::Open, true, FrameReader::new(false, max_message))
+    }
+
+    fn new(inner: L, phase: Phase, client: bool, reader: FrameReader) -> WsLink<L> {
+        WsLink {
+            inner,
+            phase,
+            client,
+            reader,
+            rx: BytesMut::new(),
+            rx_stalled: false,
+            tx: BytesMut::new(),
+            early: BytesMut::new(),
+            write_waker: None,
+            eof: false,
+            closing: false,
+            shutdown_pending: false,
+        }
+    }
+
+    fn mask(&self) -> Option<[u8; 4]> {
+        self.client.then(ws::rand_mask)
+    }
+
+    /// Writes what `tx` holds; `WouldBlock` if some remains.
+    fn write_out(&mut self) -> io::Result<()> {
+        while !self.tx.is_empty() {
+            match self.inner.try_write(&self.tx) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.tx.advance(n),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.shutdown_pending {
+            self.shutdown_pending = false;
+            self.inner.shutdown_write()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what it can of `tx` now; only hard errors are errors.
+    fn write_some(&mut self) -> io::Result<()> {
+        match self.write_out() {
+            Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads from the socket into `rx`: the bytes read (0 at its end).
+    fn fill(&mut self) -> io::Result<usize> {
+        self.rx.reserve(READ_CHUNK);
+        let n = self.inner.try_read_buf(&mut self.rx)?;
+        self.rx_stalled = false;
+        Ok(n)
+    }
+
+    /// A server's upgrade: reads the request, answers it; `Ok(true)` once open.
+    fn upgrade(&mut self, settings: &WsSettings) -> io::Result<bool> {
+        loop {
+            match ws::parse_upgrade(&self.rx, &settings.origins) {
+                Ok(Some(up)) => {
+                    self.rx.advance(up.used);
+                    self.tx.extend_from_slice(&up.response);
+                    self.tx.extend_from_slice(&std::mem::take(&mut self.early));
+                    self.phase = Phase::Open;
+                    if let Some(w) = self.write_waker.take() {
+                        w.wake();
+                    }
+                    self.write_some()?;
+                    return Ok(true);
+                }
+                // Partial: wait for the socket (readiness must not spin on what is here).
+                Ok(None) => self.rx_stalled = true,
+                Err(e) => {
+                    self.tx.extend_from_slice(&ws::refusal(&e));
+                    self.refused();
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("WebSocket upgrade refused: {}", e.why),
+                    ));
+                }
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during the WebSocket upgrade",
+                ));
+            }
+        }
+    }
+
+    /// Gives up on the link after a refusal: what is queued is written, the socket closes.
+    fn refused(&mut self) {
+        self.eof = true;
+        self.closing = true;
+        self.shutdown_pending = true;
+        let _ = self.write_some();
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a close frame (once).
+    fn queue_close(&mut self, code: u16, reason: &str) {
+        if !self.closing {
+            self.closing = true;
+            let mask = self.mask();
+            ws::put_close(&mut self.tx, code, reason, mask);
+        }
+    }
+
+    fn write_parts(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        if self.closing {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the WebSocket is closing"));
+        }
+        if let Phase::Upgrading(_) = self.phase {
+            let room = TX_CAP.saturating_sub(self.early.len());
+            if room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = total.min(room).min(MAX_OUT_FRAME);
+            let mask = self.mask();
+            encode(&mut self.early, parts, n, mask);
+            return Ok(n);
+        }
+        self.write_some()?;
+        let room = TX_CAP.saturating_sub(self.tx.len());
+        if room <= ws::MAX_HEADER {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = total.min(room - ws::MAX_HEADER).min(MAX_OUT_FRAME);
+        let mask = self.mask();
+        encode(&mut self.tx, parts, n, mask);
+        self.write_some()?;
+        Ok(n)
+    }
+}
+
+/// Appends the first `n` bytes of `parts` to `out` as one binary frame.
+fn encode(out: &mut BytesMut, parts: &[&[u8]], n: usize, mask: Option<[u8; 4]>) {
+    ws::put_binary_header(out, n, mask);
+    let start = out.len();
+    let mut left = n;
+    for part in parts {
+        let take = part.len().min(left);
+        out.extend_from_slice(&part[..take]);
+        left -= take;
+    }
+    if let Some(mask) = mask {
+        ws::apply_mask(&mut out[start..], mask, 0);
+    }
+}
+
+fn would_block() -> io::Error {
+    io::ErrorKind::WouldBlock.into()
+}
+
+impl<L: Link> Link for WsLink<L> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.eof || (!self.rx.is_empty() && !self.rx_stalled) {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_read_ready(cx)
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if self.eof {
+            return Ok(0);
+        }
+        if let Phase::Upgrading(settings) = &self.phase {
+            let settings = settings.clone();
+            self.upgrade(&settings)?;
+        }
+        let mut got = 0;
+        loop {
+            match self.reader.read(&mut self.rx, buf) {
+                Ok(Some(Event::Data(n))) => got += n,
+                Ok(Some(Event::Reply(pong))) => {
+                    if !self.closing {
+                        self.tx.extend_from_slice(&pong);
+                        self.write_some()?;
+                    }
+                }
+                Ok(Some(Event::Closed(_))) => {
+                    self.queue_close(ws::close::NORMAL, "");
+                    self.shutdown_pending = true;
+                    self.write_some()?;
+                    self.eof = true;
+                    return Ok(got);
+                }
+                Ok(None) => {
+                    self.rx_stalled = true;
+                    if got > 0 {
+                        return Ok(got);
+                    }
+                    match self.fill() {
+                        Ok(0) if self.reader.is_mid_frame() || !self.rx.is_empty() => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "closed in the middle of a WebSocket frame",
+                            ))
+                        }
+                        Ok(0) => {
+                            self.eof = true;
+                            return Ok(0);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => {
+                    self.queue_close(e.close, &e.why);
+                    self.refused();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("WebSocket: {}", e.why)));
+                }
+            }
+        }
+    }
+
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Phase::Upgrading(_) = self.phase {
+            if self.early.len() < TX_CAP {
+                return Poll::Ready(Ok(()));
+            }
+            self.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        while !self.tx.is_empty() || self.shutdown_pending {
+            match self.write_out() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.tx.len() + ws::MAX_HEADER < TX_CAP {
+                        // Room for more: a writer may go on while the socket drains.
+                        let _ = self.inner.poll_write_ready(cx);
+                        return Poll::Ready(Ok(()));
+                    }
+                    match self.inner.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        other => return other,
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_parts(&[buf])
+    }
+
+    fn try_write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+        self.write_parts(&parts)
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.tx.is_empty() || self.shutdown_pending
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Phase::Upgrading(_) = self.phase {
+            return if self.early.is_empty() { Ok(()) } else { Err(would_block()) };
+        }
+        self.write_out()
+    }
+
+    fn release_idle(&mut self) {
+        if self.rx.is_empty() {
+            self.rx = BytesMut::new();
+        }
+        if self.tx.is_empty() {
+            self.tx = BytesMut::new();
+        }
+        self.inner.release_idle();
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.queue_close(ws::close::NORMAL, "");
+        self.shutdown_pending = true;
+        self.write_some()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
