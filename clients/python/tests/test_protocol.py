@@ -353,3 +353,21 @@ def test_calls_in_flight_are_bounded():
         await c.close()
         await fake.close()
     run(main())
+
+
+def test_close_from_a_handler():
+    async def main():
+        fake, c = await pair()
+
+        async def bye(_):
+            await c.close()
+
+        c.on("bye", bye)
+        fake.write(wire.encode_call(Kind.Send, 0, "bye", ""))
+        why = await asyncio.wait_for(c.wait_closed(), WAIT)
+        assert "client closed" in str(why)
+        h, body = await fake.read_frame()
+        assert h.kind == Kind.GoAway and wire.parse_code_message(body)[0] == 0
+        await c.close()  # twice is fine
+        await fake.close()
+    run(main())

@@ -197,19 +197,14 @@ class Client:
             self._write_raw(wire.encode_frame(
                 Kind.GoAway, 0, 0, 0, wire.encode_code_message(GoAwayCode.Normal, "client closed")))
         self._shutdown(ConnectionClosed("the client closed the connection"))
-        current = asyncio.current_task()
-        for t in self._tasks:
-            if t is not current:
-                t.cancel()
-        for t in self._tasks:
-            if t is not current:
-                try:
-                    await t
-                except BaseException:
-                    pass
+        current = asyncio.current_task()  # close() may run in a handler (the dispatcher)
+        others = [t for t in self._tasks if t is not current]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         try:
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
-        except BaseException:
+        except Exception:  # already gone, or the peer does not finish TLS's close
             pass
 
     async def __aenter__(self) -> "Client":
