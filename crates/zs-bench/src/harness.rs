@@ -109,29 +109,78 @@ pub(crate) struct Target {
     pub session: bool,
     /// The server's WebSocket listener, if it has one.
     pub ws_addr: Option<SocketAddr>,
-    /// Clients connect over its WebSocket listener.
-    pub over_ws: bool,
+    /// The server's QUIC listener, if it has one, and its UDP buffer sizes (in, out).
+    pub quic: Option<(SocketAddr, (usize, usize))>,
+    /// What clients connect over.
+    pub via: Via,
+}
+
+/// The transport a benchmark's clients use (`--transport tcp|ws|quic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// WebSocket, beside the TCP listener.
+    Ws,
+    /// QUIC, beside the TCP listener.
+    Quic,
+}
+
+impl Via {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Tcp => "TCP",
+            Via::Ws => "WebSocket",
+            Via::Quic => "QUIC",
+        }
+    }
+}
+
+impl std::str::FromStr for Via {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Via, String> {
+        match s {
+            "tcp" => Ok(Via::Tcp),
+            "ws" | "websocket" => Ok(Via::Ws),
+            "quic" => Ok(Via::Quic),
+            _ => Err(format!("`{s}` is not a transport (tcp, ws, quic)")),
+        }
+    }
 }
 
 impl Target {
     /// A plaintext server (the floor).
     pub(crate) fn plain(addr: SocketAddr) -> Target {
-        Target { addr, security: ClientSecurity::Plaintext, session: false, ws_addr: None, over_ws: false }
+        Target {
+            addr,
+            security: ClientSecurity::Plaintext,
+            session: false,
+            ws_addr: None,
+            quic: None,
+            via: Via::Tcp,
+        }
     }
 
-    /// The same server reached over its WebSocket listener.
-    pub(crate) fn over_websocket(&self) -> Target {
-        Target { over_ws: true, ..self.clone() }
+    /// The same server reached over `via`.
+    pub(crate) fn via(&self, via: Via) -> Target {
+        Target { via, ..self.clone() }
     }
 
-    /// Connects a client as the target says (over TCP or its WebSocket listener).
+    /// Connects a client as the target says (over TCP, or its WebSocket or QUIC listener).
     pub(crate) async fn connect(&self) -> std::io::Result<zs::Client> {
-        match (self.over_ws, self.ws_addr) {
-            (true, Some(ws)) => {
+        let config = self.client_config();
+        match (self.via, self.ws_addr, self.quic) {
+            (Via::Ws, Some(ws), _) => {
                 let dialer = zs::transport::ws::WsDialer::default();
-                zs::Client::connect_over(dialer, ws, Router::new(), self.client_config()).await
+                zs::Client::connect_over(dialer, ws, Router::new(), config).await
             }
-            _ => zs::Client::connect_with(self.addr, Router::new(), self.client_config()).await,
+            (Via::Quic, _, Some((quic, _))) => {
+                zs::Client::connect_over(zs::transport::quic::QuicDialer, quic, Router::new(), config).await
+            }
+            _ => zs::Client::connect_with(self.addr, Router::new(), config).await,
         }
     }
 
@@ -204,9 +253,12 @@ pub(crate) fn serve_ours(rt: &Runtime, security: ServerSecurity, router: Router)
         let settings = zs::transport::ws::WsSettings::default();
         let ws = zs::transport::ws::WsListener::bind("127.0.0.1:0", settings).await?.remove(0);
         let ws_addr = Some(server.serve(ws)?);
+        let quic = zs::transport::quic::QuicListener::bind("127.0.0.1:0".parse().expect("addr"))?;
+        let buffers = quic.buffer_sizes();
+        let quic = Some((server.serve(quic)?, buffers));
         std::mem::forget(server.clone()); // served until the process ends
         let (addr, security) = (server.local_addr(), server.client_security());
-        Ok::<_, std::io::Error>(Target { addr, security, session: false, ws_addr, over_ws: false })
+        Ok::<_, std::io::Error>(Target { addr, security, session: false, ws_addr, quic, via: Via::Tcp })
     })
     .map_err(|e| e.to_string())
 }

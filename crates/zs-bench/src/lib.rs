@@ -27,7 +27,7 @@ mod stats;
 pub mod tarpc_peer;
 pub mod xnat;
 
-pub use harness::{builtin_router, Secure};
+pub use harness::{builtin_router, Secure, Via};
 pub use stats::Figures;
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.

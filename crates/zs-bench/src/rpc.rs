@@ -9,7 +9,7 @@ use zs::{Client, Router, Text};
 use crate::codec::{FloorCodec, OursCodec};
 use crate::driver::{self, api_load, Load};
 use crate::floor;
-use crate::harness::{builtin_router, runtime, serve_ours, start_servers, Secure, Target};
+use crate::harness::{builtin_router, runtime, serve_ours, start_servers, Secure, Target, Via};
 use crate::stats::Figures;
 
 /// Options of the rpc scenario.
@@ -34,8 +34,9 @@ pub struct RpcOptions {
     /// Also drive our server with every command metered (calls, errors, latency), in each
     /// round.
     pub metered: bool,
-    /// Also drive our `Client` over the server's WebSocket listener, in each round.
-    pub websocket: bool,
+    /// Also drive our `Client` over the server's WebSocket or QUIC listener (not TCP), in
+    /// each round.
+    pub transport: Via,
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
@@ -94,12 +95,17 @@ pub struct RpcReport {
     /// `ours_metered.req_per_s / ours.req_per_s` (open loop: `ours.p99 / ours_metered.p99`):
     /// what metering costs, as a share kept.
     pub metered_ratio: Option<f64>,
-    /// With `--transport ws`: our `Client` over the server's WebSocket listener, same server,
-    /// same run.
-    pub ours_client_ws: Option<Figures>,
-    /// `ours_client_ws.req_per_s / ours_client.req_per_s` (open loop: `ours_client.p99 /
-    /// ours_client_ws.p99`): WebSocket against TCP, client against client.
-    pub ws_vs_tcp: Option<f64>,
+    /// The transport of `ours_client_via` (`tcp`: none was asked).
+    pub transport: Via,
+    /// With `--transport ws|quic`: our `Client` over the server's WebSocket or QUIC
+    /// listener, same server, same run.
+    pub ours_client_via: Option<Figures>,
+    /// `ours_client_via.req_per_s / ours_client.req_per_s` (open loop: `ours_client.p99 /
+    /// ours_client_via.p99`): that transport against TCP, client against client.
+    pub via_vs_tcp: Option<f64>,
+    /// With `--transport quic`: the UDP socket buffers the server's QUIC listener got (in,
+    /// out), in bytes.
+    pub udp_buffers: Option<(usize, usize)>,
 }
 
 /// Runs the scenario. Servers get their own two-thread runtime, the load generator
@@ -148,8 +154,8 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
         }
         client_runs.push(load_rt.block_on(client_api(&servers.ours, load))?);
-        if opts.websocket {
-            ws_runs.push(load_rt.block_on(client_api(&servers.ours.over_websocket(), load))?);
+        if opts.transport != Via::Tcp {
+            ws_runs.push(load_rt.block_on(client_api(&servers.ours.via(opts.transport), load))?);
         }
         if load.rate.is_none() {
             batch_runs.push(load_rt.block_on(client_batches(&servers.ours, load))?);
@@ -160,7 +166,7 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
     let ours_client_batch = (!batch_runs.is_empty()).then(|| median(batch_runs));
     let (floor, ours, ours_client) = (median(floor_runs), median(ours_runs), median(client_runs));
     let ours_plaintext = (!plain_runs.is_empty()).then(|| median(plain_runs));
-    let ours_client_ws = (!ws_runs.is_empty()).then(|| median(ws_runs));
+    let ours_client_via = (!ws_runs.is_empty()).then(|| median(ws_runs));
     let [guarded, metered] = variants;
     let ours_guarded = guarded.map(|(_, runs)| median(runs));
     let ours_metered = metered.map(|(_, runs)| median(runs));
@@ -189,11 +195,13 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         vs_tarpc: ours.req_per_s / tarpc.req_per_s.max(1e-9),
         client_vs_tarpc: ours_client.req_per_s / tarpc.req_per_s.max(1e-9),
         client_ratio: ours_client.req_per_s / floor.req_per_s.max(1e-9),
-        ws_vs_tcp: ours_client_ws.as_ref().map(|w| match opts.rate {
+        via_vs_tcp: ours_client_via.as_ref().map(|w| match opts.rate {
             Some(_) => ours_client.p99_us as f64 / w.p99_us.max(1) as f64,
             None => w.req_per_s / ours_client.req_per_s.max(1e-9),
         }),
-        ours_client_ws,
+        ours_client_via,
+        transport: opts.transport,
+        udp_buffers: (opts.transport == Via::Quic).then(|| servers.ours.quic.map(|(_, b)| b)).flatten(),
         batch_ratio: ours_client_batch.as_ref().map(|b| b.req_per_s / floor.req_per_s.max(1e-9)),
         ours_client_batch,
         tarpc,
@@ -294,8 +302,8 @@ pub fn table(r: &RpcReport) -> String {
         rows.push(("ours (metered)".into(), m));
     }
     rows.push(("ours (Client API)".into(), &r.ours_client));
-    if let Some(w) = &r.ours_client_ws {
-        rows.push(("ours (Client, WebSocket)".into(), w));
+    if let Some(w) = &r.ours_client_via {
+        rows.push((format!("ours (Client, {})", r.transport.name()), w));
     }
     if let Some(b) = &r.ours_client_batch {
         rows.push(("ours (Client batches)".into(), b));
@@ -328,8 +336,11 @@ pub fn table(r: &RpcReport) -> String {
     if let Some(x) = r.metered_ratio {
         s += &format!("\nratio metered/not: {x:.2}");
     }
-    if let Some(x) = r.ws_vs_tcp {
-        s += &format!("\nratio WebSocket/TCP (Client API): {x:.2}");
+    if let Some(x) = r.via_vs_tcp {
+        s += &format!("\nratio {}/TCP (Client API): {x:.2}", r.transport.name());
+    }
+    if let Some((rcv, snd)) = r.udp_buffers {
+        s += &format!("\nQUIC UDP buffers: {rcv} B in, {snd} B out");
     }
     s
 }

@@ -38,10 +38,10 @@ struct RpcArgs {
     /// on): what metering costs, in the same run.
     #[arg(long)]
     metered: bool,
-    /// Also drive our Client over the server's WebSocket listener (`ws`), against TCP in
-    /// the same run.
-    #[arg(long, default_value = "tcp", value_parser = ["tcp", "ws"])]
-    transport: String,
+    /// Also drive our Client over the server's WebSocket (`ws`) or QUIC (`quic`) listener,
+    /// against TCP in the same run.
+    #[arg(long, default_value = "tcp")]
+    transport: zs_bench::Via,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -71,7 +71,7 @@ impl RpcArgs {
             rate,
             guard: self.guard,
             metered: self.metered,
-            websocket: self.transport == "ws",
+            transport: self.transport,
         })?;
         print(self.json, &report, || rpc::table(&report))
     }

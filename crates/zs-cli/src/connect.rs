@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use zs::transport::quic::QuicDialer;
 use zs::transport::ws::WsDialer;
 use zs::{Client, ClientConfig, Router};
 
@@ -63,12 +64,14 @@ pub async fn connect(
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     });
-    let host = websocket.map_or(addr, |(host, _)| host);
+    let quic = addr.strip_prefix("quic://").map(|rest| rest.trim_end_matches('/'));
+    let host = websocket.map(|(host, _)| host).or(quic).unwrap_or(addr);
     let security = security.resolve(host)?;
     let config = ClientConfig { connect_timeout: timeout, security, ..ClientConfig::default() };
-    let connected = match websocket {
-        Some((host, path)) => Client::connect_over(WsDialer::new(path), host, router, config).await,
-        None => Client::connect_with(addr, router, config).await,
+    let connected = match (websocket, quic) {
+        (Some((host, path)), _) => Client::connect_over(WsDialer::new(path), host, router, config).await,
+        (_, Some(host)) => Client::connect_over(QuicDialer, host, router, config).await,
+        _ => Client::connect_with(addr, router, config).await,
     };
     connected.map_err(|e| match e.to_string() {
         // The transport's message already names the address it tried.

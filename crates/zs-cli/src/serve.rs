@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// 1009); clients split the stream into messages under it.
     #[arg(long, default_value = "1M", value_parser = crate::bench::parse_size)]
     ws_max_message: u64,
+    /// Also serve QUIC clients on this UDP address: one bidirectional stream carries the
+    /// connection, secured inside as on TCP (repeatable; docs/PROTOCOL.md §17).
+    #[arg(long, value_name = "ADDR")]
+    quic_listen: Vec<String>,
     /// Keep ZServer4D clients that go quiet, as the original does (no idle timeout on their
     /// connections, none announced); by default `--idle-timeout` applies and is announced.
     #[arg(long)]
@@ -155,6 +159,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let server = Server::bind(&addrs[..], router, config)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        // Before the first line: whoever reads it may stop the server at once.
+        let signal = shutdown_signal();
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         say(&format!("listening on {}", addrs.join(" ")));
         say(&describe);
@@ -170,7 +176,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 compat.join(" ")
             ));
         }
-        for line in serve_websocket(&args, &server).await? {
+        for line in
+            serve_websocket(&args, &server).await?.into_iter().chain(serve_quic(&args, &server).await?)
+        {
             say(&line);
         }
         let reload: crate::admin::Reload = {
@@ -184,7 +192,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         }
         // A worker hears from its supervisor on stdin: a line to reload, the end to stop.
         let mut supervisor = args.worker.then(supervisor_lines);
-        let signal = shutdown_signal();
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -237,6 +244,24 @@ async fn serve_websocket(args: &ServeArgs, server: &zs::ServerHandle) -> Result<
     Ok(vec![format!("WebSocket clients on {} ({inside}, as on TCP)", addrs.join(" "))])
 }
 
+/// Starts the QUIC listeners of `--quic-listen`; what to tell the operator.
+async fn serve_quic(args: &ServeArgs, server: &zs::ServerHandle) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    for a in &args.quic_listen {
+        let resolved = tokio::net::lookup_host(a.as_str())
+            .await
+            .map_err(|e| format!("cannot listen for QUIC clients on {a}: {e}"))?;
+        for addr in resolved {
+            let listener = zs::transport::quic::QuicListener::bind(addr)
+                .map_err(|e| format!("cannot listen for QUIC clients on {addr}: {e}"))?;
+            let (rcv, snd) = listener.buffer_sizes();
+            let bound = server.serve(listener).map_err(|e| e.to_string())?;
+            lines.push(format!("QUIC clients on quic://{bound} (UDP buffers {rcv} B in, {snd} B out)"));
+        }
+    }
+    Ok(lines)
+}
+
 /// Runs `workers` copies of this command as worker processes on the same addresses: the
 /// first picks the port (if 0 was asked), the others join it. Prints what the first printed,
 /// then waits for Ctrl-C or SIGTERM and lets the workers shut down gracefully.
@@ -283,12 +308,15 @@ fn supervise(workers: usize) -> Result<(), String> {
             }
         }
     }
+    let stop = {
+        let _in_runtime = rt.enter(); // signal handlers need the runtime's reactor
+        shutdown_signal()
+    };
     say(&lines[0]);
     say(&lines[1]);
     let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
     say(&format!("workers: {workers} (pids {})", pids.join(" ")));
     rt.block_on(async {
-        let stop = shutdown_signal();
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -493,19 +521,25 @@ fn send_policy(args: &ServeArgs) -> SendPolicy {
     }
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM: the handlers are in place when this returns (so a signal sent right
+/// after the first line is printed stops gracefully), and the future ends at the first.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut int), Ok(mut term)) = handlers {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn session_policy(s: &str) -> Result<SessionPolicy, String> {

@@ -8,7 +8,7 @@ mod keys;
 mod link;
 mod noise;
 mod stream;
-mod tls;
+pub(crate) mod tls;
 
 use std::io;
 use std::sync::{Arc, OnceLock};

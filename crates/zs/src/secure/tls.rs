@@ -18,7 +18,7 @@ use super::keys::{Fingerprint, Trust};
 use super::link::Records;
 
 /// The crypto provider: aws-lc-rs, key exchange X25519MLKEM768 first, then X25519.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     let mut p = aws_lc_rs::default_provider();
     p.kx_groups = vec![aws_lc_rs::kx_group::X25519MLKEM768, aws_lc_rs::kx_group::X25519];
     Arc::new(p)

@@ -8,6 +8,7 @@
 //! above have one type to run on whatever carried the bytes.
 
 mod link_io;
+pub mod quic;
 mod raw;
 mod stream_link;
 pub(crate) mod tcp;

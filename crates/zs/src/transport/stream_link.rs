@@ -47,6 +47,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamLink<S> {
         }
     }
 
+    /// The stream.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// Reads what the stream has into `ahead` (through the stack, so an idle link holds no
     /// buffer); the bytes read, 0 at the end of the stream.
     fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
