@@ -59,17 +59,25 @@ pub async fn connect(
     timeout: Duration,
     router: Router,
 ) -> Result<Client, String> {
-    // `ws://HOST:PORT/PATH`: a WebSocket, the server's mode inside as over TCP.
-    let websocket = addr.strip_prefix("ws://").map(|rest| match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    });
+    // `ws://HOST:PORT/PATH`: a WebSocket, the server's mode inside as over TCP; `wss://`
+    // puts TLS under it.
+    let wss = addr.starts_with("wss://");
+    let websocket =
+        addr.strip_prefix("ws://").or(addr.strip_prefix("wss://")).map(|rest| match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        });
     let quic = addr.strip_prefix("quic://").map(|rest| rest.trim_end_matches('/'));
     let host = websocket.map(|(host, _)| host).or(quic).unwrap_or(addr);
+    let security_args = security;
     let security = security.resolve(host)?;
     let config = ClientConfig { connect_timeout: timeout, security, ..ClientConfig::default() };
     let connected = match (websocket, quic) {
-        (Some((host, path)), _) => Client::connect_over(WsDialer::new(path), host, router, config).await,
+        (Some((host, path)), _) => {
+            let dialer =
+                if wss { WsDialer::secure(path, security_args.wss(host)) } else { WsDialer::new(path) };
+            Client::connect_over(dialer, host, router, config).await
+        }
         (_, Some(host)) => Client::connect_over(QuicDialer, host, router, config).await,
         _ => Client::connect_with(addr, router, config).await,
     };

@@ -55,6 +55,25 @@ impl ServerSecurityArgs {
         self.allowed_clients.as_deref().map(read_fingerprints).transpose()
     }
 
+    /// The server's TLS identity (`--tls-cert`/`--tls-key`, else a self-signed certificate
+    /// kept in the data directory) and a line that describes it.
+    pub fn tls_identity(&self) -> Result<(TlsServer, String), String> {
+        let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        let (tls, how) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                (TlsServer::from_pem_files(cert, key).map_err(|e| e.to_string())?, cert.display().to_string())
+            }
+            _ => {
+                let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+                let (tls, created) = TlsServer::load_or_create(&dir, &names).map_err(|e| e.to_string())?;
+                let how = if created { "created self-signed" } else { "self-signed" };
+                (tls, format!("{how}, {}", dir.join("cert.pem").display()))
+            }
+        };
+        let line = format!("certificate fingerprint: {} (TLS 1.3, {how})", tls.fingerprint());
+        Ok((tls, line))
+    }
+
     /// The server's security and a line that describes it (printed at start).
     pub fn resolve(&self) -> Result<(ServerSecurity, String), String> {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -62,20 +81,7 @@ impl ServerSecurityArgs {
             return Ok((ServerSecurity::Plaintext, "security: plaintext (no encryption)".into()));
         }
         if self.tls {
-            let (tls, how) = match (&self.tls_cert, &self.tls_key) {
-                (Some(cert), Some(key)) => (
-                    TlsServer::from_pem_files(cert, key).map_err(|e| e.to_string())?,
-                    cert.display().to_string(),
-                ),
-                _ => {
-                    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-                    let (tls, created) =
-                        TlsServer::load_or_create(&dir, &names).map_err(|e| e.to_string())?;
-                    let how = if created { "created self-signed" } else { "self-signed" };
-                    (tls, format!("{how}, {}", dir.join("cert.pem").display()))
-                }
-            };
-            let line = format!("certificate fingerprint: {} (TLS 1.3, {how})", tls.fingerprint());
+            let (tls, line) = self.tls_identity()?;
             return Ok((ServerSecurity::Tls(tls), line));
         }
         let path = dir.join("server.key");
@@ -128,9 +134,27 @@ pub struct ClientSecurityArgs {
     /// The name a TLS server is checked against with --ca (default: the address's host).
     #[arg(long, global = true, requires = "tls")]
     server_name: Option<String>,
+    /// The certificate fingerprint of a wss:// server's TLS (the layer under the WebSocket;
+    /// --server-key still pins the server's own key inside); without it, the known-servers
+    /// file decides, under the name wss://HOST:PORT.
+    #[arg(long, global = true, value_name = "FINGERPRINT", allow_hyphen_values = true)]
+    wss_cert: Option<Fingerprint>,
 }
 
 impl ClientSecurityArgs {
+    /// How a wss:// client checks the TLS under the WebSocket of the server at `addr`.
+    pub fn wss(&self, addr: &str) -> TlsClient {
+        let trust = match self.wss_cert {
+            Some(fp) => Trust::Pinned(vec![fp]),
+            None => Trust::KnownServers {
+                file: self.known_servers.clone().unwrap_or_else(default_known_servers),
+                name: Some(format!("wss://{addr}")),
+                first_use: self.trust_first_use,
+            },
+        };
+        TlsClient { trust, ..TlsClient::default() }
+    }
+
     /// The client's security for a server reached as `addr`.
     pub fn resolve(&self, addr: &str) -> Result<ClientSecurity, String> {
         if self.plaintext {

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// frames in binary messages, secured inside as on TCP (repeatable; docs/PROTOCOL.md §16).
     #[arg(long, value_name = "ADDR")]
     ws_listen: Vec<String>,
+    /// Also serve WebSocket clients over TLS (wss://, what pages served over https need) on
+    /// this address, with the certificate of --tls-cert/--tls-key, else the self-signed one
+    /// kept in the data directory; the server's own mode still runs inside (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    wss_listen: Vec<String>,
     /// A browser origin let in on the WebSocket listeners, e.g. https://app.example
     /// (repeatable; `*` for any). Always let in: non-browser clients (no Origin) and pages of
     /// the listener's own host and port.
@@ -217,7 +222,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 async fn serve_websocket(args: &ServeArgs, server: &zs::ServerHandle) -> Result<Vec<String>, String> {
     use zs::transport::ws::{WsListener, WsSettings};
     use zs::wire::websocket::Origins;
-    if args.ws_listen.is_empty() {
+    if args.ws_listen.is_empty() && args.wss_listen.is_empty() {
         return Ok(Vec::new());
     }
     let origins = match &args.ws_origin[..] {
@@ -226,14 +231,26 @@ async fn serve_websocket(args: &ServeArgs, server: &zs::ServerHandle) -> Result<
         list => Origins::These(list.to_vec()),
     };
     let max_message = usize::try_from(args.ws_max_message).unwrap_or(usize::MAX).max(1024);
-    let settings = WsSettings { origins, max_message, reuse_port: args.worker };
+    let settings = WsSettings { origins, max_message, reuse_port: args.worker, tls: None };
     let mut addrs = Vec::new();
-    for a in &args.ws_listen {
+    let mut lines = Vec::new();
+    let wss = match args.wss_listen.is_empty() {
+        true => None,
+        false => {
+            let (tls, line) = args.security.tls_identity()?;
+            lines.push(format!("wss {line}"));
+            Some(WsSettings { tls: Some(tls), ..settings.clone() })
+        }
+    };
+    let plain = args.ws_listen.iter().map(|a| ("ws", a, &settings));
+    for (scheme, a, settings) in
+        plain.chain(args.wss_listen.iter().filter_map(|a| Some(("wss", a, wss.as_ref()?))))
+    {
         let listeners = WsListener::bind(a.as_str(), settings.clone())
             .await
             .map_err(|e| format!("cannot listen for WebSocket clients on {a}: {e}"))?;
         for l in listeners {
-            addrs.push(format!("ws://{}/", server.serve(l).map_err(|e| e.to_string())?));
+            addrs.push(format!("{scheme}://{}/", server.serve(l).map_err(|e| e.to_string())?));
         }
     }
     let inside = match server.client_security() {
@@ -241,7 +258,8 @@ async fn serve_websocket(args: &ServeArgs, server: &zs::ServerHandle) -> Result<
         zs::ClientSecurity::Tls(_) => "TLS inside",
         _ => "Noise inside",
     };
-    Ok(vec![format!("WebSocket clients on {} ({inside}, as on TCP)", addrs.join(" "))])
+    lines.insert(0, format!("WebSocket clients on {} ({inside}, as on TCP)", addrs.join(" ")));
+    Ok(lines)
 }
 
 /// Starts the QUIC listeners of `--quic-listen`; what to tell the operator.

@@ -348,3 +348,52 @@ fn bench_report_draws_charts_from_json_results() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no .json results"), "{}", stderr(&o));
 }
+
+/// The lines `zs serve` prints after its first two, up to the one that starts with `last`.
+fn lines_until(s: &mut common::Served, last: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(s.out.read_line(&mut line).unwrap() > 0, "no line starting {last:?} in {lines:?}");
+        let done = line.starts_with(last);
+        lines.push(line.trim().to_owned());
+        if done {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn zs_call_reaches_a_server_over_websocket_wss_and_quic() {
+    let mut s = serve_with(&[
+        "--ws-listen",
+        "127.0.0.1:0",
+        "--wss-listen",
+        "127.0.0.1:0",
+        "--quic-listen",
+        "127.0.0.1:0",
+    ]);
+    let printed = lines_until(&mut s, "QUIC clients on ").join("\n");
+    let find = |prefix: &str| {
+        let at = printed.find(prefix).unwrap_or_else(|| panic!("no {prefix} in {printed}"));
+        printed[at..].split_whitespace().next().unwrap().trim_end_matches(',').to_owned()
+    };
+    let (ws, wss, quic) = (find("ws://"), find("wss://"), find("quic://"));
+    let cert =
+        printed.split("wss certificate fingerprint: ").nth(1).unwrap().split_whitespace().next().unwrap();
+    for (target, extra) in [(&ws, vec![]), (&wss, vec!["--wss-cert", cert]), (&quic, vec![])] {
+        let mut args = vec!["call", target.as_str(), "echo", "over the wire"];
+        args.extend(s.client_args.iter().map(String::as_str));
+        args.extend(extra);
+        let o = zs(&args);
+        assert!(o.status.success(), "{target}: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "over the wire", "{target}");
+    }
+    // wss with another certificate pinned: refused, saying so.
+    let mut args =
+        vec!["call", wss.as_str(), "echo", "x", "--wss-cert", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"];
+    args.extend(s.client_args.iter().map(String::as_str));
+    let o = zs(&args);
+    assert!(!o.status.success() && stderr(&o).contains("does not match"), "{}", stderr(&o));
+}

@@ -224,3 +224,34 @@ async fn bad_websocket_peers_are_refused_clearly_and_others_go_on() {
 
     assert_eq!(good.call_console("echo", "still here").await.unwrap(), "still here");
 }
+
+#[tokio::test]
+async fn wss_puts_tls_under_the_websocket_and_the_servers_mode_inside() {
+    let (cert, key) = zs::secure::self_signed(&["127.0.0.1".to_string()]).unwrap();
+    let tls = zs::secure::TlsServer::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let server = serve(router()).await; // Noise inside
+    let addr = ws_listen(&server, WsSettings { tls: Some(tls.clone()), ..WsSettings::default() }).await;
+    let config = ClientConfig::secured(server.client_security());
+    let dialer = WsDialer::secure("/", zs::secure::TlsClient::pinned(tls.fingerprint()));
+    let client =
+        within("connect over wss", zs::Client::connect_over(dialer, addr, Router::new(), config.clone()))
+            .await
+            .unwrap();
+    assert!(client.channel().is_some(), "Noise runs inside the wss stream");
+    assert_eq!(client.call_console("echo", "over wss").await.unwrap(), "over wss");
+    let size = 2 << 20;
+    let transfer = client.send_big_stream("hash", Noise::new(size, 9), StreamOptions::with_len(size));
+    assert_eq!(within("a big stream over wss", transfer.finish()).await.unwrap(), size);
+    // Another fingerprint pinned (the Noise key's): refused at TLS, before any WebSocket.
+    let wrong = server.fingerprint().unwrap();
+    assert_ne!(wrong, tls.fingerprint());
+    let dialer = WsDialer::secure("/", zs::secure::TlsClient::pinned(wrong));
+    let refused = within("a wrong pin", zs::Client::connect_over(dialer, addr, Router::new(), config)).await;
+    assert!(refused.is_err());
+    // A plain ws:// client on a wss listener does not get in either.
+    let plain = ClientConfig::secured(server.client_security());
+    let refused =
+        within("ws on wss", zs::Client::connect_over(WsDialer::default(), addr, Router::new(), plain)).await;
+    assert!(refused.is_err());
+    assert_eq!(client.call_console("echo", "still here").await.unwrap(), "still here");
+}

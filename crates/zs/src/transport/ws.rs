@@ -8,13 +8,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
 use zs_wire::websocket::{self as ws, Event, FrameReader, Origins, WsError};
 
 use super::tcp::{TcpAcceptor, TcpDialer, TcpOptions};
-use super::{read_message, write_all, Dialer, Link, Listener};
+use super::{link_enum, read_message, write_all, Dialer, Link, Listener, StreamLink};
+use crate::secure::{TlsClient, TlsServer};
 
 /// Most encoded bytes a link holds unwritten; past it, writes wait.
 const TX_CAP: usize = 256 << 10;
@@ -33,18 +36,50 @@ pub struct WsSettings {
     pub max_message: usize,
     /// Share the address with other processes (`SO_REUSEPORT`, as `zs serve --workers`).
     pub reuse_port: bool,
+    /// Speak `wss`: TLS under the WebSocket, with this identity (what browsers on https
+    /// pages need). The server's own mode still runs inside.
+    pub tls: Option<TlsServer>,
 }
 
 impl Default for WsSettings {
     fn default() -> Self {
-        WsSettings { origins: Origins::default(), max_message: ws::DEFAULT_MAX_MESSAGE, reuse_port: false }
+        WsSettings {
+            origins: Origins::default(),
+            max_message: ws::DEFAULT_MAX_MESSAGE,
+            reuse_port: false,
+            tls: None,
+        }
     }
 }
 
+/// TLS handshakes of a `wss` listener under way at once, at most; newer connections are
+/// closed.
+const MAX_TLS_HANDSHAKES: usize = 256;
+/// How long a `wss` client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The socket under a WebSocket: TCP, or TLS over TCP (`wss`).
+pub enum WsBase {
+    /// `ws://`.
+    Tcp(TcpStream),
+    /// `wss://`.
+    Tls(Box<dyn Link>),
+}
+
+link_enum!(impl[] WsBase { WsBase::Tcp, WsBase::Tls });
+
 /// A listener for WebSocket clients (zserver's frames inside, secured as the server says).
 pub struct WsListener {
-    tcp: TcpAcceptor,
+    accepting: Accepting,
+    local: SocketAddr,
     settings: Arc<WsSettings>,
+}
+
+enum Accepting {
+    Tcp(TcpAcceptor),
+    /// A task takes TCP connections and runs their TLS handshakes (bounded in number and
+    /// time), so a slow client holds up no one.
+    Tls(mpsc::Receiver<WsBase>),
 }
 
 impl WsListener {
@@ -52,20 +87,74 @@ impl WsListener {
     pub async fn bind(addr: impl ToSocketAddrs, settings: WsSettings) -> io::Result<Vec<WsListener>> {
         let acceptors = TcpAcceptor::bind(addr, settings.reuse_port, 1024, TcpOptions::default()).await?;
         let settings = Arc::new(settings);
-        Ok(acceptors.into_iter().map(|tcp| WsListener { tcp, settings: settings.clone() }).collect())
+        let mut out = Vec::new();
+        for tcp in acceptors {
+            let local = tcp.local_addr()?;
+            let accepting = match &settings.tls {
+                None => Accepting::Tcp(tcp),
+                Some(tls) => {
+                    let (tx, rx) = mpsc::channel(64);
+                    let mut config = rustls::ServerConfig::clone(&tls.config);
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    tokio::spawn(tls_handshakes(tcp, Arc::new(config), tx));
+                    Accepting::Tls(rx)
+                }
+            };
+            out.push(WsListener { accepting, local, settings: settings.clone() });
+        }
+        Ok(out)
+    }
+}
+
+/// Takes TCP connections in and runs their TLS handshakes; hands the finished ones over.
+async fn tls_handshakes(
+    mut tcp: TcpAcceptor,
+    config: Arc<rustls::ServerConfig>,
+    ready: mpsc::Sender<WsBase>,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let stream = tokio::select! {
+            s = tcp.accept() => s,
+            _ = ready.closed() => return,
+        };
+        let Ok(stream) = stream else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else { continue };
+        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return };
+            let done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(permit);
+            match done {
+                Ok(Ok(tls)) => {
+                    let _ = ready.send(WsBase::Tls(Box::new(StreamLink::new(tls, local, peer)))).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "wss: TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "wss: TLS handshake timed out"),
+            }
+        });
     }
 }
 
 impl Listener for WsListener {
-    type Raw = WsLink<TcpStream>;
+    type Raw = WsLink<WsBase>;
 
-    async fn accept(&mut self) -> io::Result<WsLink<TcpStream>> {
-        let tcp = self.tcp.accept().await?;
-        Ok(WsLink::server(tcp, self.settings.clone()))
+    async fn accept(&mut self) -> io::Result<WsLink<WsBase>> {
+        let base = match &mut self.accepting {
+            Accepting::Tcp(tcp) => WsBase::Tcp(tcp.accept().await?),
+            Accepting::Tls(ready) => {
+                ready.recv().await.ok_or_else(|| io::Error::other("wss: the listener stopped"))?
+            }
+        };
+        Ok(WsLink::server(base, self.settings.clone()))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }
 
@@ -74,12 +163,20 @@ impl Listener for WsListener {
 pub struct WsDialer {
     path: String,
     max_message: usize,
+    /// `wss`: TLS under the WebSocket, the server checked as this says.
+    tls: Option<TlsClient>,
 }
 
 impl WsDialer {
     /// A dialer asking for `path` (e.g. `/`).
     pub fn new(path: impl Into<String>) -> WsDialer {
-        WsDialer { path: path.into(), max_message: ws::DEFAULT_MAX_MESSAGE }
+        WsDialer { path: path.into(), max_message: ws::DEFAULT_MAX_MESSAGE, tls: None }
+    }
+
+    /// A `wss` dialer: TLS under the WebSocket, the server's certificate checked as `tls`
+    /// says (a pinned fingerprint, or CA certificates).
+    pub fn secure(path: impl Into<String>, tls: TlsClient) -> WsDialer {
+        WsDialer { tls: Some(tls), ..WsDialer::new(path) }
     }
 }
 
@@ -90,10 +187,24 @@ impl Default for WsDialer {
 }
 
 impl Dialer for WsDialer {
-    type Raw = WsLink<TcpStream>;
+    type Raw = WsLink<WsBase>;
 
-    async fn dial(&self, addr: SocketAddr) -> io::Result<WsLink<TcpStream>> {
-        let mut tcp = TcpDialer::default().dial(addr).await?;
+    async fn dial(&self, addr: SocketAddr) -> io::Result<WsLink<WsBase>> {
+        let tcp = TcpDialer::default().dial(addr).await?;
+        let mut tcp = match &self.tls {
+            None => WsBase::Tcp(tcp),
+            Some(tls) => {
+                let mut config = rustls::ClientConfig::clone(&*tls.config(&addr.to_string(), false)?);
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let name = tls.server_name(addr.ip())?;
+                let local = tcp.local_addr()?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("wss: TLS with {addr}: {e}")))?;
+                WsBase::Tls(Box::new(StreamLink::new(stream, local, addr)))
+            }
+        };
         let (request, key) = ws::request(&addr.to_string(), &self.path, &ws::new_key());
         write_all(&mut tcp, &request).await?;
         let refused = |e: WsError| io::Error::new(io::ErrorKind::ConnectionRefused, e.why);
