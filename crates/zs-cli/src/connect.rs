@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use clap::Args;
-use zs::transport::quic::QuicDialer;
 use zs::transport::ws::WsDialer;
 use zs::{Client, ClientConfig, Router};
 
@@ -59,27 +58,20 @@ pub async fn connect(
     timeout: Duration,
     router: Router,
 ) -> Result<Client, String> {
-    // `ws://HOST:PORT/PATH`: a WebSocket, the server's mode inside as over TCP; `wss://`
-    // puts TLS under it.
-    let wss = addr.starts_with("wss://");
-    let websocket =
-        addr.strip_prefix("ws://").or(addr.strip_prefix("wss://")).map(|rest| match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        });
-    let quic = addr.strip_prefix("quic://").map(|rest| rest.trim_end_matches('/'));
-    let host = websocket.map(|(host, _)| host).or(quic).unwrap_or(addr);
+    // `ws://`, `wss://` (TLS under the WebSocket) or `quic://` before `HOST:PORT`: the
+    // server's mode runs inside each as over TCP.
+    let (scheme, rest) = addr.split_once("://").unwrap_or(("tcp", addr));
+    let host = rest.split('/').next().unwrap_or(rest);
     let security_args = security;
     let security = security.resolve(host)?;
     let config = ClientConfig { connect_timeout: timeout, security, ..ClientConfig::default() };
-    let connected = match (websocket, quic) {
-        (Some((host, path)), _) => {
-            let dialer =
-                if wss { WsDialer::secure(path, security_args.wss(host)) } else { WsDialer::new(path) };
+    let connected = match scheme {
+        "wss" => {
+            let path = &rest[host.len()..];
+            let dialer = WsDialer::secure(if path.is_empty() { "/" } else { path }, security_args.wss(host));
             Client::connect_over(dialer, host, router, config).await
         }
-        (_, Some(host)) => Client::connect_over(QuicDialer, host, router, config).await,
-        _ => Client::connect_with(addr, router, config).await,
+        _ => Client::connect_url(addr, router, config).await,
     };
     connected.map_err(|e| match e.to_string() {
         // The transport's message already names the address it tried.

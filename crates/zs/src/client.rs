@@ -51,6 +51,29 @@ impl Client {
         Client::connect_via(dialer, addr, router, config).await
     }
 
+    /// Connects to a server named by URL: `tcp://HOST:PORT` (or `HOST:PORT`),
+    /// `ws://HOST:PORT/PATH` (WebSocket) or `quic://HOST:PORT`; the server's mode runs inside
+    /// each as `config.security` says. (`wss://` needs the certificate's trust as well:
+    /// [`connect_over`](Self::connect_over) with
+    /// [`WsDialer::secure`](crate::transport::ws::WsDialer::secure).)
+    pub async fn connect_url(url: &str, router: Router, config: ClientConfig) -> io::Result<Client> {
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {why}"));
+        let (scheme, rest) = url.split_once("://").unwrap_or(("tcp", url));
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        match scheme {
+            "tcp" => Client::connect_with(host, router, config).await,
+            "ws" => {
+                Client::connect_over(crate::transport::ws::WsDialer::new(path), host, router, config).await
+            }
+            "quic" => Client::connect_over(crate::transport::quic::QuicDialer, host, router, config).await,
+            "wss" => Err(bad("wss needs the certificate's trust: use connect_over with WsDialer::secure")),
+            _ => Err(bad("unknown scheme (tcp, ws, wss, quic)")),
+        }
+    }
+
     /// Connects over a transport of one's own (see [`Dialer`]): the link it makes runs the
     /// security mode, session and router of `config` as a TCP link would.
     pub async fn connect_over<D: Dialer>(
