@@ -8,21 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{hash_stream, plaintext, serve, serve_with, within};
+use common::{plaintext, serve, serve_with, transport_router, within};
 use zs::transport::quic::{QuicDialer, QuicLink, QuicListener};
 use zs::transport::Dialer;
-use zs::{ClientConfig, IncomingStream, Peer, Router, ServerHandle, SessionConfig, StreamOptions};
+use zs::{ClientConfig, Router, ServerHandle, SessionConfig, StreamOptions};
 use zs_bench::source::Noise;
-
-fn router() -> Router {
-    let mut router = Router::new();
-    router.console("echo", |_, text| text.to_owned());
-    router.big_stream("hash", |_peer: Peer, mut stream: IncomingStream| async move {
-        hash_stream(&mut stream).await?;
-        Ok::<_, zs::HandlerError>(())
-    });
-    router
-}
 
 fn quic_listen(server: &ServerHandle) -> SocketAddr {
     let listener = QuicListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -46,7 +36,7 @@ impl Dialer for Losable {
 
 #[tokio::test]
 async fn calls_and_big_streams_go_over_quic_in_each_mode() {
-    for server in [serve(router()).await, serve_with(router(), plaintext()).await] {
+    for server in [serve(transport_router()).await, serve_with(transport_router(), plaintext()).await] {
         let addr = quic_listen(&server);
         let config = ClientConfig::secured(server.client_security());
         let client =
@@ -66,7 +56,7 @@ async fn calls_and_big_streams_go_over_quic_in_each_mode() {
 
 #[tokio::test]
 async fn a_session_over_quic_resumes_when_its_connection_is_lost() {
-    let server = serve(router()).await;
+    let server = serve(transport_router()).await;
     let addr = quic_listen(&server);
     let dialer = Losable::default();
     let session = SessionConfig { min_backoff: Duration::from_millis(5), ..SessionConfig::default() };
@@ -90,7 +80,7 @@ async fn a_session_over_quic_resumes_when_its_connection_is_lost() {
 
 #[tokio::test]
 async fn a_stream_that_is_not_ours_is_refused_and_no_second_one_opens() {
-    let server = serve_with(router(), plaintext()).await;
+    let server = serve_with(transport_router(), plaintext()).await;
     let addr = quic_listen(&server);
     // A wrong version byte: the connection is closed with the reason.
     let (_endpoint, conn) = within("a QUIC connection", QuicDialer.connection(addr)).await.unwrap();

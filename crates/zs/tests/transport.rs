@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{hash_stream, serve, within};
+use common::{serve, transport_router, within};
 use tokio::net::{TcpListener, TcpStream};
 use zs::transport::{Dialer, Link, Listener, StreamLink};
-use zs::{ClientConfig, IncomingStream, Peer, Router, SessionConfig, StreamOptions};
+use zs::{ClientConfig, Router, SessionConfig, StreamOptions};
 use zs_bench::source::Noise;
 
 /// Bytes that went through the links of one end, and a switch that kills them.
@@ -124,19 +124,9 @@ impl Dialer for CountingDialer {
     }
 }
 
-fn router() -> Router {
-    let mut router = Router::new();
-    router.console("echo", |_, text| text.to_owned());
-    router.big_stream("hash", |_peer: Peer, mut stream: IncomingStream| async move {
-        hash_stream(&mut stream).await?;
-        Ok::<_, zs::HandlerError>(())
-    });
-    router
-}
-
 #[tokio::test]
 async fn calls_and_big_streams_go_over_a_transport_of_ones_own() {
-    let server = serve(router()).await;
+    let server = serve(transport_router()).await;
     let server_wire = Arc::new(Wire::default());
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server.serve(CountingListener { tcp, wire: server_wire.clone() }).unwrap();
@@ -160,7 +150,7 @@ async fn calls_and_big_streams_go_over_a_transport_of_ones_own() {
 
 #[tokio::test]
 async fn a_session_over_a_transport_of_ones_own_resumes_through_its_dialer() {
-    let server = serve(router()).await;
+    let server = serve(transport_router()).await;
     let server_wire = Arc::new(Wire::default());
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server.serve(CountingListener { tcp, wire: server_wire.clone() }).unwrap();
@@ -203,7 +193,7 @@ impl Dialer for PipeDialer {
 
 #[tokio::test]
 async fn a_server_with_no_listener_serves_byte_streams_handed_to_it() {
-    let server = zs::Server::unbound(router(), zs::ServerConfig::default()).await.unwrap();
+    let server = zs::Server::unbound(transport_router(), zs::ServerConfig::default()).await.unwrap();
     assert_eq!(server.local_addr(), SocketAddr::from(([0, 0, 0, 0], 0)));
     let config = ClientConfig::secured(server.client_security());
     let dialer = PipeDialer { server: server.clone() };

@@ -7,25 +7,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{hash_stream, plaintext, serve, serve_with, within};
+use common::{plaintext, serve, serve_with, transport_router, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zs::transport::ws::{WsDialer, WsListener, WsSettings};
 use zs::wire::websocket::{self as ws, Origins};
-use zs::{ClientConfig, IncomingStream, Peer, Router, ServerHandle, SessionConfig, StreamOptions};
+use zs::{ClientConfig, Router, ServerHandle, SessionConfig, StreamOptions};
 use zs_bench::fault_proxy::{FaultProxy, Faults};
 use zs_bench::source::Noise;
-
-fn router() -> Router {
-    let mut router = Router::new();
-    router.console("echo", |_, text| text.to_owned());
-    router.stream("echo_stream", |_, frame| frame.clone());
-    router.big_stream("hash", |_peer: Peer, mut stream: IncomingStream| async move {
-        hash_stream(&mut stream).await?;
-        Ok::<_, zs::HandlerError>(())
-    });
-    router
-}
 
 /// Serves WebSocket on an ephemeral port beside the server's TCP listener.
 async fn ws_listen(server: &ServerHandle, settings: WsSettings) -> std::net::SocketAddr {
@@ -45,12 +34,12 @@ async fn ws_client(server: &ServerHandle, addr: std::net::SocketAddr, config: Cl
 
 #[tokio::test]
 async fn calls_streams_and_pushes_go_over_websocket_in_every_mode() {
-    let noise = serve(router()).await;
-    let plain = serve_with(router(), plaintext()).await;
+    let noise = serve(transport_router()).await;
+    let plain = serve_with(transport_router(), plaintext()).await;
     let (cert, key) = zs::secure::self_signed(&["127.0.0.1".to_string()]).unwrap();
     let tls = zs::secure::TlsServer::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
     let tls = serve_with(
-        router(),
+        transport_router(),
         zs::ServerConfig { security: zs::ServerSecurity::Tls(tls), ..Default::default() },
     )
     .await;
@@ -92,7 +81,7 @@ async fn calls_streams_and_pushes_go_over_websocket_in_every_mode() {
 
 #[tokio::test]
 async fn a_session_over_websocket_resumes_when_its_link_is_cut() {
-    let server = serve(router()).await;
+    let server = serve(transport_router()).await;
     let addr = ws_listen(&server, WsSettings::default()).await;
     let session = SessionConfig { min_backoff: Duration::from_millis(5), ..SessionConfig::default() };
     // The WebSocket's TCP connections go through a proxy that can cut them.
@@ -146,7 +135,7 @@ async fn close_code(mut s: TcpStream) -> Option<u16> {
 
 #[tokio::test]
 async fn bad_websocket_peers_are_refused_clearly_and_others_go_on() {
-    let server = serve_with(router(), plaintext()).await;
+    let server = serve_with(transport_router(), plaintext()).await;
     let origins = Origins::These(vec!["https://app.example".into()]);
     let settings = WsSettings { origins, max_message: 64 << 10, ..WsSettings::default() };
     let addr = ws_listen(&server, settings).await;
@@ -229,7 +218,7 @@ async fn bad_websocket_peers_are_refused_clearly_and_others_go_on() {
 async fn wss_puts_tls_under_the_websocket_and_the_servers_mode_inside() {
     let (cert, key) = zs::secure::self_signed(&["127.0.0.1".to_string()]).unwrap();
     let tls = zs::secure::TlsServer::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-    let server = serve(router()).await; // Noise inside
+    let server = serve(transport_router()).await; // Noise inside
     let addr = ws_listen(&server, WsSettings { tls: Some(tls.clone()), ..WsSettings::default() }).await;
     let config = ClientConfig::secured(server.client_security());
     let dialer = WsDialer::secure("/", zs::secure::TlsClient::pinned(tls.fingerprint()));

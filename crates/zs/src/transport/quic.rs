@@ -12,15 +12,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::{Dialer, Listener, StreamLink};
-use crate::secure::tls::provider;
+use crate::secure::tls::{provider, PinVerifier};
 
 /// The ALPN protocol both ends name.
 const ALPN: &[u8] = b"zserver-quic/1";
@@ -215,7 +213,9 @@ impl QuicDialer {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(quic_error)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(InnerChannelAuthenticates))
+            // QUIC's certificate is not what a client trusts: the secure channel inside the
+            // stream authenticates the server (its pinned key).
+            .with_custom_certificate_verifier(Arc::new(PinVerifier::any()))
             .with_no_client_auth();
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let mut config =
@@ -243,51 +243,5 @@ impl Dialer for QuicDialer {
         send.write_all(&[STREAM_VERSION]).await.map_err(quic_error)?;
         let local = endpoint.local_addr()?;
         Ok(StreamLink::new(QuicStream { recv, send, connection, _endpoint: Some(endpoint) }, local, addr))
-    }
-}
-
-/// QUIC's certificate is not what a client trusts: the secure channel inside the stream
-/// authenticates the server (its pinned key), so any certificate is taken here. The
-/// handshake signature is still checked, so the certificate's key is held by the peer.
-#[derive(Debug)]
-struct InnerChannelAuthenticates;
-
-impl ServerCertVerifier for InnerChannelAuthenticates {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
     }
 }

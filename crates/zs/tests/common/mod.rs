@@ -105,3 +105,16 @@ pub async fn hash_stream(s: &mut zs::IncomingStream) -> Result<blake3::Hash, zs:
     }
     Ok(h.finalize())
 }
+
+/// A router with `echo` (console), `echo_stream` (stream) and `hash` (a big stream read
+/// whole): what the transport tests drive.
+pub fn transport_router() -> zs::Router {
+    let mut router = zs::Router::new();
+    router.console("echo", |_, text| text.to_owned());
+    router.stream("echo_stream", |_, frame| frame.clone());
+    router.big_stream("hash", |_peer: zs::Peer, mut stream: zs::IncomingStream| async move {
+        hash_stream(&mut stream).await?;
+        Ok::<_, zs::HandlerError>(())
+    });
+    router
+}
