@@ -27,12 +27,13 @@ export function serverHasWs() {
  * Starts `zs serve` on 127.0.0.1:0 with a fresh data dir; resolves with
  * { addr, url, fingerprint, wsAddr, wsUrl, lines, stop() } once it has printed its addresses.
  */
-export async function startServer({ plaintext = false, ws = false, args = [], env = {} } = {}) {
+export async function startServer({ plaintext = false, ws = false, wss = false, args = [], env = {} } = {}) {
   if (!existsSync(ZS_BIN)) throw new Error(`no zs binary at ${ZS_BIN} (set ZS_BIN)`);
   const dataDir = mkdtempSync(join(tmpdir(), 'zs-js-test-'));
   const argv = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--insecure-fast-hashing'];
   if (plaintext) argv.push('--plaintext');
   if (ws) argv.push('--ws-listen', '127.0.0.1:0');
+  if (wss) argv.push('--wss-listen', '127.0.0.1:0');
   argv.push(...args);
   const proc = spawn(ZS_BIN, argv, {
     env: { ...process.env, ZS_ADMIN_PASSWORD: ADMIN_PASSWORD, RUST_LOG: 'warn', ...env },
@@ -54,7 +55,8 @@ export async function startServer({ plaintext = false, ws = false, args = [], en
       if ((m = /^server key: (\S+) \(Noise/.exec(line))) info.fingerprint = m[1];
       // "WebSocket clients on ws://127.0.0.1:PORT/ (Noise inside, as on TCP)"
       if (!info.wsAddr && (m = /\bws:\/\/([^\s/]+)/.exec(line))) info.wsAddr = m[1];
-      const done = info.addr && (plaintext || info.fingerprint) && (!ws || info.wsAddr);
+      if (!info.wssUrl && (m = /\bwss:\/\/\S+/.exec(line))) info.wssUrl = m[0];
+      const done = info.addr && (plaintext || info.fingerprint) && (!ws || info.wsAddr) && (!wss || info.wssUrl);
       if (done) resolveReady();
     });
     exited.then((code) => reject(new Error(`zs serve exited (${code}) before it was ready; stdout: ${lines.join('\n')}; stderr: ${stderr}`)));

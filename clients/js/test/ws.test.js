@@ -85,6 +85,24 @@ for (const [mode, modeSkip] of MODES) describe(`WebSocket from Node (${mode})`, 
   test('an origin the server does not allow is refused', { ...T, skip: mode !== 'zs' }, async () => {
     await assert.rejects(connect(srv.wsUrl, { fingerprint: srv.fingerprint, wsOptions: { origin: 'http://evil.example' } }));
   });
+
+  test('wss: TLS under the WebSocket (the certificate trusted by its CA file), Noise inside', { ...T, skip: mode !== 'zs' }, async () => {
+    const tls = await startServer({ wss: true });
+    try {
+      const url = tls.wssUrl;
+      const ca = readFileSync(join(tls.dataDir, 'cert.pem'));
+      const c = await connect(url, { fingerprint: tls.fingerprint, wsOptions: { ca } });
+      try {
+        assert.equal(await c.callConsole('echo', 'over wss'), 'over wss');
+      } finally {
+        c.close();
+      }
+      // Without the certificate's CA, Node refuses the self-signed certificate.
+      await assert.rejects(connect(url, { fingerprint: tls.fingerprint }));
+    } finally {
+      await tls.stop?.();
+    }
+  });
 });
 
 async function bundle() {
