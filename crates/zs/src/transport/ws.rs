@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -497,20 +497,15 @@ impl<L: Link> Link for WsLink<L> {
             self.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
+        // Queued frames first: a writer (or a flush) waits for the socket to take them, so a
+        // caller flushing never spins on a link that has room but a full socket.
         while !self.tx.is_empty() || self.shutdown_pending {
+            if let Err(e) = ready!(self.inner.poll_write_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
             match self.write_out() {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.tx.len() + ws::MAX_HEADER < TX_CAP {
-                        // Room for more: a writer may go on while the socket drains.
-                        let _ = self.inner.poll_write_ready(cx);
-                        return Poll::Ready(Ok(()));
-                    }
-                    match self.inner.poll_write_ready(cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        other => return other,
-                    }
-                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
