@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
-use zs_wire::websocket::{self as ws, Event, FrameReader, Origins, WsError};
+use zs_wire::websocket::{self as ws, Event, FrameReader, Origins};
 
 use super::tcp::{TcpAcceptor, TcpDialer, TcpOptions};
 use super::{link_enum, read_message, write_all, Dialer, Link, Listener, StreamLink};
@@ -191,7 +191,7 @@ impl Dialer for WsDialer {
 
     async fn dial(&self, addr: SocketAddr) -> io::Result<WsLink<WsBase>> {
         let tcp = TcpDialer::default().dial(addr).await?;
-        let mut tcp = match &self.tls {
+        let mut base = match &self.tls {
             None => WsBase::Tcp(tcp),
             Some(tls) => {
                 let mut config = rustls::ClientConfig::clone(&*tls.config(&addr.to_string(), false)?);
@@ -206,19 +206,14 @@ impl Dialer for WsDialer {
             }
         };
         let (request, key) = ws::request(&addr.to_string(), &self.path, &ws::new_key());
-        write_all(&mut tcp, &request).await?;
-        let refused = |e: WsError| io::Error::new(io::ErrorKind::ConnectionRefused, e.why);
-        let (used, rest) =
-            read_message(&mut tcp, |buf| ws::parse_answer(buf, &key).map(|u| u.map(|u| ((), u))))
-                .await
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::InvalidData => {
-                        refused(WsError { status: 0, close: 0, why: e.to_string() })
-                    }
-                    _ => e,
-                })?;
-        let () = used;
-        let mut link = WsLink::client(tcp, self.max_message);
+        write_all(&mut base, &request).await?;
+        let answer = |buf: &[u8]| ws::parse_answer(buf, &key).map(|whole| whole.map(|used| ((), used)));
+        let ((), rest) = read_message(&mut base, answer).await.map_err(|e| match e.kind() {
+            // A refusal or an answer that is not a WebSocket's: say so as a refused connection.
+            io::ErrorKind::InvalidData => io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()),
+            _ => e,
+        })?;
+        let mut link = WsLink::client(base, self.max_message);
         link.rx = rest;
         Ok(link)
     }
@@ -322,8 +317,8 @@ impl<L: Link> WsLink<L> {
         Ok(n)
     }
 
-    /// A server's upgrade: reads the request, answers it; `Ok(true)` once open.
-    fn upgrade(&mut self, settings: &WsSettings) -> io::Result<bool> {
+    /// A server's upgrade: reads the request and answers it (`WouldBlock` until it is whole).
+    fn upgrade(&mut self, settings: &WsSettings) -> io::Result<()> {
         loop {
             match ws::parse_upgrade(&self.rx, &settings.origins) {
                 Ok(Some(up)) => {
@@ -334,8 +329,7 @@ impl<L: Link> WsLink<L> {
                     if let Some(w) = self.write_waker.take() {
                         w.wake();
                     }
-                    self.write_some()?;
-                    return Ok(true);
+                    return self.write_some();
                 }
                 // Partial: wait for the socket (readiness must not spin on what is here).
                 Ok(None) => self.rx_stalled = true,
