@@ -1,5 +1,6 @@
 // Frames (PROTOCOL.md §1-§3): 16-byte header, call bodies, lz4 payloads. No IO.
 import lz4 from 'lz4js';
+import { ByteQueue } from './bytequeue.js';
 import { WireError } from './errors.js';
 
 export const MAGIC = 0x5a;
@@ -123,43 +124,29 @@ export function decodeFrame(bytes, maxFrameLen = MAX_FRAME_LEN) {
 export class FrameReader {
   constructor(maxFrameLen = MAX_FRAME_LEN) {
     this.maxFrameLen = maxFrameLen;
-    this.chunks = [];
-    this.size = 0;
+    this.queue = new ByteQueue();
     this.header = null;
   }
 
+  /** Bytes received and not yet part of a whole frame. */
+  get size() {
+    return this.queue.size;
+  }
+
   push(bytes) {
-    if (bytes.length) {
-      this.chunks.push(bytes);
-      this.size += bytes.length;
-    }
+    this.queue.push(bytes);
     const frames = [];
     for (;;) {
       if (!this.header) {
         if (this.size < HEADER_LEN) break;
-        this.header = decodeHeader(this.take(HEADER_LEN), this.maxFrameLen);
+        this.header = decodeHeader(this.queue.take(HEADER_LEN), this.maxFrameLen);
       }
       if (this.size < this.header.length) break;
-      const body = this.take(this.header.length);
+      const body = this.queue.take(this.header.length);
       frames.push({ ...this.header, body });
       this.header = null;
     }
     return frames;
-  }
-
-  take(n) {
-    const out = new Uint8Array(n);
-    let off = 0;
-    while (off < n) {
-      const c = this.chunks[0];
-      const k = Math.min(c.length, n - off);
-      out.set(c.subarray(0, k), off);
-      off += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    this.size -= n;
-    return out;
   }
 }
 

@@ -6,6 +6,7 @@ import { gcm } from '@noble/ciphers/aes.js';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { blake2s } from '@noble/hashes/blake2.js';
 import { extract, expand } from '@noble/hashes/hkdf.js';
+import { ByteQueue } from './bytequeue.js';
 
 export const CIPHER_CHACHAPOLY = 0;
 export const CIPHER_AESGCM = 1;
@@ -221,8 +222,7 @@ export class NoiseRecords {
     this.rekeyIntervalMs = rekeyIntervalMs;
     this.lastRekey = Date.now();
     this.sentSinceRekey = 0;
-    this.chunks = [];
-    this.size = 0;
+    this.queue = new ByteQueue();
     this.recordsIn = 0;
     this.recordsOut = 0;
     this.rekeysIn = 0;
@@ -266,19 +266,16 @@ export class NoiseRecords {
 
   /** Decrypts the whole records in the received bytes; throws if one fails to open. */
   open(bytes) {
-    if (bytes.length) {
-      this.chunks.push(bytes);
-      this.size += bytes.length;
-    }
+    this.queue.push(bytes);
     const out = [];
     for (;;) {
-      if (this.size < 2) break;
-      const head = this.peek(2);
+      if (this.queue.size < 2) break;
+      const head = this.queue.peek(2);
       const n = (head[0] << 8) | head[1];
       if (n < TAG_LEN) throw new Error(`noise: record of ${n} bytes is shorter than its tag`);
-      if (this.size < 2 + n) break;
-      this.take(2);
-      const pt = this.recv.decrypt(EMPTY, this.take(n));
+      if (this.queue.size < 2 + n) break;
+      this.queue.take(2);
+      const pt = this.recv.decrypt(EMPTY, this.queue.take(n));
       this.recordsIn += 1;
       if (pt.length === 0) {
         this.recv.rekey();
@@ -288,26 +285,5 @@ export class NoiseRecords {
     }
     if (out.length === 0) return EMPTY;
     return out.length === 1 ? out[0] : concat(...out);
-  }
-
-  peek(n) {
-    const c = this.chunks[0];
-    if (c.length >= n) return c.subarray(0, n);
-    return concat(...this.chunks).subarray(0, n);
-  }
-
-  take(n) {
-    const out = new Uint8Array(n);
-    let off = 0;
-    while (off < n) {
-      const c = this.chunks[0];
-      const k = Math.min(c.length, n - off);
-      out.set(c.subarray(0, k), off);
-      off += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    this.size -= n;
-    return out;
   }
 }

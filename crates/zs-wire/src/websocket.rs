@@ -100,6 +100,11 @@ pub struct Upgrade {
     pub used: usize,
 }
 
+/// The value of header `name` (any case), if present and UTF-8.
+fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
 /// Reads a client's upgrade request from the front of `buf`: `Ok(None)` until it is whole;
 /// an error carries the HTTP status to answer with ([`refusal`]).
 pub fn parse_upgrade(buf: &[u8], origins: &Origins) -> Result<Option<Upgrade>, WsError> {
@@ -113,12 +118,7 @@ pub fn parse_upgrade(buf: &[u8], origins: &Origins) -> Result<Option<Upgrade>, W
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(WsError::http(400, format!("not an HTTP request: {e}"))),
     };
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
+    let header = |name: &str| header(req.headers, name);
     let has_token = |name: &str, token: &str| {
         req.headers
             .iter()
@@ -200,12 +200,7 @@ pub fn parse_answer(buf: &[u8], key: &str) -> Result<Option<usize>, WsError> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(WsError::http(0, format!("the server did not answer in HTTP: {e}"))),
     };
-    let header = |name: &str| {
-        res.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
+    let header = |name: &str| header(res.headers, name);
     if res.code != Some(101) {
         let body = String::from_utf8_lossy(&buf[used..]);
         let why = format!(
