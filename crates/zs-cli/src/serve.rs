@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// connections, none announced); by default `--idle-timeout` applies and is announced.
     #[arg(long)]
     compat_keep_idle: bool,
+    /// Unfinished handshakes one source address may hold at once (the oldest make room); a
+    /// reverse proxy in front is one source.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_handshakes_per_source: u32,
+    /// Handshakes one source address may start per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    handshake_rate_per_source: u32,
     /// What peers may make the server hold before they are answered (partial frames,
     /// buffers being received, ZServer4D staging, detached sessions), e.g. 256M; when it
     /// runs short, the connections holding the most are closed first.
@@ -137,6 +144,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             security,
             reuse_port: args.worker,
             memory_budget: args.memory_budget,
+            max_handshakes_per_source: args.max_handshakes_per_source as usize,
+            handshake_rate_per_source: args.handshake_rate_per_source,
             ..ServerConfig::default()
         };
         config.compat.keep_idle_clients = args.compat_keep_idle;

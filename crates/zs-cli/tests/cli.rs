@@ -397,3 +397,22 @@ fn zs_call_reaches_a_server_over_websocket_wss_and_quic() {
     let o = zs(&args);
     assert!(!o.status.success() && stderr(&o).contains("does not match"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_per_source_handshake_limit_is_a_setting() {
+    // A silent socket holds a handshake place; with one place per source, the next
+    // connection from the same address takes it over (the silent one is evicted).
+    let evicted_after_a_call = |extra: &[&str]| {
+        let s = serve_with(extra);
+        let silent = std::net::TcpStream::connect(&s.addr).unwrap();
+        let o = call(&s, &["stats"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let stats: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        drop(silent);
+        stats["handshakes_evicted"].as_u64().unwrap()
+    };
+    assert_eq!(evicted_after_a_call(&[]), 0, "64 places by default");
+    assert!(evicted_after_a_call(&["--max-handshakes-per-source", "1"]) >= 1);
+    let o = zs(&["serve", "--max-handshakes-per-source", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
