@@ -13,7 +13,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const T = { timeout: 180000 };
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const skip = serverHasWs() ? false : 'this zs has no --ws-listen';
-// The project's test script (scripts/test.sh) sets ZS_REQUIRE_ALL: there nothing may be skipped.
+// The project's test script (scripts/test-clients.sh) sets ZS_REQUIRE_ALL: there nothing may be skipped.
 if (process.env.ZS_REQUIRE_ALL === '1' && (skip || !existsSync(CHROMIUM))) {
   throw new Error(`ZS_REQUIRE_ALL: ${skip || `no ${CHROMIUM}`}`);
 }

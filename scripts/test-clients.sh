@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Every test of the project, in one command: the Rust workspace, then the JavaScript client
-# (Node, and a page in headless Chromium) and the Python client, both against the `zs`
-# binary the workspace just built. `.ci/run` installs what this needs and runs it.
+# The tests of the clients in other languages: the JavaScript client (Node, and a page in
+# headless Chromium) and the Python client, against the `zs` binary of this workspace. The
+# README's test command runs it after `cargo test`; `.ci/run` installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace --locked
 cargo build --locked -p zs-cli
 export ZS_BIN="$PWD/target/debug/zs"
 # In this script nothing may be skipped for want of a tool (Chromium, a WebSocket listener).
