@@ -243,4 +243,18 @@ async fn wss_puts_tls_under_the_websocket_and_the_servers_mode_inside() {
         within("ws on wss", zs::Client::connect_over(WsDialer::default(), addr, Router::new(), plain)).await;
     assert!(refused.is_err());
     assert_eq!(client.call_console("echo", "still here").await.unwrap(), "still here");
+    // One client holding 300 sockets that never start TLS holds a few places, not all: a
+    // newcomer from anywhere (here the same address) still gets through.
+    let silent: Vec<_> =
+        futures_util::future::join_all((0..300).map(|_| tokio::net::TcpStream::connect(addr))).await;
+    assert!(silent.iter().all(Result::is_ok));
+    let config = ClientConfig::secured(server.client_security());
+    let dialer = WsDialer::secure("/", zs::secure::TlsClient::pinned(tls.fingerprint()));
+    let late = within(
+        "a wss client past 300 silent sockets",
+        zs::Client::connect_over(dialer, addr, Router::new(), config),
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.call_console("echo", "through").await.unwrap(), "through");
 }

@@ -67,6 +67,14 @@ impl TlsServer {
         Ok(TlsServer { config: Arc::new(config), fingerprint })
     }
 
+    /// Its configuration with `alpn` as the one application protocol (a `wss` listener's
+    /// `http/1.1`, QUIC's own).
+    pub(crate) fn config_with_alpn(&self, alpn: &[u8]) -> Arc<rustls::ServerConfig> {
+        let mut config = rustls::ServerConfig::clone(&self.config);
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(config)
+    }
+
     /// A server identity from a certificate file and a key file (PEM); the key file must
     /// be readable by its owner only.
     pub fn from_pem_files(cert: &Path, key: &Path) -> io::Result<TlsServer> {

@@ -8,6 +8,7 @@
 //! above have one type to run on whatever carried the bytes.
 
 mod link_io;
+mod openings;
 pub mod quic;
 mod raw;
 mod stream_link;

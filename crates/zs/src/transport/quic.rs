@@ -12,23 +12,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
+use super::openings::Openings;
 use super::{Dialer, Listener, StreamLink};
 use crate::secure::tls::{provider, PinVerifier};
+use crate::secure::TlsServer;
 
 /// The ALPN protocol both ends name.
 const ALPN: &[u8] = b"zserver-quic/1";
 /// The first byte a client writes on its stream (QUIC shows a stream to the server only once
 /// something is sent on it): the version of this mapping.
 const STREAM_VERSION: u8 = 1;
-/// Connections whose stream has yet to open, at most; newer ones are refused.
-const MAX_OPENING: usize = 256;
-/// How long a new connection may take to open its stream.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Links opened and not yet taken by the accept loop.
 const READY_QUEUE: usize = 64;
 /// The UDP socket buffers asked for (the kernel may give less: see `buffer_sizes`).
@@ -116,18 +112,9 @@ impl QuicListener {
     /// Listens on `addr` (UDP).
     pub fn bind(addr: SocketAddr) -> io::Result<QuicListener> {
         let (cert, key) = crate::secure::self_signed(&["zserver".to_string()])?;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().map_err(quic_error)?;
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(quic_error)?;
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(quic_error)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(quic_error)?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let mut config =
-            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).map_err(quic_error)?));
+        let tls = TlsServer::from_pem(cert.as_bytes(), key.as_bytes())?.config_with_alpn(ALPN);
+        let tls = QuicServerConfig::try_from(tls).map_err(quic_error)?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
         config.transport_config(transport_config());
         let (socket, buffers) = udp_socket(addr)?;
         let runtime = Arc::new(quinn::TokioRuntime);
@@ -149,27 +136,17 @@ impl Drop for QuicListener {
     }
 }
 
-/// Takes QUIC connections in and waits (bounded in number and time) for each one's stream and
-/// its version byte; hands the links over to `accept`.
+/// Takes QUIC connections in and waits for each one's stream and its version byte (see
+/// [`Openings`]); hands the links over to `accept`.
 async fn accept_streams(endpoint: quinn::Endpoint, ready: mpsc::Sender<QuicLink>) {
-    let opening = Arc::new(tokio::sync::Semaphore::new(MAX_OPENING));
+    let openings = Openings::new();
     while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = opening.clone().try_acquire_owned() else {
-            incoming.refuse();
-            continue;
-        };
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let opened = tokio::time::timeout(OPEN_TIMEOUT, open_stream(incoming)).await;
-            drop(permit);
-            match opened {
-                Ok(Ok(link)) => {
-                    let _ = ready.send(link).await;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "QUIC connection refused"),
-                Err(_) => tracing::debug!("QUIC connection opened no stream in time"),
-            }
-        });
+        let source = incoming.remote_address().ip();
+        if ready.is_closed() {
+            return;
+        }
+        // When full, the opening is dropped unstarted, and with it `incoming`: quinn refuses it.
+        openings.start(source, "QUIC stream", &ready, open_stream(incoming));
     }
 }
 

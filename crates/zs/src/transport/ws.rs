@@ -15,6 +15,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use zs_wire::websocket::{self as ws, Event, FrameReader, Origins};
 
+use super::openings::Openings;
 use super::tcp::{TcpAcceptor, TcpDialer, TcpOptions};
 use super::{link_enum, read_message, write_all, Dialer, Link, Listener, StreamLink};
 use crate::secure::{TlsClient, TlsServer};
@@ -25,6 +26,8 @@ const TX_CAP: usize = 256 << 10;
 const MAX_OUT_FRAME: usize = 64 << 10;
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes read at once while the upgrade request is incomplete.
+const UPGRADE_CHUNK: usize = 2 << 10;
 
 /// What a WebSocket server lets in.
 #[derive(Debug, Clone)]
@@ -51,12 +54,6 @@ impl Default for WsSettings {
         }
     }
 }
-
-/// TLS handshakes of a `wss` listener under way at once, at most; newer connections are
-/// closed.
-const MAX_TLS_HANDSHAKES: usize = 256;
-/// How long a `wss` client may take over its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The socket under a WebSocket: TCP, or TLS over TCP (`wss`).
 pub enum WsBase {
@@ -94,9 +91,7 @@ impl WsListener {
                 None => Accepting::Tcp(tcp),
                 Some(tls) => {
                     let (tx, rx) = mpsc::channel(64);
-                    let mut config = rustls::ServerConfig::clone(&tls.config);
-                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                    tokio::spawn(tls_handshakes(tcp, Arc::new(config), tx));
+                    tokio::spawn(tls_handshakes(tcp, tls.config_with_alpn(b"http/1.1"), tx));
                     Accepting::Tls(rx)
                 }
             };
@@ -106,13 +101,14 @@ impl WsListener {
     }
 }
 
-/// Takes TCP connections in and runs their TLS handshakes; hands the finished ones over.
+/// Takes TCP connections in and runs their TLS handshakes (see [`Openings`]); hands the
+/// finished ones over.
 async fn tls_handshakes(
     mut tcp: TcpAcceptor,
     config: Arc<rustls::ServerConfig>,
     ready: mpsc::Sender<WsBase>,
 ) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
+    let openings = Openings::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     loop {
         let stream = tokio::select! {
@@ -123,19 +119,11 @@ async fn tls_handshakes(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else { continue };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
-            let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return };
-            let done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-            drop(permit);
-            match done {
-                Ok(Ok(tls)) => {
-                    let _ = ready.send(WsBase::Tls(Box::new(StreamLink::new(tls, local, peer)))).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "wss: TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "wss: TLS handshake timed out"),
-            }
+        let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { continue };
+        let handshake = acceptor.accept(stream);
+        // Turned away when full: the socket closes as the handshake is dropped.
+        openings.start(peer.ip(), "wss TLS handshake", &ready, async move {
+            Ok(WsBase::Tls(Box::new(StreamLink::new(handshake.await?, local, peer))))
         });
     }
 }
@@ -309,9 +297,16 @@ impl<L: Link> WsLink<L> {
         }
     }
 
-    /// Reads from the socket into `rx`: the bytes read (0 at its end).
+    /// Reads from the socket into `rx`: the bytes read (0 at its end). Before the upgrade,
+    /// a little at a time: a socket that sends half a request holds at most the request's
+    /// limit, not a read chunk.
     fn fill(&mut self) -> io::Result<usize> {
-        self.rx.reserve(READ_CHUNK);
+        match self.phase {
+            Phase::Upgrading(_) => self
+                .rx
+                .reserve(UPGRADE_CHUNK.min(ws::MAX_HANDSHAKE - self.rx.len().min(ws::MAX_HANDSHAKE)).max(1)),
+            Phase::Open => self.rx.reserve(READ_CHUNK),
+        }
         let n = self.inner.try_read_buf(&mut self.rx)?;
         self.rx_stalled = false;
         Ok(n)
