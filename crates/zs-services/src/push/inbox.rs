@@ -1,19 +1,19 @@
 //! The offline inbox: per user, in a redb database in the data directory. Writes go
-//! through one thread that commits what has queued up in one durable (fsynced) transaction
-//! and then answers every writer in it, so a thousand senders cost one fsync, not a
-//! thousand; a sender hears "stored" only after that commit. A write that fails is left
-//! out of the transaction whole, its message id with it.
+//! through a group-commit thread ([`crate::commit`]): a sender hears "stored" only after
+//! the fsynced commit that holds its message, and a write that fails is left out of the
+//! transaction whole, its message id with it.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+use crate::commit::{Batcher, Committer, Shape};
 
 /// Messages by (user, sequence number): the inbox in delivery order. Sequence numbers are
 /// unique server-wide and never reused, so a late acknowledgement never removes another
@@ -106,7 +106,7 @@ enum Write {
 #[derive(Clone)]
 pub struct Inbox {
     db: Arc<Database>,
-    writes: SyncSender<Write>,
+    writes: Committer<Write>,
     counters: Arc<InboxCounters>,
     /// The most messages a user holds, changeable while running.
     cap: Arc<AtomicU64>,
@@ -128,13 +128,10 @@ impl Inbox {
         let db = Database::create(path).map_err(|err| format!("{}: {err}", path.display()))?;
         let db = Arc::new(db);
         let counters = Arc::new(InboxCounters::default());
-        let (writes, queue) = sync_channel(QUEUE);
         let cap = Arc::new(AtomicU64::new(cap.max(1)));
         let writer = Writer::new(db.clone(), counters.clone(), cap.clone(), when_full)?;
-        std::thread::Builder::new()
-            .name("zs-inbox".into())
-            .spawn(move || writer.run(queue))
-            .map_err(|err| format!("cannot start the inbox writer: {err}"))?;
+        let shape = Shape { queue: QUEUE, batch: BATCH, idle_every: SWEEP_EVERY };
+        let writes = Committer::start("zs-inbox", "inbox", writer, shape)?;
         Ok(Inbox { db, writes, counters, cap })
     }
 
@@ -150,11 +147,7 @@ impl Inbox {
     }
 
     fn send(&self, w: Write) -> Result<(), String> {
-        match self.writes.try_send(w) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(format!("the inbox is busy ({QUEUE} writes waiting)")),
-            Err(TrySendError::Disconnected(_)) => Err("the inbox writer stopped".into()),
-        }
+        self.writes.send(w)
     }
 
     /// Stores `message` for `user`; answers once it is on disk.
@@ -234,6 +227,8 @@ struct Writer {
     counts: HashMap<String, u64>,
     /// Messages the transaction being built drops for room: counted once it commits.
     pending: Dropped,
+    /// `next` before the transaction being built.
+    rollback_to: u64,
 }
 
 /// Messages a transaction removed to make room.
@@ -271,109 +266,12 @@ impl Writer {
         }
         txn.commit().map_err(e)?;
         let next = next_seq(&db)?;
-        Ok(Writer { db, counters, cap, when_full, next, counts: HashMap::new(), pending: Dropped::default() })
-    }
-
-    fn run(mut self, queue: Receiver<Write>) {
-        let mut last_sweep = std::time::Instant::now();
-        loop {
-            let first = match queue.recv_timeout(SWEEP_EVERY) {
-                Ok(w) => w,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.sweep();
-                    last_sweep = std::time::Instant::now();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match queue.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
-                }
-            }
-            self.commit(batch);
-            if last_sweep.elapsed() >= SWEEP_EVERY {
-                self.sweep();
-                last_sweep = std::time::Instant::now();
-            }
-        }
-    }
-
-    /// Applies a batch in one transaction; answers each write after the commit. A write
-    /// that fails is answered with its error and leaves nothing behind: the transaction is
-    /// given up and the rest of the batch applied again without it, so a message id is
-    /// never recorded without its message, nor a message half removed.
-    fn commit(&mut self, mut batch: Vec<Write>) {
-        loop {
-            let txn = match self.db.begin_write() {
-                Ok(t) => t,
-                Err(err) => return fail_all(batch, &err.to_string()),
-            };
-            let next = self.next;
-            self.pending = Dropped::default();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            let applied = (|| -> Result<(), String> {
-                let mut messages = txn.open_table(MESSAGES).map_err(e)?;
-                let mut ids = txn.open_table(IDS).map_err(e)?;
-                let mut t = Tables { messages: &mut messages, ids: &mut ids };
-                let now = now_ms();
-                for w in &batch {
-                    outcomes.push(match w {
-                        Write::Store { user, message, .. } => {
-                            Outcome::Store(self.store(&mut t, user, message, now))
-                        }
-                        Write::Ack { user, seqs, .. } => Outcome::Ack(self.ack(&mut t, user, seqs)),
-                    });
-                }
-                txn.open_table(META).map_err(e)?.insert("next", self.next).map_err(e)?;
-                Ok(())
-            })();
-            let committed = match applied {
-                Ok(()) if outcomes.iter().any(Outcome::failed) => {
-                    // Undo: the transaction is given up, and what this thread keeps with it.
-                    let _ = txn.abort();
-                    self.next = next;
-                    self.counts.clear();
-                    let mut rest = Vec::with_capacity(batch.len());
-                    for (w, outcome) in batch.into_iter().zip(outcomes) {
-                        if outcome.failed() {
-                            self.answer(w, outcome);
-                        } else {
-                            rest.push(w);
-                        }
-                    }
-                    if rest.is_empty() {
-                        return;
-                    }
-                    batch = rest;
-                    continue;
-                }
-                applied => applied.and_then(|()| txn.commit().map_err(e)),
-            };
-            match committed {
-                Ok(()) => {
-                    self.counters.commits.fetch_add(1, Relaxed);
-                    self.counters.dropped_oldest.fetch_add(self.pending.oldest, Relaxed);
-                    self.counters.expired.fetch_add(self.pending.expired, Relaxed);
-                    for (w, outcome) in batch.into_iter().zip(outcomes) {
-                        self.answer(w, outcome);
-                    }
-                }
-                Err(why) => {
-                    // Nothing of the batch happened: what this thread keeps is read again.
-                    self.counts.clear();
-                    self.next = next_seq(&self.db).unwrap_or(next);
-                    fail_all(batch, &why);
-                }
-            }
-            return;
-        }
+        let (counts, pending) = (HashMap::new(), Dropped::default());
+        Ok(Writer { db, counters, cap, when_full, next, counts, pending, rollback_to: next })
     }
 
     /// Answers `w` with what it did (its transaction committed, or it failed), counted.
-    fn answer(&self, w: Write, outcome: Outcome) {
+    fn answer_write(&self, w: Write, outcome: Outcome) {
         match (w, outcome) {
             (Write::Store { done, .. }, Outcome::Store(r)) => {
                 match &r {
@@ -390,7 +288,7 @@ impl Writer {
                 }
                 let _ = done.send(r);
             }
-            (w, _) => w.fail("the inbox writer lost this write's outcome"),
+            (w, _) => w.refuse("the inbox writer lost this write's outcome"),
         }
     }
 
@@ -511,6 +409,61 @@ impl Writer {
     }
 }
 
+impl Batcher for Writer {
+    type Write = Write;
+    type Outcome = Outcome;
+
+    fn begin(&mut self) -> Result<WriteTransaction, String> {
+        self.pending = Dropped::default();
+        self.db.begin_write().map_err(e)
+    }
+
+    fn apply(&mut self, txn: &WriteTransaction, batch: &[Write]) -> Result<Vec<Outcome>, String> {
+        self.rollback_to = self.next;
+        let mut messages = txn.open_table(MESSAGES).map_err(e)?;
+        let mut ids = txn.open_table(IDS).map_err(e)?;
+        let mut t = Tables { messages: &mut messages, ids: &mut ids };
+        let now = now_ms();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for w in batch {
+            outcomes.push(match w {
+                Write::Store { user, message, .. } => Outcome::Store(self.store(&mut t, user, message, now)),
+                Write::Ack { user, seqs, .. } => Outcome::Ack(self.ack(&mut t, user, seqs)),
+            });
+        }
+        txn.open_table(META).map_err(e)?.insert("next", self.next).map_err(e)?;
+        Ok(outcomes)
+    }
+
+    fn failed(outcome: &Outcome) -> bool {
+        outcome.failed()
+    }
+
+    fn rolled_back(&mut self) {
+        // What this thread keeps is read again (counts lazily).
+        self.counts.clear();
+        self.next = next_seq(&self.db).unwrap_or(self.rollback_to);
+    }
+
+    fn committed(&mut self, _batch: &[Write], _outcomes: &[Outcome]) {
+        self.counters.commits.fetch_add(1, Relaxed);
+        self.counters.dropped_oldest.fetch_add(self.pending.oldest, Relaxed);
+        self.counters.expired.fetch_add(self.pending.expired, Relaxed);
+    }
+
+    fn answer(&self, write: Write, outcome: Outcome) {
+        self.answer_write(write, outcome);
+    }
+
+    fn fail(write: Write, why: &str) {
+        write.refuse(why);
+    }
+
+    fn idle(&mut self) {
+        self.sweep();
+    }
+}
+
 struct Tables<'a, 't> {
     messages: &'a mut redb::Table<'t, (&'static str, u64), &'static [u8]>,
     ids: &'a mut redb::Table<'t, (&'static str, &'static str), u64>,
@@ -528,15 +481,9 @@ fn first_of(
     Ok(Some((k.value().1, m)))
 }
 
-fn fail_all(batch: Vec<Write>, why: &str) {
-    for w in batch {
-        w.fail(why);
-    }
-}
-
 impl Write {
     /// Answers the writer that nothing was done, and why.
-    fn fail(self, why: &str) {
+    fn refuse(self, why: &str) {
         match self {
             Write::Store { done, .. } => drop(done.send(Err(why.to_owned()))),
             Write::Ack { done, .. } => drop(done.send(Err(why.to_owned()))),
@@ -606,14 +553,14 @@ mod tests {
             txn.open_table(MESSAGES).unwrap().insert(("bob", 1000), &b"not a message"[..]).unwrap();
             txn.commit().unwrap();
             let (x, x_rx) = queued("bob", message("x", 60_000));
-            writer.commit(vec![x]);
+            crate::commit::commit(&mut writer, vec![x]);
             assert_eq!(x_rx.await.unwrap(), Ok(Stored::Stored(1)));
             // Full at a cap of 1: a new message drops "x", then fails on the unreadable row.
             cap.store(1, Relaxed);
             let (a, a_rx) = queued("alice", message("a", 60_000));
             let (m, m_rx) = queued("bob", message("m", 60_000));
             let (c, c_rx) = queued("carol", message("c", 60_000));
-            writer.commit(vec![a, m, c]);
+            crate::commit::commit(&mut writer, vec![a, m, c]);
             assert_eq!(a_rx.await.unwrap(), Ok(Stored::Stored(2)));
             assert!(m_rx.await.unwrap().is_err());
             assert_eq!(c_rx.await.unwrap(), Ok(Stored::Stored(3)), "the rest of the batch commits");
