@@ -116,7 +116,8 @@ struct PeerShared {
 /// What few connections use, kept out of every idle one's state.
 #[derive(Default)]
 struct Extras {
-    state: Option<Arc<dyn Any + Send + Sync>>,
+    /// One value per type: services sharing a connection keep theirs apart.
+    state: Vec<Arc<dyn Any + Send + Sync>>,
     identity: Option<Arc<Identity>>,
     tickets: Option<Box<Tickets>>,
     charge: Option<Charge>,
@@ -215,14 +216,18 @@ impl Peer {
         !self.inner.outbox.is_closed()
     }
 
-    /// Stores typed user state on the peer, replacing any earlier state.
+    /// Stores typed user state on the peer, replacing any earlier state of the same type
+    /// (values of other types stay: each service keeps its own).
     pub fn set_state<T: Any + Send + Sync>(&self, value: T) {
-        self.with_extras(|e| e.state = Some(Arc::new(value)));
+        self.with_extras(|e| {
+            e.state.retain(|v| !v.is::<T>());
+            e.state.push(Arc::new(value));
+        });
     }
 
-    /// The user state, if one of type `T` is stored.
+    /// The user state of type `T`, if one is stored.
     pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let st = self.with_extras(|e| e.state.clone())?;
+        let st = self.with_extras(|e| e.state.iter().find(|v| v.is::<T>()).cloned())?;
         st.downcast::<T>().ok()
     }
 
