@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   16: 'InvalidArgument',
   17: 'Conflict',
   18: 'NotFound',
+  19: 'VersionMismatch',
+  20: 'OverBudget',
 };
 
 /** GoAway codes (§5). */

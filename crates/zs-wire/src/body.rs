@@ -90,6 +90,10 @@ wire_enum! {
         Conflict = 17 => "already exists",
         /// What was asked for does not exist.
         NotFound = 18 => "not found",
+        /// A compare-and-set found another version than the one it expected.
+        VersionMismatch = 19 => "version mismatch",
+        /// A query used up its budget of rows or CPU time.
+        OverBudget = 20 => "over budget",
         _ => Other,
     }
 }

@@ -26,6 +26,8 @@ class ErrorCode(enum.IntEnum):
     InvalidArgument = 16
     Conflict = 17
     NotFound = 18
+    VersionMismatch = 19
+    OverBudget = 20
 
 
 class GoAwayCode(enum.IntEnum):
