@@ -9,9 +9,13 @@
 //!   transfers; instant upload by content hash with proof of possession; quotas.
 //! - [`push`]: send to a user's connections or its durable offline inbox, topics,
 //!   presence, through a [`push::Broker`] a cluster can replace.
+//! - [`db`]: the data store: named databases of typed records, compare-and-set, indexes,
+//!   queries streamed under the client's credit, watches, durable group commits.
 //! - [`xnat`]: expose TCP services behind NAT through a public server (`zs xnat`).
 
 pub mod accounts;
+mod commit;
+pub mod db;
 pub mod files;
 pub mod fuzzing;
 mod json;
@@ -24,4 +28,4 @@ pub use accounts::{Accounts, AccountsConfig};
 
 /// The built-in services by name, as `zs serve --services` takes them (and mounts them, in
 /// this order).
-pub const BUILTIN: &[&str] = &[accounts::NAME, files::NAME, push::NAME];
+pub const BUILTIN: &[&str] = &[accounts::NAME, files::NAME, push::NAME, db::NAME];

@@ -1,0 +1,144 @@
+//! The data store (the original's ZDB, done durably): named databases of typed records
+//! (JSON documents, bytes, DataFrames) with stable ids and versions, compare-and-set
+//! updates, secondary indexes on JSON fields, expiry, queries by predicate or by
+//! server-registered filter streamed in batches under the client's credit, and watches.
+//!
+//! Each database is a redb file in the data directory with a group-commit writer: a write
+//! is answered only once it is on disk. Commands are console commands with JSON in and out,
+//! rows and changes come as `db.rows` / `db.change` stream pushes (PROTOCOL.md §18).
+
+pub mod client;
+mod commands;
+pub mod predicate;
+pub mod query;
+pub mod record;
+mod running;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use zs::{Router, Service};
+
+pub use predicate::{ParseError, Predicate, Subject};
+pub use query::{Budget, Filter, Filters, Scan, Spec};
+pub use record::{Data, Record};
+pub use store::{Change, DbError, Handle, Info, Op, Patch, Stores};
+
+/// The name the service mounts under.
+pub const NAME: &str = "db";
+
+/// The push that carries a query's rows.
+pub const ROWS: &str = "db.rows";
+/// The push that carries a watch's changes.
+pub const CHANGE: &str = "db.change";
+/// The big stream that carries a bulk insert's records.
+pub const BULK_DATA: &str = "db.bulk.data";
+
+/// Where a server whose data directory is `data_dir` keeps its databases.
+pub fn db_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// Settings of the data store.
+#[derive(Clone)]
+pub struct DbConfig {
+    /// Where the databases (`NAME.redb`) live.
+    pub dir: PathBuf,
+    /// Largest record, in bytes of its encoding (default 1 MiB).
+    pub max_record_bytes: usize,
+    /// Databases at most (default 1,000).
+    pub max_databases: usize,
+    /// The role that may make databases (default `None`: any logged-in user).
+    pub create_role: Option<String>,
+    /// What one query may use (default [`Budget::default`]).
+    pub budget: Budget,
+    /// Queries and watches one connection runs at once (default 16).
+    pub max_running: usize,
+    /// Rows per `db.rows` push at most (default 256) ...
+    pub batch_rows: usize,
+    /// ... and bytes (default 256 KiB; at least one row).
+    pub batch_bytes: usize,
+    /// A query left without credit this long is stopped (default 5 minutes); its last
+    /// token resumes it.
+    pub paused_for: Duration,
+    /// Server-registered query filters by name.
+    pub filters: Filters,
+}
+
+impl DbConfig {
+    /// Defaults, with the databases in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DbConfig {
+            dir: dir.into(),
+            max_record_bytes: 1 << 20,
+            max_databases: 1_000,
+            create_role: None,
+            budget: Budget::default(),
+            max_running: 16,
+            batch_rows: 256,
+            batch_bytes: 256 << 10,
+            paused_for: Duration::from_secs(300),
+            filters: Filters::new(),
+        }
+    }
+
+    /// Registers query filter `name` (a query names it with `"filter": name`).
+    pub fn filter(
+        mut self,
+        name: &str,
+        f: impl Fn(&Subject<'_>, &serde_json::Map<String, serde_json::Value>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filters.insert(name.to_owned(), Arc::new(f));
+        self
+    }
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("dir", &self.dir)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("max_databases", &self.max_databases)
+            .field("budget", &self.budget)
+            .field("filters", &self.filters.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The data store service. Mount it on a router (`router.mount(db.clone())`); keep a
+/// clone to reach the databases from the application ([`Db::stores`]).
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: DbConfig,
+    pub(crate) stores: Stores,
+}
+
+impl Db {
+    /// Opens the store in the configured directory.
+    pub fn open(config: DbConfig) -> Result<Db, String> {
+        let stores = Stores::new(&config.dir)?;
+        Ok(Db { inner: Arc::new(Inner { config, stores }) })
+    }
+
+    /// The databases.
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+}
+
+impl Service for Db {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn mount(self: Arc<Self>, router: &mut Router) {
+        router.on_disconnect(|peer, _| running::stop_all(peer));
+        commands::register(self.inner.clone(), router);
+    }
+}
