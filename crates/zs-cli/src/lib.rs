@@ -7,6 +7,7 @@ mod bench;
 mod call;
 mod config;
 mod connect;
+mod db;
 mod file;
 pub mod fuzzing;
 mod push;
@@ -45,6 +46,9 @@ enum Cmd {
     Push(push::PushArgs),
     /// List (and with --ack remove) the logged-in user's waiting messages.
     Inbox(push::InboxArgs),
+    /// The data store: create, ls, info, put, get, del, query, watch, bulk, index, copy,
+    /// compact, drop (JSON in and out).
+    Db(db::DbArgs),
     /// Expose TCP services behind NAT through a public server: xnat server | agent.
     Xnat(xnat::XnatArgs),
     /// The configuration file of `zs serve`: config check FILE | config example.
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
         Cmd::File(a) => file::run(a),
         Cmd::Push(a) => push::push(a),
         Cmd::Inbox(a) => push::inbox(a),
+        Cmd::Db(a) => db::db(a),
         Cmd::Xnat(a) => xnat::run(a),
         Cmd::Config(a) => config::run(a),
     };

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use zs::{Router, Server, ServerConfig};
 use zs_services::accounts::{Accounts, AccountsConfig, HashCost, SessionPolicy};
+use zs_services::db::{Db, DbConfig};
 use zs_services::files::{Files, FilesConfig, PublicRead};
 use zs_services::push::{Push, PushConfig, SendPolicy};
 
@@ -78,9 +79,9 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
-    /// Built-in services to serve, comma-separated (default: `accounts,files,push` with one
-    /// worker, none with --workers; `none` for none). Built in: accounts, files, push.
-    #[arg(long, value_delimiter = ',', value_parser = ["accounts", "files", "push", "none"])]
+    /// Built-in services to serve, comma-separated (default: `accounts,files,push,db` with
+    /// one worker, none with --workers; `none` for none). Built in: accounts, files, push, db.
+    #[arg(long, value_delimiter = ',', value_parser = ["accounts", "files", "push", "db", "none"])]
     services: Option<Vec<String>>,
     /// Messages a user's offline inbox holds (push); the oldest give way.
     #[arg(long, default_value_t = 1000)]
@@ -593,9 +594,7 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
         Some(list) => list.clone(),
         // Each worker is a process of its own, and a store is one process's.
         None if args.workers > 1 || args.worker => Vec::new(),
-        None => [zs_services::accounts::NAME, zs_services::files::NAME, zs_services::push::NAME]
-            .map(String::from)
-            .to_vec(),
+        None => zs_services::BUILTIN.iter().map(|s| s.to_string()).collect(),
     };
     if let Some(other) = names.iter().find(|n| !zs_services::BUILTIN.contains(&n.as_str())) {
         let known = zs_services::BUILTIN.join(", ");
@@ -657,6 +656,15 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
                 let push = Push::open(config)?;
                 mounted.push = Some(push.clone());
                 router.mount(push);
+            }
+            zs_services::db::NAME => {
+                if args.workers > 1 || args.worker {
+                    return Err(
+                        "the data store keeps its databases in one process: run it with --workers 1".into()
+                    );
+                }
+                let db = Db::open(DbConfig::new(zs_services::db::db_dir(&args.security.data_dir())))?;
+                router.mount(db);
             }
             other => return Err(format!("the built-in service `{other}` cannot be served")),
         }
