@@ -1,4 +1,4 @@
-//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `files_request`, `push_request`, `xnat_input`), as plain
+//! Bodies of the services' fuzz targets under `fuzz/` (`accounts_request`, `db_input`, `files_request`, `push_request`, `xnat_input`), as plain
 //! functions that ordinary tests also run over a corpus and random inputs. Each returns
 //! normally for every input.
 
@@ -7,6 +7,12 @@
 pub fn accounts_request(data: &[u8]) {
     let text = zs::Text::from(String::from_utf8_lossy(data).into_owned());
     crate::accounts::decode_any(&text);
+}
+
+/// Reads `data` as the data store reads what peers send: command requests, predicates
+/// (tested on documents), stored records, resume tokens, rows and change pushes.
+pub fn db_input(data: &[u8]) {
+    crate::db::decode_any(data);
 }
 
 /// Decodes `data` (made UTF-8) as the JSON request of every file command, and checks each

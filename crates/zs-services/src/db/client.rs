@@ -430,6 +430,12 @@ fn pairs(frame: &DataFrame, from: usize) -> Result<Vec<Record>, DbClientError> {
         .collect()
 }
 
+/// Reads a `db.rows` or `db.change` push as this client would (for the fuzz target).
+pub(crate) fn read_push(frame: &DataFrame) {
+    let _ = (string(frame, 1), string(frame, 2), number(frame, 3), number(frame, 4), string(frame, 5));
+    let _ = (pairs(frame, 6), pairs(frame, 3));
+}
+
 /// A running query's rows.
 pub struct Rows {
     client: DbClient,

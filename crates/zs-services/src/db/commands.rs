@@ -736,3 +736,33 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| err(ErrorCode::Application, e.to_string()))?
         .map_err(fail)
 }
+
+/// Decodes `text` as the request of every command (for the fuzz target), checking what
+/// the commands check before they touch a database.
+pub(crate) fn decode_any(text: &str) {
+    let t = Text::from(text.to_owned());
+    let _ = request::<CreateRequest>(&t).map(|r| {
+        let _ = check_name(&r.db);
+        let _ = check_acl(&r.readers);
+        for f in &r.indexes {
+            let _ = check_field(f);
+        }
+    });
+    let _ = request::<GrantRequest>(&t);
+    let _ = request::<IndexRequest>(&t).map(|r| check_field(&r.field));
+    let _ = request::<CopyRequest>(&t);
+    let _ = request::<CreditRequest>(&t);
+    let _ = request::<IdRequest>(&t);
+    let _ = request::<TicketRequest>(&t);
+    let _ = request::<WatchRequest>(&t).map(|r| Predicate::parse(&r.predicate, &r.params));
+    let _ = request::<QueryRequest>(&t).map(|r| {
+        let spec = match &r.resume {
+            Some(token) => Spec::from_token(token).ok(),
+            None => Some(r.spec),
+        };
+        spec.map(|s| Predicate::parse(&s.predicate, &s.params))
+    });
+    let _ = object(&t, &["db", "id", "version", "json", "bytes", "frame", "ttl", "records"]).map(|m| {
+        let _ = (Data::from_request(&m), expiry(&m), u64_field(&m, "id"));
+    });
+}

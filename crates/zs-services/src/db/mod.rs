@@ -132,6 +132,30 @@ impl Db {
     }
 }
 
+/// Reads `data` every way the data store reads what a peer sends (for the fuzz target
+/// `db_input`): as a command's JSON request, a predicate (then tested on documents), a
+/// stored record, a resume token, and a `db.rows` / `db.change` push.
+pub(crate) fn decode_any(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    commands::decode_any(&text);
+    let params = serde_json::json!({"a": 1, "s": "x", "l": [1, 2]});
+    if let Ok(p) = Predicate::parse(&text, params.as_object().expect("an object")) {
+        let docs =
+            [serde_json::json!({"a": 1, "b": {"c": "xyz"}, "l": [1, "2"]}), serde_json::json!([1, "x"])];
+        for doc in docs.iter().chain(serde_json::from_slice::<serde_json::Value>(data).ok().as_ref()) {
+            p.test(&Subject { id: 1, version: 1, doc });
+        }
+    }
+    if let Ok(r) = Record::decode(1, data) {
+        let _ = (r.to_json(), r.data.fields(), r.data.size());
+    }
+    let _ = Spec::from_token(&text);
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    if let Ok(frame) = zs::wire::DataFrame::decode(&bytes, &zs::wire::Limits::default()) {
+        client::read_push(&frame);
+    }
+}
+
 impl Service for Db {
     fn name(&self) -> &str {
         NAME

@@ -284,9 +284,9 @@ impl Parser<'_> {
     fn keyword(&mut self, word: &str) -> bool {
         self.skip_space();
         let rest = self.rest();
-        let whole = rest.len() >= word.len()
-            && rest[..word.len()].eq_ignore_ascii_case(word)
-            && !rest[word.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        let bytes = rest.as_bytes();
+        let whole = bytes.get(..word.len()).is_some_and(|b| b.eq_ignore_ascii_case(word.as_bytes()))
+            && !bytes.get(word.len()).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
         if whole {
             self.at += word.len();
         }
@@ -523,6 +523,8 @@ mod tests {
         assert!(at("and == 1").message.contains("keyword"));
         assert!(at("x prefix 3").message.contains("string"));
         assert_eq!(at("@x == 1").at, 1);
+        assert_eq!(at("vä == 1").at, 1);
+        assert_eq!(at("a == 1 ändern").at, 7, "keywords are compared as bytes, not sliced");
         assert!(at(&"(".repeat(40)).message.contains("nests"));
         assert!(at(&vec!["a == 1"; 300].join(" or ")).message.contains("parts"));
         assert!(at(&"x".repeat(5000)).message.contains("4096"));
