@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod churn;
 pub mod codec;
 pub mod compat;
+pub mod db;
 mod driver;
 pub mod fanout;
 pub mod fault_proxy;

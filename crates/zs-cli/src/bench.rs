@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, fanout, files, idle, login, mux, push, resume, rpc, Secure};
+use zs_bench::{bulk, churn, db, fanout, files, idle, login, mux, push, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -238,6 +238,28 @@ enum Scenario {
         #[arg(long, default_value = "noise")]
         secure: Secure,
         /// Where the files and the servers' data go (default: /dev/shm when there is one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The data store: durable inserts against raw redb with the same batching, streamed
+    /// scan rows against a raw redb iteration, a predicate query over every record.
+    Db {
+        /// Records in the scanned and queried database.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Durable single-record inserts measured.
+        #[arg(long, default_value_t = 50_000)]
+        inserts: usize,
+        /// Inserts in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Scan rounds (ours and raw redb in turns; medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Where the data goes (default: /dev/shm when there is one).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
         /// Print one JSON object instead of a table.
@@ -499,6 +521,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Login { .. } => Some(Progress::start("login", None)),
         Scenario::Files { .. } => Some(Progress::start("files", None)),
         Scenario::Push { .. } => Some(Progress::start("push", None)),
+        Scenario::Db { .. } => Some(Progress::start("db", None)),
         Scenario::Xnat { .. } => Some(Progress::start("xnat", None)),
         Scenario::Compat { .. } => Some(Progress::start("compat", None)),
         _ => None,
@@ -608,6 +631,15 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let opts = files::FilesOptions { size, rounds, connections, small, small_size, secure, dir };
             let r = files::run(opts, &exe)?;
             print(json, &r, || files::table(&r))
+        }
+        Scenario::Db { records, inserts, concurrency, rounds, dir, json } => {
+            check("records", records, 100_000_000)?;
+            check("inserts", inserts, 10_000_000)?;
+            check("concurrency", concurrency, 4_096)?;
+            check("rounds", rounds, 100)?;
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let r = db::run(db::DbOptions { records, inserts, concurrency, rounds, dir }, &exe)?;
+            print(json, &r, || db::table(&r))
         }
         Scenario::Push { users, payload, duration, window, stores, store_concurrency, dir, json } => {
             check("users", users, 15_000)?;

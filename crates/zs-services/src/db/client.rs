@@ -414,19 +414,27 @@ fn number(frame: &DataFrame, i: usize) -> u64 {
     frame.values().get(i).and_then(|v| v.as_i128()).map_or(0, |n| n as u64)
 }
 
-/// (id, record) pairs from item `from` on.
-fn pairs(frame: &DataFrame, from: usize) -> Result<Vec<Record>, DbClientError> {
+/// (id, encoded record) pairs from item `from` on.
+fn raw_pairs(frame: &DataFrame, from: usize) -> Result<Vec<(u64, Bytes)>, DbClientError> {
     let items = frame.values().get(from..).unwrap_or(&[]);
     items
         .chunks(2)
         .map(|pair| match pair {
             [id, Item::Bytes(raw)] => {
-                let id = id.as_i128().ok_or_else(|| DbClientError::Protocol("a row without its id".into()))?
-                    as u64;
-                Record::decode(id, raw).map_err(DbClientError::Protocol)
+                let id =
+                    id.as_i128().ok_or_else(|| DbClientError::Protocol("a row without its id".into()))?;
+                Ok((id as u64, raw.clone()))
             }
             _ => Err(DbClientError::Protocol("a row is an id and its record".into())),
         })
+        .collect()
+}
+
+/// (id, record) pairs from item `from` on, decoded.
+fn pairs(frame: &DataFrame, from: usize) -> Result<Vec<Record>, DbClientError> {
+    raw_pairs(frame, from)?
+        .iter()
+        .map(|(id, raw)| Record::decode(*id, raw).map_err(DbClientError::Protocol))
         .collect()
 }
 
@@ -483,6 +491,16 @@ impl Rows {
 
     /// The next batch of rows as the server sent it (`None` after the last).
     pub async fn next_batch(&mut self) -> Option<Result<Vec<Record>, DbClientError>> {
+        let raw = match self.next_raw().await? {
+            Ok(raw) => raw,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(raw.iter().map(|(id, r)| Record::decode(*id, r).map_err(DbClientError::Protocol)).collect())
+    }
+
+    /// The next batch as stored on the server: (id, encoded record) pairs, not decoded
+    /// ([`Record::decode`] reads one); for consumers that pass rows on.
+    pub async fn next_raw(&mut self) -> Option<Result<Vec<(u64, Bytes)>, DbClientError>> {
         if self.done {
             return None;
         }
@@ -501,7 +519,7 @@ impl Rows {
                 token,
             }));
         }
-        let rows = match pairs(&frame, 6) {
+        let rows = match raw_pairs(&frame, 6) {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
@@ -511,14 +529,8 @@ impl Rows {
             return Some(Ok(rows));
         }
         // Grant what was used once half the window is.
-        let bytes: u64 = frame
-            .values()
-            .iter()
-            .skip(6)
-            .map(|v| if let Item::Bytes(b) = v { b.len() as u64 } else { 0 })
-            .sum();
         self.used.0 += rows.len() as u64;
-        self.used.1 += bytes;
+        self.used.1 += rows.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
         if self.used.0 * 2 >= self.window.0 || self.used.1 * 2 >= self.window.1 {
             let (rows_back, bytes_back) = std::mem::take(&mut self.used);
             let req = json!({ "query": self.id, "rows": rows_back, "bytes": bytes_back });

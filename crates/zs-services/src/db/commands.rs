@@ -212,10 +212,12 @@ async fn info(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Hand
     let req: DbRequest = request(&text)?;
     let h = open(inner, peer, &req.db, Access::Read)?;
     let h2 = h.clone();
-    let (records, bytes) = blocking(move || h2.size()).await?;
+    let (records, bytes, commits) =
+        blocking(move || Ok((h2.size()?, h2.commits()?))).await.map(|((r, b), c)| (r, b, c))?;
     let mut v = serde_json::to_value(&*h.info()).map_err(|e| err(ErrorCode::Application, e.to_string()))?;
     v["records"] = json!(records);
     v["bytes"] = json!(bytes);
+    v["commits"] = json!(commits);
     Ok(v)
 }
 

@@ -253,6 +253,12 @@ impl Handle {
         Ok((n, std::fs::metadata(&self.path).map_or(0, |m| m.len())))
     }
 
+    /// Commits made to it since it was made (each one fsync).
+    pub fn commits(&self) -> Result<u64, DbError> {
+        let txn = self.snapshot()?;
+        meta_u64(&txn.open_table(META).map_err(st)?, "seq")
+    }
+
     /// Rewrites the file without its free space; `Busy` while queries or watches read.
     pub fn compact(&self) -> Result<bool, DbError> {
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
