@@ -543,3 +543,33 @@ async fn bad_input_gets_clear_errors_and_the_store_stays_whole() {
     .unwrap();
     assert_eq!(call_code(call(&anon, "db.list", json!({})).await.unwrap_err()), ErrorCode::NotLoggedIn);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_and_watches_dropped_by_the_client_end_on_the_server() {
+    let s = serve(|_| {}).await;
+    let (_c, db) = user(&s, "ada").await;
+    people(&db, "people", 100).await;
+    // Each holds one row of credit's worth and is dropped before its end: without a stop on
+    // the server, the sixteen places of the connection would stay taken for minutes.
+    for round in 0..3 {
+        for _ in 0..16 {
+            let mut rows = db.query(&Query { window: Some(1), ..Query::new("people", "") }).await.unwrap();
+            rows.next().await.unwrap().unwrap();
+            let w = db.watch("people", "", Map::new(), false).await.unwrap();
+            drop((rows, w));
+            // Its place comes back once the stop has reached the server.
+            within("a place", async {
+                loop {
+                    match db.query(&Query { limit: Some(1), ..Query::new("people", "") }).await {
+                        Ok(r) => break r.collect().await.unwrap(),
+                        Err(DbClientError::Call(CallError::Remote {
+                            code: ErrorCode::Overloaded, ..
+                        })) => tokio::task::yield_now().await,
+                        Err(e) => panic!("round {round}: {e}"),
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}

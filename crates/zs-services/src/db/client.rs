@@ -195,6 +195,14 @@ impl DbClient {
         serde_json::from_str(reply.as_str()).map_err(|e| DbClientError::Protocol(e.to_string()))
     }
 
+    /// Sends `command` without waiting for it (from a drop), when a runtime is there.
+    fn stop_later(&self, command: &'static str, request: Value) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let peer = self.peer.clone();
+            rt.spawn(async move { peer.call_console(command, request.to_string()).await });
+        }
+    }
+
     fn id(&self, kind: &str) -> String {
         format!("{kind}{}", self.next.fetch_add(1, Relaxed))
     }
@@ -382,7 +390,7 @@ impl DbClient {
             self.feeds.close(&id);
             return Err(e);
         }
-        Ok(Watch { client: self.clone(), id, rx, buffer: VecDeque::new() })
+        Ok(Watch { client: self.clone(), id, rx, buffer: VecDeque::new(), stopped: false })
     }
 
     /// Inserts the records of `lines` (one JSON object per line, as `db.insert` takes one)
@@ -586,8 +594,12 @@ impl Rows {
 }
 
 impl Drop for Rows {
+    /// A query dropped before its end is stopped on the server (its snapshot let go).
     fn drop(&mut self) {
         self.client.feeds.close(&self.id);
+        if !self.done {
+            self.client.stop_later("db.stop", json!({ "query": self.id }));
+        }
     }
 }
 
@@ -612,6 +624,7 @@ pub struct Watch {
     id: String,
     rx: mpsc::Receiver<DataFrame>,
     buffer: VecDeque<WatchEvent>,
+    stopped: bool,
 }
 
 impl Watch {
@@ -650,13 +663,18 @@ impl Watch {
     }
 
     /// Ends the watch.
-    pub async fn stop(self) -> Result<(), DbClientError> {
+    pub async fn stop(mut self) -> Result<(), DbClientError> {
+        self.stopped = true;
         self.client.call("db.unwatch", json!({ "watch": self.id })).await.map(drop)
     }
 }
 
 impl Drop for Watch {
+    /// A watch dropped is ended on the server.
     fn drop(&mut self) {
         self.client.feeds.close(&self.id);
+        if !self.stopped {
+            self.client.stop_later("db.unwatch", json!({ "watch": self.id }));
+        }
     }
 }

@@ -21,8 +21,10 @@ use crate::push::now_ms;
 
 /// Records one `db.insert` takes at most.
 pub const MAX_INSERT: usize = 10_000;
-/// Records a bulk insert commits together.
+/// Records a bulk insert commits together at most ...
 const BULK_CHUNK: usize = 1_000;
+/// ... and bytes (so a stream of large records holds a few MiB, not a thousand of them).
+const BULK_CHUNK_BYTES: usize = 4 << 20;
 /// Results of bulk inserts a connection keeps for `db.bulk.result`.
 const BULK_RESULTS: usize = 16;
 
@@ -633,7 +635,7 @@ async fn bulk_data(inner: Arc<Inner>, peer: Peer, mut stream: IncomingStream) ->
         return Err(err(ErrorCode::InvalidArgument, "send a bulk insert with the ticket db.bulk gave"));
     };
     let max_line = inner.config.max_record_bytes * 2 + 1024;
-    let (mut line, mut chunk, mut inserted) = (Vec::new(), Vec::new(), 0u64);
+    let (mut line, mut chunk, mut inserted, mut chunk_bytes) = (Vec::new(), Vec::new(), 0u64, 0usize);
     let mut outcome: Result<(), HandlerError> = Ok(());
     'read: while let Some(next) = stream.next_chunk().await {
         let bytes = match next {
@@ -655,14 +657,18 @@ async fn bulk_data(inner: Arc<Inner>, peer: Peer, mut stream: IncomingStream) ->
             let parsed = parse_line(&inner, &line);
             line.clear();
             match parsed {
-                Ok(Some(r)) => chunk.push(r),
+                Ok(Some(r)) => {
+                    chunk_bytes += r.0.size();
+                    chunk.push(r);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     outcome = Err(e);
                     break 'read;
                 }
             }
-            if chunk.len() >= BULK_CHUNK {
+            if chunk.len() >= BULK_CHUNK || chunk_bytes >= BULK_CHUNK_BYTES {
+                chunk_bytes = 0;
                 match slot.handle.insert(std::mem::take(&mut chunk)).await {
                     Ok(ids) => inserted += ids.len() as u64,
                     Err(e) => {
