@@ -222,7 +222,8 @@ async fn raw_rows(s: &Setup, name: &str) -> (Client, mpsc::UnboundedReceiver<(St
             Item::Str(s) => s.clone(),
             other => panic!("{other:?}"),
         };
-        let ids = v[6..].chunks(2).map(|p| p[0].as_i128().unwrap() as u64).collect();
+        let Item::Bytes(packed) = &v[6] else { panic!("rows are packed bytes") };
+        let ids = zs_services::db::record::unpack(packed).map(|r| r.unwrap().0).collect();
         let _ = tx.send((s(1), s(2), ids));
     });
     let (c, _) = user_with(s, name, r, ClientConfig::secured(s.server.client_security())).await;

@@ -422,34 +422,44 @@ fn number(frame: &DataFrame, i: usize) -> u64 {
     frame.values().get(i).and_then(|v| v.as_i128()).map_or(0, |n| n as u64)
 }
 
-/// (id, encoded record) pairs from item `from` on.
-fn raw_pairs(frame: &DataFrame, from: usize) -> Result<Vec<(u64, Bytes)>, DbClientError> {
-    let items = frame.values().get(from..).unwrap_or(&[]);
-    items
-        .chunks(2)
-        .map(|pair| match pair {
-            [id, Item::Bytes(raw)] => {
-                let id =
-                    id.as_i128().ok_or_else(|| DbClientError::Protocol("a row without its id".into()))?;
-                Ok((id as u64, raw.clone()))
-            }
-            _ => Err(DbClientError::Protocol("a row is an id and its record".into())),
-        })
-        .collect()
+/// A batch of rows as the server stores them, not decoded: for consumers that count or
+/// pass rows on ([`RawRows::iter`] gives (id, encoding); [`Record::decode`] reads one).
+#[derive(Debug, Clone, Default)]
+pub struct RawRows {
+    packed: Bytes,
 }
 
-/// (id, record) pairs from item `from` on, decoded.
-fn pairs(frame: &DataFrame, from: usize) -> Result<Vec<Record>, DbClientError> {
-    raw_pairs(frame, from)?
-        .iter()
-        .map(|(id, raw)| Record::decode(*id, raw).map_err(DbClientError::Protocol))
-        .collect()
+impl RawRows {
+    /// The rows: (id, the record's encoding).
+    pub fn iter(&self) -> super::record::Unpack<'_> {
+        super::record::unpack(&self.packed)
+    }
+
+    /// Bytes of the packed rows.
+    pub fn bytes(&self) -> usize {
+        self.packed.len()
+    }
+
+    /// The rows, decoded.
+    pub fn decode(&self) -> Result<Vec<Record>, DbClientError> {
+        self.iter()
+            .map(|row| row.and_then(|(id, raw)| Record::decode(id, raw)).map_err(DbClientError::Protocol))
+            .collect()
+    }
+}
+
+/// The packed rows of item `at`.
+fn packed(frame: &DataFrame, at: usize) -> Result<RawRows, DbClientError> {
+    match frame.values().get(at) {
+        Some(Item::Bytes(b)) => Ok(RawRows { packed: b.clone() }),
+        _ => Err(DbClientError::Protocol(format!("item {at} of a push is not its rows"))),
+    }
 }
 
 /// Reads a `db.rows` or `db.change` push as this client would (for the fuzz target).
 pub(crate) fn read_push(frame: &DataFrame) {
     let _ = (string(frame, 1), string(frame, 2), number(frame, 3), number(frame, 4), string(frame, 5));
-    let _ = (pairs(frame, 6), pairs(frame, 3));
+    let _ = (packed(frame, 6).map(|r| r.decode()), packed(frame, 3).map(|r| r.decode()));
 }
 
 /// A running query's rows.
@@ -499,16 +509,11 @@ impl Rows {
 
     /// The next batch of rows as the server sent it (`None` after the last).
     pub async fn next_batch(&mut self) -> Option<Result<Vec<Record>, DbClientError>> {
-        let raw = match self.next_raw().await? {
-            Ok(raw) => raw,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(raw.iter().map(|(id, r)| Record::decode(*id, r).map_err(DbClientError::Protocol)).collect())
+        Some(self.next_raw().await?.and_then(|raw| raw.decode()))
     }
 
-    /// The next batch as stored on the server: (id, encoded record) pairs, not decoded
-    /// ([`Record::decode`] reads one); for consumers that pass rows on.
-    pub async fn next_raw(&mut self) -> Option<Result<Vec<(u64, Bytes)>, DbClientError>> {
+    /// The next batch as the server stores its rows, not decoded.
+    pub async fn next_raw(&mut self) -> Option<Result<RawRows, DbClientError>> {
         if self.done {
             return None;
         }
@@ -527,7 +532,7 @@ impl Rows {
                 token,
             }));
         }
-        let rows = match raw_pairs(&frame, 6) {
+        let rows = match packed(&frame, 6) {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
@@ -537,8 +542,8 @@ impl Rows {
             return Some(Ok(rows));
         }
         // Grant what was used once half the window is.
-        self.used.0 += rows.len() as u64;
-        self.used.1 += rows.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        self.used.0 += rows.iter().count() as u64;
+        self.used.1 += rows.bytes() as u64;
         if self.used.0 * 2 >= self.window.0 || self.used.1 * 2 >= self.window.1 {
             let (rows_back, bytes_back) = std::mem::take(&mut self.used);
             let req = json!({ "query": self.id, "rows": rows_back, "bytes": bytes_back });
@@ -637,16 +642,16 @@ impl Watch {
             let frame = self.rx.recv().await?;
             let kind = string(&frame, 1);
             let records = match kind.as_str() {
-                "overflow" => return Some(Err(DbClientError::Overflow(number(&frame, 3)))),
+                "overflow" => return Some(Err(DbClientError::Overflow(number(&frame, 4)))),
                 "error" => {
-                    let (code, message) = (number(&frame, 3) as u16, string(&frame, 4));
+                    let (code, message) = (number(&frame, 4) as u16, string(&frame, 5));
                     return Some(Err(DbClientError::Server { code, message, token: String::new() }));
                 }
                 "synced" => {
                     self.buffer.push_back(WatchEvent::Synced);
                     continue;
                 }
-                _ => match pairs(&frame, 3) {
+                _ => match packed(&frame, 3).and_then(|r| r.decode()) {
                     Ok(r) => r,
                     Err(e) => return Some(Err(e)),
                 },

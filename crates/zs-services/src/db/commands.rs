@@ -309,10 +309,8 @@ async fn drain_into(mut scan: Scan, to: &Arc<Handle>) -> Result<(u64, u64), DbEr
         .map_err(|e| DbError::Storage(e.to_string()))?;
         scan = back;
         let batch = batch?;
-        let records = batch
-            .rows
-            .iter()
-            .map(|(id, raw)| super::Record::decode(*id, raw).map_err(DbError::Storage))
+        let records = super::record::unpack(&batch.packed)
+            .map(|row| row.and_then(|(id, raw)| super::Record::decode(id, raw)).map_err(DbError::Storage))
             .collect::<Result<Vec<_>, _>>()?;
         written += records.len() as u64;
         if !records.is_empty() {
@@ -473,7 +471,7 @@ async fn query(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Han
             let mut scan = Scan::start(&h2, spec, &filters, budget)?;
             let mut count = 0;
             while !scan.is_done() {
-                count += scan.next_batch(10_000, usize::MAX)?.rows.len() as u64;
+                count += scan.next_batch(10_000, usize::MAX)?.rows as u64;
             }
             Ok(json!({ "count": count, "examined": scan.examined }))
         })

@@ -56,7 +56,7 @@ pub struct DbConfig {
     pub budget: Budget,
     /// Queries and watches one connection runs at once (default 16).
     pub max_running: usize,
-    /// Rows per `db.rows` push at most (default 256) ...
+    /// Rows per `db.rows` push at most (default 1,000) ...
     pub batch_rows: usize,
     /// ... and bytes (default 256 KiB; at least one row).
     pub batch_bytes: usize,
@@ -77,7 +77,7 @@ impl DbConfig {
             create_role: None,
             budget: Budget::default(),
             max_running: 16,
-            batch_rows: 256,
+            batch_rows: 1_000,
             batch_bytes: 256 << 10,
             paused_for: Duration::from_secs(300),
             filters: Filters::new(),

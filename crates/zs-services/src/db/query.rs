@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::predicate::{Path, Predicate, Subject};
-use super::record::{index_key, Data, Record};
+use super::record::{index_key, pack, Data, Record};
 use super::store::{meta_u64, DbError, Handle, INDEX, META, RECORDS};
 use crate::push::now_ms;
 
@@ -91,15 +91,31 @@ impl Default for Budget {
     }
 }
 
-/// A batch of a scan.
+/// A batch of a scan: matching records packed as rows carry them
+/// ([`record::pack`](super::record::pack)).
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Matching records as stored (id, encoding).
-    pub rows: Vec<(u64, Vec<u8>)>,
-    /// Bytes of those encodings.
-    pub bytes: usize,
+    /// The rows, packed.
+    pub packed: Vec<u8>,
+    /// How many.
+    pub rows: usize,
     /// The scan has nothing more.
     pub done: bool,
+}
+
+/// A record as the source gave it: borrowed from the snapshot, or kept over a call.
+enum Raw {
+    Guard(redb::AccessGuard<'static, &'static [u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Raw {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Raw::Guard(g) => g.value(),
+            Raw::Owned(v) => v,
+        }
+    }
 }
 
 enum Source {
@@ -203,9 +219,9 @@ impl Scan {
         self.done
     }
 
-    fn next_raw(&mut self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
-        if let Some(held) = self.held.take() {
-            return Ok(Some(held));
+    fn next_raw(&mut self) -> Result<Option<(u64, Raw)>, DbError> {
+        if let Some((id, held)) = self.held.take() {
+            return Ok(Some((id, Raw::Owned(held))));
         }
         let sr = |e: redb::StorageError| DbError::Storage(e.to_string());
         loop {
@@ -214,7 +230,7 @@ impl Scan {
                     let row = if self.spec.reverse { range.next_back() } else { range.next() };
                     let Some(row) = row else { return Ok(None) };
                     let (k, v) = row.map_err(sr)?;
-                    return Ok(Some((k.value(), v.value().to_vec())));
+                    return Ok(Some((k.value(), Raw::Guard(v))));
                 }
                 Source::Index(range) => {
                     let row = if self.spec.reverse { range.next_back() } else { range.next() };
@@ -222,7 +238,7 @@ impl Scan {
                     let id = row.map_err(sr)?.0.value().2;
                     // An index entry always has its record in the same snapshot.
                     if let Some(v) = self.records.get(id).map_err(sr)? {
-                        return Ok(Some((id, v.value().to_vec())));
+                        return Ok(Some((id, Raw::Guard(v))));
                     }
                 }
             }
@@ -257,7 +273,7 @@ impl Scan {
         let start = Instant::now();
         let mut batch = Batch::default();
         let result = loop {
-            if self.done || batch.rows.len() >= max_rows.max(1) || batch.bytes >= max_bytes {
+            if self.done || batch.rows >= max_rows.max(1) || batch.packed.len() >= max_bytes {
                 break Ok(());
             }
             if self.spec.limit.is_some_and(|l| self.spec.delivered >= l) {
@@ -274,8 +290,8 @@ impl Scan {
             let over_cpu =
                 !over_rows && self.examined % 256 == 255 && self.cpu + start.elapsed() > self.budget.cpu;
             if over_rows || over_cpu {
-                self.held = Some((id, raw));
-                if !batch.rows.is_empty() {
+                self.held = Some((id, raw.bytes().to_vec()));
+                if batch.rows > 0 {
                     break Ok(());
                 }
                 let what = match over_rows {
@@ -289,9 +305,9 @@ impl Scan {
             }
             self.examined += 1;
             self.spec.after = Some(id);
-            if self.passes(id, &raw)? {
-                batch.bytes += raw.len();
-                batch.rows.push((id, raw));
+            if self.passes(id, raw.bytes())? {
+                pack(&mut batch.packed, id, raw.bytes());
+                batch.rows += 1;
                 self.spec.delivered += 1;
             }
         };

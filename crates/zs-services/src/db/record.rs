@@ -153,6 +153,47 @@ impl Record {
     }
 }
 
+/// Appends a row to a packed run, as `db.rows` and `db.change` carry rows:
+/// `[id u64 LE][length u32 LE][the record's encoding]`, one after another.
+pub fn pack(out: &mut Vec<u8>, id: u64, encoded: &[u8]) {
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(encoded);
+}
+
+/// The rows of a packed run, in order: (id, encoding); an error, then nothing, where the
+/// run is cut short.
+pub fn unpack(packed: &[u8]) -> Unpack<'_> {
+    Unpack { rest: packed }
+}
+
+/// The iterator of [`unpack`].
+#[derive(Debug, Clone)]
+pub struct Unpack<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Unpack<'a> {
+    type Item = Result<(u64, &'a [u8]), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.rest);
+        let Some((head, body)) = rest.split_at_checked(12) else {
+            return Some(Err(format!("a row cut short: {} bytes of its 12-byte head", rest.len())));
+        };
+        let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
+        let Some((row, after)) = body.split_at_checked(len) else {
+            return Some(Err(format!("row {id} cut short: {} of its {len} bytes", body.len())));
+        };
+        self.rest = after;
+        Some(Ok((id, row)))
+    }
+}
+
 /// Sortable bytes of an indexed field's value: scalars only (`None` for objects and arrays,
 /// which are not indexed). Numbers sort as numbers, strings by their bytes.
 pub fn index_key(v: &Value) -> Option<Vec<u8>> {
@@ -206,6 +247,19 @@ mod tests {
         bad[1] = 1;
         bad.extend_from_slice(b"{nope");
         assert!(Record::decode(1, &bad).unwrap_err().contains("JSON"));
+    }
+
+    #[test]
+    fn packed_rows_come_back_and_cut_ones_say_so() {
+        let mut p = Vec::new();
+        pack(&mut p, 7, b"abc");
+        pack(&mut p, 9, b"");
+        let rows: Vec<_> = unpack(&p).collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows, vec![(7, &b"abc"[..]), (9, &b""[..])]);
+        let cut: Vec<_> = unpack(&p[..14]).collect();
+        assert!(matches!(&cut[..], [Err(e)] if e.contains("row 7 cut short")), "{cut:?}");
+        let cut: Vec<_> = unpack(&p[..20]).collect();
+        assert!(matches!(&cut[..], [Ok(_), Err(e)] if e.contains("head")), "{cut:?}");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! they, outlive a cut link).
 //!
 //! A `db.rows` push is a DataFrame: query id, kind (`rows`, `end`, `error`), resume token,
-//! records examined, error code (0) and message (""), then (id u64, record bytes) pairs.
-//! A `db.change` push: watch id, kind (`snapshot`, `synced`, `insert`, `update`,
-//! `delete`, `overflow`, `error`), commit number, then (id, record bytes) pairs.
+//! records examined, error code (0) and message (""), then the rows packed in one bytes
+//! item ([`pack`]). A `db.change` push: watch id, kind (`snapshot`, `synced`, `insert`,
+//! `update`, `delete`, `overflow`, `error`), commit number, the rows packed (then the error
+//! code and message, or the changes missed).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -18,7 +19,7 @@ use zs::Peer;
 
 use super::predicate::{Predicate, Subject};
 use super::query::{Batch, Filter, Scan};
-use super::record::{Data, Record};
+use super::record::{pack, Data, Record};
 use super::store::{Change, DbError, Op};
 use super::{Inner, CHANGE, ROWS};
 
@@ -133,9 +134,7 @@ fn rows_frame(
     let mut f = DataFrame::new();
     f.push(id).push(kind).push(token).push(examined);
     f.push(error.map_or(0, |e| code(e).code())).push(error.map_or(String::new(), |e| e.to_string()));
-    for (rid, raw) in batch.rows {
-        f.push(rid).push(raw);
-    }
+    f.push(batch.packed);
     f
 }
 
@@ -174,8 +173,7 @@ pub(crate) async fn run_query(inner: Arc<Inner>, peer: Peer, id: String, mut sca
         let token = scan.spec.token();
         let (frame, end) = match result {
             Ok(batch) => {
-                let n = batch.rows.len() as u64;
-                let b = batch.bytes as u64;
+                let (n, b) = (batch.rows as u64, batch.packed.len() as u64);
                 let _ = ctl.rows.fetch_update(Relaxed, Relaxed, |r| Some(r.saturating_sub(n)));
                 let _ = ctl.bytes.fetch_update(Relaxed, Relaxed, |r| Some(r.saturating_sub(b)));
                 let done = batch.done;
@@ -212,12 +210,9 @@ impl Watching {
     }
 }
 
-fn change_frame(id: &str, kind: &str, seq: u64, rows: &[(u64, Vec<u8>)]) -> DataFrame {
+fn change_frame(id: &str, kind: &str, seq: u64, packed: Vec<u8>) -> DataFrame {
     let mut f = DataFrame::new();
-    f.push(id).push(kind).push(seq);
-    for (rid, raw) in rows {
-        f.push(*rid).push(raw.clone());
-    }
+    f.push(id).push(kind).push(seq).push(packed);
     f
 }
 
@@ -247,7 +242,7 @@ pub(crate) async fn run_watch(
             scan = back;
             match result {
                 Ok(batch) => {
-                    let frame = change_frame(&id, "snapshot", after, &batch.rows);
+                    let frame = change_frame(&id, "snapshot", after, batch.packed);
                     if peer.send_stream(CHANGE, frame).await.is_err() {
                         return forget(&peer, &id);
                     }
@@ -256,7 +251,7 @@ pub(crate) async fn run_watch(
                     }
                 }
                 Err(e) => {
-                    let mut f = change_frame(&id, "error", after, &[]);
+                    let mut f = change_frame(&id, "error", after, Vec::new());
                     f.push(code(&e).code()).push(e.to_string());
                     let _ = peer.send_stream(CHANGE, f).await;
                     return forget(&peer, &id);
@@ -266,7 +261,7 @@ pub(crate) async fn run_watch(
                 return forget(&peer, &id);
             }
         }
-        if peer.send_stream(CHANGE, change_frame(&id, "synced", after, &[])).await.is_err() {
+        if peer.send_stream(CHANGE, change_frame(&id, "synced", after, Vec::new())).await.is_err() {
             return forget(&peer, &id);
         }
     }
@@ -281,7 +276,7 @@ pub(crate) async fn run_watch(
         let c = match change {
             Ok(c) => c,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let mut f = change_frame(&id, "overflow", after, &[]);
+                let mut f = change_frame(&id, "overflow", after, Vec::new());
                 f.push(missed);
                 let _ = peer.send_stream(CHANGE, f).await;
                 return forget(&peer, &id);
@@ -301,7 +296,9 @@ pub(crate) async fn run_watch(
             _ => continue,
         };
         let r = r.expect("a change that passes has its record");
-        let frame = change_frame(&id, kind, c.seq, &[(r.id, r.encode())]);
+        let mut packed = Vec::new();
+        pack(&mut packed, r.id, &r.encode());
+        let frame = change_frame(&id, kind, c.seq, packed);
         if peer.send_stream(CHANGE, frame).await.is_err() {
             return forget(&peer, &id);
         }
