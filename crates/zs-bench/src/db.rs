@@ -38,6 +38,8 @@ pub struct DbOptions {
     pub rounds: usize,
     /// Where the server's data and raw redb's files go (`None`: `/dev/shm` when there is one).
     pub dir: Option<PathBuf>,
+    /// Run the server with `--no-compress` (pushes of rows sent as they are).
+    pub no_compress: bool,
 }
 
 /// A comparison: ours, the raw figure, their ratio.
@@ -83,6 +85,8 @@ pub struct DbReport {
     pub record_bytes: usize,
     /// Where the data was.
     pub dir: PathBuf,
+    /// Whether the server compressed pushes (its default).
+    pub compressed: bool,
     /// Durable inserts over the network: one `db.insert` call per record.
     pub inserts: Pair,
     /// Mean inserts per commit ours made (raw redb commits batches of this size).
@@ -128,7 +132,10 @@ pub fn run(opts: DbOptions, zs_exe: &Path) -> Result<DbReport, String> {
     });
     let rt = runtime("zs-bench-db")?;
     let env = [("ZS_ADMIN_PASSWORD", ADMIN_PASSWORD), ("RUST_LOG", "warn")];
-    let extra = ["--services", "accounts,db"];
+    let mut extra = vec!["--services", "accounts,db"];
+    if opts.no_compress {
+        extra.push("--no-compress");
+    }
     let server = start_server_args(zs_exe, Secure::None, 1, 1, &env, Some(&base), &extra)?;
     let addr = server.target.addr;
     let record_bytes = Record { id: 1, version: 1, expires_at: None, data: person(1) }.encode().len();
@@ -203,6 +210,7 @@ pub fn run(opts: DbOptions, zs_exe: &Path) -> Result<DbReport, String> {
             records: opts.records,
             record_bytes,
             dir: base.clone(),
+            compressed: !opts.no_compress,
             ratio: inserts.ratio,
             inserts,
             batch,
@@ -277,7 +285,7 @@ async fn commits(db: &DbClient, name: &str) -> Result<u64, String> {
 
 /// Ours: rows per second of one query over every record, read raw as they come.
 async fn scan(db: &DbClient, records: usize) -> Result<f64, String> {
-    let q = Query { window: Some(20_000), window_bytes: Some(32 << 20), ..Query::new("people", "") };
+    let q = Query { window: Some(200_000), window_bytes: Some(64 << 20), ..Query::new("people", "") };
     let start = Instant::now();
     let mut rows = db.query(&q).await.map_err(|e| e.to_string())?;
     let (mut n, mut bytes) = (0usize, 0usize);
@@ -343,7 +351,11 @@ fn raw_inserts(base: &Path, n: usize, batch: usize) -> Result<f64, String> {
 
 /// A raw redb file of `n` records as ours stores them.
 fn raw_file(dir: &Path, n: usize) -> Result<Arc<redb::Database>, String> {
-    let db = redb::Database::create(dir.join("scan.redb")).map_err(err)?;
+    // The server's page cache, so that both read the same way.
+    let db = redb::Database::builder()
+        .set_cache_size(zs_services::db::store::DEFAULT_CACHE)
+        .create(dir.join("scan.redb"))
+        .map_err(err)?;
     let txn = db.begin_write().map_err(err)?;
     {
         let mut t = txn.open_table(RAW).map_err(err)?;
@@ -376,7 +388,13 @@ fn raw_scan(db: &redb::Database, n: usize) -> Result<f64, String> {
 
 /// A readable table of the report.
 pub fn table(r: &DbReport) -> String {
-    let mut s = format!("db: {} records of {} B, data in {}\n", r.records, r.record_bytes, r.dir.display());
+    let mut s = format!(
+        "db: {} records of {} B, data in {}, pushes {}\n",
+        r.records,
+        r.record_bytes,
+        r.dir.display(),
+        if r.compressed { "lz4-compressed (the default)" } else { "uncompressed (--no-compress)" }
+    );
     s += &format!(
         "durable inserts/s: ours {:.0} (one record a call, {:.1} per commit), raw redb same batches {:.0}: ratio {:.2}\n",
         r.inserts.ours_per_s, r.batch, r.inserts.raw_redb_per_s, r.inserts.ratio

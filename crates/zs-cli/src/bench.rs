@@ -259,6 +259,9 @@ enum Scenario {
         /// Scan rounds (ours and raw redb in turns; medians reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Run the server with --no-compress.
+        #[arg(long)]
+        no_compress: bool,
         /// Where the data goes (default: /dev/shm when there is one).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
@@ -632,13 +635,14 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let r = files::run(opts, &exe)?;
             print(json, &r, || files::table(&r))
         }
-        Scenario::Db { records, inserts, concurrency, rounds, dir, json } => {
+        Scenario::Db { records, inserts, concurrency, rounds, no_compress, dir, json } => {
             check("records", records, 100_000_000)?;
             check("inserts", inserts, 10_000_000)?;
             check("concurrency", concurrency, 4_096)?;
             check("rounds", rounds, 100)?;
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let r = db::run(db::DbOptions { records, inserts, concurrency, rounds, dir }, &exe)?;
+            let opts = db::DbOptions { records, inserts, concurrency, rounds, dir, no_compress };
+            let r = db::run(opts, &exe)?;
             print(json, &r, || db::table(&r))
         }
         Scenario::Push { users, payload, duration, window, stores, store_concurrency, dir, json } => {

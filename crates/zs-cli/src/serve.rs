@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
+    /// Send calls, replies and pushes uncompressed (by default payloads of 1 KiB or more are
+    /// lz4-compressed when it saves a tenth): for networks where CPU costs more than bytes.
+    #[arg(long)]
+    no_compress: bool,
     /// Built-in services to serve, comma-separated (default: `accounts,files,push,db` with
     /// one worker, none with --workers; `none` for none). Built in: accounts, files, push, db.
     #[arg(long, value_delimiter = ',', value_parser = ["accounts", "files", "push", "db", "none"])]
@@ -151,6 +155,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         };
         config.compat.keep_idle_clients = args.compat_keep_idle;
         config.connection.idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
+        config.connection.compress_frames = !args.no_compress;
         zs_bench::raise_fd_limit();
         let mut addrs = Vec::new();
         for a in &args.listen {

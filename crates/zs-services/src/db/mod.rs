@@ -56,13 +56,16 @@ pub struct DbConfig {
     pub budget: Budget,
     /// Queries and watches one connection runs at once (default 16).
     pub max_running: usize,
-    /// Rows per `db.rows` push at most (default 1,000) ...
+    /// Rows per `db.rows` push at most (default 4,096) ...
     pub batch_rows: usize,
-    /// ... and bytes (default 256 KiB; at least one row).
+    /// ... and bytes (default 1 MiB; at least one row).
     pub batch_bytes: usize,
     /// A query left without credit this long is stopped (default 5 minutes); its last
     /// token resumes it.
     pub paused_for: Duration,
+    /// Page cache of each open database, in bytes (default 64 MiB; redb's own default is
+    /// 1 GiB each). Scans of a database larger than it read pages from the file again.
+    pub cache_bytes: usize,
     /// Server-registered query filters by name.
     pub filters: Filters,
 }
@@ -77,9 +80,10 @@ impl DbConfig {
             create_role: None,
             budget: Budget::default(),
             max_running: 16,
-            batch_rows: 1_000,
-            batch_bytes: 256 << 10,
+            batch_rows: 4_096,
+            batch_bytes: 1 << 20,
             paused_for: Duration::from_secs(300),
+            cache_bytes: store::DEFAULT_CACHE,
             filters: Filters::new(),
         }
     }
@@ -122,7 +126,7 @@ pub(crate) struct Inner {
 impl Db {
     /// Opens the store in the configured directory.
     pub fn open(config: DbConfig) -> Result<Db, String> {
-        let stores = Stores::new(&config.dir)?;
+        let stores = Stores::new(&config.dir, config.cache_bytes)?;
         Ok(Db { inner: Arc::new(Inner { config, stores }) })
     }
 

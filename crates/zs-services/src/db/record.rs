@@ -26,6 +26,14 @@ pub enum Data {
 }
 
 impl Data {
+    /// Its value as the encoding carries it (JSON text, the bytes, the DataFrame).
+    pub fn payload(&self) -> Vec<u8> {
+        match self {
+            Data::Json(v) => serde_json::to_vec(v).expect("a JSON value always serialises"),
+            Data::Bytes(b) | Data::Frame(b) => b.clone(),
+        }
+    }
+
     fn kind(&self) -> u8 {
         match self {
             Data::Json(_) => 1,
@@ -73,11 +81,7 @@ impl Data {
 
     /// Bytes it takes on disk (its encoding's length).
     pub fn size(&self) -> usize {
-        HEAD + self.payload_len()
-    }
-
-    fn payload_len(&self) -> usize {
-        match self {
+        HEAD + match self {
             Data::Json(v) => serde_json::to_vec(v).map_or(0, |b| b.len()),
             Data::Bytes(b) | Data::Frame(b) => b.len(),
         }
@@ -100,15 +104,17 @@ pub struct Record {
 impl Record {
     /// Its on-disk encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEAD + 64);
+        Record::encode_parts(self.version, self.expires_at, &self.data, &self.data.payload())
+    }
+
+    /// The encoding of a record holding `data`, whose [`Data::payload`] is `payload`.
+    pub fn encode_parts(version: u64, expires_at: Option<u64>, data: &Data, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEAD + payload.len());
         out.push(FORMAT);
-        out.push(self.data.kind());
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&self.expires_at.unwrap_or(0).to_le_bytes());
-        match &self.data {
-            Data::Json(v) => serde_json::to_writer(&mut out, v).expect("a JSON value always serialises"),
-            Data::Bytes(b) | Data::Frame(b) => out.extend_from_slice(b),
-        }
+        out.push(data.kind());
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&expires_at.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(payload);
         out
     }
 

@@ -286,18 +286,26 @@ pub(crate) async fn run_watch(
         if c.seq <= after {
             continue;
         }
-        let new_passes = c.new.as_ref().is_some_and(|r| watching.passes(r));
+        let new = match c.new.as_deref().map(|raw| Record::decode(c.id, raw)) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(why)) => {
+                tracing::warn!("a change the writer made does not decode: {why}");
+                None
+            }
+            None => None,
+        };
+        let new_passes = new.as_ref().is_some_and(|r| watching.passes(r));
         let old_passed = c.old.as_ref().is_some_and(|r| watching.passes(r));
-        let (kind, r) = match (c.op, new_passes, old_passed) {
-            (Op::Insert, true, _) => ("insert", c.new.as_ref()),
-            (Op::Update, true, false) => ("insert", c.new.as_ref()),
-            (Op::Update, true, true) => ("update", c.new.as_ref()),
-            (Op::Update, false, true) | (Op::Delete, _, true) => ("delete", c.old.as_ref()),
+        let (kind, raw) = match (c.op, new_passes, old_passed) {
+            (Op::Insert, true, _) | (Op::Update, true, false) => ("insert", c.new.clone()),
+            (Op::Update, true, true) => ("update", c.new.clone()),
+            (Op::Update, false, true) | (Op::Delete, _, true) => {
+                ("delete", c.old.as_ref().map(Record::encode))
+            }
             _ => continue,
         };
-        let r = r.expect("a change that passes has its record");
         let mut packed = Vec::new();
-        pack(&mut packed, r.id, &r.encode());
+        pack(&mut packed, c.id, &raw.expect("a change that passes has its record"));
         let frame = change_frame(&id, kind, c.seq, packed);
         if peer.send_stream(CHANGE, frame).await.is_err() {
             return forget(&peer, &id);

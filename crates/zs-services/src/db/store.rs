@@ -39,8 +39,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 const SWEEP_MAX: usize = 10_000;
 /// Changes a slow watch may fall behind before it is told it missed some.
 pub const CHANGES: usize = 4096;
-/// Page cache of one open database (redb's default is 1 GiB each).
-const CACHE: usize = 64 << 20;
+/// Page cache of one open database unless configured (redb's default is 1 GiB each).
+pub const DEFAULT_CACHE: usize = 64 << 20;
 
 /// What went wrong, with the code a client sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,8 +117,11 @@ pub struct Change {
     pub seq: u64,
     /// What it did.
     pub op: Op,
-    /// The record after it (`None` after a delete).
-    pub new: Option<Record>,
+    /// The record's id.
+    pub id: u64,
+    /// The record after it, encoded (`None` after a delete): decoded by the watches that
+    /// look at it, not by the writer.
+    pub new: Option<Vec<u8>>,
     /// The record before it (`None` before an insert).
     pub old: Option<Record>,
 }
@@ -136,10 +139,17 @@ pub struct Patch {
 
 type Done<T> = oneshot::Sender<Result<T, DbError>>;
 
+/// A record to insert, its value encoded by the writer's caller.
+pub(crate) struct NewRecord {
+    data: Data,
+    expires_at: Option<u64>,
+    payload: Vec<u8>,
+}
+
 /// A write queued for a database's writer.
 pub(crate) enum Write {
     Insert {
-        records: Vec<(Data, Option<u64>)>,
+        records: Vec<NewRecord>,
         done: Done<Vec<(u64, u64)>>,
     },
     /// Records with their ids and versions kept (a copy).
@@ -210,6 +220,11 @@ impl Handle {
 
     /// Inserts records (data, expiry), all or none; their (id, version) once on disk.
     pub async fn insert(&self, records: Vec<(Data, Option<u64>)>) -> Result<Vec<(u64, u64)>, DbError> {
+        // Values are encoded here, in the callers' tasks, not by the one writer thread.
+        let records = records
+            .into_iter()
+            .map(|(data, expires_at)| NewRecord { payload: data.payload(), data, expires_at })
+            .collect();
         self.write(|done| Write::Insert { records, done }).await
     }
 
@@ -274,6 +289,7 @@ impl Handle {
 /// Every database in a directory, opened when first used.
 pub struct Stores {
     dir: PathBuf,
+    cache: usize,
     open: Mutex<HashMap<String, Arc<Handle>>>,
 }
 
@@ -293,10 +309,10 @@ pub fn check_name(name: &str) -> Result<(), DbError> {
 }
 
 impl Stores {
-    /// The databases in `dir` (made if missing).
-    pub fn new(dir: &Path) -> Result<Stores, String> {
+    /// The databases in `dir` (made if missing), each with a page cache of `cache` bytes.
+    pub fn new(dir: &Path, cache: usize) -> Result<Stores, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(Stores { dir: dir.to_owned(), open: Mutex::new(HashMap::new()) })
+        Ok(Stores { dir: dir.to_owned(), cache, open: Mutex::new(HashMap::new()) })
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -327,7 +343,7 @@ impl Stores {
         if !path.exists() {
             return Err(DbError::NotFound(format!("no database `{name}`")));
         }
-        let h = Arc::new(open_handle(name, &path, None)?);
+        let h = Arc::new(open_handle(name, &path, None, self.cache)?);
         open.insert(name.to_owned(), h.clone());
         Ok(h)
     }
@@ -341,7 +357,7 @@ impl Stores {
             return Err(DbError::Exists(format!("database `{}` exists", info.name)));
         }
         let name = info.name.clone();
-        let h = Arc::new(open_handle(&name, &path, Some(info))?);
+        let h = Arc::new(open_handle(&name, &path, Some(info), self.cache)?);
         open.insert(name, h.clone());
         Ok(h)
     }
@@ -360,9 +376,9 @@ impl Stores {
     }
 }
 
-fn open_handle(name: &str, path: &Path, new: Option<Info>) -> Result<Handle, DbError> {
+fn open_handle(name: &str, path: &Path, new: Option<Info>, cache: usize) -> Result<Handle, DbError> {
     let mut builder = Database::builder();
-    builder.set_cache_size(CACHE);
+    builder.set_cache_size(cache);
     let db = match new.is_some() {
         true => builder.create(path),
         false => builder.open(path),
@@ -466,9 +482,12 @@ impl Writer {
         })
     }
 
-    /// Index entries of `r` for the indexed fields.
-    fn index_entries(&self, r: &Record) -> Vec<(String, Vec<u8>)> {
-        let Data::Json(doc) = &r.data else { return Vec::new() };
+    /// Index entries of a record holding `data`, for the indexed fields.
+    fn index_entries(&self, data: &Data) -> Vec<(String, Vec<u8>)> {
+        if self.info.indexes.is_empty() {
+            return Vec::new();
+        }
+        let Data::Json(doc) = data else { return Vec::new() };
         self.info
             .indexes
             .iter()
@@ -479,24 +498,38 @@ impl Writer {
             .collect()
     }
 
-    /// Writes `r` (replacing `old`, if any) with its index and expiry entries.
-    fn put(&self, t: &mut Tables<'_>, r: &Record, old: Option<&Record>) -> Result<(), DbError> {
+    /// Writes `r` (replacing `old`, if any) with its index and expiry entries; its encoding.
+    fn put(&self, t: &mut Tables<'_>, r: &Record, old: Option<&Record>) -> Result<Vec<u8>, DbError> {
         if let Some(old) = old {
             self.unput(t, old)?;
         }
-        t.records.insert(r.id, r.encode().as_slice()).map_err(st)?;
-        for (path, key) in self.index_entries(r) {
-            t.index.insert((path.as_str(), key.as_slice(), r.id), ()).map_err(st)?;
+        let encoded = r.encode();
+        self.put_encoded(t, r.id, &r.data, r.expires_at, &encoded)?;
+        Ok(encoded)
+    }
+
+    /// Writes record `id`, already `encoded`, with its index and expiry entries.
+    fn put_encoded(
+        &self,
+        t: &mut Tables<'_>,
+        id: u64,
+        data: &Data,
+        expires_at: Option<u64>,
+        encoded: &[u8],
+    ) -> Result<(), DbError> {
+        t.records.insert(id, encoded).map_err(st)?;
+        for (path, key) in self.index_entries(data) {
+            t.index.insert((path.as_str(), key.as_slice(), id), ()).map_err(st)?;
         }
-        if let Some(at) = r.expires_at {
-            t.expiry.insert((at, r.id), ()).map_err(st)?;
+        if let Some(at) = expires_at {
+            t.expiry.insert((at, id), ()).map_err(st)?;
         }
         Ok(())
     }
 
     /// Removes `r`'s index and expiry entries (not the record).
     fn unput(&self, t: &mut Tables<'_>, r: &Record) -> Result<(), DbError> {
-        for (path, key) in self.index_entries(r) {
+        for (path, key) in self.index_entries(&r.data) {
             t.index.remove((path.as_str(), key.as_slice(), r.id)).map_err(st)?;
         }
         if let Some(at) = r.expires_at {
@@ -523,12 +556,14 @@ impl Writer {
             Write::Insert { records, .. } => {
                 let mut ids = Vec::with_capacity(records.len());
                 let mut changes = Vec::with_capacity(records.len());
-                for (data, expires_at) in records {
-                    let r = Record { id: self.next, version: 1, expires_at: *expires_at, data: data.clone() };
+                // Values come encoded by the writers' tasks.
+                for n in records {
+                    let id = self.next;
                     self.next += 1;
-                    self.put(t, &r, None)?;
-                    ids.push((r.id, 1));
-                    changes.push(Change { seq, op: Op::Insert, new: Some(r), old: None });
+                    let encoded = Record::encode_parts(1, n.expires_at, &n.data, &n.payload);
+                    self.put_encoded(t, id, &n.data, n.expires_at, &encoded)?;
+                    ids.push((id, 1));
+                    changes.push(Change { seq, op: Op::Insert, id, new: Some(encoded), old: None });
                 }
                 Ok((Reply::Ids(ids), changes))
             }
@@ -536,10 +571,10 @@ impl Writer {
                 let mut changes = Vec::with_capacity(records.len());
                 for r in records {
                     let old = self.read(t, r.id)?;
-                    self.put(t, r, old.as_ref())?;
+                    let encoded = self.put(t, r, old.as_ref())?;
                     self.next = self.next.max(r.id + 1);
                     let op = if old.is_some() { Op::Update } else { Op::Insert };
-                    changes.push(Change { seq, op, new: Some(r.clone()), old });
+                    changes.push(Change { seq, op, id: r.id, new: Some(encoded), old });
                 }
                 Ok((Reply::Count(records.len()), changes))
             }
@@ -558,11 +593,11 @@ impl Writer {
                     expires_at: patch.expires_at.unwrap_or(old.expires_at),
                     data: patch.data.clone(),
                 };
-                self.put(t, &r, Some(&old))?;
+                let encoded = self.put(t, &r, Some(&old))?;
                 let version = r.version;
                 Ok((
                     Reply::Version(version),
-                    vec![Change { seq, op: Op::Update, new: Some(r), old: Some(old) }],
+                    vec![Change { seq, op: Op::Update, id: *id, new: Some(encoded), old: Some(old) }],
                 ))
             }
             Write::Delete { id, expect, .. } => {
@@ -576,7 +611,10 @@ impl Writer {
                 self.unput(t, &old)?;
                 t.records.remove(*id).map_err(st)?;
                 let live = old.expires_at.is_none_or(|at| at > now);
-                Ok((Reply::Deleted(live), vec![Change { seq, op: Op::Delete, new: None, old: Some(old) }]))
+                Ok((
+                    Reply::Deleted(live),
+                    vec![Change { seq, op: Op::Delete, id: *id, new: None, old: Some(old) }],
+                ))
             }
             Write::SetInfo { info, .. } => {
                 let before = std::mem::replace(&mut self.info, info.clone());
@@ -645,7 +683,13 @@ impl Writer {
                     if let Some(old) = self.read(&t, id)? {
                         self.unput(&mut t, &old)?;
                         t.records.remove(id).map_err(st)?;
-                        changes.push(Change { seq: self.seq + 1, op: Op::Delete, new: None, old: Some(old) });
+                        changes.push(Change {
+                            seq: self.seq + 1,
+                            op: Op::Delete,
+                            id,
+                            new: None,
+                            old: Some(old),
+                        });
                     }
                 }
             }
