@@ -776,9 +776,13 @@ impl Batcher for Writer {
             Outcome::Ok(reply, changes) => (Ok(reply), changes),
             Outcome::Refused(e) | Outcome::Failed(e) => (Err(e), Vec::new()),
         };
-        // Watches hear of a change once it is on disk, before its writer does.
-        for c in changes {
-            let _ = self.changes.send(Arc::new(c));
+        // Watches hear of a change once it is on disk, before its writer does. With none
+        // following now, none is owed it: one that starts later takes its snapshot after
+        // this commit.
+        if self.changes.receiver_count() > 0 {
+            for c in changes {
+                let _ = self.changes.send(Arc::new(c));
+            }
         }
         match (w, reply) {
             (Write::Insert { done, .. }, Ok(Reply::Ids(ids))) => drop(done.send(Ok(ids))),
