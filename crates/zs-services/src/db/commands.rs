@@ -301,12 +301,7 @@ async fn copy(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Hand
 async fn drain_into(mut scan: Scan, to: &Arc<Handle>) -> Result<(u64, u64), DbError> {
     let mut written = 0;
     loop {
-        let (back, batch) = tokio::task::spawn_blocking(move || {
-            let b = scan.next_batch(BULK_CHUNK, 4 << 20);
-            (scan, b)
-        })
-        .await
-        .map_err(|e| DbError::Storage(e.to_string()))?;
+        let (back, batch) = super::query::next_batch_blocking(scan, BULK_CHUNK, 4 << 20).await;
         scan = back;
         let batch = batch?;
         let records = super::record::unpack(&batch.packed)

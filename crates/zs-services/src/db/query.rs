@@ -316,3 +316,18 @@ impl Scan {
         result.map(|()| batch)
     }
 }
+
+/// [`Scan::next_batch`] on the blocking pool (a scan reads the file): the scan comes back
+/// with the batch.
+pub async fn next_batch_blocking(
+    mut scan: Scan,
+    max_rows: usize,
+    max_bytes: usize,
+) -> (Scan, Result<Batch, DbError>) {
+    tokio::task::spawn_blocking(move || {
+        let r = scan.next_batch(max_rows, max_bytes);
+        (scan, r)
+    })
+    .await
+    .expect("a scan does not panic")
+}

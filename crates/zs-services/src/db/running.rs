@@ -18,7 +18,7 @@ use zs::wire::{DataFrame, ErrorCode};
 use zs::Peer;
 
 use super::predicate::{Predicate, Subject};
-use super::query::{Batch, Filter, Scan};
+use super::query::{next_batch_blocking, Batch, Filter, Scan};
 use super::record::{pack, Data, Record};
 use super::store::{Change, DbError, Op};
 use super::{Inner, CHANGE, ROWS};
@@ -163,12 +163,7 @@ pub(crate) async fn run_query(inner: Arc<Inner>, peer: Peer, id: String, mut sca
         }
         let rows = ctl.rows.load(Relaxed).min(max_rows) as usize;
         let bytes = ctl.bytes.load(Relaxed).min(max_bytes) as usize;
-        let (back, result) = tokio::task::spawn_blocking(move || {
-            let r = scan.next_batch(rows, bytes);
-            (scan, r)
-        })
-        .await
-        .expect("a scan does not panic");
+        let (back, result) = next_batch_blocking(scan, rows, bytes).await;
         scan = back;
         let token = scan.spec.token();
         let (frame, end) = match result {
@@ -233,12 +228,7 @@ pub(crate) async fn run_watch(
         after = scan.seq;
         loop {
             let (rows, bytes) = (inner.config.batch_rows, inner.config.batch_bytes);
-            let (back, result) = tokio::task::spawn_blocking(move || {
-                let r = scan.next_batch(rows, bytes);
-                (scan, r)
-            })
-            .await
-            .expect("a scan does not panic");
+            let (back, result) = next_batch_blocking(scan, rows, bytes).await;
             scan = back;
             match result {
                 Ok(batch) => {
