@@ -208,16 +208,15 @@ async fn run(db: &DbClient, cmd: DbCmd) -> Result<(), String> {
             }
         }
         DbCmd::Bulk { db: name, file } => {
-            let bytes = match file.as_str() {
-                "-" => {
-                    let mut b = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
-                        .map_err(|err| err.to_string())?;
-                    b
+            // Streamed from the file as it is read, not loaded whole.
+            let n = match file.as_str() {
+                "-" => db.bulk_insert(&name, tokio::io::stdin()).await,
+                path => {
+                    let f = tokio::fs::File::open(path).await.map_err(|err| format!("{path}: {err}"))?;
+                    db.bulk_insert(&name, f).await
                 }
-                path => std::fs::read(path).map_err(|err| format!("{path}: {err}"))?,
-            };
-            let n = db.bulk_insert(&name, bytes.into()).await.map_err(e)?;
+            }
+            .map_err(e)?;
             println!("{}", json!({ "inserted": n }));
         }
         DbCmd::Index { db: name, field, remove } => {

@@ -414,7 +414,10 @@ async fn bulk_inserts_come_from_a_big_stream() {
         lines.push_str(&json!({"json": {"n": i}}).to_string());
         lines.push('\n');
     }
-    assert_eq!(within("bulk", db.bulk_insert("bulk", lines.into())).await.unwrap(), 10_000);
+    assert_eq!(
+        within("bulk", db.bulk_insert("bulk", std::io::Cursor::new(lines.into_bytes()))).await.unwrap(),
+        10_000
+    );
     assert_eq!(db.count(&Query::new("bulk", "n >= 5000")).await.unwrap(), 5_000);
     // A bad line stops it, with a clear error; what came before it stays.
     let mut lines = String::new();
@@ -423,7 +426,8 @@ async fn bulk_inserts_come_from_a_big_stream() {
         lines.push('\n');
     }
     lines.push_str("{not json\n");
-    let e = within("bulk", db.bulk_insert("bulk", lines.into())).await.unwrap_err();
+    let e =
+        within("bulk", db.bulk_insert("bulk", std::io::Cursor::new(lines.into_bytes()))).await.unwrap_err();
     assert!(e.to_string().contains("bad bulk line") && e.to_string().contains("1000 records"), "{e}");
     assert_eq!(db.count(&Query::new("bulk", "")).await.unwrap(), 11_000);
 }

@@ -393,12 +393,16 @@ impl DbClient {
         Ok(Watch { client: self.clone(), id, rx, buffer: VecDeque::new(), stopped: false })
     }
 
-    /// Inserts the records of `lines` (one JSON object per line, as `db.insert` takes one)
-    /// through a big stream, committed a thousand at a time; how many.
-    pub async fn bulk_insert(&self, db: &str, lines: Bytes) -> Result<u64, DbClientError> {
+    /// Inserts the records read from `lines` (one JSON object per line, as `db.insert`
+    /// takes one; a file, standard input, a `Cursor` of bytes) through a big stream,
+    /// committed a thousand at a time; how many.
+    pub async fn bulk_insert<R>(&self, db: &str, lines: R) -> Result<u64, DbClientError>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    {
         let ticket: u64 = decode(self.call("db.bulk", json!({ "db": db })).await?["ticket"].take())?;
         let opts = StreamOptions { ticket: Some(ticket), ..StreamOptions::default() };
-        let sent = self.peer.send_big_stream(BULK_DATA, std::io::Cursor::new(lines), opts).finish().await;
+        let sent = self.peer.send_big_stream(BULK_DATA, lines, opts).finish().await;
         let result = self.call("db.bulk.result", json!({ "ticket": ticket })).await?;
         if let Some(why) = result.get("error").and_then(Value::as_str) {
             return Err(DbClientError::Protocol(format!(
