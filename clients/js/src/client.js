@@ -1,4 +1,5 @@
 // The connection: opening (Noise or plaintext), calls, pushes, pings, GoAway.
+import { Rows, Watch } from './db.js';
 import { ZsError, WireError } from './errors.js';
 import {
   Kind, Flags, MAX_FRAME_LEN, FrameReader, encodeFrame, encodeCallBody, decodeCallBody,
@@ -529,5 +530,57 @@ export class Connection {
 
   inboxAck(seqs) {
     return this.callJson('inbox.ack', { seqs });
+  }
+
+  // ---- the data store (PROTOCOL.md §18): JSON documents here; rows under credit ----
+
+  /** `dbCreate(db, {readers?, writers?, indexes?})`. */
+  dbCreate(db, { readers = [], writers = [], indexes = [] } = {}) {
+    return this.callJson('db.create', { db, readers, writers, indexes });
+  }
+
+  dbDrop(db) {
+    return this.callJson('db.drop', { db });
+  }
+
+  dbList() {
+    return this.callJson('db.list', {});
+  }
+
+  /** Inserts a JSON document (`ttl` seconds); `{id, version}` once it is on disk. */
+  dbInsert(db, json, { ttl } = {}) {
+    return this.callJson('db.insert', ttl === undefined ? { db, json } : { db, json, ttl });
+  }
+
+  /** `{id, version, json | bytes | frame}`; rejects NotFound when there is none. */
+  dbGet(db, id) {
+    return this.callJson('db.get', { db, id });
+  }
+
+  /** Replaces record `id`'s document, if at `version` when given (else VersionMismatch). */
+  dbUpdate(db, id, json, { version } = {}) {
+    return this.callJson('db.update', version === undefined ? { db, id, json } : { db, id, version, json });
+  }
+
+  dbDelete(db, id, { version } = {}) {
+    return this.callJson('db.delete', version === undefined ? { db, id } : { db, id, version });
+  }
+
+  /** How many records pass `where` (counted on the server). */
+  async dbCount(db, where = '', params = {}) {
+    return (await this.callJson('db.query', { db, where, params, count: true })).count;
+  }
+
+  /**
+   * Runs a query: `for await (const r of c.dbQuery(db, 'age > $a', {params: {a: 3}}))`;
+   * options `reverse`, `limit`, `window` (rows granted ahead), `resume` (a token).
+   */
+  dbQuery(db, where = '', opts = {}) {
+    return new Rows(this, db, where, opts);
+  }
+
+  /** Watches records that pass `where` (`snapshot: true` for those there are first). */
+  dbWatch(db, where = '', opts = {}) {
+    return new Watch(this, db, where, opts);
   }
 }

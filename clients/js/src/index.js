@@ -10,3 +10,4 @@ export {
 } from './frame.js';
 export { ZsError, WireError, ERROR_CODES, GOAWAY_CODES } from './errors.js';
 export { generateKeyPair, fingerprint } from './noise.js';
+export { Rows, Watch, decodeRecord, unpackRows } from './db.js';
