@@ -608,3 +608,54 @@ class Client:
 
     async def inbox_ack(self, seqs) -> dict:
         return await self.call_json("inbox.ack", {"seqs": list(seqs)})
+
+    # -- the data store (PROTOCOL.md §18): JSON documents; rows under credit ----------------
+
+    async def db_create(self, db: str, *, indexes=(), readers=(), writers=()) -> dict:
+        return await self.call_json("db.create", {"db": db, "indexes": list(indexes),
+                                                  "readers": list(readers), "writers": list(writers)})
+
+    async def db_insert(self, db: str, doc: Any, *, ttl: float | None = None) -> dict:
+        """Inserts a JSON document; ``{"id", "version"}`` once it is on disk."""
+        req = {"db": db, "json": doc}
+        if ttl is not None:
+            req["ttl"] = ttl
+        return await self.call_json("db.insert", req)
+
+    async def db_get(self, db: str, rid: int):
+        """The record (``zserver.db.Record``); ``CallError`` NotFound when there is none."""
+        from .db import Record
+        v = await self.call_json("db.get", {"db": db, "id": rid})
+        return Record(v["id"], v["version"], v.get("expires_at"), json=v.get("json"))
+
+    async def db_update(self, db: str, rid: int, doc: Any, *, version: int | None = None) -> dict:
+        """Replaces the document, if at ``version`` when given (else VersionMismatch)."""
+        req = {"db": db, "id": rid, "json": doc}
+        if version is not None:
+            req["version"] = version
+        return await self.call_json("db.update", req)
+
+    async def db_delete(self, db: str, rid: int, *, version: int | None = None) -> dict:
+        req = {"db": db, "id": rid}
+        if version is not None:
+            req["version"] = version
+        return await self.call_json("db.delete", req)
+
+    async def db_count(self, db: str, where: str = "", params: dict | None = None) -> int:
+        req = {"db": db, "where": where, "params": params or {}, "count": True}
+        return (await self.call_json("db.query", req))["count"]
+
+    def db_query(self, db: str = "", where: str = "", *, params: dict | None = None,
+                 reverse: bool = False, limit: int | None = None, window: int = 1000,
+                 window_bytes: int = 4 << 20, resume: str | None = None):
+        """A query: ``async for record in client.db_query(db, "age > $a", params={"a": 3})``."""
+        from .db import Rows
+        request = ({"resume": resume} if resume else
+                   {"db": db, "where": where, "params": params or {}, "reverse": reverse, "limit": limit})
+        return Rows(self, request, window, window_bytes)
+
+    def db_watch(self, db: str, where: str = "", *, params: dict | None = None, snapshot: bool = False):
+        """A watch: ``async for kind, record in client.db_watch(db, where, snapshot=True)``."""
+        from .db import Watch
+        return Watch(self, {"db": db, "where": where, "params": params or {}, "snapshot": snapshot})
+
