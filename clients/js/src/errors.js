@@ -37,6 +37,7 @@ export const GOAWAY_CODES = {
   8: 'NotAuthorized',
   9: 'MemoryBudget',
   10: 'Kicked',
+  11: 'Draining',
 };
 
 export function errorCodeName(code) {

@@ -79,6 +79,14 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
+    /// On SIGUSR1 the server drains: it refuses new connections (`Draining`), tells its
+    /// clients to move (a `zs.draining` push carrying this hint, e.g. another server's
+    /// address), and exits once they have gone or --drain-timeout has passed.
+    #[arg(long, default_value = "")]
+    drain_hint: String,
+    /// Seconds a drain waits for clients to leave before closing the rest.
+    #[arg(long, default_value = "60", value_parser = crate::seconds)]
+    drain_timeout: Duration,
     /// Send calls, replies and pushes uncompressed (by default payloads of 1 KiB or more are
     /// lz4-compressed when it saves a tenth): for networks where CPU costs more than bytes.
     #[arg(long)]
@@ -139,6 +147,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     rt.block_on(async {
         // Before anything is printed: a SIGHUP after the first line reloads, never kills.
         let mut hangups = crate::hangups()?;
+        let mut drains = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            .map_err(|e| e.to_string())?;
         // What runs, to tell a reload what changed: read before anything is printed, so a
         // change made once the server is up is one.
         let running = crate::config::settings_now().map(|(values, _)| values).unwrap_or_default();
@@ -222,6 +232,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                     }
                 }
                 _ = hangups.recv() => {}
+                _ = drains.recv() => {
+                    tracing::info!("draining: clients told to move to {:?}, {:?} at most", args.drain_hint, args.drain_timeout);
+                    let left = server.drain(&args.drain_hint, args.drain_timeout).await;
+                    tracing::info!("drained: {left} connection(s) were still open at the deadline");
+                    return Ok(());
+                }
             }
             for line in reload() {
                 tracing::info!("reload: {line}");

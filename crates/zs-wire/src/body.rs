@@ -124,6 +124,8 @@ wire_enum! {
         /// An administrator or a newer login of the same account closed this one (or the
         /// account was disabled or deleted).
         Kicked = 10 => "kicked",
+        /// The server is draining (leaving service): reconnect to another one.
+        Draining = 11 => "draining",
         _ => Other,
     }
 }

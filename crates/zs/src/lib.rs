@@ -50,7 +50,7 @@ pub use mux::{MuxConfig, VirtualListener, VirtualStream};
 pub use peer::{Peer, Prepared};
 pub use rpc::{CommandFigures, Form, Identity, Responder, Router, Service, Text};
 pub use secure::{ClientSecurity, Fingerprint, KeyPair, ServerSecurity, Trust};
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, DRAINING};
 pub use session::{SessionConfig, SessionEvent, SessionStatus};
 pub use stats::{Stats, StatsSnapshot};
 pub use zs_wire::{self as wire, DataFrame, ErrorCode, GoAwayCode, Limits, Value};

@@ -44,6 +44,7 @@ class GoAwayCode(enum.IntEnum):
     NotAuthorized = 8
     MemoryBudget = 9
     Kicked = 10
+    Draining = 11
 
 
 def _code(table: type[enum.IntEnum], code: int) -> int:

@@ -111,6 +111,7 @@ impl Server {
             directory: Directory::new(budget.clone()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             max_connections: std::sync::atomic::AtomicUsize::new(max_connections),
             stop,
             all_closed: Notify::new(),
@@ -150,6 +151,8 @@ pub(super) struct Shared {
     directory: Directory,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// Draining: new connections are refused with `Draining`.
+    draining: AtomicBool,
     /// `ServerConfig::max_connections`, changeable while running.
     max_connections: std::sync::atomic::AtomicUsize,
     stop: watch::Sender<bool>,
@@ -205,7 +208,9 @@ impl Shared {
 
     /// Why a new connection cannot be taken now, if it cannot.
     fn refusal(&self) -> Option<(GoAwayCode, &'static str)> {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.draining.load(Ordering::Acquire) {
+            Some((GoAwayCode::Draining, "server is draining: connect to another"))
+        } else if self.stopping.load(Ordering::Acquire) {
             Some((GoAwayCode::ShuttingDown, "server is shutting down"))
         } else if self.live_connections() >= self.max_connections.load(Ordering::Relaxed) {
             Some((GoAwayCode::ServerFull, "server is at its connection limit"))
@@ -214,6 +219,10 @@ impl Shared {
         }
     }
 }
+
+/// The one-way push every connected peer gets when its server starts draining
+/// ([`ServerHandle::drain`]): JSON `{"hint", "deadline_ms"}`.
+pub const DRAINING: &str = "zs.draining";
 
 /// A running server: its addresses, peers, statistics, broadcast and shutdown.
 #[derive(Clone)]
@@ -433,6 +442,30 @@ impl ServerHandle {
             self.peers().iter().filter(|p| filter(p)).filter(|p| p.offer(frame.clone()).is_ok()).count();
         self.shared.stats.commands_out.fetch_add(sent as u64, Ordering::Relaxed);
         Ok(sent)
+    }
+
+    /// Takes the server out of service gently: new connections are refused with `Draining`,
+    /// every connected peer is sent a one-way [`DRAINING`] push (`{"hint", "deadline_ms"}`:
+    /// `hint` says where to go, e.g. another server's address), and once they have all gone,
+    /// or `deadline` has passed, the rest are shut down. Returns how many were left then.
+    pub async fn drain(&self, hint: &str, deadline: std::time::Duration) -> usize {
+        self.shared.draining.store(true, Ordering::Release);
+        let text = serde_json::json!({ "hint": hint, "deadline_ms": deadline.as_millis() as u64 });
+        if let Err(e) = self.broadcast_console(DRAINING, text.to_string(), |_| true) {
+            tracing::warn!("draining: cannot tell the peers: {e}");
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        let left = loop {
+            let closed = self.shared.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            let left = self.peers().len();
+            if left == 0 || tokio::time::timeout_at(until, closed).await.is_err() {
+                break self.peers().len();
+            }
+        };
+        self.shutdown().await;
+        left
     }
 
     /// Stops accepting, lets every connection finish the calls in flight (up to the drain
