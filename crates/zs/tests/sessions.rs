@@ -92,7 +92,9 @@ async fn a_thousand_cuts_during_mixed_traffic_lose_and_duplicate_nothing() {
     const CUTS: u64 = 1000;
     let notes: Log = Arc::default();
     let streams = Arc::new(Mutex::new(Vec::new()));
-    let client_peer: Arc<Mutex<Option<Peer>>> = Arc::default();
+    // The server's side of the client, as its on_connect hook sees it (that hook may run
+    // after the client's connect has returned).
+    let (seen, mut client_peer) = tokio::sync::mpsc::unbounded_channel::<Peer>();
     let mut router = Router::new();
     router.console("echo", |_, text| text.to_owned());
     let log = notes.clone();
@@ -106,8 +108,7 @@ async fn a_thousand_cuts_during_mixed_traffic_lose_and_duplicate_nothing() {
             Ok::<(), zs::CallError>(())
         }
     });
-    let slot = client_peer.clone();
-    router.on_connect(move |p| *slot.lock().unwrap() = Some(p.clone()));
+    router.on_connect(move |p| drop(seen.send(p.clone())));
     let server = serve_with(router, ServerConfig::default()).await;
     let faults = Faults { cut_after: Some(2_000..60_000), seed: 1000, ..Faults::default() };
     let proxy = FaultProxy::start(server.local_addr(), faults).await.unwrap();
@@ -119,7 +120,10 @@ async fn a_thousand_cuts_during_mixed_traffic_lose_and_duplicate_nothing() {
     router.console("whoami", |_, text| format!("client:{text}"));
     let client =
         Arc::new(zs::Client::connect_with(proxy.addr(), router, session_client(&server)).await.unwrap());
-    let server_side = client_peer.lock().unwrap().clone().expect("the server saw the client");
+    let server_side = tokio::time::timeout(Duration::from_secs(60), client_peer.recv())
+        .await
+        .expect("the server saw the client within 60 s")
+        .expect("the server saw the client");
 
     let stop = Arc::new(AtomicBool::new(false));
     let (notes_sent, ticks_sent, calls_done) =
