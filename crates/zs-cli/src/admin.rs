@@ -3,8 +3,8 @@
 //! the Prometheus text format (the server's counters and, per command, calls, errors and a
 //! latency histogram); `/healthz` and `/readyz`; and a JSON API: `/api/stats`,
 //! `/api/commands`, `/api/connections` (paged, filtered by user or address),
-//! `/api/sessions`, `/api/services`, `POST /api/reload` and
-//! `POST /api/kick?id=N`. Loopback only, unless an admin token is given; with a token every
+//! `/api/sessions`, `/api/services`, `POST /api/reload`, `POST /api/kick?id=N` and
+//! `POST /api/drain` (as SIGUSR1). Loopback only, unless an admin token is given; with a token every
 //! request but the page and the health checks must bring it (`Authorization: Bearer TOKEN`).
 
 use std::collections::HashMap;
@@ -33,11 +33,15 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Reads the settings again and applies what can change live; what changed, a line each.
 pub type Reload = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
+/// Asks the serving loop to drain the server (as SIGUSR1 does).
+pub type Drain = Arc<tokio::sync::Notify>;
+
 /// What the admin listener serves from.
 struct Admin {
     server: ServerHandle,
     token: Option<String>,
     reload: Reload,
+    drain: Drain,
 }
 
 /// Binds `addr` and serves the admin API until the process ends; the address bound.
@@ -46,6 +50,7 @@ pub async fn start(
     token: Option<String>,
     server: ServerHandle,
     reload: Reload,
+    drain: Drain,
 ) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("admin API on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -54,7 +59,7 @@ pub async fn start(
             "admin API on {bound}: beyond loopback it needs --admin-token (or ZS_ADMIN_TOKEN)"
         ));
     }
-    let admin = Arc::new(Admin { server, token, reload });
+    let admin = Arc::new(Admin { server, token, reload, drain });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     tokio::spawn(async move {
         loop {
@@ -156,6 +161,10 @@ impl Admin {
                 json(StatusCode::OK, serde_json::json!(self.server.services()))
             }
             (&Method::POST, "/api/kick") => self.kick(&query(&req)),
+            (&Method::POST, "/api/drain") => {
+                self.drain.notify_one();
+                json(StatusCode::ACCEPTED, serde_json::json!({ "draining": true }))
+            }
             (&Method::POST, "/api/reload") => {
                 let said = (self.reload)();
                 for line in &said {

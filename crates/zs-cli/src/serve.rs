@@ -79,7 +79,7 @@ pub struct ServeArgs {
     /// runs short, the connections holding the most are closed first.
     #[arg(long, default_value = "256M", value_parser = crate::bench::parse_size)]
     memory_budget: u64,
-    /// On SIGUSR1 the server drains: it refuses new connections (`Draining`), tells its
+    /// On SIGUSR1 (or `POST /api/drain` on the admin listener) the server drains: it refuses new connections (`Draining`), tells its
     /// clients to move (a `zs.draining` push carrying this hint, e.g. another server's
     /// address), and exits once they have gone or --drain-timeout has passed.
     #[arg(long, default_value = "")]
@@ -215,9 +215,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             let (running, server) = (running.clone(), server.clone());
             Arc::new(move || reload(&running, &server, &mounted))
         };
+        let drain_asked: crate::admin::Drain = Arc::default();
         if let Some(addr) = &args.admin {
             let bound =
-                crate::admin::start(addr, args.admin_token.clone(), server.clone(), reload.clone()).await?;
+                crate::admin::start(addr, args.admin_token.clone(), server.clone(), reload.clone(), drain_asked.clone())
+                    .await?;
             say(&format!("admin API on http://{bound} (/metrics, /healthz, /readyz, /api/...)"));
         }
         // A worker hears from its supervisor on stdin: a line to reload, the end to stop.
@@ -232,7 +234,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                     }
                 }
                 _ = hangups.recv() => {}
-                _ = drains.recv() => {
+                _ = async { tokio::select! { _ = drains.recv() => {}, _ = drain_asked.notified() => {} } } => {
                     tracing::info!("draining: clients told to move to {:?}, {:?} at most", args.drain_hint, args.drain_timeout);
                     let left = server.drain(&args.drain_hint, args.drain_timeout).await;
                     tracing::info!("drained: {left} connection(s) were still open at the deadline");

@@ -151,3 +151,44 @@ fn a_token_is_required_when_given_and_beyond_loopback() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("needs --admin-token"), "{}", stderr(&o));
 }
+
+#[test]
+fn post_api_drain_drains_the_server_as_sigusr1_does() {
+    let mut s = serve_with(&[
+        "--plaintext",
+        "--services",
+        "none",
+        "--admin",
+        "127.0.0.1:0",
+        "--drain-hint",
+        "elsewhere",
+    ]);
+    let admin = admin_addr(&mut s);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let c = rt.block_on(async {
+        let mut r = zs::Router::new();
+        r.direct_console(zs::DRAINING, move |_peer, text| {
+            let _ = tx.send(text.as_str().to_owned());
+        });
+        let config = zs::ClientConfig::secured(zs::ClientSecurity::Plaintext);
+        zs::Client::connect_with(s.addr.parse::<std::net::SocketAddr>().unwrap(), r, config).await.unwrap()
+    });
+    let (status, body) = http(&admin, "POST", "/api/drain", None);
+    assert_eq!((status, body.as_str()), (202, r#"{"draining":true}"#));
+    rt.block_on(async {
+        let text =
+            tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("a drain push").unwrap();
+        assert!(text.contains(r#""hint":"elsewhere""#), "{text}");
+        c.close();
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not exit after its client left");
+        std::thread::sleep(Duration::from_millis(10)); // polls the exit; the deadline bounds it
+    };
+    assert!(status.success());
+}
