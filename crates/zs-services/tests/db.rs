@@ -578,3 +578,23 @@ async fn queries_and_watches_dropped_by_the_client_end_on_the_server() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_a_bounded_number_of_queries_and_watches_across_connections() {
+    let s = serve(|c| c.max_running_total = 2).await;
+    let (c1, db) = user(&s, "ada").await;
+    let (c2, _) = user(&s, "ada").await;
+    people(&db, "people", 10).await;
+    call(&c1, "db.watch", json!({"watch": "a", "db": "people"})).await.unwrap();
+    call(&c2, "db.watch", json!({"watch": "b", "db": "people"})).await.unwrap();
+    let full = call(&c2, "db.watch", json!({"watch": "c", "db": "people"})).await.unwrap_err();
+    assert_eq!(call_code(full), ErrorCode::Overloaded);
+    // A place comes back once a watch ends.
+    call(&c1, "db.unwatch", json!({"watch": "a"})).await.unwrap();
+    within("a place", async {
+        while call(&c2, "db.watch", json!({"watch": "c", "db": "people"})).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

@@ -488,7 +488,7 @@ async fn query(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Han
         return Err(err(ErrorCode::InvalidArgument, "a query streamed to you needs an id: `query`"));
     };
     let scan = Scan::start(&h, spec, filters, budget).map_err(fail)?;
-    let ctl = running::register(peer, &id, inner.config.max_running).map_err(fail)?;
+    let ctl = running::register(inner, peer, &id, inner.config.max_running).map_err(fail)?;
     ctl.grant(req.credit_rows.unwrap_or(1_000), req.credit_bytes.unwrap_or(4 << 20));
     tokio::spawn(running::run_query(inner.clone(), peer.clone(), id.clone(), scan, ctl));
     Ok(json!({ "query": id }))
@@ -580,7 +580,7 @@ async fn watch(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Han
         }
         false => None,
     };
-    let ctl = running::register(peer, &req.watch, inner.config.max_running).map_err(fail)?;
+    let ctl = running::register(inner, peer, &req.watch, inner.config.max_running).map_err(fail)?;
     let watching = Watching { predicate, filter, params: req.params };
     let task =
         running::run_watch(inner.clone(), peer.clone(), req.watch.clone(), changes, snapshot, watching, ctl);

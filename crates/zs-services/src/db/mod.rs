@@ -56,6 +56,9 @@ pub struct DbConfig {
     pub budget: Budget,
     /// Queries and watches one connection runs at once (default 16).
     pub max_running: usize,
+    /// Queries and watches the server runs at once (default 1,024): each holds a snapshot
+    /// and up to one push of rows, so a thousand sockets cannot hold sixteen thousand.
+    pub max_running_total: usize,
     /// Rows per `db.rows` push at most (default 4,096) ...
     pub batch_rows: usize,
     /// ... and bytes (default 1 MiB; at least one row).
@@ -80,6 +83,7 @@ impl DbConfig {
             create_role: None,
             budget: Budget::default(),
             max_running: 16,
+            max_running_total: 1_024,
             batch_rows: 4_096,
             batch_bytes: 1 << 20,
             paused_for: Duration::from_secs(300),
@@ -121,13 +125,15 @@ pub struct Db {
 pub(crate) struct Inner {
     pub(crate) config: DbConfig,
     pub(crate) stores: Stores,
+    /// Queries and watches running on the server.
+    pub(crate) running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Db {
     /// Opens the store in the configured directory.
     pub fn open(config: DbConfig) -> Result<Db, String> {
         let stores = Stores::new(&config.dir, config.cache_bytes)?;
-        Ok(Db { inner: Arc::new(Inner { config, stores }) })
+        Ok(Db { inner: Arc::new(Inner { config, stores, running: Arc::default() }) })
     }
 
     /// The databases.

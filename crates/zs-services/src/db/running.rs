@@ -24,8 +24,9 @@ use super::store::{Change, DbError, Op};
 use super::{Inner, CHANGE, ROWS};
 
 /// A running query's or watch's controls.
-#[derive(Default)]
 pub(crate) struct Ctl {
+    /// Its place among the server's running queries and watches.
+    _place: crate::limits::Counted,
     rows: AtomicU64,
     bytes: AtomicU64,
     paused: AtomicBool,
@@ -68,8 +69,9 @@ fn running(peer: &Peer) -> Arc<Running> {
     peer.state::<Running>().expect("just set")
 }
 
-/// Registers `id` on `peer` (at most `max` at once; ids unique).
-pub(crate) fn register(peer: &Peer, id: &str, max: usize) -> Result<Arc<Ctl>, DbError> {
+/// Registers `id` on `peer` (at most `max` at once on it, and `inner`'s server-wide bound;
+/// ids unique).
+pub(crate) fn register(inner: &Inner, peer: &Peer, id: &str, max: usize) -> Result<Arc<Ctl>, DbError> {
     if id.is_empty() || id.len() > 64 {
         return Err(DbError::Invalid("a query or watch id is 1 to 64 bytes".into()));
     }
@@ -81,7 +83,18 @@ pub(crate) fn register(peer: &Peer, id: &str, max: usize) -> Result<Arc<Ctl>, Db
     if map.len() >= max {
         return Err(DbError::Busy(format!("a connection runs at most {max} queries and watches")));
     }
-    let ctl = Arc::new(Ctl::default());
+    let total = inner.config.max_running_total;
+    let Some(place) = crate::limits::Counted::take(&inner.running, total) else {
+        return Err(DbError::Busy(format!("the server runs {total} queries and watches, its most")));
+    };
+    let ctl = Arc::new(Ctl {
+        _place: place,
+        rows: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        paused: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+        wake: Notify::new(),
+    });
     map.insert(id.to_owned(), ctl.clone());
     Ok(ctl)
 }
