@@ -113,6 +113,8 @@ struct Topic {
     members: HashMap<u64, (Peer, bool)>,
     /// Members that want presence events.
     watchers: usize,
+    /// Connections subscribed on other nodes of a cluster.
+    remote: usize,
     /// Connections per user among them.
     users: HashMap<String, usize>,
     /// Users who joined or left since the last event (true: joined), in order.
@@ -141,9 +143,14 @@ impl Topic {
     }
 }
 
+/// Told of each local membership change: a connection of a user (`None`: not logged in)
+/// joins (+1) or leaves (-1) a topic. A cluster's broker passes them to the other nodes.
+pub(crate) type Observer = Box<dyn Fn(&str, Option<&str>, i64) + Send + Sync>;
+
 /// The in-process broker: one server's connections, through its [`Directory`].
 pub struct LocalBroker {
     limits: BrokerLimits,
+    observer: OnceLock<Observer>,
     directory: OnceLock<Directory>,
     topics: Mutex<HashMap<String, Topic>>,
     /// Topics by connection.
@@ -157,11 +164,58 @@ impl LocalBroker {
     pub fn new(limits: BrokerLimits) -> Arc<LocalBroker> {
         Arc::new_cyclic(|me| LocalBroker {
             limits,
+            observer: OnceLock::new(),
             directory: OnceLock::new(),
             topics: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
+    }
+
+    /// Sets the observer of local membership changes (once).
+    pub(crate) fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observed(&self, topic: &str, user: Option<&str>, delta: i64) {
+        if let Some(o) = self.observer.get() {
+            o(topic, user, delta);
+        }
+    }
+
+    /// A connection of `user` on another node joined (`delta` > 0) or left `topic`: counts
+    /// and presence include it.
+    pub(crate) fn remote_change(&self, name: &str, user: Option<&str>, delta: i64) {
+        let mut topics = self.topics();
+        let topic = topics.entry(name.to_owned()).or_default();
+        for _ in 0..delta.unsigned_abs() {
+            match delta > 0 {
+                true => {
+                    topic.remote += 1;
+                    if let Some(u) = user {
+                        topic.add_user(u);
+                    }
+                }
+                false if topic.remote > 0 => {
+                    topic.remote -= 1;
+                    if let Some(u) = user {
+                        topic.remove_user(u);
+                    }
+                }
+                false => {}
+            }
+        }
+        match topic.members.is_empty() && topic.remote == 0 {
+            true => {
+                topics.remove(name);
+            }
+            false => self.changed(name, topic),
+        }
+    }
+
+    /// Connections subscribed to `topic` on other nodes.
+    pub(crate) fn remote_connections(&self, topic: &str) -> usize {
+        self.topics().get(topic).map_or(0, |t| t.remote)
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
@@ -231,10 +285,12 @@ impl LocalBroker {
         let Some(topic) = topics.get_mut(topic_name) else { return false };
         let Some((_, watching)) = topic.members.remove(&peer.id()) else { return false };
         topic.watchers -= usize::from(watching);
-        if let Some(user) = peer.user() {
+        let user = peer.user();
+        if let Some(user) = &user {
             topic.remove_user(&user.user);
         }
-        if topic.members.is_empty() {
+        self.observed(topic_name, user.as_ref().map(|u| u.user.as_str()), -1);
+        if topic.members.is_empty() && topic.remote == 0 {
             topics.remove(topic_name);
         } else {
             self.changed(topic_name, topic);
@@ -299,9 +355,11 @@ impl Broker for LocalBroker {
             }
             match t.members.insert(peer.id(), (peer.clone(), presence)) {
                 None => {
-                    if let Some(user) = peer.user() {
+                    let user = peer.user();
+                    if let Some(user) = &user {
                         t.add_user(&user.user);
                     }
+                    self.observed(topic, user.as_ref().map(|u| u.user.as_str()), 1);
                     mine.push(topic.to_owned());
                 }
                 Some((_, was_watching)) => t.watchers -= usize::from(was_watching),
@@ -347,6 +405,8 @@ impl Broker for LocalBroker {
             if let Some(new) = &new {
                 topic.add_user(&new.user);
             }
+            self.observed(&name, old, -1);
+            self.observed(&name, new.as_ref().map(|u| u.user.as_str()), 1);
             self.changed(&name, topic);
         }
     }
@@ -377,7 +437,7 @@ impl Broker for LocalBroker {
                 u.sort();
                 u
             });
-            Presence { connections: t.members.len(), count, users }
+            Presence { connections: t.members.len() + t.remote, count, users }
         })
     }
 }

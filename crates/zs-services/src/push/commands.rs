@@ -233,12 +233,8 @@ async fn list(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Hand
     let req: ListRequest = request(&text)?;
     let who = me(peer)?;
     let limit = req.limit.unwrap_or(100).clamp(1, MAX_LIST);
-    let inbox = inner.inbox.clone();
     let after = req.after.unwrap_or(0);
-    let (messages, more) = tokio::task::spawn_blocking(move || inbox.list(&who.user, after, limit))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let (messages, more) = inner.inbox.list(&who.user, after, limit).await.map_err(internal)?;
     Ok(json!({ "messages": messages, "more": more }))
 }
 

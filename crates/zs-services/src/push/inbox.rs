@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::commit::{Batcher, Committer, Shape};
+use futures_util::future::BoxFuture;
 
 /// Messages by (user, sequence number): the inbox in delivery order. Sequence numbers are
 /// unique server-wide and never reused, so a late acknowledgement never removes another
@@ -95,6 +96,63 @@ pub struct InboxCounters {
     pub acked: AtomicU64,
     /// Commits (each one fsync).
     pub commits: AtomicU64,
+}
+
+/// Where offline messages are kept: the node's own redb [`Inbox`], or a store a cluster
+/// shares (`cluster::JetStreamInbox`).
+pub trait InboxStore: Send + Sync + 'static {
+    /// Stores `message` for `user`; answers once it is durable.
+    fn store<'a>(&'a self, user: &'a str, message: InboxMessage) -> BoxFuture<'a, Result<Stored, String>>;
+    /// Removes the messages `seqs` of `user` (acknowledged); how many were there.
+    fn ack<'a>(&'a self, user: &'a str, seqs: Vec<u64>) -> BoxFuture<'a, Result<u64, String>>;
+    /// Up to `limit` unexpired messages of `user` after `after`, in order, and whether more follow.
+    fn list<'a>(
+        &'a self,
+        user: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<InboxMessage>, bool), String>>;
+    /// Messages `user` holds.
+    fn count<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+    /// What the store has done since the server started.
+    fn counters(&self) -> &InboxCounters;
+    /// Changes the most messages a user holds (at least 1).
+    fn set_cap(&self, cap: u64);
+}
+
+impl InboxStore for Inbox {
+    fn store<'a>(&'a self, user: &'a str, message: InboxMessage) -> BoxFuture<'a, Result<Stored, String>> {
+        Box::pin(Inbox::store(self, user, message))
+    }
+
+    fn ack<'a>(&'a self, user: &'a str, seqs: Vec<u64>) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(Inbox::ack(self, user, seqs))
+    }
+
+    fn list<'a>(
+        &'a self,
+        user: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<InboxMessage>, bool), String>> {
+        let (inbox, user) = (self.clone(), user.to_owned());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inbox.list(&user, after, limit)).await.map_err(e)?
+        })
+    }
+
+    fn count<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        let (inbox, user) = (self.clone(), user.to_owned());
+        Box::pin(async move { tokio::task::spawn_blocking(move || inbox.count(&user)).await.map_err(e)? })
+    }
+
+    fn counters(&self) -> &InboxCounters {
+        Inbox::counters(self)
+    }
+
+    fn set_cap(&self, cap: u64) {
+        Inbox::set_cap(self, cap)
+    }
 }
 
 enum Write {

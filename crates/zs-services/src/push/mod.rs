@@ -22,7 +22,9 @@ use zs::{Identity, Router, Service, Text};
 use crate::live::Live;
 
 pub use broker::{Broker, BrokerError, BrokerLimits, Delivery, LocalBroker, Presence, PRESENCE_EVENT};
-pub use inbox::{now_ms, Inbox, InboxCounters, InboxMessage, Stored, WhenFull, QUEUE as INBOX_QUEUE};
+pub use inbox::{
+    now_ms, Inbox, InboxCounters, InboxMessage, InboxStore, Stored, WhenFull, QUEUE as INBOX_QUEUE,
+};
 
 /// The name the service mounts under.
 pub const NAME: &str = "push";
@@ -98,6 +100,8 @@ pub struct PushConfig {
     pub limits: BrokerLimits,
     /// The broker (default: a [`LocalBroker`] with `limits`).
     pub broker: Option<Arc<dyn Broker>>,
+    /// Where offline messages are kept (default: `inbox.redb` in `dir`).
+    pub inbox_store: Option<Arc<dyn InboxStore>>,
 }
 
 impl PushConfig {
@@ -115,6 +119,7 @@ impl PushConfig {
             known_user: None,
             limits: BrokerLimits::default(),
             broker: None,
+            inbox_store: None,
         }
     }
 }
@@ -176,7 +181,7 @@ pub struct Push {
 
 pub(crate) struct Inner {
     pub(crate) config: PushConfig,
-    pub(crate) inbox: Inbox,
+    pub(crate) inbox: Arc<dyn InboxStore>,
     pub(crate) broker: Arc<dyn Broker>,
     /// `config.send_policy` as set now.
     pub(crate) send_policy: Live<SendPolicy>,
@@ -192,8 +197,13 @@ fn random_id() -> String {
 impl Push {
     /// Opens the inbox in the configured directory.
     pub fn open(config: PushConfig) -> Result<Push, String> {
-        std::fs::create_dir_all(&config.dir).map_err(|e| format!("{}: {e}", config.dir.display()))?;
-        let inbox = Inbox::open(&config.dir.join("inbox.redb"), config.inbox_cap, config.when_full)?;
+        let inbox: Arc<dyn InboxStore> = match &config.inbox_store {
+            Some(store) => store.clone(),
+            None => {
+                std::fs::create_dir_all(&config.dir).map_err(|e| format!("{}: {e}", config.dir.display()))?;
+                Arc::new(Inbox::open(&config.dir.join("inbox.redb"), config.inbox_cap, config.when_full)?)
+            }
+        };
         let broker = config.broker.clone().unwrap_or_else(|| LocalBroker::new(config.limits.clone()));
         let send_policy = Live::new(config.send_policy);
         Ok(Push { inner: Arc::new(Inner { config, inbox, broker, send_policy }) })
@@ -211,7 +221,7 @@ impl Push {
     }
 
     /// The inbox (counters, listing).
-    pub fn inbox(&self) -> &Inbox {
+    pub fn inbox(&self) -> &Arc<dyn InboxStore> {
         &self.inner.inbox
     }
 
@@ -336,9 +346,7 @@ impl Service for Push {
             }
             let (inner, peer, user) = (inner.clone(), peer.clone(), user.clone());
             tokio::spawn(async move {
-                let inbox = inner.inbox.clone();
-                let count = tokio::task::spawn_blocking(move || inbox.count(&user.user)).await;
-                let count = count.ok().and_then(Result::ok).unwrap_or(0);
+                let count = inner.inbox.count(&user.user).await.unwrap_or(0);
                 if count > 0 {
                     let _ = peer
                         .send_console(INBOX_WAITING, serde_json::json!({ "count": count }).to_string())

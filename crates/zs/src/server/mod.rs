@@ -338,6 +338,11 @@ impl ServerHandle {
         self.shared.stopping.load(Ordering::Acquire)
     }
 
+    /// Whether the server is draining ([`ServerHandle::drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
     /// Each command's calls, errors and latency, if its router meters commands
     /// ([`Router::meter_commands`]).
     pub fn command_figures(&self) -> Vec<crate::CommandFigures> {
