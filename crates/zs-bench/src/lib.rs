@@ -18,6 +18,7 @@ mod harness;
 pub mod idle;
 pub mod login;
 pub mod mux;
+pub mod nats;
 mod procmem;
 pub mod push;
 pub mod report;

@@ -317,3 +317,63 @@ fn prometheus(server: &ServerHandle) -> String {
     }
     out
 }
+
+/// `zs admin`: ask a running server's admin listener.
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCmd,
+}
+
+#[derive(clap::Subcommand)]
+enum AdminCmd {
+    /// Drain a server (as SIGUSR1): it refuses new connections, tells its clients where to
+    /// go (its --drain-hint, or in a cluster the least loaded other node) and exits once
+    /// they have gone or its --drain-timeout has passed.
+    Drain {
+        /// The server's admin address (`zs serve --admin`).
+        #[arg(long, value_name = "ADDR")]
+        admin: String,
+        /// The admin token, if the server has one.
+        #[arg(long, env = "ZS_ADMIN_TOKEN", value_name = "TOKEN")]
+        token: Option<String>,
+    },
+}
+
+/// Runs `zs admin`.
+pub fn run(args: AdminArgs) -> Result<(), String> {
+    match args.command {
+        AdminCmd::Drain { admin, token } => {
+            let (status, body) = post(&admin, "/api/drain", token.as_deref())?;
+            match status {
+                202 => {
+                    println!("{admin}: draining");
+                    Ok(())
+                }
+                _ => Err(format!("{admin} answered {status}: {}", body.trim())),
+            }
+        }
+    }
+}
+
+/// POSTs to `path` on the admin listener at `addr`; the status and body of the answer.
+fn post(addr: &str, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| format!("{addr}: {e}"))?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let body_at = match response.parse(&answer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(format!("{addr} did not answer in HTTP")),
+    };
+    let status = response.code.unwrap_or(0);
+    Ok((status, String::from_utf8_lossy(&answer[body_at..]).into_owned()))
+}

@@ -5,6 +5,7 @@ mod admin;
 mod allocator;
 mod bench;
 mod call;
+mod cluster;
 mod config;
 mod connect;
 mod db;
@@ -53,6 +54,10 @@ enum Cmd {
     Xnat(xnat::XnatArgs),
     /// The configuration file of `zs serve`: config check FILE | config example.
     Config(config::ConfigArgs),
+    /// A cluster of nodes joined through NATS: cluster status.
+    Cluster(cluster::ClusterArgs),
+    /// Ask a running server's admin listener: admin drain.
+    Admin(admin::AdminArgs),
 }
 
 /// Runs `zs` with this process's arguments.
@@ -83,6 +88,8 @@ pub fn main() -> ExitCode {
         Cmd::Db(a) => db::db(a),
         Cmd::Xnat(a) => xnat::run(a),
         Cmd::Config(a) => config::run(a),
+        Cmd::Cluster(a) => cluster::run(a),
+        Cmd::Admin(a) => admin::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use zs::{Router, Server, ServerConfig};
 use zs_services::accounts::{Accounts, AccountsConfig, HashCost, SessionPolicy};
+use zs_services::cluster::{Cluster, ClusterConfig, JetStreamInbox};
 use zs_services::db::{Db, DbConfig};
 use zs_services::files::{Files, FilesConfig, PublicRead};
 use zs_services::push::{Push, PushConfig, SendPolicy};
@@ -95,6 +96,18 @@ pub struct ServeArgs {
     /// one worker, none with --workers; `none` for none). Built in: accounts, files, push, db.
     #[arg(long, value_delimiter = ',', value_parser = ["accounts", "files", "push", "db", "none"])]
     services: Option<Vec<String>>,
+    /// Join the cluster whose NATS server is here (e.g. nats://127.0.0.1:4222, JetStream on):
+    /// pushes, topics and presence span its nodes, offline messages are kept in its
+    /// JetStream, and the node's load is published (`zs cluster status`). Needs --node.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster: 1 to 64 letters, digits, - or _, unique.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// Where clients reach this node, told to the cluster (repeatable; default: the
+    /// addresses it listens on).
+    #[arg(long, value_name = "ADDR")]
+    advertise: Vec<String>,
     /// Messages a user's offline inbox holds (push); the oldest give way.
     #[arg(long, default_value_t = 1000)]
     inbox_cap: u64,
@@ -182,7 +195,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         }
         let listen = args.listen.iter().chain(&args.compat_listen).cloned().collect::<Vec<_>>().join(" ");
         let mut router = zs_bench::builtin_router();
-        let (mounted, admin_password) = mount_services(&args, &mut router).await?;
+        let cluster = join_cluster(&args).await?;
+        let (mounted, admin_password) = mount_services(&args, &mut router, cluster.as_ref()).await?;
         if args.admin.is_some() {
             router.meter_commands();
         }
@@ -194,6 +208,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let addrs: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
         say(&format!("listening on {}", addrs.join(" ")));
         say(&describe);
+        if let Some(cluster) = &cluster {
+            cluster.set_addrs(if args.advertise.is_empty() { addrs.clone() } else { args.advertise.clone() });
+            let server = server.clone();
+            cluster.set_load(Box::new(move || {
+                let s = server.stats();
+                let calls = s.console_in + s.stream_in + s.direct_console_in + s.direct_stream_in;
+                (server.connection_count() as u64, calls, server.is_draining())
+            }));
+            say(&format!("node {} of the cluster at {}", cluster.node(), args.cluster.as_deref().unwrap_or("")));
+        }
         if let Some(p) = admin_password {
             say(&format!(
                 "created account admin with password {p} (shown once: change it with `zs user passwd admin`)"
@@ -235,9 +259,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 }
                 _ = hangups.recv() => {}
                 _ = async { tokio::select! { _ = drains.recv() => {}, _ = drain_asked.notified() => {} } } => {
-                    tracing::info!("draining: clients told to move to {:?}, {:?} at most", args.drain_hint, args.drain_timeout);
-                    let left = server.drain(&args.drain_hint, args.drain_timeout).await;
+                    let hint = drain_hint(&args, cluster.as_ref());
+                    tracing::info!("draining: clients told to move to {hint:?}, {:?} at most", args.drain_timeout);
+                    let left = server.drain(&hint, args.drain_timeout).await;
                     tracing::info!("drained: {left} connection(s) were still open at the deadline");
+                    if let Some(cluster) = &cluster {
+                        cluster.leave().await;
+                    }
                     return Ok(());
                 }
             }
@@ -247,8 +275,39 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         }
         tracing::info!("shutting down");
         server.shutdown().await;
+        if let Some(cluster) = &cluster {
+            cluster.leave().await;
+        }
         Ok(())
     })
+}
+
+/// Joins the cluster of `--cluster` as `--node`, if asked.
+async fn join_cluster(args: &ServeArgs) -> Result<Option<Cluster>, String> {
+    let Some(url) = &args.cluster else {
+        if args.node.is_some() {
+            return Err("--node names a node of a cluster: give --cluster too".into());
+        }
+        return Ok(None);
+    };
+    if args.workers > 1 || args.worker {
+        return Err("a cluster node is one process: run it with --workers 1 (and more nodes)".into());
+    }
+    let node = args.node.clone().ok_or("--cluster needs --node NAME, this node's name in the cluster")?;
+    let mut config = ClusterConfig::new(url.clone(), node);
+    config.services = services_asked(args);
+    Cluster::join(config).await.map(Some)
+}
+
+/// Where a draining node sends its clients: `--drain-hint`, else (in a cluster) the least
+/// loaded other node's first address.
+fn drain_hint(args: &ServeArgs, cluster: Option<&Cluster>) -> String {
+    if !args.drain_hint.is_empty() {
+        return args.drain_hint.clone();
+    }
+    let Some(cluster) = cluster else { return String::new() };
+    let others = cluster.nodes().into_iter().filter(|n| n.node != cluster.node() && !n.draining);
+    others.min_by_key(|n| n.connections).and_then(|n| n.addrs.first().cloned()).unwrap_or_default()
 }
 
 /// Starts the WebSocket listeners of `--ws-listen`; what to tell the operator.
@@ -611,14 +670,23 @@ fn say(line: &str) {
 
 /// Mounts the services asked for (or the default ones) on `router`; returns the `admin`
 /// password generated on first start, if one was.
-async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounted, Option<String>), String> {
-    let names: Vec<String> = match &args.services {
+/// The built-in services asked for (or the default ones).
+fn services_asked(args: &ServeArgs) -> Vec<String> {
+    match &args.services {
         Some(list) if list.iter().any(|s| s == "none") => Vec::new(),
         Some(list) => list.clone(),
         // Each worker is a process of its own, and a store is one process's.
         None if args.workers > 1 || args.worker => Vec::new(),
         None => zs_services::BUILTIN.iter().map(|s| s.to_string()).collect(),
-    };
+    }
+}
+
+async fn mount_services(
+    args: &ServeArgs,
+    router: &mut Router,
+    cluster: Option<&Cluster>,
+) -> Result<(Mounted, Option<String>), String> {
+    let names = services_asked(args);
     if let Some(other) = names.iter().find(|n| !zs_services::BUILTIN.contains(&n.as_str())) {
         let known = zs_services::BUILTIN.join(", ");
         return Err(format!("no built-in service `{other}` (there are: {known}, none)"));
@@ -676,6 +744,13 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
                     config.known_user =
                         Some(Arc::new(move |user: &str| matches!(accounts.store().get(user), Ok(Some(_)))));
                 }
+                if let Some(cluster) = cluster {
+                    config.broker = Some(Arc::new(cluster.clone()));
+                    let inbox =
+                        JetStreamInbox::open(cluster.nats().clone(), config.inbox_cap, config.max_ttl)
+                            .await?;
+                    config.inbox_store = Some(Arc::new(inbox));
+                }
                 let push = Push::open(config)?;
                 mounted.push = Some(push.clone());
                 router.mount(push);
@@ -691,6 +766,9 @@ async fn mount_services(args: &ServeArgs, router: &mut Router) -> Result<(Mounte
             }
             other => return Err(format!("the built-in service `{other}` cannot be served")),
         }
+    }
+    if let Some(cluster) = cluster {
+        router.mount(cluster.clone());
     }
     Ok((mounted, generated))
 }

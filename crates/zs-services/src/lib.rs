@@ -11,9 +11,12 @@
 //!   presence, through a [`push::Broker`] a cluster can replace.
 //! - [`db`]: the data store: named databases of typed records, compare-and-set, indexes,
 //!   queries streamed under the client's credit, watches, durable group commits.
+//! - [`cluster`]: nodes joined through NATS: a registry with load, cross-node push,
+//!   presence and a shared offline inbox, routing to services by load.
 //! - [`xnat`]: expose TCP services behind NAT through a public server (`zs xnat`).
 
 pub mod accounts;
+pub mod cluster;
 mod commit;
 pub mod db;
 pub mod files;

@@ -1,0 +1,251 @@
+//! Three `zs serve` nodes and a NATS server (Debian's `nats-server`, with JetStream) on
+//! loopback: a send to a user reaches it on another node, topic publishes and presence span
+//! the nodes, `zs cluster status` and `cluster.route` see every node with its load, a node
+//! killed with SIGKILL is forgotten (its users leave their topics) and loses no offline
+//! message it acknowledged, and a drained node sends its clients to another node.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use zs::{Client, ClientConfig, Router};
+use zs_bench::nats::NatsServer;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A `nats-server -js` on a free loopback port (.ci/run installs Debian's package).
+fn nats() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn node(nats: &NatsServer, name: &str, extra: &[&str]) -> Served {
+    let base = ["--plaintext", "--insecure-fast-hashing", "--allow-register", "--user-push"];
+    let cluster = ["--cluster", &nats.url, "--node", name];
+    serve_with(&[&base[..], &cluster[..], extra].concat())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+}
+
+/// A logged-in client of `addr` (registered there if new) whose pushes of `commands` come
+/// out of the channel as (command, text).
+async fn user(
+    addr: &str,
+    name: &str,
+    commands: &[&'static str],
+) -> (Client, mpsc::UnboundedReceiver<(String, String)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    for &c in commands {
+        let tx = tx.clone();
+        r.direct_console(c, move |_peer, text| {
+            let _ = tx.send((c.to_owned(), text.as_str().to_owned()));
+        });
+    }
+    let config = ClientConfig::secured(zs::ClientSecurity::Plaintext);
+    let c = Client::connect_with(addr.parse::<std::net::SocketAddr>().unwrap(), r, config).await.unwrap();
+    let req = json!({ "user": name, "password": format!("{name}'s long password") }).to_string();
+    if c.call_console("account.login", req.clone()).await.is_err() {
+        c.call_console("account.register", req).await.unwrap();
+    }
+    (c, rx)
+}
+
+async fn call(c: &Client, command: &str, req: Value) -> Value {
+    let reply = c.call_console(command, req.to_string()).await.unwrap_or_else(|e| panic!("{command}: {e}"));
+    serde_json::from_str(reply.as_str()).unwrap()
+}
+
+/// Calls until `done` holds of the answer (the cluster converges within a heartbeat or
+/// two); the last answer.
+async fn until(c: &Client, command: &str, req: Value, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v = call(c, command, req.clone()).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{command} {req} never came to pass: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // polls the cluster's state; bounded above
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<(String, String)>, command: &str) -> Value {
+    loop {
+        let (c, text) = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("a push").expect("open");
+        if c == command {
+            return serde_json::from_str(&text).unwrap_or(Value::String(text));
+        }
+    }
+}
+
+#[test]
+fn users_topics_and_presence_span_the_nodes_and_a_drained_node_sends_its_clients_on() {
+    let nats = nats();
+    let n1 = node(&nats, "n1", &[]);
+    let mut n2 = node(&nats, "n2", &["--admin", "127.0.0.1:0"]);
+    let mut admin_line = String::new();
+    n2.out.read_line(&mut admin_line).unwrap(); // node line
+    while !admin_line.contains("admin API on") {
+        admin_line.clear();
+        n2.out.read_line(&mut admin_line).unwrap();
+    }
+    let admin = admin_line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let n3 = node(&nats, "n3", &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let (alice, mut alice_rx) =
+            user(&n1.addr, "alice", &["chat.msg", "presence.event", "room.say"]).await;
+        let (bob, _) = user(&n2.addr, "bob", &[]).await;
+        let (carol, mut carol_rx) = user(&n3.addr, "carol", &["room.say", "zs.draining"]).await;
+
+        // Every node is listed, with its services and address.
+        let nodes =
+            until(&bob, "cluster.nodes", json!({}), |v| v["nodes"].as_array().unwrap().len() == 3).await;
+        let names: Vec<&str> =
+            nodes["nodes"].as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap()).collect();
+        assert_eq!(names, ["n1", "n2", "n3"]);
+        assert!(nodes["nodes"][0]["addrs"][0] == n1.addr.as_str(), "{nodes}");
+        assert!(nodes["nodes"][2]["services"].as_array().unwrap().contains(&json!("push")), "{nodes}");
+
+        // A send on n2 reaches alice on n1, live.
+        until(&bob, "push.online", json!({ "users": ["alice"] }), |v| v["users"]["alice"] == 1).await;
+        let sent =
+            call(&bob, "push.send", json!({ "user": "alice", "command": "chat.msg", "text": "hi from n2" }))
+                .await;
+        assert_eq!(sent["live"], 1, "{sent}");
+        assert_eq!(next(&mut alice_rx, "chat.msg").await, json!("hi from n2"));
+
+        // A topic with members on n1 and n3: a publish on n2 reaches both; presence counts both.
+        call(&alice, "push.subscribe", json!({ "topic": "room", "presence": true })).await;
+        call(&carol, "push.subscribe", json!({ "topic": "room" })).await;
+        let p = until(&bob, "push.presence", json!({ "topic": "room" }), |v| v["count"] == 2).await;
+        assert_eq!(p["users"], json!(["alice", "carol"]));
+        assert_eq!(p["connections"], 2);
+        let published =
+            call(&bob, "push.publish", json!({ "topic": "room", "command": "room.say", "text": "all" }))
+                .await;
+        assert_eq!(published["delivered"], 2, "{published}");
+        assert_eq!(next(&mut alice_rx, "room.say").await, json!("all"));
+        assert_eq!(next(&mut carol_rx, "room.say").await, json!("all"));
+        // Alice (on n1) hears carol (on n3) join, then leave.
+        loop {
+            let e = next(&mut alice_rx, "presence.event").await;
+            if e["joined"].as_array().unwrap().contains(&json!("carol")) {
+                break;
+            }
+        }
+        call(&carol, "push.unsubscribe", json!({ "topic": "room" })).await;
+        loop {
+            let e = next(&mut alice_rx, "presence.event").await;
+            if e["left"].as_array().unwrap().contains(&json!("carol")) {
+                assert_eq!(e["count"], 1, "{e}");
+                break;
+            }
+        }
+
+        // Routing by load: the node with fewest connections that serves a service.
+        let route = call(&bob, "cluster.route", json!({ "service": "push" })).await;
+        assert!(["n1", "n2", "n3"].contains(&route["node"].as_str().unwrap()), "{route}");
+        let none = bob.call_console("cluster.route", json!({ "service": "nothing" }).to_string()).await;
+        assert!(none.unwrap_err().to_string().contains("no live node serves nothing"));
+
+        // Draining n3 (through n2's admin API it would be n2; n3 here by SIGUSR1 is covered in
+        // drain.rs): n2 drained, its client is told to go to another node.
+        let (dora, mut dora_rx) = user(&n2.addr, "dora", &["zs.draining"]).await;
+        let drained = Command::new(ZS).args(["admin", "drain", "--admin", &admin]).output().unwrap();
+        assert!(drained.status.success(), "{}", stderr(&drained));
+        let hint = next(&mut dora_rx, "zs.draining").await;
+        let to = hint["hint"].as_str().unwrap();
+        assert!(to == n1.addr || to == n3.addr, "a drained node sends its clients to another: {hint}");
+        dora.close();
+        bob.close();
+        drop(carol_rx);
+    });
+    // `zs cluster status` lists the nodes that are left.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = Command::new(ZS).args(["cluster", "status", "--cluster", &nats.url]).output().unwrap();
+        let table = stdout(&out);
+        if table.contains("n1") && table.contains("n3") && !table.contains("n2 ") {
+            assert!(table.contains(&n1.addr) && table.contains("serving"), "{table}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "zs cluster status: {table} {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_killed_node_is_forgotten_and_loses_no_message_it_acknowledged() {
+    let nats = nats();
+    let n1 = node(&nats, "n1", &[]);
+    let mut n2 = node(&nats, "n2", &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let (alice, mut alice_rx) = user(&n1.addr, "alice", &["presence.event"]).await;
+        let (erin, _) = user(&n2.addr, "erin", &[]).await;
+        // Erin registers on n1 too (each node keeps its accounts) and goes offline there.
+        let (e1, _) = user(&n1.addr, "erin", &[]).await;
+        e1.close();
+        let (frank, _) = user(&n2.addr, "frank", &[]).await;
+        call(&alice, "push.subscribe", json!({ "topic": "lobby", "presence": true })).await;
+        call(&frank, "push.subscribe", json!({ "topic": "lobby" })).await;
+        until(&alice, "push.presence", json!({ "topic": "lobby" }), |v| v["count"] == 2).await;
+        // Erin goes offline; frank (on n2) sends her 50 messages: stored, in the cluster's inbox.
+        erin.close();
+        until(&frank, "push.online", json!({ "users": ["erin"] }), |v| v["users"]["erin"] == 0).await;
+        let mut acked = Vec::new();
+        for i in 0..50 {
+            let r = call(
+                &frank,
+                "push.send",
+                json!({ "user": "erin", "command": "note", "text": format!("m{i}"), "id": format!("id{i}") }),
+            )
+            .await;
+            assert!(r["stored"].is_u64(), "{r}");
+            acked.push(r["stored"].as_u64().unwrap());
+        }
+        // n2 dies at once.
+        n2.child.kill().unwrap();
+        n2.child.wait().unwrap();
+        // n1 forgets it: frank leaves the lobby.
+        loop {
+            let e = next(&mut alice_rx, "presence.event").await;
+            if e["left"].as_array().unwrap().contains(&json!("frank")) {
+                assert_eq!(e["count"], 1, "{e}");
+                break;
+            }
+        }
+        // Erin logs in on n1: she is told of the 50 and lists every one, in order.
+        let (erin, mut erin_rx) = user(&n1.addr, "erin", &["inbox.waiting"]).await;
+        assert_eq!(next(&mut erin_rx, "inbox.waiting").await["count"], 50);
+        let listed = call(&erin, "inbox.list", json!({ "limit": 1000 })).await;
+        let texts: Vec<&str> =
+            listed["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        let want: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        assert_eq!(texts, want);
+        let seqs: Vec<u64> =
+            listed["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, acked, "the sequence numbers the sender was told");
+        // A resend of an id is not stored twice; another user cannot acknowledge erin's.
+        let again = call(
+            &alice,
+            "push.send",
+            json!({ "user": "erin", "command": "note", "text": "m0", "id": "id0", "store": true }),
+        )
+        .await;
+        assert_eq!(again["live"], 1, "erin is online now: {again}");
+        let stolen = call(&alice, "inbox.ack", json!({ "seqs": seqs })).await;
+        assert_eq!(stolen["removed"], 0);
+        let removed = call(&erin, "inbox.ack", json!({ "seqs": seqs })).await;
+        assert_eq!(removed["removed"], 50);
+        let empty = call(&erin, "inbox.list", json!({})).await;
+        assert_eq!(empty["messages"], json!([]));
+    });
+}
