@@ -68,26 +68,81 @@ impl Dialer for TcpDialer {
     }
 }
 
-/// Connects through `dialer` to the first address of `addr` that answers, within `timeout`.
+/// How long a connection attempt has before the next address is tried beside it (RFC 8305's
+/// recommended "Connection Attempt Delay").
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects through `dialer` to the first address of `addr` that answers, within `timeout`:
+/// happy eyeballs (RFC 8305) — the addresses, IPv6 and IPv4 taken in turn, are tried one
+/// after another [`ATTEMPT_DELAY`] apart (or at once when the one before fails), racing,
+/// and the first connection made wins.
 pub(crate) async fn dial_first<D: Dialer>(
     dialer: &D,
     addr: impl ToSocketAddrs,
     timeout: Duration,
 ) -> io::Result<D::Raw> {
     let attempt = async {
-        let mut last_err = None;
-        for a in lookup_host(addr).await? {
-            match dialer.dial(a).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))
+        let addrs = interleave_families(lookup_host(addr).await?.collect());
+        race(dialer, addrs, ATTEMPT_DELAY).await
     };
     tokio::time::timeout(timeout, attempt).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}"))
     })?
+}
+
+/// The addresses with the two families alternating, starting with the first's.
+fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else { return addrs };
+    let first_v6 = first.is_ipv6();
+    let (mut a, mut b): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|x| x.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.drain(..), b.drain(..));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+/// Dials `addrs` staggered by `delay`; the first connection made, else the last error.
+pub(crate) async fn race<D: Dialer>(
+    dialer: &D,
+    addrs: Vec<SocketAddr>,
+    delay: Duration,
+) -> io::Result<D::Raw> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut queue = addrs.into_iter();
+    let mut running = FuturesUnordered::new();
+    let mut last_err = None;
+    match queue.next() {
+        Some(a) => running.push(dialer.dial(a)),
+        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")),
+    }
+    loop {
+        let next_due = tokio::time::sleep(delay);
+        tokio::select! {
+            done = running.next() => match done {
+                Some(Ok(link)) => return Ok(link),
+                Some(Err(e)) => {
+                    last_err = Some(e);
+                    if let Some(a) = queue.next() {
+                        running.push(dialer.dial(a));
+                    } else if running.is_empty() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = next_due, if queue.len() > 0 => {
+                if let Some(a) = queue.next() {
+                    running.push(dialer.dial(a));
+                }
+            }
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")))
 }
 
 /// Binds a listener on every address `addr` resolves to (e.g. `localhost` gives both
@@ -151,4 +206,44 @@ fn tune(stream: &TcpStream, unsent_limit: Option<u32>) {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = unsent_limit;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dials real loopback addresses, but never answers for one: a black hole.
+    struct HoleDialer {
+        hole: SocketAddr,
+    }
+
+    impl Dialer for HoleDialer {
+        type Raw = TcpStream;
+
+        async fn dial(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+            if addr == self.hole {
+                std::future::pending::<()>().await;
+            }
+            TcpStream::connect(addr).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_never_answers_does_not_hold_the_next() {
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let hole: SocketAddr = "127.0.0.2:9".parse().unwrap();
+        let dialer = HoleDialer { hole };
+        // Tried one after the other, the hole would hold the connect for ever.
+        let s = dial_first(&dialer, &[hole, live_addr][..], Duration::from_secs(60)).await.unwrap();
+        assert_eq!(s.peer_addr().unwrap(), live_addr);
+    }
+
+    #[test]
+    fn families_alternate_starting_with_the_first() {
+        let a: Vec<SocketAddr> =
+            ["[::1]:1", "[::1]:2", "[::1]:3", "127.0.0.1:4"].iter().map(|s| s.parse().unwrap()).collect();
+        let ports: Vec<u16> = interleave_families(a).iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [1, 4, 2, 3]);
+    }
 }
