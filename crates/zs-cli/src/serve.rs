@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use zs::{Router, Server, ServerConfig};
 use zs_services::accounts::{Accounts, AccountsConfig, HashCost, SessionPolicy};
-use zs_services::cluster::{Cluster, ClusterConfig, JetStreamInbox};
+use zs_services::cluster::{Cluster, ClusterConfig, ClusterTokens, JetStreamInbox};
 use zs_services::db::{Db, DbConfig};
 use zs_services::files::{Files, FilesConfig, PublicRead};
 use zs_services::push::{Push, PushConfig, SendPolicy};
@@ -708,6 +708,11 @@ async fn mount_services(
                 config.min_password = usize::from(args.min_password);
                 config.policy = args.session_policy;
                 config.admin_password = std::env::var("ZS_ADMIN_PASSWORD").ok();
+                if let Some(cluster) = cluster {
+                    // Tokens any node accepts: a client that moves logs in again by token.
+                    config.token_authority =
+                        Some(Arc::new(ClusterTokens::open(cluster.nats().clone()).await?));
+                }
                 if args.insecure_fast_hashing {
                     config.hash = HashCost::insecure_fast();
                 }
@@ -739,8 +744,9 @@ async fn mount_services(
                 let mut config = PushConfig::new(zs_services::push::push_dir(&args.security.data_dir()));
                 config.inbox_cap = args.inbox_cap.max(1);
                 config.send_policy = send_policy(args);
-                // Messages are stored only for accounts that exist (when accounts are served).
-                if let Some(accounts) = mounted.accounts.clone() {
+                // Messages are stored only for accounts that exist (when accounts are served;
+                // in a cluster, accounts are each node's own: any valid name).
+                if let Some(accounts) = mounted.accounts.clone().filter(|_| cluster.is_none()) {
                     config.known_user =
                         Some(Arc::new(move |user: &str| matches!(accounts.store().get(user), Ok(Some(_)))));
                 }

@@ -249,3 +249,67 @@ fn a_killed_node_is_forgotten_and_loses_no_message_it_acknowledged() {
         assert_eq!(empty["messages"], json!([]));
     });
 }
+
+#[test]
+fn a_client_of_a_killed_node_logs_in_again_on_another_by_token() {
+    use std::sync::{Arc, Mutex};
+    let nats = nats();
+    let mut n1 = node(&nats, "n1", &[]);
+    let n2 = node(&nats, "n2", &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        // Alice has an account on n1 only; her token is the cluster's.
+        let (a, _) = user(&n1.addr, "alice", &[]).await;
+        let issued = call(&a, "account.token", json!({})).await;
+        let token = issued["token"].as_str().unwrap().to_owned();
+        assert!(token.starts_with("zsc_"), "{token}");
+        a.close();
+
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let mut config = zs::FailoverConfig::new(
+            [dead, n1.addr.clone(), n2.addr.clone()],
+            ClientConfig::secured(zs::ClientSecurity::Plaintext),
+        );
+        let logins = Arc::new(Mutex::new(Vec::new()));
+        let (t, seen) = (token.clone(), logins.clone());
+        config.on_connect = Some(Arc::new(move |peer: zs::Peer| {
+            let (t, seen) = (t.clone(), seen.clone());
+            Box::pin(async move {
+                peer.call_console("account.login", json!({ "token": t }).to_string())
+                    .await
+                    .map_err(|e| format!("the login by token failed: {e}"))?;
+                seen.lock().unwrap().push(peer.remote_addr().to_string());
+                Ok(())
+            })
+        }));
+        let f = zs::Failover::connect(config).await.unwrap();
+        assert_eq!(f.connected_to().unwrap().to_string(), n1.addr, "the dead endpoint is passed over");
+        let who: Value =
+            serde_json::from_str(f.call_console("account.whoami", "{}").await.unwrap().as_str()).unwrap();
+        assert_eq!(who["user"], "alice");
+
+        // n1 dies: the client moves to n2 and is alice there, with no account on n2.
+        n1.child.kill().unwrap();
+        n1.child.wait().unwrap();
+        tokio::time::timeout(PATIENCE, f.reconnected_after(1)).await.expect("connected again");
+        assert_eq!(f.connected_to().unwrap().to_string(), n2.addr);
+        let who: Value =
+            serde_json::from_str(f.call_console("account.whoami", "{}").await.unwrap().as_str()).unwrap();
+        assert_eq!(who["user"], "alice", "{who}");
+        assert_eq!(*logins.lock().unwrap(), [n1.addr.clone(), n2.addr.clone()]);
+
+        // A token altered by one character is refused; a revoked one too, on any node.
+        let (other, _) = user(&n2.addr, "bob", &[]).await;
+        // (A character inside the signature: all six of its bits count.)
+        let mut forged = token.clone().into_bytes();
+        let i = forged.len() - 10;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        let refused = other.call_console("account.login", json!({ "token": forged }).to_string()).await;
+        assert!(refused.is_err(), "a forged token logged in");
+        f.call_console("account.revoke", "{}").await.unwrap();
+        let revoked = other.call_console("account.login", json!({ "token": token }).to_string()).await;
+        assert!(revoked.is_err(), "a revoked token logged in");
+        f.close();
+    });
+}

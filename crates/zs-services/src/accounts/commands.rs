@@ -192,7 +192,7 @@ async fn login(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Han
     tracing::info!(target: "zs::audit", user = %who.user, remote = %peer.remote_addr(), method = method.name(), "login");
     let mut reply = identity_json(&who);
     if req.issue_token {
-        let (token, expires) = issue_token(inner, &who.user).await?;
+        let (token, expires) = issue_token(inner, &who).await?;
         reply["token"] = json!(token);
         reply["expires"] = json!(expires);
     }
@@ -225,6 +225,13 @@ async fn password_login(
 }
 
 async fn token_login(inner: &Arc<Inner>, token: &str) -> Result<Verdict, HandlerError> {
+    if let Some(authority) = &inner.config.token_authority {
+        match authority.verify(token).await {
+            Some(Ok(who)) => return Ok(Verdict::Accept(who)),
+            Some(Err(why)) => return Ok(Verdict::Reject(why)),
+            None => {}
+        }
+    }
     let hash = *blake3::hash(token.as_bytes()).as_bytes();
     let inner2 = inner.clone();
     let record = blocking(move || inner2.store.token(&hash)).await.map_err(store_err)?;
@@ -306,8 +313,16 @@ fn apply_policy(inner: &Arc<Inner>, peer: &Peer, user: &str) -> Result<(), Handl
     Ok(())
 }
 
-async fn issue_token(inner: &Arc<Inner>, user: &str) -> Result<(String, u64), HandlerError> {
+async fn issue_token(inner: &Arc<Inner>, who: &Identity) -> Result<(String, u64), HandlerError> {
     use base64::Engine;
+    let user = who.user.as_str();
+    if let Some(authority) = &inner.config.token_authority {
+        let issued = authority.issue(who, inner.config.token_ttl).await;
+        let (token, expires) =
+            issued.map_err(|e| err(ErrorCode::Overloaded, format!("cannot issue a token: {e}")))?;
+        tracing::info!(target: "zs::audit", %user, "cluster token issued");
+        return Ok((token, expires));
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).expect("the operating system provides random bytes");
     let token = format!("zst_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
@@ -411,7 +426,7 @@ async fn set_password(inner: &Arc<Inner>, user: &str, password: String) -> Resul
 
 async fn new_token(inner: &Arc<Inner>, peer: &Peer, _text: Text) -> Result<Value, HandlerError> {
     let who = peer.user().ok_or_else(|| err(ErrorCode::NotLoggedIn, "not logged in"))?;
-    let (token, expires) = issue_token(inner, &who.user).await?;
+    let (token, expires) = issue_token(inner, &who).await?;
     Ok(json!({ "token": token, "expires": expires }))
 }
 
@@ -427,8 +442,19 @@ async fn revoke(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, Ha
     let hash = req.token.map(|t| *blake3::hash(t.as_bytes()).as_bytes());
     let (inner2, name) = (inner.clone(), who.user.clone());
     let n = blocking(move || inner2.store.revoke_tokens(hash.as_ref(), &name)).await.map_err(store_err)?;
+    // A cluster token is not kept anywhere: revoking one revokes all of the user's.
+    revoke_authority_tokens(inner, &who.user).await?;
     tracing::info!(target: "zs::audit", user = %who.user, revoked = n, "tokens revoked");
     Ok(json!({ "revoked": n }))
+}
+
+/// Revokes `user`'s tokens of the token authority, if there is one (its tokens carry the
+/// account's roles and outlive a change made on one node otherwise).
+async fn revoke_authority_tokens(inner: &Arc<Inner>, user: &str) -> Result<(), HandlerError> {
+    match &inner.config.token_authority {
+        Some(authority) => authority.revoke_user(user).await.map_err(|e| err(ErrorCode::Overloaded, e)),
+        None => Ok(()),
+    }
 }
 
 async fn admin_add(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
@@ -488,6 +514,7 @@ async fn admin_disable(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Va
     not_self(peer, &name, "disable")?;
     let (inner2, n) = (inner.clone(), name.clone());
     blocking(move || inner2.store.update(&n, |u| u.disabled = true)).await.map_err(store_err)?;
+    revoke_authority_tokens(inner, &name).await?;
     let kicked = kick(peer, &name, "this account was disabled");
     audit_admin(peer, "account disabled", &name);
     Ok(json!({ "kicked": kicked }))
@@ -506,6 +533,7 @@ async fn admin_delete(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Val
     not_self(peer, &name, "delete")?;
     let (inner2, n) = (inner.clone(), name.clone());
     blocking(move || inner2.store.delete(&n)).await.map_err(store_err)?;
+    revoke_authority_tokens(inner, &name).await?;
     let kicked = kick(peer, &name, "this account was deleted");
     audit_admin(peer, "account deleted", &name);
     Ok(json!({ "kicked": kicked }))
@@ -546,6 +574,7 @@ async fn admin_set_roles(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<
     }
     let (inner2, n, roles) = (inner.clone(), name.clone(), req.roles.clone());
     blocking(move || inner2.store.update(&n, move |u| u.roles = roles)).await.map_err(store_err)?;
+    revoke_authority_tokens(inner, &name).await?;
     audit_admin(peer, "roles set", &name);
     Ok(json!({ "user": name, "roles": req.roles }))
 }

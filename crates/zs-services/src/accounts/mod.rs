@@ -83,6 +83,19 @@ where
     }
 }
 
+/// Issues login tokens that every node of a cluster accepts (`cluster::ClusterTokens`), in
+/// place of the store's own, which hold on one node only.
+pub trait TokenAuthority: Send + Sync + 'static {
+    /// A token for `who`, good for `ttl`: the token and when it expires (seconds since the
+    /// epoch).
+    fn issue(&self, who: &Identity, ttl: Duration) -> BoxFuture<'static, Result<(String, u64), String>>;
+    /// What `token` proves: `None` if it is not one of this authority's (the store is asked
+    /// then), else the identity, or why it is refused (forged, expired, revoked).
+    fn verify(&self, token: &str) -> BoxFuture<'static, Option<Result<Identity, String>>>;
+    /// Revokes every token of `user` issued until now.
+    fn revoke_user(&self, user: &str) -> BoxFuture<'static, Result<(), String>>;
+}
+
 /// A secret that logs a server (or a tool) in as a service, without an account: for
 /// server-to-server links.
 #[derive(Debug, Clone)]
@@ -118,6 +131,8 @@ pub struct AccountsConfig {
     pub account_lockout: Lockout,
     /// Decides password logins instead of the store (default none: the store does).
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Issues and checks tokens in place of the store (default none: the store's tokens).
+    pub token_authority: Option<Arc<dyn TokenAuthority>>,
     /// Secrets that log in as a service (default none).
     pub service_tokens: Vec<ServiceToken>,
     /// The password of the `admin` account made on first start (default: generated and
@@ -140,6 +155,7 @@ impl AccountsConfig {
             address_lockout: Lockout::per_address(),
             account_lockout: Lockout::per_account(),
             authenticator: None,
+            token_authority: None,
             service_tokens: Vec::new(),
             admin_password: None,
         }

@@ -12,9 +12,11 @@
 
 mod inbox;
 mod registry;
+mod tokens;
 
 pub use inbox::JetStreamInbox;
 pub use registry::{valid_node_name, Gossip, NodeInfo};
+pub use tokens::ClusterTokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
