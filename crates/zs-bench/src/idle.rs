@@ -72,6 +72,11 @@ pub struct IdleReport {
     pub floor_rss_bytes_per_conn: f64,
     /// `server_rss_bytes_per_conn / floor_rss_bytes_per_conn` (lower is better).
     pub ratio: f64,
+    /// The machine's kernel slab (`Slab` of /proc/meminfo) before and after our
+    /// connections, per connection held: both socket ends on loopback, the client's too.
+    pub kernel_slab_bytes_per_conn: f64,
+    /// Why connections were not all held: the first error a client met, if any.
+    pub first_error: Option<String>,
     /// Ours, as every scenario reports it: held and bytes per connection.
     pub ours: IdleEntry,
     /// The floor, likewise.
@@ -93,6 +98,16 @@ struct Held {
     establish_s: f64,
     before: u64,
     after: u64,
+    slab_before: u64,
+    slab_after: u64,
+    first_error: Option<String>,
+}
+
+/// The kernel's slab memory now (`Slab` of /proc/meminfo), bytes; 0 where unknown.
+fn kernel_slab() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let line = info.lines().find(|l| l.starts_with("Slab:")).unwrap_or_default();
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 /// Runs the scenario, starting `zs_exe serve`, `zs_exe bench floor-server` and
@@ -124,6 +139,9 @@ pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
         floor_held: floor.held,
         floor_rss_bytes_per_conn: floor_per,
         ratio: ours_per / floor_per.max(1e-9),
+        kernel_slab_bytes_per_conn: ours.slab_after.saturating_sub(ours.slab_before) as f64
+            / ours.held.max(1) as f64,
+        first_error: ours.first_error.clone(),
         ours: IdleEntry { held: ours.held, bytes_per_conn: ours_per },
         floor: IdleEntry { held: floor.held, bytes_per_conn: floor_per },
     })
@@ -327,6 +345,7 @@ fn rss_of(pids: &[u32]) -> Result<u64, String> {
 /// and reads the server's memory before and after.
 fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize) -> Result<Held, String> {
     let before = rss_of(&server.pids)?;
+    let slab_before = kernel_slab();
     let addrs: Vec<String> = server.addrs.iter().map(ToString::to_string).collect();
     let client_args = server.client_args();
     let start = Instant::now();
@@ -344,16 +363,21 @@ fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize)
             .map_err(|e| format!("start client: {e}"))?;
         clients.push(child);
     }
-    let mut held = 0;
+    let (mut held, mut first_error) = (0, None);
     for c in &mut clients {
         let mut out = BufReader::new(c.stdout.take().ok_or("no client stdout")?);
         let mut line = String::new();
         out.read_line(&mut line).map_err(|e| e.to_string())?;
-        held += line.trim().strip_prefix("held ").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        let (count, error) = line.trim().split_once('\t').unwrap_or((line.trim(), ""));
+        held += count.strip_prefix("held ").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        if first_error.is_none() && !error.is_empty() {
+            first_error = Some(error.to_owned());
+        }
     }
     let establish_s = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
     let after = rss_of(&server.pids)?;
+    let slab_after = kernel_slab();
     for mut c in clients {
         // A line on stdin tells the client to let go.
         if let Some(mut stdin) = c.stdin.take() {
@@ -361,7 +385,7 @@ fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize)
         }
         let _ = c.wait();
     }
-    Ok(Held { held, establish_s, before, after })
+    Ok(Held { held, establish_s, before, after, slab_before, slab_after, first_error })
 }
 
 /// A connection the idle client holds (only to keep it open).
@@ -383,19 +407,27 @@ pub async fn client(
     crate::raise_fd_limit();
     let addrs: Vec<String> = addrs.split(',').map(str::to_owned).collect();
     let mut held = Vec::with_capacity(connections);
-    let mut batch = Vec::new();
+    let (mut batch, mut first_error) = (Vec::new(), None);
     for i in 0..connections {
         let addr = addrs[i % addrs.len()].clone();
         batch.push(tokio::spawn(open_one(addr, security.clone(), floor)));
         if batch.len() == 256 || i + 1 == connections {
             for t in batch.drain(..) {
-                if let Ok(Ok(s)) = t.await {
-                    held.push(s);
+                match t.await {
+                    Ok(Ok(s)) => held.push(s),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e.to_string());
+                    }
                 }
             }
         }
     }
-    println!("held {}", held.len());
+    // `held N`, and the first error met (tab-separated) when some were not held.
+    let error = first_error.map(|e| format!("\t{}", e.replace(['\t', '\n'], " "))).unwrap_or_default();
+    println!("held {}{error}", held.len());
     let _ = std::io::stdout().flush();
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();

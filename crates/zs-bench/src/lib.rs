@@ -6,6 +6,7 @@
 pub mod best_copy;
 pub mod bulk;
 pub mod churn;
+pub mod cluster;
 pub mod codec;
 pub mod compat;
 pub mod db;

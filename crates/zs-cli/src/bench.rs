@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zs_bench::{bulk, churn, db, fanout, files, idle, login, mux, push, resume, rpc, Secure};
+use zs_bench::{bulk, churn, cluster, db, fanout, files, idle, login, mux, push, resume, rpc, Secure};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -298,6 +298,28 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// A cluster of three nodes and a NATS server on this box: push deliveries across nodes
+    /// vs within one, presence convergence, and failover time after a node is killed.
+    Cluster {
+        /// Receiving users (on the first node).
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        /// Seconds per delivery entry.
+        #[arg(long, default_value = "3", value_parser = crate::seconds)]
+        duration: Duration,
+        /// `push.send` calls in flight.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Users joining a topic on two nodes (presence entry).
+        #[arg(long, default_value_t = 1_000)]
+        joiners: usize,
+        /// Failover clients of the node that is killed.
+        #[arg(long, default_value_t = 1_000)]
+        failover_clients: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// XNat: bytes through `zs xnat server` and `agent` (processes), beside rathole and
     /// beside the direct connection, over 1 and 8 streams, plaintext and Noise.
     Xnat {
@@ -524,6 +546,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Login { .. } => Some(Progress::start("login", None)),
         Scenario::Files { .. } => Some(Progress::start("files", None)),
         Scenario::Push { .. } => Some(Progress::start("push", None)),
+        Scenario::Cluster { .. } => Some(Progress::start("cluster", None)),
         Scenario::Db { .. } => Some(Progress::start("db", None)),
         Scenario::Xnat { .. } => Some(Progress::start("xnat", None)),
         Scenario::Compat { .. } => Some(Progress::start("compat", None)),
@@ -563,7 +586,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                     "idle ({}): held {} of {} connections ({} server processes, {} client processes, {} addresses) in {:.1} s ({:.0}/s)\n\
                      server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection\n\
                      floor (tokio echo holding no buffer): {:.0} bytes per connection over {} connections\n\
-                     ratio ours/floor: {:.2}",
+                     ratio ours/floor: {:.2}\n\
+                     kernel slab (both socket ends, machine-wide): {:.0} bytes per connection{}",
                     r.secure.name(),
                     r.held,
                     r.connections,
@@ -577,7 +601,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                     r.server_rss_bytes_per_conn,
                     r.floor_rss_bytes_per_conn,
                     r.floor_held,
-                    r.ratio
+                    r.ratio,
+                    r.kernel_slab_bytes_per_conn,
+                    r.first_error.as_ref().map(|e| format!("\nnot all held; the first error: {e}")).unwrap_or_default()
                 )
             })
         }
@@ -657,6 +683,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let opts = push::PushOptions { users, payload, duration, window, stores, store_concurrency, dir };
             let r = push::run(opts, &exe)?;
             print(json, &r, || push::table(&r))
+        }
+        Scenario::Cluster { users, duration, in_flight, joiners, failover_clients, json } => {
+            check("users", users, 15_000)?;
+            check("in-flight", in_flight, 4_096)?;
+            check("joiners", joiners, 15_000)?;
+            check("failover-clients", failover_clients, 15_000)?;
+            if duration.is_zero() || duration > Duration::from_secs(600) {
+                return Err("--duration must be between 0 and 600 seconds".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let opts = cluster::ClusterOptions { users, duration, in_flight, joiners, failover_clients };
+            let r = cluster::run(opts, &exe)?;
+            print(json, &r, || cluster::table(&r))
         }
         Scenario::Xnat { size, streams, rounds, held, pool, json } => {
             check("rounds", rounds, 100)?;

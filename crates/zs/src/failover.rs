@@ -247,7 +247,7 @@ async fn keep_connected(inner: Weak<Inner>, mut client: Arc<Client>) {
             continue;
         }
         let lost = client.remote_addr();
-        tracing::info!("failover: connection to {lost} lost ({why:?}); connecting again");
+        tracing::debug!("failover: connection to {lost} lost ({why:?}); connecting again");
         strong.current.send_modify(|(c, _)| *c = None);
         drop(strong);
         let mut pause = BACKOFF.0;
@@ -255,7 +255,7 @@ async fn keep_connected(inner: Weak<Inner>, mut client: Arc<Client>) {
             let Some(strong) = inner.upgrade() else { return };
             match connect_once(strong.clone(), Some(lost)).await {
                 Ok(c) => break c,
-                Err(e) => tracing::info!("failover: {e}; again in {pause:?}"),
+                Err(e) => tracing::debug!("failover: {e}; again in {pause:?}"),
             }
             drop(strong);
             tokio::time::sleep(pause).await;
