@@ -20,6 +20,9 @@ use zs::{ClientSecurity, Fingerprint};
 use crate::codec::{BenchCodec, FloorCodec, OursCodec};
 use crate::harness::{Secure, Target};
 
+/// How long an idle client keeps opening connections before it reports what it holds.
+const OPEN_BUDGET: Duration = Duration::from_secs(300);
+
 /// Most connections the floor is measured with (one process).
 const FLOOR_MAX: usize = 15_000;
 
@@ -77,6 +80,11 @@ pub struct IdleReport {
     pub kernel_slab_bytes_per_conn: f64,
     /// Why connections were not all held: the first error a client met, if any.
     pub first_error: Option<String>,
+    /// Pages of socket memory TCP held with all connections open (/proc/net/sockstat)...
+    pub tcp_mem_pages: u64,
+    /// ...and the kernel's hard limit on it (the third of net.ipv4.tcp_mem): at the limit,
+    /// new connections fail.
+    pub tcp_mem_limit_pages: u64,
     /// Ours, as every scenario reports it: held and bytes per connection.
     pub ours: IdleEntry,
     /// The floor, likewise.
@@ -101,6 +109,21 @@ struct Held {
     slab_before: u64,
     slab_after: u64,
     first_error: Option<String>,
+    tcp_mem_pages: u64,
+}
+
+/// Pages of socket memory TCP holds now (`mem` of the TCP line of /proc/net/sockstat).
+fn tcp_mem_pages() -> u64 {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let line = stat.lines().find(|l| l.starts_with("TCP:")).unwrap_or_default();
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "mem").and_then(|_| words.next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// The hard limit of TCP's socket memory, in pages (net.ipv4.tcp_mem's third value).
+fn tcp_mem_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").unwrap_or_default();
+    limits.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// The kernel's slab memory now (`Slab` of /proc/meminfo), bytes; 0 where unknown.
@@ -142,6 +165,8 @@ pub fn run(opts: IdleOptions, zs_exe: &Path) -> Result<IdleReport, String> {
         kernel_slab_bytes_per_conn: ours.slab_after.saturating_sub(ours.slab_before) as f64
             / ours.held.max(1) as f64,
         first_error: ours.first_error.clone(),
+        tcp_mem_pages: ours.tcp_mem_pages,
+        tcp_mem_limit_pages: tcp_mem_limit(),
         ours: IdleEntry { held: ours.held, bytes_per_conn: ours_per },
         floor: IdleEntry { held: floor.held, bytes_per_conn: floor_per },
     })
@@ -354,6 +379,10 @@ fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize)
         let n = connections / procs + usize::from(i < connections % procs);
         let mut cmd = Command::new(zs_exe);
         cmd.args(["bench", "idle-client", "--addr", &addrs.join(","), "--connections", &n.to_string()]);
+        // Each client its own source address: with one, the kernel's search for a free
+        // ephemeral port grows with the connections already made (all CPU in the kernel
+        // past about 700,000), and 28,000 ports per source address serve one client.
+        cmd.args(["--source", &format!("127.1.{}.{}", i / 250, i % 250 + 1)]);
         let child = cmd
             .args(&client_args)
             .stdin(Stdio::piped())
@@ -378,6 +407,7 @@ fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize)
     std::thread::sleep(Duration::from_secs(2));
     let after = rss_of(&server.pids)?;
     let slab_after = kernel_slab();
+    let tcp_mem_pages = tcp_mem_pages();
     for mut c in clients {
         // A line on stdin tells the client to let go.
         if let Some(mut stdin) = c.stdin.take() {
@@ -385,7 +415,7 @@ fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize)
         }
         let _ = c.wait();
     }
-    Ok(Held { held, establish_s, before, after, slab_before, slab_after, first_error })
+    Ok(Held { held, establish_s, before, after, slab_before, slab_after, first_error, tcp_mem_pages })
 }
 
 /// A connection the idle client holds (only to keep it open).
@@ -403,14 +433,23 @@ pub async fn client(
     connections: usize,
     security: ClientSecurity,
     floor: bool,
+    source: Option<std::net::IpAddr>,
 ) -> Result<(), String> {
     crate::raise_fd_limit();
     let addrs: Vec<String> = addrs.split(',').map(str::to_owned).collect();
     let mut held = Vec::with_capacity(connections);
     let (mut batch, mut first_error) = (Vec::new(), None);
+    let give_up = Instant::now() + OPEN_BUDGET;
     for i in 0..connections {
+        if Instant::now() > give_up && batch.is_empty() {
+            first_error.get_or_insert(format!(
+                "gave up opening after {OPEN_BUDGET:?}: {} of {connections} open",
+                held.len()
+            ));
+            break;
+        }
         let addr = addrs[i % addrs.len()].clone();
-        batch.push(tokio::spawn(open_one(addr, security.clone(), floor)));
+        batch.push(tokio::spawn(open_one(addr, security.clone(), floor, source)));
         if batch.len() == 256 || i + 1 == connections {
             for t in batch.drain(..) {
                 match t.await {
@@ -439,14 +478,30 @@ pub async fn client(
     Ok(())
 }
 
-async fn open_one(addr: String, security: ClientSecurity, floor: bool) -> Result<Open, String> {
-    let opened = tokio::time::timeout(Duration::from_secs(30), open_within(addr, security, floor)).await;
+async fn open_one(
+    addr: String,
+    security: ClientSecurity,
+    floor: bool,
+    source: Option<std::net::IpAddr>,
+) -> Result<Open, String> {
+    let opened =
+        tokio::time::timeout(Duration::from_secs(30), open_within(addr, security, floor, source)).await;
     opened.map_err(|_| "no connection within 30 s".to_string())?
 }
 
-async fn open_within(addr: String, security: ClientSecurity, floor: bool) -> Result<Open, String> {
+async fn open_within(
+    addr: String,
+    security: ClientSecurity,
+    floor: bool,
+    source: Option<std::net::IpAddr>,
+) -> Result<Open, String> {
     if let ClientSecurity::Plaintext = security {
-        let mut s = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+        let to: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+        }
+        let mut s = socket.connect(to).await.map_err(|e| e.to_string())?;
         if floor {
             echo_once(&mut s, FloorCodec).await?;
         } else {

@@ -428,6 +428,9 @@ enum Scenario {
         server_key: Option<zs::Fingerprint>,
         #[arg(long)]
         floor: bool,
+        /// The source address of its connections (plaintext).
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
     },
     /// (internal) The floor server process of `zs bench idle` and `churn`.
     #[command(hide = true)]
@@ -587,7 +590,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                      server RSS {:.1} MB -> {:.1} MB: {:.0} bytes per connection\n\
                      floor (tokio echo holding no buffer): {:.0} bytes per connection over {} connections\n\
                      ratio ours/floor: {:.2}\n\
-                     kernel slab (both socket ends, machine-wide): {:.0} bytes per connection{}",
+                     kernel slab (both socket ends, machine-wide): {:.0} bytes per connection\n\
+                     TCP socket memory: {} pages held, limit {} (net.ipv4.tcp_mem){}",
                     r.secure.name(),
                     r.held,
                     r.connections,
@@ -603,18 +607,20 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                     r.floor_held,
                     r.ratio,
                     r.kernel_slab_bytes_per_conn,
+                    r.tcp_mem_pages,
+                    r.tcp_mem_limit_pages,
                     r.first_error.as_ref().map(|e| format!("\nnot all held; the first error: {e}")).unwrap_or_default()
                 )
             })
         }
-        Scenario::IdleClient { addr, connections, secure, server_key, floor } => {
+        Scenario::IdleClient { addr, connections, secure, server_key, floor, source } => {
             let security = secure.client(server_key)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(idle::client(&addr, connections, security, floor))
+            rt.block_on(idle::client(&addr, connections, security, floor, source))
         }
         Scenario::Churn { duration, concurrency, addrs, sources, secure, json } => {
             check("concurrency", concurrency, 4_096)?;

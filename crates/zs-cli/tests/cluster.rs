@@ -97,7 +97,7 @@ fn users_topics_and_presence_span_the_nodes_and_a_drained_node_sends_its_clients
         n2.out.read_line(&mut admin_line).unwrap();
     }
     let admin = admin_line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    let n3 = node(&nats, "n3", &[]);
+    let n3 = node(&nats, "n3", &["--services", "accounts,push"]);
     let rt = runtime();
     rt.block_on(async {
         let (alice, mut alice_rx) =
@@ -150,9 +150,21 @@ fn users_topics_and_presence_span_the_nodes_and_a_drained_node_sends_its_clients
             }
         }
 
-        // Routing by load: the node with fewest connections that serves a service.
-        let route = call(&bob, "cluster.route", json!({ "service": "push" })).await;
-        assert!(["n1", "n2", "n3"].contains(&route["node"].as_str().unwrap()), "{route}");
+        // Routing by load: the node with fewest connections that serves a service. n3 serves
+        // no data store; n1 and n2 get five more connections each.
+        for _ in 0..10 {
+            let db = call(&bob, "cluster.route", json!({ "service": "db" })).await;
+            assert_ne!(db["node"], "n3", "n3 serves no db: {db}");
+        }
+        let config = || ClientConfig::secured(zs::ClientSecurity::Plaintext);
+        let mut extra = Vec::new();
+        for addr in [&n1.addr, &n2.addr].iter().flat_map(|a| std::iter::repeat_n(*a, 5)) {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            extra.push(Client::connect_with(addr, Router::new(), config()).await.unwrap());
+        }
+        let route = until(&bob, "cluster.route", json!({ "service": "push" }), |v| v["node"] == "n3").await;
+        assert_eq!(route["addrs"][0], n3.addr.as_str(), "{route}");
+        drop(extra);
         let none = bob.call_console("cluster.route", json!({ "service": "nothing" }).to_string()).await;
         assert!(none.unwrap_err().to_string().contains("no live node serves nothing"));
 

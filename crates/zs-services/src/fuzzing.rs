@@ -28,6 +28,12 @@ pub fn push_request(data: &[u8]) {
     crate::push::decode_any(&String::from_utf8_lossy(data));
 }
 
+/// Reads `data` as a cluster node reads its NATS messages (gossip applied to a registry
+/// entry, carried deliveries) and as a login token of the cluster.
+pub fn cluster_input(data: &[u8]) {
+    crate::cluster::decode_any(data);
+}
+
 /// Decodes `data` as XNat's files, register requests and UDP frames.
 pub fn xnat_input(data: &[u8]) {
     crate::xnat::decode_any(data);

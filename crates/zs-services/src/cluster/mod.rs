@@ -565,6 +565,25 @@ pub async fn status(url: &str, wait: Duration) -> Result<Vec<NodeInfo>, String> 
     Ok(out)
 }
 
+/// Decodes `data` as what nodes tell each other (applied to a registry entry), a carried
+/// delivery, and a token (the fuzz target's body): never panics.
+pub fn decode_any(data: &[u8]) {
+    if let Ok(g) = serde_json::from_slice::<Gossip>(data) {
+        let mut k = Known::new();
+        if let Gossip::Delta { online, topics, .. } | Gossip::Full { online, topics, .. } = g {
+            for (user, d) in online {
+                add(&mut k.online, user, d);
+            }
+            for (topic, user, d) in topics {
+                add(&mut k.topics, (topic, user), d);
+            }
+        }
+        let _ = k.online("a");
+    }
+    let _ = serde_json::from_slice::<Carried>(data);
+    tokens::decode_any(data);
+}
+
 /// The name the cluster's commands mount under.
 pub const NAME: &str = "cluster";
 

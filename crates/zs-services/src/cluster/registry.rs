@@ -106,10 +106,21 @@ impl Default for Known {
 
 /// Adds `delta` to `map[key]`, removing it at zero.
 pub fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, delta: i64) {
-    let v = map.entry(key).or_insert(0);
-    *v += delta;
-    if *v == 0 {
-        map.retain(|_, v| *v != 0);
+    use std::collections::hash_map::Entry;
+    match map.entry(key) {
+        Entry::Occupied(mut e) => {
+            let v = e.get().saturating_add(delta);
+            match v {
+                0 => {
+                    e.remove();
+                }
+                v => *e.get_mut() = v,
+            }
+        }
+        Entry::Vacant(e) if delta != 0 => {
+            e.insert(delta);
+        }
+        Entry::Vacant(_) => {}
     }
 }
 

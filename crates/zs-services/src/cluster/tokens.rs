@@ -87,23 +87,41 @@ impl ClusterTokens {
         Ok(ClusterTokens { key, js, stream })
     }
 
-    fn sign(&self, claims: &str) -> String {
-        B64.encode(blake3::keyed_hash(&self.key, claims.as_bytes()).as_bytes())
-    }
-
-    /// The claims of `token` if its signature holds; `None` if it is no cluster token.
     fn claims(&self, token: &str) -> Option<Result<Claims, String>> {
-        let body = token.strip_prefix(PREFIX)?;
-        let forged = || Err("not a token of this cluster".to_string());
-        let Some((claims, mac)) = body.split_once('.') else { return Some(forged()) };
-        let Ok(mac) = B64.decode(mac) else { return Some(forged()) };
-        let Ok(mac) = <[u8; 32]>::try_from(mac.as_slice()) else { return Some(forged()) };
-        // blake3::Hash compares in constant time.
-        if blake3::Hash::from_bytes(mac) != blake3::keyed_hash(&self.key, claims.as_bytes()) {
-            return Some(forged());
-        }
-        let claims = B64.decode(claims).ok().and_then(|c| serde_json::from_slice::<Claims>(&c).ok());
-        Some(claims.ok_or_else(|| "a cluster token that does not decode".to_string()))
+        check(&self.key, token)
+    }
+}
+
+/// A token for `claims`, signed with `key`.
+fn sign(key: &[u8; 32], claims: &Claims) -> String {
+    let claims = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let mac = B64.encode(blake3::keyed_hash(key, claims.as_bytes()).as_bytes());
+    format!("{PREFIX}{claims}.{mac}")
+}
+
+/// The claims of `token` if its signature under `key` holds; `None` if it is no cluster
+/// token at all.
+fn check(key: &[u8; 32], token: &str) -> Option<Result<Claims, String>> {
+    let body = token.strip_prefix(PREFIX)?;
+    let forged = || Err("not a token of this cluster".to_string());
+    let Some((claims, mac)) = body.split_once('.') else { return Some(forged()) };
+    let Ok(mac) = B64.decode(mac) else { return Some(forged()) };
+    let Ok(mac) = <[u8; 32]>::try_from(mac.as_slice()) else { return Some(forged()) };
+    // blake3::Hash compares in constant time.
+    if blake3::Hash::from_bytes(mac) != blake3::keyed_hash(key, claims.as_bytes()) {
+        return Some(forged());
+    }
+    let claims = B64.decode(claims).ok().and_then(|c| serde_json::from_slice::<Claims>(&c).ok());
+    Some(claims.ok_or_else(|| "a cluster token that does not decode".to_string()))
+}
+
+/// Checks `data` (made UTF-8) as a token, under a fixed key (the fuzz target's body): never
+/// panics, and only a token signed with the key passes.
+pub(crate) fn decode_any(data: &[u8]) {
+    let key = [7u8; 32];
+    let text = String::from_utf8_lossy(data);
+    if let Some(Ok(c)) = check(&key, &text) {
+        assert_eq!(check(&key, &sign(&key, &c)).map(|r| r.is_ok()), Some(true));
     }
 }
 
@@ -112,8 +130,7 @@ impl TokenAuthority for ClusterTokens {
         let now = crate::push::now_ms();
         let expires = now / 1000 + ttl.as_secs();
         let claims = Claims { u: who.user.clone(), r: who.roles.to_vec(), i: now, e: expires };
-        let claims = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
-        let token = format!("{PREFIX}{claims}.{}", self.sign(&claims));
+        let token = sign(&self.key, &claims);
         Box::pin(async move { Ok((token, expires)) })
     }
 
@@ -153,5 +170,30 @@ impl TokenAuthority for ClusterTokens {
                 .map_err(|e| format!("cannot revoke: {e}"))?;
             ack.await.map(|_| ()).map_err(|e| format!("cannot revoke: {e}"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_holds_under_its_key_only_and_any_change_breaks_it() {
+        let (key, other) = ([1u8; 32], [2u8; 32]);
+        let claims = Claims { u: "alice".into(), r: vec!["user".into()], i: 5, e: 10 };
+        let token = sign(&key, &claims);
+        let back = check(&key, &token).unwrap().unwrap();
+        assert_eq!((back.u.as_str(), back.e), ("alice", 10));
+        assert!(check(&other, &token).unwrap().is_err(), "another cluster's key");
+        assert!(check(&key, "zst_a store token").is_none(), "not a cluster token: the store decides");
+        // Claims swapped for bob's under alice's signature.
+        let bob = sign(&key, &Claims { u: "bob".into(), ..claims });
+        let (bob_claims, _) = bob.trim_start_matches(PREFIX).split_once('.').unwrap();
+        let (_, alice_mac) = token.split_once('.').unwrap();
+        let forged = format!("{PREFIX}{bob_claims}.{alice_mac}");
+        assert_eq!(check(&key, &forged).unwrap().unwrap_err(), "not a token of this cluster");
+        for bad in ["zsc_", "zsc_.", "zsc_x.y", "zsc_é.é"] {
+            assert!(check(&key, bad).unwrap().is_err(), "{bad}");
+        }
     }
 }

@@ -125,17 +125,28 @@ struct Topic {
 
 impl Topic {
     fn add_user(&mut self, user: &str) {
-        let n = self.users.entry(user.to_owned()).or_default();
-        *n += 1;
-        if *n == 1 {
+        self.add_user_n(user, 1);
+    }
+
+    fn remove_user(&mut self, user: &str) {
+        self.remove_user_n(user, 1);
+    }
+
+    /// `n` more connections of `user`.
+    fn add_user_n(&mut self, user: &str, n: usize) {
+        let count = self.users.entry(user.to_owned()).or_default();
+        let was = *count;
+        *count = count.saturating_add(n);
+        if was == 0 && n > 0 {
             self.changes.push((user.to_owned(), true));
         }
     }
 
-    fn remove_user(&mut self, user: &str) {
-        if let Some(n) = self.users.get_mut(user) {
-            *n -= 1;
-            if *n == 0 {
+    /// `n` fewer connections of `user` (down to none).
+    fn remove_user_n(&mut self, user: &str, n: usize) {
+        if let Some(count) = self.users.get_mut(user) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
                 self.users.remove(user);
                 self.changes.push((user.to_owned(), false));
             }
@@ -188,21 +199,21 @@ impl LocalBroker {
     pub(crate) fn remote_change(&self, name: &str, user: Option<&str>, delta: i64) {
         let mut topics = self.topics();
         let topic = topics.entry(name.to_owned()).or_default();
-        for _ in 0..delta.unsigned_abs() {
-            match delta > 0 {
-                true => {
-                    topic.remote += 1;
-                    if let Some(u) = user {
-                        topic.add_user(u);
-                    }
+        let n = usize::try_from(delta.unsigned_abs()).unwrap_or(usize::MAX);
+        match delta > 0 {
+            true => {
+                topic.remote = topic.remote.saturating_add(n);
+                if let Some(u) = user {
+                    topic.add_user_n(u, n);
                 }
-                false if topic.remote > 0 => {
-                    topic.remote -= 1;
-                    if let Some(u) = user {
-                        topic.remove_user(u);
-                    }
+            }
+            false => {
+                // No more than there are: a node's messages never take away another's.
+                let n = n.min(topic.remote);
+                topic.remote -= n;
+                if let Some(u) = user {
+                    topic.remove_user_n(u, n);
                 }
-                false => {}
             }
         }
         match topic.members.is_empty() && topic.remote == 0 {
