@@ -28,10 +28,14 @@ impl BenchCodec for OursCodec {
     }
 
     fn decode_reply(&mut self, buf: &mut BytesMut) -> Result<Option<u32>, String> {
-        match self.decoder.decode(buf).map_err(|e| e.to_string())? {
-            None => Ok(None),
-            Some(f) if f.header.kind == Kind::Reply => Ok(Some(f.header.request)),
-            Some(f) => Err(format!("unexpected {} frame: {:?}", f.header.kind.name(), f.body)),
+        loop {
+            match self.decoder.decode(buf).map_err(|e| e.to_string())? {
+                None => return Ok(None),
+                Some(f) if f.header.kind == Kind::Reply => return Ok(Some(f.header.request)),
+                // A keepalive that came first (a connection long in a loaded server's queue).
+                Some(f) if f.header.kind == Kind::Ping => continue,
+                Some(f) => return Err(format!("unexpected {} frame: {:?}", f.header.kind.name(), f.body)),
+            }
         }
     }
 }

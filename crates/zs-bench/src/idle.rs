@@ -20,6 +20,9 @@ use zs::{ClientSecurity, Fingerprint};
 use crate::codec::{BenchCodec, FloorCodec, OursCodec};
 use crate::harness::{Secure, Target};
 
+/// The first source port of an idle client given its own source address.
+const SOURCE_PORTS: u16 = 10_000;
+
 /// How long an idle client keeps opening connections before it reports what it holds.
 const OPEN_BUDGET: Duration = Duration::from_secs(300);
 
@@ -379,9 +382,9 @@ fn hold(zs_exe: &Path, server: &ServerProcess, connections: usize, procs: usize)
         let n = connections / procs + usize::from(i < connections % procs);
         let mut cmd = Command::new(zs_exe);
         cmd.args(["bench", "idle-client", "--addr", &addrs.join(","), "--connections", &n.to_string()]);
-        // Each client its own source address: with one, the kernel's search for a free
-        // ephemeral port grows with the connections already made (all CPU in the kernel
-        // past about 700,000), and 28,000 ports per source address serve one client.
+        // Each client its own source address, and its own ports on it (below the ephemeral
+        // range): the kernel's search for a free ephemeral port grows with the connections
+        // already made (all CPU in the kernel past about 700,000, in its bind table).
         cmd.args(["--source", &format!("127.1.{}.{}", i / 250, i % 250 + 1)]);
         let child = cmd
             .args(&client_args)
@@ -449,6 +452,9 @@ pub async fn client(
             break;
         }
         let addr = addrs[i % addrs.len()].clone();
+        // Explicit source ports from 10,000 up (a client holds at most 20,000).
+        let port = u16::try_from(i).ok().and_then(|i| SOURCE_PORTS.checked_add(i)).unwrap_or(0);
+        let source = source.map(|ip| SocketAddr::new(ip, port));
         batch.push(tokio::spawn(open_one(addr, security.clone(), floor, source)));
         if batch.len() == 256 || i + 1 == connections {
             for t in batch.drain(..) {
@@ -482,7 +488,7 @@ async fn open_one(
     addr: String,
     security: ClientSecurity,
     floor: bool,
-    source: Option<std::net::IpAddr>,
+    source: Option<SocketAddr>,
 ) -> Result<Open, String> {
     let opened =
         tokio::time::timeout(Duration::from_secs(30), open_within(addr, security, floor, source)).await;
@@ -493,13 +499,14 @@ async fn open_within(
     addr: String,
     security: ClientSecurity,
     floor: bool,
-    source: Option<std::net::IpAddr>,
+    source: Option<SocketAddr>,
 ) -> Result<Open, String> {
     if let ClientSecurity::Plaintext = security {
         let to: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
         let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
         if let Some(source) = source {
-            socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+            socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+            socket.bind(source).map_err(|e| format!("bind {source}: {e}"))?;
         }
         let mut s = socket.connect(to).await.map_err(|e| e.to_string())?;
         if floor {

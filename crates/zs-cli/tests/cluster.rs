@@ -150,6 +150,12 @@ fn users_topics_and_presence_span_the_nodes_and_a_drained_node_sends_its_clients
             }
         }
 
+        // A broadcast on n2 reaches every logged-in connection of every node.
+        let sent = call(&bob, "push.broadcast", json!({ "command": "room.say", "text": "to all" })).await;
+        assert!(sent["delivered"].as_u64().unwrap() >= 3, "alice, bob, carol at least: {sent}");
+        assert_eq!(next(&mut alice_rx, "room.say").await, json!("to all"));
+        assert_eq!(next(&mut carol_rx, "room.say").await, json!("to all"));
+
         // Routing by load: the node with fewest connections that serves a service. n3 serves
         // no data store; n1 and n2 get five more connections each.
         for _ in 0..10 {

@@ -35,7 +35,8 @@ pub struct FailoverConfig {
     pub endpoints: Vec<String>,
     /// Each connection's settings.
     pub client: ClientConfig,
-    /// The router of each connection (default: none of its own commands).
+    /// The router of each connection (default: none of its own commands). Unless it handles
+    /// [`DRAINING`] itself, the failover adds a handler that moves to the hinted node.
     pub router: RouterFn,
     /// Runs on each new connection before it is used.
     pub on_connect: Option<ConnectHook>,
@@ -187,15 +188,18 @@ fn connect_once(inner: Arc<Inner>, lost: Option<SocketAddr>) -> BoxFuture<'stati
         }
         let mut router = (inner.config.router)();
         let me = Arc::downgrade(&inner);
-        router.direct_console(DRAINING, move |_peer, text| {
-            let Some(inner) = me.upgrade() else { return };
-            let hint = serde_json::from_str::<serde_json::Value>(text.as_str())
-                .ok()
-                .and_then(|v| v.get("hint")?.as_str().map(str::to_owned))
-                .filter(|h| !h.is_empty());
-            *inner.hint.lock().unwrap_or_else(|p| p.into_inner()) = hint;
-            tokio::spawn(move_off_draining(Arc::downgrade(&inner)));
-        });
+        // (A router that handles the drain push itself keeps its own handler.)
+        if !router.contains(DRAINING) {
+            router.direct_console(DRAINING, move |_peer, text| {
+                let Some(inner) = me.upgrade() else { return };
+                let hint = serde_json::from_str::<serde_json::Value>(text.as_str())
+                    .ok()
+                    .and_then(|v| v.get("hint")?.as_str().map(str::to_owned))
+                    .filter(|h| !h.is_empty());
+                *inner.hint.lock().unwrap_or_else(|p| p.into_inner()) = hint;
+                tokio::spawn(move_off_draining(Arc::downgrade(&inner)));
+            });
+        }
         let client = Client::connect_with(&addrs[..], router, inner.config.client.clone()).await?;
         if let Some(hook) = &inner.config.on_connect {
             hook(client.peer().clone()).await.map_err(|why| {

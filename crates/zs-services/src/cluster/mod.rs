@@ -35,6 +35,8 @@ use registry::{add, Known, Mine};
 const NODE_SUBJECT: &str = "zs.c.node";
 /// Topic publishes.
 const PUBLISH_SUBJECT: &str = "zs.c.pub";
+/// Broadcasts to every logged-in connection.
+const BROADCAST_SUBJECT: &str = "zs.c.all";
 /// Membership changes are gathered for this long and sent as one message.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -173,6 +175,7 @@ impl Cluster {
         let wants = sub(format!("zs.c.want.{node}")).await?;
         let wants_all = sub("zs.c.want.all".into()).await?;
         let publishes = sub(PUBLISH_SUBJECT.into()).await?;
+        let broadcasts = sub(BROADCAST_SUBJECT.into()).await?;
         let users = sub(format!("zs.c.user.{node}")).await?;
         let tasks = vec![
             tokio::spawn(listen_gossip(Arc::downgrade(&inner), gossip)),
@@ -180,7 +183,8 @@ impl Cluster {
                 Arc::downgrade(&inner),
                 futures_util::stream::select(wants, wants_all),
             )),
-            tokio::spawn(listen_publishes(Arc::downgrade(&inner), publishes)),
+            tokio::spawn(listen_publishes(Arc::downgrade(&inner), publishes, false)),
+            tokio::spawn(listen_publishes(Arc::downgrade(&inner), broadcasts, true)),
             tokio::spawn(listen_users(Arc::downgrade(&inner), users)),
             tokio::spawn(speak(Arc::downgrade(&inner))),
         ];
@@ -342,6 +346,24 @@ impl Inner {
         }
     }
 
+    /// Sends `message` for `to` (a topic, or none: everyone) to the other nodes on `subject`.
+    async fn carry(&self, subject: &'static str, to: &str, message: &Delivery) -> Result<(), BrokerError> {
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(BrokerError::Unavailable("the cluster's NATS server cannot be reached".into()));
+        }
+        let carried = Carried {
+            to: to.to_owned(),
+            command: message.command.clone(),
+            text: message.text.as_str().to_owned(),
+            from: self.config.node.clone(),
+        };
+        let body = serde_json::to_vec(&carried).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        self.nats
+            .publish(subject, body.into())
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("cannot publish to the cluster: {e}")))
+    }
+
     /// Other nodes where `user` has connections.
     fn nodes_of(&self, user: &str) -> Vec<String> {
         lock(&self.known).iter().filter(|(_, k)| k.online(user) > 0).map(|(n, _)| n.clone()).collect()
@@ -416,13 +438,18 @@ async fn listen_wants(
     }
 }
 
-async fn listen_publishes(inner: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) {
+/// Delivers other nodes' topic publishes (or, `everyone`, broadcasts) to this node's
+/// connections.
+async fn listen_publishes(inner: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber, everyone: bool) {
     while let Some(m) = sub.next().await {
         let Some(inner) = inner.upgrade() else { return };
         let Ok(c) = serde_json::from_slice::<Carried>(&m.payload) else { continue };
         if c.from != inner.config.node {
             let delivery = Delivery { command: c.command, text: c.text.into() };
-            let _ = inner.local.publish(&c.to, &delivery).await;
+            let _ = match everyone {
+                true => inner.local.broadcast(&delivery).await,
+                false => inner.local.publish(&c.to, &delivery).await,
+            };
         }
     }
 }
@@ -522,23 +549,19 @@ impl Broker for Cluster {
         message: &'a Delivery,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
-            if self.inner.nats.connection_state() != async_nats::connection::State::Connected {
-                return Err(BrokerError::Unavailable("the cluster's NATS server cannot be reached".into()));
-            }
             let here = self.inner.local.publish(topic, message).await?;
-            let carried = Carried {
-                to: topic.to_owned(),
-                command: message.command.clone(),
-                text: message.text.as_str().to_owned(),
-                from: self.inner.config.node.clone(),
-            };
-            let body = serde_json::to_vec(&carried).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-            self.inner
-                .nats
-                .publish(PUBLISH_SUBJECT, body.into())
-                .await
-                .map_err(|e| BrokerError::Unavailable(format!("cannot publish to the cluster: {e}")))?;
+            self.inner.carry(PUBLISH_SUBJECT, topic, message).await?;
             Ok(here + self.inner.local.remote_connections(topic))
+        })
+    }
+
+    fn broadcast<'a>(&'a self, message: &'a Delivery) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let here = self.inner.local.broadcast(message).await?;
+            self.inner.carry(BROADCAST_SUBJECT, "", message).await?;
+            let there: i64 =
+                lock(&self.inner.known).values().flat_map(|k| k.online.values()).map(|n| (*n).max(0)).sum();
+            Ok(here + there as usize)
         })
     }
 

@@ -73,6 +73,8 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<usize, BrokerError>>;
     /// Who is in `topic`.
     fn presence<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Presence>;
+    /// Delivers to every logged-in connection (on every node); how many got it.
+    fn broadcast<'a>(&'a self, message: &'a Delivery) -> BoxFuture<'a, Result<usize, BrokerError>>;
 }
 
 /// Limits of a [`LocalBroker`].
@@ -433,6 +435,14 @@ impl Broker for LocalBroker {
                 None => return Ok(0),
             };
             Ok(send_all(&peers, message))
+        })
+    }
+
+    fn broadcast<'a>(&'a self, message: &'a Delivery) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let all = self.directory.get().map(|d| d.peers()).unwrap_or_default();
+            let logged_in: Vec<Peer> = all.into_iter().filter(|p| p.user().is_some()).collect();
+            Ok(send_all(&logged_in, message))
         })
     }
 

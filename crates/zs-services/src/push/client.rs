@@ -86,6 +86,13 @@ pub async fn publish(peer: &Peer, topic: &str, command: &str, text: &str) -> Res
     decode(v.get("delivered").cloned().unwrap_or(Value::Null))
 }
 
+/// Sends `command` with `text` to every logged-in connection (of every node in a cluster);
+/// how many got it.
+pub async fn broadcast(peer: &Peer, command: &str, text: &str) -> Result<usize, PushError> {
+    let v = call(peer, "push.broadcast", json!({ "command": command, "text": text })).await?;
+    decode(v.get("delivered").cloned().unwrap_or(Value::Null))
+}
+
 /// Who is in `topic`.
 pub async fn presence(peer: &Peer, topic: &str) -> Result<Presence, PushError> {
     #[derive(Deserialize)]

@@ -31,6 +31,7 @@ pub(crate) fn register(inner: Arc<Inner>, router: &mut Router) {
     command!("push.subscribe", subscribe);
     command!("push.unsubscribe", unsubscribe);
     command!("push.publish", publish);
+    command!("push.broadcast", broadcast);
     command!("push.presence", presence);
     command!("push.stats", stats).requires_role("admin");
     command!("inbox.list", list);
@@ -199,6 +200,32 @@ async fn publish(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, H
     Ok(json!({ "delivered": n }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastRequest {
+    command: String,
+    text: String,
+}
+
+/// To every logged-in connection (every node's): allowed to whoever may send to users.
+async fn broadcast(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
+    let req: BroadcastRequest = request(&text)?;
+    check_command(&req.command)?;
+    let who = me(peer)?;
+    if inner.send_policy.get() == SendPolicy::Privileged && !who.has_role("admin") && !who.has_role("push") {
+        return Err(err(ErrorCode::Forbidden, "broadcasting needs the role admin or push"));
+    }
+    if req.text.len() > inner.config.max_message_bytes {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("a message is at most {} bytes", inner.config.max_message_bytes),
+        ));
+    }
+    let delivery = Delivery { command: req.command, text: req.text.into() };
+    let n = inner.broker.broadcast(&delivery).await.map_err(limit_error)?;
+    Ok(json!({ "delivered": n }))
+}
+
 async fn presence(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
     let req: TopicRequest = request(&text)?;
     check_topic(&req.topic)?;
@@ -265,5 +292,6 @@ pub fn decode_any(text: &str) {
     let _ = request::<TopicRequest>(&t).map(|r| check_topic(&r.topic));
     let _ = request::<PublishRequest>(&t).map(|r| (check_topic(&r.topic), check_command(&r.command)));
     let _ = request::<ListRequest>(&t);
+    let _ = request::<BroadcastRequest>(&t).map(|r| check_command(&r.command));
     let _ = request::<AckRequest>(&t);
 }
