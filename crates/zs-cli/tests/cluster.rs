@@ -121,6 +121,18 @@ fn users_topics_and_presence_span_the_nodes_and_a_drained_node_sends_its_clients
                 .await;
         assert_eq!(sent["live"], 1, "{sent}");
         assert_eq!(next(&mut alice_rx, "chat.msg").await, json!("hi from n2"));
+        // 300 at once (batched per node on the way): each answered live, each received once.
+        let sends = (0..300).map(|i| {
+            let req = json!({ "user": "alice", "command": "chat.msg", "text": format!("m{i}") });
+            call(&bob, "push.send", req)
+        });
+        for sent in futures_util::future::join_all(sends).await {
+            assert_eq!(sent["live"], 1, "{sent}");
+        }
+        let mut got = std::collections::HashSet::new();
+        while got.len() < 300 {
+            assert!(got.insert(next(&mut alice_rx, "chat.msg").await), "a message came twice");
+        }
 
         // A topic with members on n1 and n3: a publish on n2 reaches both; presence counts both.
         call(&alice, "push.subscribe", json!({ "topic": "room", "presence": true })).await;

@@ -10,6 +10,7 @@
 //! state), `pub` (topic publishes), `user.NODE` (deliver to a user's connections there,
 //! answered with how many got it).
 
+mod deliver;
 mod inbox;
 mod registry;
 mod tokens;
@@ -99,6 +100,8 @@ struct Inner {
     /// A membership change or a request for a full state waits to be sent.
     changed: Arc<Notify>,
     want_full: std::sync::atomic::AtomicBool,
+    /// Deliveries to users on other nodes, batched per node.
+    deliverer: deliver::Deliverer,
     /// Its tasks, stopped by [`Cluster::leave`] or the last clone's drop.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -116,7 +119,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A request to deliver to a user's connections on a node, and a topic publish.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Carried {
     /// The user, or the topic.
     to: String,
@@ -147,7 +150,7 @@ impl Cluster {
             .map_err(|e| format!("cannot reach the cluster at {}: {e}", config.url))?;
         let local = LocalBroker::new(config.limits.clone());
         let inner = Arc::new(Inner {
-            nats,
+            nats: nats.clone(),
             local,
             started_ms: now_ms(),
             mine: Mutex::default(),
@@ -156,6 +159,7 @@ impl Cluster {
             addrs: Mutex::new(config.addrs.clone()),
             changed: Arc::new(Notify::new()),
             want_full: true.into(),
+            deliverer: deliver::Deliverer::new(nats.clone(), config.request_timeout),
             tasks: Mutex::default(),
             config,
         });
@@ -318,7 +322,7 @@ impl Inner {
             }
             Gossip::Bye { node } if node != *me => {
                 if let Some(k) = known.remove(&node) {
-                    self.forget(k);
+                    self.forget(&node, k);
                 }
             }
             _ => {}
@@ -326,7 +330,8 @@ impl Inner {
     }
 
     /// A node has gone: its members leave their topics.
-    fn forget(&self, k: Known) {
+    fn forget(&self, node: &str, k: Known) {
+        self.deliverer.forget(node);
         for ((topic, user), n) in k.topics {
             self.local.remote_change(&topic, user.as_deref(), -n);
         }
@@ -341,7 +346,7 @@ impl Inner {
         for node in gone {
             tracing::info!("cluster: node {node} not heard for {expiry:?}: forgotten");
             if let Some(k) = known.remove(&node) {
-                self.forget(k);
+                self.forget(&node, k);
             }
         }
     }
@@ -454,14 +459,20 @@ async fn listen_publishes(inner: std::sync::Weak<Inner>, mut sub: async_nats::Su
     }
 }
 
+/// Delivers other nodes' batches of deliveries to this node's users; answers how many
+/// connections got each.
 async fn listen_users(inner: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) {
     while let Some(m) = sub.next().await {
         let Some(inner) = inner.upgrade() else { return };
-        let Ok(c) = serde_json::from_slice::<Carried>(&m.payload) else { continue };
-        let delivery = Delivery { command: c.command, text: c.text.into() };
-        let n = inner.local.to_user(&c.to, &delivery).await;
+        let Ok(batch) = serde_json::from_slice::<Vec<Carried>>(&m.payload) else { continue };
+        let mut counts = Vec::with_capacity(batch.len());
+        for c in batch {
+            let delivery = Delivery { command: c.command, text: c.text.into() };
+            counts.push(inner.local.to_user(&c.to, &delivery).await);
+        }
         if let Some(reply) = m.reply {
-            let _ = inner.nats.publish(reply, n.to_string().into()).await;
+            let answer = serde_json::to_vec(&counts).unwrap_or_default();
+            let _ = inner.nats.publish(reply, answer.into()).await;
         }
     }
 }
@@ -484,19 +495,8 @@ impl Broker for Cluster {
                 text: message.text.as_str().to_owned(),
                 from: self.inner.config.node.clone(),
             };
-            let Ok(body) = serde_json::to_vec(&carried) else { return here };
-            let body = bytes::Bytes::from(body);
-            let timeout = self.inner.config.request_timeout;
-            let asks = nodes.iter().map(|node| {
-                let request = async_nats::Request::new().payload(body.clone()).timeout(Some(timeout));
-                self.inner.nats.send_request(format!("zs.c.user.{node}"), request)
-            });
-            let answers = futures_util::future::join_all(asks).await;
-            here + answers
-                .into_iter()
-                .filter_map(|a| a.ok())
-                .filter_map(|m| std::str::from_utf8(&m.payload).ok()?.parse::<usize>().ok())
-                .sum::<usize>()
+            let asks = nodes.iter().map(|node| self.inner.deliverer.deliver(node, carried.clone()));
+            here + futures_util::future::join_all(asks).await.into_iter().sum::<usize>()
         })
     }
 
@@ -604,6 +604,7 @@ pub fn decode_any(data: &[u8]) {
         let _ = k.online("a");
     }
     let _ = serde_json::from_slice::<Carried>(data);
+    let _ = serde_json::from_slice::<Vec<Carried>>(data);
     tokens::decode_any(data);
 }
 
