@@ -228,9 +228,11 @@ impl Cluster {
 
     /// The least loaded live node that serves `service` and is not draining.
     pub fn route(&self, service: &str) -> Option<NodeInfo> {
-        self.nodes().into_iter().filter(|n| !n.draining && n.services.iter().any(|s| s == service)).min_by(
-            |a, b| (a.connections, a.calls_per_sec).partial_cmp(&(b.connections, b.calls_per_sec)).unwrap(),
-        )
+        let serving =
+            self.nodes().into_iter().filter(|n| !n.draining && n.services.iter().any(|s| s == service));
+        serving.min_by(|a, b| {
+            a.connections.cmp(&b.connections).then(a.calls_per_sec.total_cmp(&b.calls_per_sec))
+        })
     }
 
     /// Leaves the cluster: the others forget this node's users and memberships at once.
@@ -292,8 +294,10 @@ impl Inner {
                 let k = known.entry(node.clone()).or_default();
                 k.seen = Instant::now();
                 if k.seq.map(|s| s + 1) != Some(seq) {
-                    k.seq = None;
-                    self.ask_full(&node);
+                    // Out of step: ask once now (the heartbeats ask again, once a second).
+                    if k.seq.take().is_some() {
+                        self.ask_full(&node);
+                    }
                     return;
                 }
                 k.seq = Some(seq);
