@@ -71,6 +71,26 @@ fn check_command(command: &str) -> Result<(), HandlerError> {
     }
 }
 
+/// Whether `who` may send to users (and broadcast) under the send policy now.
+fn may_send(inner: &Inner, who: &Identity, what: &str) -> Result<(), HandlerError> {
+    match inner.send_policy.get() == SendPolicy::Privileged && !who.has_role("admin") && !who.has_role("push")
+    {
+        true => Err(err(ErrorCode::Forbidden, format!("{what} needs the role admin or push"))),
+        false => Ok(()),
+    }
+}
+
+/// A published or broadcast text within the message size limit.
+fn check_size(inner: &Inner, text: &str) -> Result<(), HandlerError> {
+    match text.len() > inner.config.max_message_bytes {
+        true => Err(err(
+            ErrorCode::TooLarge,
+            format!("a message is at most {} bytes", inner.config.max_message_bytes),
+        )),
+        false => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendRequest {
@@ -87,9 +107,7 @@ struct SendRequest {
 async fn send(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, HandlerError> {
     let req: SendRequest = request(&text)?;
     let who = me(peer)?;
-    if inner.send_policy.get() == SendPolicy::Privileged && !who.has_role("admin") && !who.has_role("push") {
-        return Err(err(ErrorCode::Forbidden, "sending to users needs the role admin or push"));
-    }
+    may_send(inner, &who, "sending to users")?;
     let user = crate::accounts::normalise_name(&req.user).map_err(|e| err(ErrorCode::InvalidArgument, e))?;
     check_command(&req.command)?;
     if req.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 128) {
@@ -189,12 +207,7 @@ async fn publish(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value, H
     if !inner.config.topic_policy.can_publish(&who, &req.topic) {
         return Err(err(ErrorCode::Forbidden, format!("{} may not publish to {}", who.user, req.topic)));
     }
-    if req.text.len() > inner.config.max_message_bytes {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("a message is at most {} bytes", inner.config.max_message_bytes),
-        ));
-    }
+    check_size(inner, &req.text)?;
     let delivery = Delivery { command: req.command, text: req.text.into() };
     let n = inner.broker.publish(&req.topic, &delivery).await.map_err(limit_error)?;
     Ok(json!({ "delivered": n }))
@@ -212,15 +225,8 @@ async fn broadcast(inner: &Arc<Inner>, peer: &Peer, text: Text) -> Result<Value,
     let req: BroadcastRequest = request(&text)?;
     check_command(&req.command)?;
     let who = me(peer)?;
-    if inner.send_policy.get() == SendPolicy::Privileged && !who.has_role("admin") && !who.has_role("push") {
-        return Err(err(ErrorCode::Forbidden, "broadcasting needs the role admin or push"));
-    }
-    if req.text.len() > inner.config.max_message_bytes {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("a message is at most {} bytes", inner.config.max_message_bytes),
-        ));
-    }
+    may_send(inner, &who, "broadcasting")?;
+    check_size(inner, &req.text)?;
     let delivery = Delivery { command: req.command, text: req.text.into() };
     let n = inner.broker.broadcast(&delivery).await.map_err(limit_error)?;
     Ok(json!({ "delivered": n }))
