@@ -343,3 +343,24 @@ fn a_client_of_a_killed_node_logs_in_again_on_another_by_token() {
         f.close();
     });
 }
+
+#[test]
+fn cluster_arguments_and_unreachable_servers_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let base = ["serve", "--listen", "127.0.0.1:0", "--plaintext", "--data-dir", data];
+        zs(&[&base[..], extra].concat())
+    };
+    let refused = |o: std::process::Output, why: &str| {
+        assert!(!o.status.success(), "accepted: {}", stdout(&o));
+        assert!(stderr(&o).contains(why), "{why:?} not in: {}", stderr(&o));
+    };
+    refused(serve(&["--node", "n1"]), "give --cluster too");
+    let nats = nats();
+    refused(serve(&["--cluster", &nats.url]), "needs --node");
+    refused(serve(&["--cluster", &nats.url, "--node", "a.b"]), "cannot be a node name");
+    refused(zs(&["cluster", "status", "--cluster", "nats://127.0.0.1:1"]), "cannot reach the cluster");
+    refused(zs(&["cluster", "status", "--cluster", &nats.url, "--wait", "0.2"]), "no node of the cluster");
+    refused(zs(&["admin", "drain", "--admin", "127.0.0.1:1"]), "cannot reach 127.0.0.1:1");
+}

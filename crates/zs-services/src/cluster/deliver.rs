@@ -11,8 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Carried;
 
-/// Deliveries queued for one node at most; a sender waits for room beyond.
-pub const QUEUE: usize = 4096;
+/// Deliveries queued for one node at most; a sender waits for room beyond. With messages
+/// of at most 64 KiB (the push service's default) a queue holds 64 MiB at most.
+pub const QUEUE: usize = 1024;
 /// Deliveries in one request at most...
 const BATCH: usize = 256;
 /// ...and bytes of their texts (NATS takes 1 MiB per message by default).

@@ -29,8 +29,7 @@ pub struct JetStreamInbox {
 
 /// A user's subject: the name in hex, as a subject token can hold no `.`, `*` or `>`.
 fn subject(user: &str) -> String {
-    let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("zs.inbox.{hex}")
+    format!("zs.inbox.{}", super::subject_token(user))
 }
 
 fn e<E: std::fmt::Display>(e: E) -> String {

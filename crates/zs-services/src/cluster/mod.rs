@@ -95,6 +95,8 @@ struct Inner {
     mine: Mutex<Mine>,
     known: Mutex<HashMap<String, Known>>,
     load: Mutex<Option<LoadFn>>,
+    /// Calls per second over the last heartbeat interval (what this node's heartbeat says).
+    calls_per_sec: Mutex<f64>,
     /// Where clients reach this node (known once its listeners are bound).
     addrs: Mutex<Vec<String>>,
     /// A membership change or a request for a full state waits to be sent.
@@ -129,6 +131,18 @@ struct Carried {
     from: String,
 }
 
+impl Carried {
+    fn new(to: &str, message: &Delivery, from: &str) -> Carried {
+        let (command, text) = (message.command.clone(), message.text.as_str().to_owned());
+        Carried { to: to.to_owned(), command, text, from: from.to_owned() }
+    }
+}
+
+/// A name as one NATS subject token (hex: a token can hold no `.`, `*`, `>` or space).
+fn subject_token(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Cluster {
     /// Connects to the NATS server and joins: subscribes, says hello (the others answer
     /// with their state) and starts the heartbeats.
@@ -156,6 +170,7 @@ impl Cluster {
             mine: Mutex::default(),
             known: Mutex::default(),
             load: Mutex::default(),
+            calls_per_sec: Mutex::default(),
             addrs: Mutex::new(config.addrs.clone()),
             changed: Arc::new(Notify::new()),
             want_full: true.into(),
@@ -221,7 +236,7 @@ impl Cluster {
     pub fn nodes(&self) -> Vec<NodeInfo> {
         let mut out: Vec<NodeInfo> =
             lock(&self.inner.known).values().filter_map(|k| k.info.clone()).collect();
-        out.push(self.inner.info(0.0));
+        out.push(self.inner.info());
         out.sort_by(|a, b| a.node.cmp(&b.node));
         out
     }
@@ -247,7 +262,8 @@ impl Cluster {
 }
 
 impl Inner {
-    fn info(&self, calls_per_sec: f64) -> NodeInfo {
+    fn info(&self) -> NodeInfo {
+        let calls_per_sec = *lock(&self.calls_per_sec);
         let (connections, _, draining) = lock(&self.load).as_ref().map_or((0, 0, false), |f| f());
         NodeInfo {
             node: self.config.node.clone(),
@@ -360,12 +376,7 @@ impl Inner {
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err(BrokerError::Unavailable("the cluster's NATS server cannot be reached".into()));
         }
-        let carried = Carried {
-            to: to.to_owned(),
-            command: message.command.clone(),
-            text: message.text.as_str().to_owned(),
-            from: self.config.node.clone(),
-        };
+        let carried = Carried::new(to, message, &self.config.node);
         let body = serde_json::to_vec(&carried).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         self.nats
             .publish(subject, body.into())
@@ -417,7 +428,8 @@ async fn speak(inner: std::sync::Weak<Inner>) {
             };
             calls_before = Some((calls, now));
             let seq = lock(&inner.mine).seq;
-            inner.say(&Gossip::Heartbeat { info: inner.info(rate), seq }).await;
+            *lock(&inner.calls_per_sec) = rate;
+            inner.say(&Gossip::Heartbeat { info: inner.info(), seq }).await;
             inner.expire();
         }
     }
@@ -493,12 +505,7 @@ impl Broker for Cluster {
             if nodes.is_empty() {
                 return here;
             }
-            let carried = Carried {
-                to: user.to_owned(),
-                command: message.command.clone(),
-                text: message.text.as_str().to_owned(),
-                from: self.inner.config.node.clone(),
-            };
+            let carried = Carried::new(user, message, &self.inner.config.node);
             let asks = nodes.iter().map(|node| self.inner.deliverer.deliver(node, carried.clone()));
             here + futures_util::future::join_all(asks).await.into_iter().sum::<usize>()
         })

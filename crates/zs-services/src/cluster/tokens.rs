@@ -43,8 +43,7 @@ pub struct ClusterTokens {
 }
 
 fn revoked_subject(user: &str) -> String {
-    let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("zs.cluster.revoked.{hex}")
+    format!("zs.cluster.revoked.{}", super::subject_token(user))
 }
 
 /// The last message on `subject`, if there is one.
