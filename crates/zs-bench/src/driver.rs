@@ -14,7 +14,7 @@ use zs::ClientSecurity;
 
 use crate::codec::BenchCodec;
 use crate::harness::Target;
-use crate::stats::{histogram, Figures};
+use crate::stats::{histogram, Figures, Recorder};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +87,7 @@ where
 struct Driven<C> {
     codec: C,
     payload: Vec<u8>,
-    hist: Histogram<u64>,
+    hist: Recorder,
     /// Requests sent, oldest first, with the time each is measured from.
     sent: VecDeque<(u32, Instant)>,
     out: BytesMut,
@@ -100,7 +100,7 @@ impl<C: BenchCodec + Default> Driven<C> {
         Driven {
             codec: C::default(),
             payload: vec![b'x'; payload],
-            hist: histogram(),
+            hist: Recorder::new(),
             sent: VecDeque::new(),
             out: BytesMut::with_capacity(16 << 10),
             input: BytesMut::with_capacity(64 << 10),
@@ -134,7 +134,7 @@ impl<C: BenchCodec + Default> Driven<C> {
             if id != 0 && id != want {
                 return Err(format!("reply {id} arrived where {want} was expected"));
             }
-            self.hist.saturating_record(now.duration_since(at).as_micros().max(1) as u64);
+            self.hist.record(now.duration_since(at));
             n += 1;
         }
         Ok(n)
@@ -173,7 +173,7 @@ async fn connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Unpin>(
             (0..answered).for_each(|_| d.request(now));
         }
     }
-    Ok(d.hist)
+    Ok(d.hist.finish())
 }
 
 /// Open loop on one connection: requests are due every `every` from `first` until
@@ -198,7 +198,7 @@ async fn open_connection<C: BenchCodec + Default, S: AsyncRead + AsyncWrite + Un
         }
         d.send(&mut s).await?;
         if due >= deadline && d.sent.is_empty() {
-            return Ok(d.hist);
+            return Ok(d.hist.finish());
         }
         let wake = if due < deadline { due } else { hard_stop };
         tokio::select! {
@@ -232,13 +232,13 @@ where
                 for _ in 0..load.depth {
                     let (c, call) = (c.clone(), call.clone());
                     tasks.push(tokio::spawn(async move {
-                        let mut h = histogram();
+                        let mut h = Recorder::new();
                         while Instant::now() < deadline {
                             let t = Instant::now();
                             call(c.clone()).await?;
-                            h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                            h.record(t.elapsed());
                         }
-                        Ok::<_, String>(h)
+                        Ok::<_, String>(h.finish())
                     }));
                 }
             }
@@ -248,7 +248,7 @@ where
                 let call = call.clone();
                 tasks.push(tokio::spawn(async move {
                     use futures_util::stream::{FuturesUnordered, StreamExt};
-                    let mut h = histogram();
+                    let mut h = Recorder::new();
                     let mut in_flight = FuturesUnordered::new();
                     let hard_stop = deadline + Duration::from_secs(10);
                     while due < deadline || !in_flight.is_empty() {
@@ -261,7 +261,7 @@ where
                         tokio::select! {
                             Some(done) = in_flight.next() => {
                                 let at = done?;
-                                h.saturating_record(at.elapsed().as_micros().max(1) as u64);
+                                h.record(at.elapsed());
                             }
                             _ = tokio::time::sleep_until(wake.into()) => {
                                 if wake == hard_stop {
@@ -270,7 +270,7 @@ where
                             }
                         }
                     }
-                    Ok(h)
+                    Ok(h.finish())
                 }));
             }
         }

@@ -37,6 +37,31 @@ pub struct RpcOptions {
     /// Also drive our `Client` over the server's WebSocket or QUIC listener (not TCP), in
     /// each round.
     pub transport: Via,
+    /// Drive only the floor and this entry (for profiling); the others report zero.
+    pub only: Option<Entry>,
+}
+
+/// One of our entries of the rpc bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The raw pipelined driver against our server.
+    Ours,
+    /// `Client::call_console`, `depth` tasks per connection.
+    Client,
+    /// `Client::call_console_batch`, one task per connection.
+    Batches,
+}
+
+impl std::str::FromStr for Entry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Entry, String> {
+        match s {
+            "ours" => Ok(Entry::Ours),
+            "client" => Ok(Entry::Client),
+            "batches" => Ok(Entry::Batches),
+            _ => Err(format!("`{s}` is not an entry (ours, client, batches)")),
+        }
+    }
 }
 
 /// The result: one JSON object with the headline `ratio` (ours / floor req/s).
@@ -146,21 +171,31 @@ pub fn run(opts: RpcOptions) -> Result<RpcReport, String> {
         if variants_first {
             drive_variants(&mut variants)?;
         }
-        ours_runs.push(load_rt.block_on(driver::run::<OursCodec>(&servers.ours, load))?);
+        let on = |e: Entry| opts.only.is_none_or(|o| o == e);
+        ours_runs.push(match on(Entry::Ours) {
+            true => load_rt.block_on(driver::run::<OursCodec>(&servers.ours, load))?,
+            false => Figures::default(),
+        });
         if !variants_first {
             drive_variants(&mut variants)?;
         }
         if let Some(plain) = &servers.ours_plaintext {
             plain_runs.push(load_rt.block_on(driver::run::<OursCodec>(plain, load))?);
         }
-        client_runs.push(load_rt.block_on(client_api(&servers.ours, load))?);
+        client_runs.push(match on(Entry::Client) {
+            true => load_rt.block_on(client_api(&servers.ours, load))?,
+            false => Figures::default(),
+        });
         if opts.transport != Via::Tcp {
             ws_runs.push(load_rt.block_on(client_api(&servers.ours.via(opts.transport), load))?);
         }
-        if load.rate.is_none() {
+        if load.rate.is_none() && on(Entry::Batches) {
             batch_runs.push(load_rt.block_on(client_batches(&servers.ours, load))?);
         }
-        tarpc_runs.push(load_rt.block_on(crate::tarpc_peer::drive(tarpc_addr, load))?);
+        tarpc_runs.push(match opts.only {
+            None => load_rt.block_on(crate::tarpc_peer::drive(tarpc_addr, load))?,
+            Some(_) => Figures::default(),
+        });
     }
     let tarpc = median(tarpc_runs);
     let ours_client_batch = (!batch_runs.is_empty()).then(|| median(batch_runs));

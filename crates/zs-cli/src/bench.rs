@@ -42,6 +42,10 @@ struct RpcArgs {
     /// against TCP in the same run.
     #[arg(long, default_value = "tcp")]
     transport: zs_bench::Via,
+    /// Drive only the floor and this one of ours (`ours`, `client` or `batches`), to profile
+    /// it: the others (and tarpc) report zero.
+    #[arg(long)]
+    only: Option<rpc::Entry>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -72,6 +76,7 @@ impl RpcArgs {
             guard: self.guard,
             metered: self.metered,
             transport: self.transport,
+            only: self.only,
         })?;
         print(self.json, &report, || rpc::table(&report))
     }

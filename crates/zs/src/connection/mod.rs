@@ -36,6 +36,7 @@ pub(crate) mod encode;
 mod link;
 pub(crate) mod outbox;
 mod output;
+mod spare;
 mod streams;
 pub(crate) mod virtual_peer;
 
@@ -278,6 +279,8 @@ impl<L: Link> Connection<L> {
                 Err(e) => return Err(CloseReason::Io(e.to_string())),
             }
         }
+        // All written: the write buffer goes back to the thread for the next connection.
+        self.out.release_if_empty();
         if self.out.is_empty() && self.link.has_pending() {
             match Link::flush(&mut self.link) {
                 Ok(()) => self.last_write = Instant::now(),
@@ -311,9 +314,16 @@ impl<L: Link> Connection<L> {
         let hint = ((self.read_hint & !READ_CHARGED) as usize).max(self.config.read_chunk);
         // The buffer grows as bytes arrive, never by what a header announces: a partial
         // frame at most doubles it per read.
-        let wanted = self.decoder.wanted(self.rbuf.len());
-        let want = wanted.min(hint.max(self.rbuf.len())).max(hint);
-        self.rbuf.reserve(want);
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = spare::take_read();
+        }
+        // With no frame begun, the room left after earlier frames takes the next read
+        // (small messages share one allocation); a frame in progress gets room to grow.
+        if !self.rbuf.is_empty() || self.rbuf.capacity() < spare::MIN_ROOM {
+            let wanted = self.decoder.wanted(self.rbuf.len());
+            let want = wanted.min(hint.max(self.rbuf.len())).max(hint);
+            self.rbuf.reserve(want);
+        }
         self.charge_read_buffer()?;
         let spare = self.rbuf.capacity() - self.rbuf.len();
         match self.link.try_read_buf(&mut self.rbuf) {
@@ -343,7 +353,7 @@ impl<L: Link> Connection<L> {
     /// Input paused: an idle connection holds no buffers.
     fn going_idle(&mut self) -> Step {
         if self.rbuf.is_empty() {
-            self.rbuf = BytesMut::new();
+            spare::keep_read(std::mem::take(&mut self.rbuf));
             self.charge_read_buffer()?;
         }
         self.out.release_if_empty();

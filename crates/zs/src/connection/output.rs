@@ -23,6 +23,9 @@ pub(crate) struct Output {
 impl Output {
     /// The buffer small frames are encoded into.
     pub(crate) fn small(&mut self) -> &mut BytesMut {
+        if self.small.capacity() == 0 {
+            self.small = super::spare::take_write();
+        }
         &mut self.small
     }
 
@@ -72,10 +75,11 @@ impl Output {
         }
     }
 
-    /// Drops the buffers if nothing is pending (an idle connection holds none).
+    /// Lets go of the buffers if nothing is pending (an idle connection holds none): the
+    /// write buffer is kept by the thread for the next connection that writes.
     pub(crate) fn release_if_empty(&mut self) {
         if self.is_empty() {
-            *self = Output::default();
+            super::spare::keep_write(std::mem::take(self).small);
         }
     }
 }
