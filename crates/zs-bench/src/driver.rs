@@ -233,10 +233,13 @@ where
                     let (c, call) = (c.clone(), call.clone());
                     tasks.push(tokio::spawn(async move {
                         let mut h = Recorder::new();
-                        while Instant::now() < deadline {
-                            let t = Instant::now();
+                        // One clock read per call: each call ends where the next begins.
+                        let mut t = Instant::now();
+                        while t < deadline {
                             call(c.clone()).await?;
-                            h.record(t.elapsed());
+                            let now = Instant::now();
+                            h.record(now - t);
+                            t = now;
                         }
                         Ok::<_, String>(h.finish())
                     }));

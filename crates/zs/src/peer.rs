@@ -2,13 +2,16 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::time::Instant;
 use zs_wire::{DataFrame, ErrorCode, Flags, GoAwayCode, Kind};
 
 use crate::budget::Charge;
@@ -29,21 +32,20 @@ use crate::sync::Recover;
 /// A call's reply as it arrives: its flags and body, or why there is none.
 type RawReply = Result<(Flags, Bytes), CallError>;
 
-/// Where a call's reply goes: to its own caller, or to its place in a batch.
-enum ReplyTo {
-    One(oneshot::Sender<RawReply>),
-    Batch(Arc<BatchReplies>, usize),
+/// A lone call waiting for its reply: the reply is left here for its caller, who is woken.
+/// No timer per call: the connection's task fails the calls past their deadline
+/// ([`Peer::expire_calls`]), waking at the earliest one.
+struct OneCall {
+    deadline: Instant,
+    timeout: Duration,
+    waker: Option<Waker>,
+    reply: Option<RawReply>,
 }
 
-impl ReplyTo {
-    fn send(self, reply: RawReply) {
-        match self {
-            ReplyTo::One(tx) => {
-                let _ = tx.send(reply);
-            }
-            ReplyTo::Batch(batch, i) => batch.fill(i, reply),
-        }
-    }
+/// Where a call's reply goes: to its own caller, or to its place in a batch.
+enum ReplyTo {
+    One(OneCall),
+    Batch(Arc<BatchReplies>, usize),
 }
 
 /// The replies of a batch of calls ([`Peer::call_console_batch`]), in order, filled in as
@@ -83,6 +85,37 @@ impl BatchReplies {
 struct Pending {
     calls: HashMap<u32, ReplyTo>,
     closed: Option<Box<str>>,
+    /// No lone call's deadline is earlier than this (`None`: none waits).
+    earliest: Option<Instant>,
+}
+
+impl Pending {
+    /// Leaves `reply` for every lone call still without one that `which` picks; batch calls
+    /// are taken out (`all`) or stay. Returns the callers to wake and the batch calls taken.
+    fn settle(
+        &mut self,
+        mut which: impl FnMut(&OneCall) -> Option<RawReply>,
+        batches_too: bool,
+    ) -> (Vec<Waker>, Vec<(Arc<BatchReplies>, usize)>) {
+        let (mut wakers, mut batches) = (Vec::new(), Vec::new());
+        self.calls.retain(|_, to| match to {
+            ReplyTo::One(call) => {
+                if call.reply.is_none() {
+                    if let Some(reply) = which(call) {
+                        call.reply = Some(reply);
+                        wakers.extend(call.waker.take());
+                    }
+                }
+                true
+            }
+            ReplyTo::Batch(batch, i) if batches_too => {
+                batches.push((batch.clone(), *i));
+                false
+            }
+            ReplyTo::Batch(..) => true,
+        });
+        (wakers, batches)
+    }
 }
 
 struct PeerShared {
@@ -95,6 +128,8 @@ struct PeerShared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) outbox: Outbox,
     pending: Mutex<Pending>,
+    /// A call came with a deadline earlier than the connection's task waits for.
+    deadline_moved: AtomicBool,
     next_request: AtomicU32,
     /// User state, login, tickets, memory charge; created on first use.
     extras: Mutex<Option<Box<Extras>>>,
@@ -167,6 +202,7 @@ impl Peer {
                 stats: context.stats,
                 outbox,
                 pending: Mutex::default(),
+                deadline_moved: AtomicBool::new(false),
                 next_request: AtomicU32::new(1),
                 extras: Mutex::new(None),
                 bulk: Mutex::new(None),
@@ -536,52 +572,98 @@ impl Peer {
     async fn call_raw(&self, name: &str, p: Payload, timeout: Duration) -> Result<(Flags, Bytes), CallError> {
         let request = self.next_request();
         let frame = encode::call_bytes(Kind::Call, request, name, &p, self.inner.config.encoding())?;
-        let (tx, rx) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
         {
             let mut pending = self.pending();
             if let Some(why) = &pending.closed {
                 return Err(CallError::Disconnected(why.to_string()));
             }
-            pending.calls.insert(request, ReplyTo::One(tx));
-        }
-        // Removes the entry if the call is abandoned (timeout, or the caller dropped it);
-        // a reply has already removed it.
-        struct Forget<'a>(&'a Peer, u32, bool);
-        impl Drop for Forget<'_> {
-            fn drop(&mut self) {
-                if !self.2 {
-                    self.0.pending().calls.remove(&self.1);
-                }
+            let call = OneCall { deadline, timeout, waker: None, reply: None };
+            pending.calls.insert(request, ReplyTo::One(call));
+            if pending.earliest.is_none_or(|e| deadline < e) {
+                pending.earliest = Some(deadline);
+                self.inner.deadline_moved.store(true, Ordering::Release);
             }
         }
-        let mut forget = Forget(self, request, false);
+        // Forgets the call if it is abandoned (the caller dropped it, or it never left).
+        let reply = ReplyWait { peer: self, request, done: false };
         self.inner.stats.bump(|s| &s.commands_out);
-        let exchange = async {
-            self.queue(frame).await?;
-            let reply = rx.await;
-            forget.2 = true;
-            reply.unwrap_or_else(|_| Err(self.disconnected()))
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.inner.stats.bump(|s| &s.call_timeouts);
-                Err(CallError::Timeout(timeout))
-            }
+        let max = self.inner.config.max_queued_bytes;
+        match self.inner.outbox.try_push(frame, max) {
+            Ok(()) => {}
+            Err((PushError::Closed, _)) => return Err(self.disconnected()),
+            // Waiting for room is the one wait with a timer of its own.
+            Err((PushError::Full, frame)) => match tokio::time::timeout_at(deadline, self.queue(frame)).await
+            {
+                Ok(queued) => queued?,
+                Err(_) => {
+                    self.inner.stats.bump(|s| &s.call_timeouts);
+                    return Err(CallError::Timeout(timeout));
+                }
+            },
         }
+        reply.await
     }
 
     /// Hands a received reply to its waiting call. Returns false for an unknown request id
     /// (a reply that arrived after its call timed out).
     pub(crate) fn resolve(&self, request: u32, reply: RawReply) -> bool {
-        let to = self.pending().calls.remove(&request);
-        match to {
-            Some(to) => {
-                to.send(reply);
+        let mut pending = self.pending();
+        match pending.calls.get_mut(&request) {
+            Some(ReplyTo::One(call)) if call.reply.is_none() => {
+                call.reply = Some(reply);
+                let waker = call.waker.take();
+                drop(pending);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
                 true
             }
-            None => false,
+            Some(ReplyTo::Batch(..)) => {
+                let Some(ReplyTo::Batch(batch, i)) = pending.calls.remove(&request) else { return false };
+                drop(pending);
+                batch.fill(i, reply);
+                true
+            }
+            _ => false,
         }
+    }
+
+    /// Whether a call came with a deadline earlier than the connection's task knew of
+    /// (asking clears it).
+    pub(crate) fn take_deadline_moved(&self) -> bool {
+        self.inner.deadline_moved.load(Ordering::Relaxed)
+            && self.inner.deadline_moved.swap(false, Ordering::Acquire)
+    }
+
+    /// The earliest deadline of a waiting call, or a time no later than it.
+    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
+        self.pending().earliest
+    }
+
+    /// Fails the calls whose deadline has passed with `Timeout`.
+    pub(crate) fn expire_calls(&self, now: Instant) {
+        let (wakers, _) = {
+            let mut pending = self.pending();
+            if pending.earliest.is_none_or(|e| e > now) {
+                return;
+            }
+            let mut earliest: Option<Instant> = None;
+            let settled = pending.settle(
+                |call| match call.deadline <= now {
+                    true => Some(Err(CallError::Timeout(call.timeout))),
+                    false => {
+                        earliest = Some(earliest.map_or(call.deadline, |e| e.min(call.deadline)));
+                        None
+                    }
+                },
+                false,
+            );
+            pending.earliest = earliest;
+            settled
+        };
+        self.inner.stats.add(|s| &s.call_timeouts, wakers.len() as u64);
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Marks the connection gone: every pending call and outgoing stream fails at once
@@ -593,19 +675,62 @@ impl Peer {
                 out.finish(Err(CallError::Disconnected(why.clone())));
             }
         }
-        let calls = {
+        let (wakers, batches) = {
             let mut p = self.pending();
             p.closed = Some(why.as_str().into());
-            std::mem::take(&mut p.calls)
+            p.earliest = None;
+            p.settle(|_| Some(Err(CallError::Disconnected(why.clone()))), true)
         };
-        for (_, to) in calls {
-            to.send(Err(CallError::Disconnected(why.clone())));
+        wakers.into_iter().for_each(Waker::wake);
+        for (batch, i) in batches {
+            batch.fill(i, Err(CallError::Disconnected(why.clone())));
         }
     }
 
     /// Asks the connection to stop taking calls, finish those in flight, and close.
     pub(crate) fn shutdown(&self) {
         let _ = self.inner.outbox.push_control(Out::Shutdown);
+    }
+}
+
+/// A lone call's wait for its reply; dropped before the reply, it forgets the call.
+struct ReplyWait<'a> {
+    peer: &'a Peer,
+    request: u32,
+    done: bool,
+}
+
+impl Future for ReplyWait<'_> {
+    type Output = RawReply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RawReply> {
+        let this = self.get_mut();
+        let mut pending = this.peer.pending();
+        let call = match pending.calls.get_mut(&this.request) {
+            Some(ReplyTo::One(call)) => call,
+            _ => {
+                this.done = true;
+                let why = pending.closed.as_deref().unwrap_or("connection closed").to_owned();
+                return Poll::Ready(Err(CallError::Disconnected(why)));
+            }
+        };
+        if let Some(reply) = call.reply.take() {
+            pending.calls.remove(&this.request);
+            this.done = true;
+            return Poll::Ready(reply);
+        }
+        if !call.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            call.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ReplyWait<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.peer.pending().calls.remove(&self.request);
+        }
     }
 }
 

@@ -84,6 +84,28 @@ async fn calls_time_out_and_late_replies_are_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_call_times_out_on_time_behind_a_long_one() {
+    // Calls have no timer each: the connection wakes at the earliest deadline, which a
+    // later call with a shorter timeout moves forward.
+    let server = serve(router()).await;
+    let client = connect(&server).await.unwrap();
+    let p = client.peer().clone();
+    let long =
+        tokio::spawn(async move { p.call_console_timeout("never", "", Duration::from_secs(3600)).await });
+    wait_until("the long call reaches the server", || server.stats().console_in >= 1).await;
+    let short = client.call_console_timeout("never", "", Duration::from_millis(100));
+    let err = tokio::time::timeout(Duration::from_secs(10), short).await.expect("not held by the long one");
+    assert_eq!(err.unwrap_err(), CallError::Timeout(Duration::from_millis(100)));
+    assert!(!long.is_finished(), "the long call still waits");
+    // A call its caller gives up on is forgotten, not counted as timed out.
+    let given_up = tokio::time::timeout(Duration::from_millis(50), client.call_console("never", "")).await;
+    assert!(given_up.is_err());
+    assert_eq!(client.call_console("echo", "still").await.unwrap(), "still");
+    assert_eq!(client.stats().call_timeouts, 1);
+    long.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pending_call_fails_at_once_when_the_connection_drops() {
     let server = serve(router()).await;
     let client = connect(&server).await.unwrap();

@@ -72,9 +72,8 @@ pub(crate) fn call_bytes(
     payload: &Payload,
     enc: Encoding,
 ) -> Result<Bytes, WireError> {
-    let mut out = BytesMut::with_capacity(HEADER_LEN + 1 + name.len() + payload.size_hint());
-    call(&mut out, kind, request, name, payload, enc)?;
-    Ok(out.freeze())
+    let size = HEADER_LEN + 1 + name.len() + payload.size_hint();
+    super::spare::encode(size, |out| call(out, kind, request, name, payload, enc))
 }
 
 /// Appends the reply to a call: a `Reply`, or an `Error` for a handler error or a reply

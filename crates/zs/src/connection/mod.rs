@@ -252,6 +252,9 @@ impl<L: Link> Connection<L> {
                 Poll::Pending => {}
             }
         }
+        if self.peer.take_deadline_moved() {
+            self.rearm_timer();
+        }
         if let Some(t) = self.timer.as_mut() {
             if t.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
@@ -484,6 +487,7 @@ impl<L: Link> Connection<L> {
 
     fn on_timer(&mut self) -> Step {
         let now = Instant::now();
+        self.peer.expire_calls(now);
         if self.draining.is_some_and(|d| now >= d) {
             return Err(self.close_local(GoAwayCode::ShuttingDown, "shutting down (drain timeout)"));
         }
@@ -518,13 +522,15 @@ impl<L: Link> Connection<L> {
         Ok(())
     }
 
-    /// Sets the timer to the earliest of: next keepalive, idle timeout, drain deadline.
+    /// Sets the timer to the earliest of: next keepalive, idle timeout, drain deadline, the
+    /// first deadline of a call waiting for its reply.
     fn rearm_timer(&mut self) {
         let c = &self.config;
         let keepalive = c.keepalive_interval.filter(|_| !self.ping_out).map(|d| self.last_rx + d);
         let idle = c.idle_timeout.map(|d| self.last_rx + d);
         let stall = c.idle_timeout.filter(|_| self.unsent()).map(|d| self.last_write + d);
-        let next = [keepalive, idle, stall, self.draining].into_iter().flatten().min();
+        let calls = self.peer.earliest_deadline();
+        let next = [keepalive, idle, stall, self.draining, calls].into_iter().flatten().min();
         match (next, self.timer.as_mut()) {
             (Some(at), Some(t)) => t.as_mut().reset(at),
             (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),

@@ -63,7 +63,12 @@ impl Output {
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
             let Some(front) = self.segments.front_mut() else {
-                self.small.advance(n);
+                // All written: cleared, the buffer keeps its whole room (advancing past
+                // the bytes would leave it none to hand on).
+                match n == self.small.len() {
+                    true => self.small.clear(),
+                    false => self.small.advance(n),
+                }
                 return;
             };
             let take = n.min(front.len());

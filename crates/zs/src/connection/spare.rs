@@ -12,16 +12,46 @@
 
 use std::cell::Cell;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 /// Largest buffer a thread keeps.
 const KEEP_MAX: usize = 256 << 10;
 /// Smallest room left in a read buffer that is worth keeping and reading into.
 pub(crate) const MIN_ROOM: usize = 2 << 10;
 
+/// Frames encoded by callers come out of chunks of this size (one allocation for many).
+const ENCODE_CHUNK: usize = 16 << 10;
+/// Largest frame encoded in a shared chunk; a larger one gets its own buffer.
+const ENCODE_SHARED_MAX: usize = 2 << 10;
+
 thread_local! {
     static READ: Cell<BytesMut> = Cell::new(BytesMut::new());
     static WRITE: Cell<BytesMut> = Cell::new(BytesMut::new());
+    static ENCODE: Cell<BytesMut> = Cell::new(BytesMut::new());
+}
+
+/// Encodes one frame of about `size` bytes with `encode` and returns it as shared bytes:
+/// small frames are cut from the thread's current chunk, so a caller's frame costs no
+/// allocation of its own (the chunk is freed once every frame cut from it is).
+pub(crate) fn encode<E>(
+    size: usize,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, E> {
+    if size > ENCODE_SHARED_MAX {
+        let mut out = BytesMut::with_capacity(size);
+        encode(&mut out)?;
+        return Ok(out.freeze());
+    }
+    ENCODE.with(|slot| {
+        let mut chunk = slot.take();
+        if chunk.capacity() < size {
+            chunk = BytesMut::with_capacity(ENCODE_CHUNK);
+        }
+        let result = encode(&mut chunk);
+        let frame = chunk.split().freeze();
+        slot.set(chunk);
+        result.map(|()| frame)
+    })
 }
 
 /// A read buffer with room for at least [`MIN_ROOM`] bytes, if the thread has one.
@@ -79,6 +109,31 @@ mod tests {
         assert_eq!(take_read().capacity(), 0, "too little room is not kept");
         keep_read(BytesMut::with_capacity(1 << 20));
         assert_eq!(take_read().capacity(), 0, "too large is not kept");
+    }
+
+    /// Encodes `bytes` as a frame would be.
+    fn put(size: usize, bytes: &[u8]) -> Bytes {
+        encode(size, |out| {
+            out.extend_from_slice(bytes);
+            Ok::<_, ()>(())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn small_frames_share_a_chunk_and_a_failed_one_leaves_nothing() {
+        let a = put(100, &[1; 100]);
+        let b = put(100, &[2; 100]);
+        assert_eq!((&a[..], &b[..]), (&[1u8; 100][..], &[2u8; 100][..]));
+        assert_eq!(a.as_ptr().wrapping_add(100), b.as_ptr(), "cut one after the other");
+        let failed = encode(10, |out| {
+            out.extend_from_slice(b"half");
+            Err("no")
+        });
+        assert_eq!(failed, Err("no"));
+        assert_eq!(&put(4, b"next")[..], b"next");
+        let big = put(64 << 10, &[7; 64 << 10]);
+        assert_eq!(big.len(), 64 << 10);
     }
 
     #[test]
