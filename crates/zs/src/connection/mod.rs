@@ -106,6 +106,16 @@ pub(crate) struct Connection<L: Link> {
     mux: Option<Box<Mux>>,
 }
 
+/// A connection's task dropped before it ended (its runtime shut down): calls waiting on
+/// it fail at once instead of waiting for a deadline that only this task would enforce.
+impl<L: Link> Drop for Connection<L> {
+    fn drop(&mut self) {
+        if self.peer.close_reason().is_none() {
+            self.peer.mark_closed("the connection's task ended".into());
+        }
+    }
+}
+
 impl<L: Link> Connection<L> {
     pub(crate) fn new(link: L, peer: Peer, router: Arc<Router>) -> Self {
         peer.bind_router(router.clone());

@@ -180,29 +180,6 @@ impl Outbox {
     }
 
     /// Queues a control message; fails only if the connection is gone.
-    /// Queues several frames at once, waiting for room for them all (an empty queue takes
-    /// them whatever their size); one wake-up for the consumer.
-    pub(crate) async fn push_all(&self, frames: Vec<Bytes>, max: usize) -> Result<(), PushError> {
-        let total: usize = frames.iter().map(Bytes::len).sum();
-        self.until_room(frames, |frames| {
-            let mut st = self.lock();
-            if st.closed {
-                return Err((PushError::Closed, frames));
-            }
-            if st.bytes > 0 && st.bytes + total > max {
-                return Err((PushError::Full, frames));
-            }
-            let was_empty = st.is_empty();
-            st.bytes += total;
-            st.queue.extend(frames.into_iter().map(Out::Frame));
-            if was_empty {
-                self.signal();
-            }
-            Ok(())
-        })
-        .await
-    }
-
     pub(crate) fn push_control(&self, out: Out) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {

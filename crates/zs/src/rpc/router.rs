@@ -63,7 +63,8 @@ pub(crate) struct Command {
 /// the other.
 #[derive(Default)]
 pub struct Router {
-    commands: HashMap<Box<str>, Arc<Command>>,
+    /// FxHash: the names are the server's own, fixed when it starts.
+    commands: rustc_hash::FxHashMap<Box<str>, Arc<Command>>,
     pub(crate) on_connect: Vec<Box<ConnectHook>>,
     pub(crate) on_disconnect: Vec<Box<DisconnectHook>>,
     pub(crate) on_session: Vec<Box<SessionHook>>,
