@@ -72,16 +72,33 @@ pub struct FanoutReport {
 }
 
 /// Deliveries counted by the subscribers, and a wake-up for the publisher.
-#[derive(Default)]
 pub(crate) struct Counter {
     pub(crate) delivered: AtomicU64,
     pub(crate) progressed: Notify,
+    /// Deliveries per message: the publisher is told each time a message's worth is in.
+    peers: u64,
+}
+
+/// A counter whose waiters are told of every delivery.
+impl Default for Counter {
+    fn default() -> Counter {
+        Counter::new(1)
+    }
 }
 
 impl Counter {
+    /// A counter whose waiters are told each time `peers` more deliveries are in.
+    pub(crate) fn new(peers: usize) -> Counter {
+        Counter { delivered: AtomicU64::new(0), progressed: Notify::new(), peers: peers.max(1) as u64 }
+    }
+
     pub(crate) fn add(&self, n: u64) {
-        self.delivered.fetch_add(n, Ordering::Relaxed);
-        self.progressed.notify_one();
+        let before = self.delivered.fetch_add(n, Ordering::Relaxed);
+        // The publisher waits for whole messages' worth: waking it for every delivery
+        // cost ours (one handler per message) far more than the floor (one add per read).
+        if before / self.peers != (before + n) / self.peers {
+            self.progressed.notify_one();
+        }
     }
 
     /// Waits until at most `window` messages are not yet delivered to every peer
@@ -167,14 +184,17 @@ async fn ours(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resul
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let counter = Arc::new(Counter::default());
+    let counter = Arc::new(Counter::new(opts.peers));
     let mut clients = Vec::with_capacity(opts.peers);
+    // One router for every client, as a process of many connections would have.
+    let mut router = Router::new();
+    let c = counter.clone();
+    router.direct_console("tick", move |_, _| c.add(1));
+    let router = Arc::new(router);
     for _ in 0..opts.peers {
-        let mut r = Router::new();
-        let c = counter.clone();
-        r.direct_console("tick", move |_, _| c.add(1));
         let config = ClientConfig::secured(zs::ClientSecurity::Plaintext);
-        clients.push(Client::connect_with(server.local_addr(), r, config).await.map_err(|e| e.to_string())?);
+        let client = Client::connect_with(server.local_addr(), router.clone(), config).await;
+        clients.push(client.map_err(|e| e.to_string())?);
     }
     while server.connection_count() < opts.peers {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -213,7 +233,7 @@ async fn floor(server_rt: &tokio::runtime::Runtime, opts: FanoutOptions) -> Resu
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let counter = Arc::new(Counter::default());
+    let counter = Arc::new(Counter::new(opts.peers));
     let frame_len = 4 + opts.payload;
     let mut frame = (opts.payload as u32).to_le_bytes().to_vec();
     frame.resize(frame_len, b'x');
@@ -304,7 +324,7 @@ async fn nats_connect(port: u16) -> Result<TcpStream, String> {
 }
 
 async fn nats_run(port: u16, opts: FanoutOptions) -> Result<FanoutFigures, String> {
-    let counter = Arc::new(Counter::default());
+    let counter = Arc::new(Counter::new(opts.peers));
     let mut subs = Vec::new();
     for _ in 0..opts.peers {
         let mut s = nats_connect(port).await?;

@@ -40,10 +40,11 @@ impl Client {
         Client::connect_with(addr, Router::new(), ClientConfig::secured(security)).await
     }
 
-    /// Connects with a router (commands the server may call: push) and settings.
+    /// Connects with a router (commands the server may call: push) and settings. Many
+    /// clients may share one router (`Arc<Router>`).
     pub async fn connect_with(
         addr: impl ToSocketAddrs,
-        router: Router,
+        router: impl Into<Arc<Router>>,
         config: ClientConfig,
     ) -> io::Result<Client> {
         let dialer =
@@ -56,7 +57,11 @@ impl Client {
     /// each as `config.security` says. (`wss://` needs the certificate's trust as well:
     /// [`connect_over`](Self::connect_over) with
     /// [`WsDialer::secure`](crate::transport::ws::WsDialer::secure).)
-    pub async fn connect_url(url: &str, router: Router, config: ClientConfig) -> io::Result<Client> {
+    pub async fn connect_url(
+        url: &str,
+        router: impl Into<Arc<Router>>,
+        config: ClientConfig,
+    ) -> io::Result<Client> {
         let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {why}"));
         let (scheme, rest) = url.split_once("://").unwrap_or(("tcp", url));
         let (host, path) = match rest.find('/') {
@@ -79,7 +84,7 @@ impl Client {
     pub async fn connect_over<D: Dialer>(
         dialer: D,
         addr: impl ToSocketAddrs,
-        router: Router,
+        router: impl Into<Arc<Router>>,
         config: ClientConfig,
     ) -> io::Result<Client> {
         Client::connect_via(Boxed(dialer), addr, router, config).await
@@ -88,7 +93,7 @@ impl Client {
     async fn connect_via<D: Dialer>(
         dialer: D,
         addr: impl ToSocketAddrs,
-        router: Router,
+        router: impl Into<Arc<Router>>,
         config: ClientConfig,
     ) -> io::Result<Client>
     where
@@ -117,7 +122,7 @@ impl Client {
         let context =
             PeerContext { config: Arc::new(config.connection), stats, directory: Default::default() };
         let peer = Peer::new(id, (remote, local), channel, session, context, true);
-        let router = Arc::new(router);
+        let router = router.into();
         link.bind_session_events(&peer, &router);
         let (tx, closed) = watch::channel(None);
         let conn = Connection::new(link, peer.clone(), router);

@@ -133,7 +133,13 @@ impl<L: Link> Connection<L> {
         if !from_queue {
             self.count_command(direct, frame.header.flags);
         }
-        let Some(cmd) = self.router.get(call.name()).cloned() else {
+        // Borrowed, not cloned: a shared `Arc<Command>` cloned per call bounced its count
+        // between the cores (every connection of a process calls the same few commands).
+        // SAFETY: `self.router` is set once, when the connection is made, and an
+        // `Arc<Router>` gives no mutable access: the router, and the command its map owns,
+        // live at least as long as `self`, which this call borrows throughout.
+        let router: &crate::Router = unsafe { &*std::sync::Arc::as_ptr(&self.router) };
+        let Some(cmd) = router.get(call.name()) else {
             self.peer.shared_stats().bump(|s| &s.unknown_commands);
             let msg = format!("unknown command: {}", call.name());
             return self.refuse(request, ErrorCode::UnknownCommand, &msg);
@@ -158,7 +164,7 @@ impl<L: Link> Connection<L> {
             self.ordered_queue.push_back(frame);
             return Ok(());
         }
-        if let Err(e) = self.router.admit(&self.peer, &cmd) {
+        if let Err(e) = router.admit(&self.peer, cmd) {
             if let Some(m) = &cmd.meter {
                 m.record(std::time::Duration::ZERO, true);
             }
@@ -174,7 +180,7 @@ impl<L: Link> Connection<L> {
                 return self.refuse(request, ErrorCode::BadPayload, &msg);
             }
         };
-        self.start(&cmd, request, ordered, payload);
+        self.start(cmd, request, ordered, payload);
         Ok(())
     }
 
