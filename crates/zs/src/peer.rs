@@ -95,6 +95,8 @@ struct Pending {
     closed: Option<Box<str>>,
     /// No lone call's deadline is earlier than this (`None`: none waits).
     earliest: Option<Instant>,
+    /// Lone calls whose reply is in but not yet taken by their caller.
+    unclaimed: usize,
 }
 
 impl Pending {
@@ -119,6 +121,7 @@ impl Pending {
                     if let Some(reply) = which(call.deadline, call.timeout) {
                         call.reply = Some(reply);
                         wakers.extend(call.waker.take());
+                        self.unclaimed += 1;
                     }
                 }
                 true
@@ -564,6 +567,11 @@ impl Peer {
         !self.pending().calls.is_empty()
     }
 
+    /// Whether replies are in that their callers have not taken yet (woken, not yet run).
+    pub(crate) fn has_unclaimed_replies(&self) -> bool {
+        self.pending().unclaimed > 0
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.inner.pending.lock_or_recover()
     }
@@ -636,6 +644,7 @@ impl Peer {
             Some(ReplyTo::One(call)) if call.reply.is_none() => {
                 call.reply = Some(reply);
                 let waker = call.waker.take();
+                pending.unclaimed += 1;
                 drop(pending);
                 if let Some(waker) = waker {
                     waker.wake();
@@ -741,6 +750,7 @@ impl Future for ReplyWait<'_> {
         };
         if let Some(reply) = call.reply.take() {
             pending.calls.remove(&this.request);
+            pending.unclaimed -= 1;
             this.done = true;
             return Poll::Ready(reply);
         }
@@ -754,7 +764,10 @@ impl Future for ReplyWait<'_> {
 impl Drop for ReplyWait<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.peer.pending().calls.remove(&self.request);
+            let mut pending = self.peer.pending();
+            if let Some(ReplyTo::One(OneCall { reply: Some(_), .. })) = pending.calls.remove(&self.request) {
+                pending.unclaimed -= 1;
+            }
         }
     }
 }

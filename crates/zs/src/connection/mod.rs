@@ -65,6 +65,9 @@ const FREE_READ: usize = 512 << 10;
 const READ_CHARGED: u32 = 1 << 31;
 /// Frames from other tasks this large are written from their own buffer, not copied.
 const ZERO_COPY_MIN: usize = 4 << 10;
+/// Most turns the connection's task gives callers woken by its replies before it writes
+/// the calls they queued.
+const MAX_CALLER_TURNS: usize = 4;
 /// How long a closing connection waits for its last output to leave.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -211,8 +214,16 @@ impl<L: Link> Connection<L> {
                     // one after another, and the first wakes this task at once: let the
                     // others queue theirs too, so that all leave in one write instead of one
                     // write each. (Not for a lone frame, a broadcast's say: no call waits.)
+                    // Callers still holding replies they have not taken get a few more
+                    // turns (on a multi-threaded runtime some run on the other worker).
                     if self.out.is_empty() && self.peer.has_calls_waiting() {
                         tokio::task::yield_now().await;
+                        for _ in 1..MAX_CALLER_TURNS {
+                            if !self.peer.has_unclaimed_replies() {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
                     }
                     self.on_outbox()
                 }
