@@ -517,6 +517,8 @@ impl Peer {
         let forget = Forget(self, &requests);
         let sent = requests.iter().flatten().count();
         self.inner.stats.add(|s| &s.commands_out, sent as u64);
+        // The connection counts the batch's one piece as one frame: the rest are counted here.
+        self.inner.stats.add(|s| &s.frames_out, sent.saturating_sub(1) as u64);
         let max = self.inner.config.max_queued_bytes;
         // The connection's task fails the calls past the deadline; only a wait for room in
         // a full outbox has a timer of its own.

@@ -63,6 +63,15 @@ async fn a_batch_comes_back_in_order_with_each_reply_its_own_result() {
     }
     // Single calls go on beside batches.
     assert_eq!(client.call_console("echo", "single").await.unwrap(), "single");
+    // A batch leaves as one piece, but every call in it is a frame of its own.
+    let stats = client.stats();
+    assert_eq!(stats.commands_out, 500 + 3 + 2 + 100 + 1);
+    assert!(
+        stats.frames_out >= stats.commands_out,
+        "{} frames for {} calls",
+        stats.frames_out,
+        stats.commands_out
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
