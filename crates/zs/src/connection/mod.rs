@@ -342,8 +342,10 @@ impl<L: Link> Connection<L> {
             self.rbuf = spare::take_read();
         }
         // With no frame begun, the room left after earlier frames takes the next read
-        // (small messages share one allocation); a frame in progress gets room to grow.
-        if !self.rbuf.is_empty() || self.rbuf.capacity() < spare::MIN_ROOM {
+        // (small messages share one allocation); a frame in progress (its header already
+        // taken, perhaps) gets room to grow.
+        let begun = !self.rbuf.is_empty() || self.decoder.is_mid_frame();
+        if begun || self.rbuf.capacity() < spare::MIN_ROOM {
             let wanted = self.decoder.wanted(self.rbuf.len());
             let want = wanted.min(hint.max(self.rbuf.len())).max(hint);
             self.rbuf.reserve(want);
