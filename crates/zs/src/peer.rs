@@ -100,16 +100,6 @@ struct Pending {
 }
 
 impl Pending {
-    /// Registers a call's reply place, due by `deadline`.
-    fn register(&mut self, request: u32, to: ReplyTo, deadline: Instant) -> bool {
-        self.calls.insert(request, to);
-        let earlier = self.earliest.is_none_or(|e| deadline < e);
-        if earlier {
-            self.earliest = Some(deadline);
-        }
-        earlier
-    }
-
     /// Settles every call still without a reply for which `which` (given its deadline and
     /// timeout) has one: a lone call's reply is left for it, a batch call is taken out.
     /// Returns the callers to wake and the batch calls to fill.
@@ -493,14 +483,10 @@ impl Peer {
                 let why = why.to_string();
                 return (0..n).map(|_| Err(CallError::Disconnected(why.clone()))).collect();
             }
-            let mut moved = false;
             for (i, request) in requests.iter().enumerate() {
                 if let Some(request) = request {
-                    moved |= pending.register(*request, ReplyTo::Batch(batch.clone(), i), batch.deadline);
+                    self.register(&mut pending, *request, ReplyTo::Batch(batch.clone(), i), batch.deadline);
                 }
-            }
-            if moved {
-                self.inner.deadline_moved.store(true, Ordering::Release);
             }
         }
         // Whatever ends the wait (replies, the caller dropping this future), the calls
@@ -519,27 +505,12 @@ impl Peer {
         self.inner.stats.add(|s| &s.commands_out, sent as u64);
         // The connection counts the batch's one piece as one frame: the rest are counted here.
         self.inner.stats.add(|s| &s.frames_out, sent.saturating_sub(1) as u64);
-        let max = self.inner.config.max_queued_bytes;
-        // The connection's task fails the calls past the deadline; only a wait for room in
-        // a full outbox has a timer of its own.
         let queued = match sent {
             0 => Ok(()),
-            _ => match self.inner.outbox.try_push(buf.freeze(), max) {
-                Ok(()) => Ok(()),
-                Err((PushError::Closed, _)) => Err(self.disconnected()),
-                Err((PushError::Full, frames)) => {
-                    match tokio::time::timeout_at(batch.deadline, self.queue(frames)).await {
-                        Ok(queued) => queued,
-                        Err(_) => Err(CallError::Timeout(timeout)),
-                    }
-                }
-            },
+            _ => self.queue_calls(buf.freeze(), batch.deadline, timeout).await,
         };
         if let Err(why) = queued {
             drop(forget);
-            if matches!(why, CallError::Timeout(_)) {
-                self.inner.stats.bump(|s| &s.call_timeouts);
-            }
             let mut slots = std::mem::take(&mut *batch.slots.lock_or_recover());
             return slots.iter_mut().map(|slot| slot.take().unwrap_or_else(|| Err(why.clone()))).collect();
         }
@@ -614,28 +585,36 @@ impl Peer {
                 return Err(CallError::Disconnected(why.to_string()));
             }
             let call = OneCall { deadline, timeout, waker: None, reply: None };
-            if pending.register(request, ReplyTo::One(call), deadline) {
-                self.inner.deadline_moved.store(true, Ordering::Release);
-            }
+            self.register(&mut pending, request, ReplyTo::One(call), deadline);
         }
         // Forgets the call if it is abandoned (the caller dropped it, or it never left).
         let reply = ReplyWait { peer: self, request, done: false };
         self.inner.stats.bump(|s| &s.commands_out);
-        let max = self.inner.config.max_queued_bytes;
-        match self.inner.outbox.try_push(frame, max) {
-            Ok(()) => {}
-            Err((PushError::Closed, _)) => return Err(self.disconnected()),
-            // Waiting for room is the one wait with a timer of its own.
-            Err((PushError::Full, frame)) => match tokio::time::timeout_at(deadline, self.queue(frame)).await
-            {
-                Ok(queued) => queued?,
-                Err(_) => {
-                    self.inner.stats.bump(|s| &s.call_timeouts);
-                    return Err(CallError::Timeout(timeout));
-                }
-            },
-        }
+        self.queue_calls(frame, deadline, timeout).await?;
         reply.await
+    }
+
+    /// Queues registered calls' frames. The connection's task fails calls past their
+    /// deadline; only a wait for room in a full outbox has a timer of its own.
+    async fn queue_calls(
+        &self,
+        frames: Bytes,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        match self.inner.outbox.try_push(frames, self.inner.config.max_queued_bytes) {
+            Ok(()) => Ok(()),
+            Err((PushError::Closed, _)) => Err(self.disconnected()),
+            Err((PushError::Full, frames)) => {
+                match tokio::time::timeout_at(deadline, self.queue(frames)).await {
+                    Ok(queued) => queued,
+                    Err(_) => {
+                        self.inner.stats.bump(|s| &s.call_timeouts);
+                        Err(CallError::Timeout(timeout))
+                    }
+                }
+            }
+        }
     }
 
     /// Hands a received reply to its waiting call. Returns false for an unknown request id
@@ -660,6 +639,16 @@ impl Peer {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Registers a call's reply place, due by `deadline`; the connection's task is told
+    /// when that is earlier than any it waits for.
+    fn register(&self, pending: &mut Pending, request: u32, to: ReplyTo, deadline: Instant) {
+        pending.calls.insert(request, to);
+        if pending.earliest.is_none_or(|e| deadline < e) {
+            pending.earliest = Some(deadline);
+            self.inner.deadline_moved.store(true, Ordering::Release);
         }
     }
 
