@@ -30,6 +30,28 @@ pub struct BulkOptions {
     pub secure: Secure,
     /// How our streams are checked end to end.
     pub check: zs::StreamCheck,
+    /// Run only one part (to profile it): the others report zero.
+    pub only: Option<BulkPart>,
+}
+
+/// A part of the bulk scenario, run alone to profile it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkPart {
+    /// Our streams.
+    Ours,
+    /// The fastest raw copy (every way is tried).
+    Floor,
+}
+
+impl std::str::FromStr for BulkPart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BulkPart, String> {
+        match s {
+            "ours" => Ok(BulkPart::Ours),
+            "floor" => Ok(BulkPart::Floor),
+            _ => Err(format!("`{s}` is not a part (ours, floor)")),
+        }
+    }
 }
 
 /// Where our server runs.
@@ -116,9 +138,19 @@ pub struct BulkReport {
 pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> {
     let servers = start_servers(floor_sink, opts.secure)?;
     let load_rt = runtime("zs-bench-load")?;
-    let floor_tokio_256k = load_rt.block_on(floor_copy(servers.floor, opts))?;
-    let floors = load_rt.block_on(best_copy(total(opts), opts.connections, Source::Noise))?;
-    let ceiling = load_rt.block_on(best_copy(total(opts), opts.connections, Source::Constant))?;
+    let none = || BestCopy { ways: Vec::new(), best: 0.0, best_way: "not run".into() };
+    let zero = Throughput { bytes_per_s: 0.0, seconds: 0.0 };
+    let (floor_tokio_256k, floors, ceiling) = match opts.only {
+        Some(BulkPart::Ours) => (zero, none(), none()),
+        Some(BulkPart::Floor) => {
+            (zero, load_rt.block_on(best_copy(total(opts), opts.connections, Source::Noise))?, none())
+        }
+        None => (
+            load_rt.block_on(floor_copy(servers.floor, opts))?,
+            load_rt.block_on(best_copy(total(opts), opts.connections, Source::Noise))?,
+            load_rt.block_on(best_copy(total(opts), opts.connections, Source::Constant))?,
+        ),
+    };
     let link_ceiling = CopyWay { way: ceiling.best_way, bytes_per_s: ceiling.best };
     let best = floors.best.max(floor_tokio_256k.bytes_per_s);
     let floor = Throughput { bytes_per_s: best, seconds: total(opts) as f64 / best };
@@ -134,7 +166,10 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
     let server_pid = process.as_ref().map(|p| p.child.id().to_string());
     let server_before = server_pid.as_deref().map(procmem::reset_peak).transpose()?;
     let rss_before = procmem::reset_peak("self")?;
-    let result = load_rt.block_on(ours_streams(target, opts));
+    let result = match opts.only {
+        Some(BulkPart::Floor) => Ok((zero, CallsDuring { completed: 0, p50_us: 0, p99_us: 0, max_us: 0 })),
+        _ => load_rt.block_on(ours_streams(target, opts)),
+    };
     let peak = procmem::status_bytes("self", "VmHWM:")?;
     let server_peak = server_pid.as_deref().map(|pid| procmem::status_bytes(pid, "VmHWM:")).transpose()?;
     drop(process);

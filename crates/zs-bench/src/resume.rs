@@ -227,6 +227,7 @@ fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<Sessio
         connections: 1,
         secure: opts.secure,
         check: zs::StreamCheck::default(),
+        only: None,
     };
     let mut rpc = Vec::new();
     let mut bulk_runs = Vec::new();

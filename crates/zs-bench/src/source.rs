@@ -1,6 +1,7 @@
 //! A generated data source: fast, incompressible, the same bytes for every reader.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,6 +16,13 @@ pub struct Noise {
     lanes: [u64; 4],
     /// Words emitted so far (picks the next word's lane).
     word: u64,
+}
+
+/// Writes `src` over `dst` (the same length, at most a word), as one store for a word.
+fn put(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: `dst` has room for `src` (checked above); the regions are distinct.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len()) }
 }
 
 fn xorshift(x: &mut u64) -> u64 {
@@ -47,33 +55,42 @@ impl Noise {
 
     /// Fills `out` (and counts it off).
     pub fn fill(&mut self, out: &mut [u8]) {
+        // SAFETY: `fill_uninit` writes only initialised bytes, so `out` stays initialised.
+        let out = unsafe { &mut *(out as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        self.fill_uninit(out);
+    }
+
+    /// Fills `out`, which may be uninitialised (and counts it off): a reader's buffer
+    /// taken as it is, with no pass to zero it first and no copy through another buffer.
+    pub fn fill_uninit(&mut self, out: &mut [MaybeUninit<u8>]) {
         self.left -= out.len() as u64;
         let whole = out.len() / 8 * 8;
         let (words, tail) = out.split_at_mut(whole);
         let mut i = 0;
         // Word by word up to a lane boundary, then the four lanes side by side.
         while self.word & 3 != 0 && i < words.len() {
-            words[i..i + 8].copy_from_slice(&self.next_word().to_le_bytes());
+            put(&mut words[i..i + 8], &self.next_word().to_le_bytes());
             i += 8;
         }
         let [mut a, mut b, mut c, mut d] = self.lanes;
         self.word += ((words.len() - i) / 32 * 4) as u64;
         let mut quads = words[i..].chunks_exact_mut(32);
         for q in &mut quads {
-            q[..8].copy_from_slice(&xorshift(&mut a).to_le_bytes());
-            q[8..16].copy_from_slice(&xorshift(&mut b).to_le_bytes());
-            q[16..24].copy_from_slice(&xorshift(&mut c).to_le_bytes());
-            q[24..].copy_from_slice(&xorshift(&mut d).to_le_bytes());
+            put(&mut q[..8], &xorshift(&mut a).to_le_bytes());
+            put(&mut q[8..16], &xorshift(&mut b).to_le_bytes());
+            put(&mut q[16..24], &xorshift(&mut c).to_le_bytes());
+            put(&mut q[24..], &xorshift(&mut d).to_le_bytes());
         }
         self.lanes = [a, b, c, d];
         for w in quads.into_remainder().chunks_exact_mut(8) {
-            w.copy_from_slice(&self.next_word().to_le_bytes());
+            let word = self.next_word().to_le_bytes();
+            put(w, &word);
         }
         // A partial word only when there is one, so reads whose sizes are multiples of 8
         // give the same bytes however the source is split.
         if !tail.is_empty() {
             let last = self.next_word().to_le_bytes();
-            tail.copy_from_slice(&last[..tail.len()]);
+            put(tail, &last[..tail.len()]);
         }
     }
 
@@ -94,16 +111,15 @@ impl AsyncRead for Noise {
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // Through a small block in L1: zero-filling the reader's uninitialised room first
-        // (`initialize_unfilled_to`) cost a pass over 256 KiB per chunk.
-        let mut n = (buf.remaining() as u64).min(self.left) as usize;
-        let mut block = [0u8; 4096];
-        while n > 0 {
-            let k = n.min(block.len());
-            self.fill(&mut block[..k]);
-            buf.put_slice(&block[..k]);
-            n -= k;
-        }
+        // Straight into the reader's room: zero-filling it first (`initialize_unfilled_to`)
+        // or going through a small block cost a pass over each 256 KiB chunk.
+        let n = (buf.remaining() as u64).min(self.left) as usize;
+        // SAFETY: only initialised bytes are written into the room.
+        let room = unsafe { &mut buf.unfilled_mut()[..n] };
+        self.fill_uninit(room);
+        // SAFETY: `fill_uninit` initialised the first `n` bytes of the room.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -129,5 +145,20 @@ mod tests {
         Noise::new(10_000, 43).fill(&mut other);
         assert_ne!(other, whole);
         assert!(zs_wire::compress::zstd(&whole).is_none(), "noise must not compress");
+    }
+
+    #[tokio::test]
+    async fn reading_gives_the_bytes_fill_gives() {
+        use tokio::io::AsyncReadExt;
+        let mut whole = vec![0u8; 100_000];
+        Noise::new(100_000, 7).fill(&mut whole);
+        let mut read = Vec::with_capacity(100_000);
+        let mut src = Noise::new(100_000, 7);
+        while src.left() > 0 {
+            let mut part = bytes::BytesMut::with_capacity(4_104);
+            src.read_buf(&mut part).await.expect("noise never fails");
+            read.extend_from_slice(&part);
+        }
+        assert_eq!(read, whole);
     }
 }

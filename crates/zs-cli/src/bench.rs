@@ -129,6 +129,10 @@ enum Scenario {
         /// How our streams are checked end to end: xxh3 (the default) or blake3.
         #[arg(long, default_value = "xxh3", value_parser = stream_check)]
         check: zs::StreamCheck,
+        /// Run only `ours` or only the `floor` (every raw copy), to profile it: the rest
+        /// reports zero.
+        #[arg(long)]
+        only: Option<bulk::BulkPart>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -563,7 +567,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
         Scenario::Rpc { depth, common } => common.run(depth, None),
         Scenario::RpcOpen { rate, common } => common.run(1, Some(rate)),
-        Scenario::Bulk { size, streams, connections, server_process, secure, check: stream, json } => {
+        Scenario::Bulk { size, streams, connections, server_process, secure, check: stream, only, json } => {
             check("streams", streams, 10_000)?;
             check("connections", connections, 1_000)?;
             if size == 0 || size.saturating_mul(streams as u64) > 1 << 40 {
@@ -575,8 +579,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             } else {
                 bulk::ServerPlace::InProcess
             };
-            let r =
-                bulk::run(bulk::BulkOptions { size, streams, connections, secure, check: stream }, place)?;
+            let opts = bulk::BulkOptions { size, streams, connections, secure, check: stream, only };
+            let r = bulk::run(opts, place)?;
             print(json, &r, || bulk::table(&r))
         }
         Scenario::Idle { connections, procs, secure, workers, addrs, json } => {
