@@ -154,6 +154,12 @@ pub trait Link: Send + Sync + 'static {
     /// then wait for new bytes without a `WouldBlock` first (TCP does): a layer that acts
     /// when input pauses acts on such a read too.
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// As [`try_read_buf`](Self::try_read_buf), reading at most `max` bytes where the link
+    /// can (TCP); others read as much as `try_read_buf` does.
+    fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        let _ = max;
+        self.try_read_buf(buf)
+    }
     /// Ready when a write may make progress.
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes as much of `buf` as the link takes now; `WouldBlock` if none.
@@ -208,9 +214,13 @@ impl Link for tokio::net::TcpStream {
         tokio::net::TcpStream::poll_read_ready(self, cx)
     }
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.try_read_buf_upto(buf, usize::MAX)
+    }
+    fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         let stream: &tokio::net::TcpStream = self;
         let spare = buf.spare_capacity_mut();
-        let room = spare.len();
+        let room = spare.len().min(max);
+        let spare = &mut spare[..room];
         if room == 0 {
             return tokio::net::TcpStream::try_read_buf(self, buf);
         }
@@ -265,6 +275,9 @@ impl<L: Link + ?Sized> Link for Box<L> {
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         (**self).try_read_buf(buf)
     }
+    fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        (**self).try_read_buf_upto(buf, max)
+    }
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_write_ready(cx)
     }
@@ -314,6 +327,9 @@ macro_rules! link_enum {
             fn try_read_buf(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
                 match self { $($v(l) => l.try_read_buf(buf),)+ }
             }
+            fn try_read_buf_upto(&mut self, buf: &mut bytes::BytesMut, max: usize) -> std::io::Result<usize> {
+                match self { $($v(l) => l.try_read_buf_upto(buf, max),)+ }
+            }
             fn poll_write_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
                 match self { $($v(l) => l.poll_write_ready(cx),)+ }
             }
@@ -355,3 +371,41 @@ macro_rules! link_enum {
 }
 
 pub(crate) use link_enum;
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::Link;
+
+    #[tokio::test]
+    async fn a_tcp_read_takes_no_more_than_asked() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut writer =
+            tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (mut reader, _) = listener.accept().await.expect("accept");
+        writer.write_all(&[7u8; 1000]).await.expect("write");
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut got = 0;
+        while got < 100 {
+            reader.readable().await.expect("readable");
+            match reader.try_read_buf_upto(&mut buf, 100 - got) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        assert_eq!(buf.len(), 100, "a read past the limit");
+        // The rest is still there for the next read.
+        while buf.len() < 1000 {
+            reader.readable().await.expect("readable");
+            match Link::try_read_buf(&mut reader, &mut buf) {
+                Ok(n) => assert!(n > 0, "closed early"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        assert_eq!(&buf[..], &[7u8; 1000][..]);
+    }
+}
