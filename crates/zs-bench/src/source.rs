@@ -18,7 +18,7 @@ pub struct Noise {
     word: u64,
 }
 
-/// Writes `src` over `dst` (the same length, at most a word), as one store for a word.
+/// Writes `src` over `dst` (the same length): one copy, no per-byte loop.
 fn put(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
     assert_eq!(dst.len(), src.len());
     // SAFETY: `dst` has room for `src` (checked above); the regions are distinct.
@@ -76,10 +76,9 @@ impl Noise {
         self.word += ((words.len() - i) / 32 * 4) as u64;
         let mut quads = words[i..].chunks_exact_mut(32);
         for q in &mut quads {
-            put(&mut q[..8], &xorshift(&mut a).to_le_bytes());
-            put(&mut q[8..16], &xorshift(&mut b).to_le_bytes());
-            put(&mut q[16..24], &xorshift(&mut c).to_le_bytes());
-            put(&mut q[24..], &xorshift(&mut d).to_le_bytes());
+            let four = [xorshift(&mut a), xorshift(&mut b), xorshift(&mut c), xorshift(&mut d)];
+            let bytes: [[u8; 8]; 4] = four.map(u64::to_le_bytes);
+            put(q, bytes.as_flattened());
         }
         self.lanes = [a, b, c, d];
         for w in quads.into_remainder().chunks_exact_mut(8) {

@@ -672,6 +672,11 @@ async fn a_hash_the_sender_knows_is_sent_as_is_and_checked() {
     .await;
     assert_eq!(sent.unwrap(), 600_000);
     assert_eq!(within("verified", rx.recv()).await.unwrap(), Some(right));
+    // Hashed by the sender as it goes (three chunks, each sent compressed): the same.
+    let opts = StreamOptions { check: blake3, ..StreamOptions::with_len(data.len() as u64) };
+    let sent = client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish();
+    assert_eq!(within("hashed while sent", sent).await.unwrap(), 600_000);
+    assert_eq!(within("verified", rx.recv()).await.unwrap(), Some(right));
     // Checked with XXH3 (the default), it is verified too, but no BLAKE3 comes of it.
     let opts = StreamOptions::with_len(data.len() as u64);
     let sent = client.send_big_stream("keep", std::io::Cursor::new(data.clone()), opts).finish();

@@ -13,6 +13,7 @@ use zs_wire::body::put_code_message;
 use zs_wire::bulk::{StreamEnd, StreamOpen, INITIAL_WINDOW};
 use zs_wire::{ErrorCode, Flags, Header, Kind, HEADER_LEN};
 
+use super::hash::HashPipeline;
 use super::state::{OutStream, Stop};
 use super::{Compression, Progress, StreamOptions, MAX_CHUNK};
 use crate::connection::encode;
@@ -136,7 +137,8 @@ impl Sender<'_> {
         // would drop as data for a stream it does not know.
         self.push_bulk(open_frame).await?;
         let chunk = opts.chunk_size.clamp(1, MAX_CHUNK);
-        let mut hasher = opts.hash.is_none().then(|| super::hash::StreamHasher::new(open.check));
+        // BLAKE3 runs on the blocking pool beside this task, up to two chunks behind.
+        let mut hasher = opts.hash.is_none().then(|| HashPipeline::new(open.check));
         let (mut sent, mut incompressible) = (0u64, 0u32);
         let mut ring = ChunkRing::default();
         loop {
@@ -158,34 +160,39 @@ impl Sender<'_> {
             if n == 0 {
                 break;
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf[HEADER_LEN..]);
-            }
             sent += n as u64;
             if let Some(len) = opts.len.filter(|&len| sent > len) {
                 let msg = format!("the source has more than the {len} bytes announced");
                 return Err(self.abandon(CallError::Source(msg)).await);
             }
-            let mut flags = Flags::NONE;
+            let mut compressed = None;
             if opts.compression == Compression::Auto && incompressible < 4 {
-                match zs_wire::compress::zstd(&buf[HEADER_LEN..]) {
-                    Some(c) => {
-                        buf.truncate(HEADER_LEN);
-                        buf.extend_from_slice(&c);
-                        flags = Flags::COMPRESSED;
-                        incompressible = 0;
-                    }
-                    None => incompressible += 1,
-                }
+                compressed = zs_wire::compress::zstd(&buf[HEADER_LEN..]);
+                incompressible = if compressed.is_some() { 0 } else { incompressible + 1 };
             }
-            let wire = buf.len() - HEADER_LEN;
+            // The frame: the chunk read, or its compressed form in a buffer of its own
+            // (the chunk itself is still to be hashed).
+            let (mut frame, raw, flags) = match compressed {
+                Some(c) => {
+                    let mut f = BytesMut::with_capacity(HEADER_LEN + c.len());
+                    f.put_bytes(0, HEADER_LEN);
+                    f.extend_from_slice(&c);
+                    (f, Some(buf.freeze()), Flags::COMPRESSED)
+                }
+                None => (buf, None, Flags::NONE),
+            };
+            let wire = frame.len() - HEADER_LEN;
             let head =
                 Header { kind: Kind::StreamData, flags, channel: 0, request: self.id, len: wire as u32 };
-            head.encode((&mut buf[..HEADER_LEN]).try_into().expect("header room"));
+            head.encode((&mut frame[..HEADER_LEN]).try_into().expect("header room"));
+            let frame = frame.freeze();
+            if let Some(h) = hasher.as_mut() {
+                h.push(raw.as_ref().unwrap_or(&frame).slice(HEADER_LEN..));
+                std::future::poll_fn(|cx| h.poll_within(cx, HASH_BEHIND)).await;
+            }
             if let Err(stop) = self.out.take_credit(wire as u64).await {
                 return Err(self.stopped(stop, sent).await);
             }
-            let frame = buf.freeze();
             ring.keep(&frame);
             self.push_bulk(frame).await?;
             self.progress.send_modify(|p| p.done = sent);
@@ -195,7 +202,13 @@ impl Sender<'_> {
             return Err(self.abandon(CallError::Source(msg)).await);
         }
         // No hasher means the hash was given.
-        let hash = hasher.map_or(opts.hash.unwrap_or_default(), |h| h.finalize());
+        let hash = match hasher.as_mut() {
+            Some(h) => {
+                std::future::poll_fn(|cx| h.poll_within(cx, 0)).await;
+                h.finalize()
+            }
+            None => opts.hash.unwrap_or_default(),
+        };
         let end = StreamEnd { bytes: sent, hash };
         self.push_bulk(self.frame(Kind::StreamEnd, |b| end.encode(b))).await?;
         match self.out.outcome().await {
@@ -204,6 +217,9 @@ impl Sender<'_> {
         }
     }
 }
+
+/// Bytes of a transfer's source its hash may lag behind what is sent.
+const HASH_BEHIND: u64 = 2 * MAX_CHUNK as u64;
 
 /// Chunk buffers a transfer has queued, taken back once the connection has written them:
 /// a new chunk reuses a buffer still warm in the cache instead of fresh memory (whose
