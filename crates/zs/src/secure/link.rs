@@ -171,8 +171,9 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
     }
 
     fn read_overshoot(&self) -> Option<usize> {
-        // What the raw link may add, and one record opened whole (MIN_READ at least).
-        self.raw.read_overshoot().map(|raw| raw + MAX_RECORD.max(MIN_READ))
+        // What the raw link may add, a read of `MIN_READ` when less was asked, and the
+        // partial record before it, opened whole.
+        self.raw.read_overshoot().map(|raw| raw + MIN_READ + MAX_RECORD)
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
