@@ -344,7 +344,7 @@ impl<L: Link> Connection<L> {
         let hint = ((self.read_hint & !READ_FLAGS) as usize).max(self.config.read_chunk);
         // A stream's chunks, one after another: each is read into a buffer of its own
         // size, up to the next one's header and no further, so no partial chunk is ever
-        // moved to a larger buffer (that copy was 12 % of a receiver's time). A header
+        // moved to a larger buffer (that copy was 7 % of a receiver's time). A header
         // alone does not earn its frame's size: only on a connection that has sent a large
         // frame whole, and only up to `MAX_READ` (what doubling reads reach anyway).
         let left = self.decoder.wanted(self.rbuf.len());
