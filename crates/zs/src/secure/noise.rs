@@ -71,6 +71,16 @@ impl RecordKey {
             .map_err(|_| closed("record failed authentication (altered, replayed or reordered)"))
     }
 
+    /// Opens the record at `in_out[src..]` (ciphertext and tag), writing its plaintext at
+    /// the start of `in_out` in the same pass; returns the plaintext's length.
+    fn open_within(&mut self, in_out: &mut [u8], src: std::ops::RangeFrom<usize>) -> io::Result<usize> {
+        let nonce = self.next_nonce()?;
+        self.key
+            .open_within(nonce, Aad::empty(), in_out, src)
+            .map(|plain| plain.len())
+            .map_err(|_| closed("record failed authentication (altered, replayed or reordered)"))
+    }
+
     /// Noise's REKEY: the new key is the first 32 bytes of sealing 32 zero bytes under the
     /// reserved nonce; the counter goes on.
     fn rekey(&mut self) {
@@ -159,6 +169,26 @@ impl Records for NoiseRecords {
             input.advance(total);
         }
         Ok(produced)
+    }
+
+    fn open_within(&mut self, buf: &mut [u8], from: usize) -> Option<io::Result<(usize, usize)>> {
+        let (mut w, mut r) = (from, from);
+        while let Some(total) = message_len(&buf[r..]) {
+            if total - 2 < TAG_LEN {
+                return Some(Err(closed("record shorter than its authentication tag")));
+            }
+            // The plaintext lands at `w`, over the framing of the records before it.
+            let len = match self.recv.open_within(&mut buf[w..r + total], r + 2 - w..) {
+                Ok(len) => len,
+                Err(e) => return Some(Err(e)),
+            };
+            if len == 0 {
+                self.recv.rekey();
+            }
+            w += len;
+            r += total;
+        }
+        Some(Ok((w, r)))
     }
 
     fn rekey(&mut self, out: &mut BytesMut) -> io::Result<()> {
@@ -327,6 +357,49 @@ mod tests {
             let n = theirs.write_message(part, &mut out).expect("snow seals");
             into.extend_from_slice(&length_prefix(n));
             into.extend_from_slice(&out[..n]);
+        }
+    }
+
+    #[test]
+    fn records_opened_within_a_buffer_match_snow_across_a_rekey_and_leave_a_partial_one() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+        for cipher in [NoiseCipher::AesGcm, NoiseCipher::ChaChaPoly] {
+            let (i, mut r) = handshaken(cipher);
+            let (mut ours, mut theirs) =
+                (NoiseRecords::new(&mut r, cipher), i.into_transport_mode().expect("t"));
+            // Snow's records: data, an empty rekey record, more data; then half a record.
+            let mut sealed = BytesMut::new();
+            snow_seal(&mut theirs, &data, &mut sealed);
+            let mut out = vec![0u8; 16];
+            let n = theirs.write_message(&[], &mut out).expect("snow's empty record");
+            theirs.rekey_outgoing();
+            sealed.extend_from_slice(&length_prefix(n));
+            sealed.extend_from_slice(&out[..n]);
+            snow_seal(&mut theirs, b"after the rekey", &mut sealed);
+            let whole = sealed.len();
+            snow_seal(&mut theirs, b"the next record", &mut sealed);
+            let cut = whole + 10;
+            // After plaintext already in the buffer, as the connection's read buffer has.
+            let mut buf = b"earlier".to_vec();
+            buf.extend_from_slice(&sealed[..cut]);
+            let (end, partial) = ours.open_within(&mut buf, 7).expect("can").expect("opens");
+            let mut want = b"earlier".to_vec();
+            want.extend_from_slice(&data);
+            want.extend_from_slice(b"after the rekey");
+            assert_eq!(&buf[..end], &want[..], "{cipher:?}");
+            assert_eq!(partial, 7 + whole, "the partial record starts where it was cut");
+            assert_eq!(&buf[partial..], &sealed[whole..cut]);
+            // The rest of the cut record, opened next, is in order under the new key.
+            let mut rest = buf[partial..].to_vec();
+            rest.extend_from_slice(&sealed[cut..]);
+            let (end, partial) = ours.open_within(&mut rest, 0).expect("can").expect("opens");
+            assert_eq!((&rest[..end], partial), (&b"the next record"[..], rest.len()));
+            // An altered record fails.
+            let mut record = BytesMut::new();
+            snow_seal(&mut theirs, b"altered", &mut record);
+            let last = record.len() - 1;
+            record[last] ^= 1;
+            assert!(ours.open_within(&mut record, 0).expect("can").is_err(), "{cipher:?}");
         }
     }
 
