@@ -30,11 +30,13 @@ pub(crate) trait Records: Send + Sync + 'static {
     /// plaintext to `plain` and any record the layer must answer with to `out`; returns
     /// the plaintext bytes produced.
     fn open(&mut self, input: &mut BytesMut, plain: &mut BytesMut, out: &mut BytesMut) -> io::Result<usize>;
+    /// Whether the layer opens records where they lie ([`open_within`](Self::open_within)).
+    const OPENS_WITHIN: bool = false;
     /// Opens every whole record of `buf[from..]` where it lies, its plaintext moved down to
     /// `from` in the same pass; returns where the plaintext ends and where a partial record
-    /// begins. `None` if the layer cannot (it then opens records with `open`).
-    fn open_within(&mut self, _buf: &mut [u8], _from: usize) -> Option<io::Result<(usize, usize)>> {
-        None
+    /// begins. Only called on a layer whose `OPENS_WITHIN` is true.
+    fn open_within(&mut self, _buf: &mut [u8], _from: usize) -> io::Result<(usize, usize)> {
+        Err(io::Error::other("this record layer does not open records within a buffer"))
     }
     /// Rolls both directions to new keys, appending the records that tell the peer.
     fn rekey(&mut self, out: &mut BytesMut) -> io::Result<()>;
@@ -69,8 +71,6 @@ pub(crate) struct SecureLink<R, S = RawLink> {
     /// Data may be buffered from the handshake: report readable until a read finds the
     /// socket drained (so the reader sees `WouldBlock` and can drop its buffers).
     primed: bool,
-    /// The record layer opens records where they lie (`Records::open_within`).
-    opens_within: bool,
     rekey: RekeyPolicy,
     sealed_since_rekey: u64,
     last_rekey: Instant,
@@ -81,15 +81,12 @@ impl<R: Records, S: Link> SecureLink<R, S> {
     /// Wraps a raw link whose handshake is done; `leftover` is what was read past it.
     pub(crate) fn new(
         raw: S,
-        mut records: R,
+        records: R,
         leftover: BytesMut,
         rekey: RekeyPolicy,
         stats: Arc<Stats>,
     ) -> Self {
-        // Asked of an empty buffer: no record is opened, no state changes.
-        let opens_within = records.open_within(&mut [], 0).is_some();
         SecureLink {
-            opens_within,
             raw,
             records,
             sealed_in: leftover,
@@ -160,8 +157,7 @@ impl<R: Records, S: Link> SecureLink<R, S> {
                     return Err(e);
                 }
             }
-            let opened = self.records.open_within(&mut buf[..], from).expect("the layer opens within");
-            let (end, partial) = match opened {
+            let (end, partial) = match self.records.open_within(&mut buf[..], from) {
                 Ok(at) => at,
                 Err(e) => {
                     buf.truncate(from);
@@ -205,7 +201,7 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
     /// passes `max` by less than one record's.
     fn try_read_buf_upto(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
         let want = (buf.capacity() - buf.len()).min(max).max(MIN_READ);
-        if self.opens_within {
+        if R::OPENS_WITHIN {
             return self.read_within(buf, want);
         }
         loop {
