@@ -31,7 +31,7 @@ pub(crate) fn handshaken(cipher: NoiseCipher) -> (snow::HandshakeState, snow::Ha
 }
 
 /// Two record layers that finished a handshake with each other.
-fn pair(cipher: NoiseCipher) -> (NoiseRecords, NoiseRecords) {
+pub(crate) fn pair(cipher: NoiseCipher) -> (NoiseRecords, NoiseRecords) {
     let (mut i, mut r) = handshaken(cipher);
     (NoiseRecords::new(&mut i, cipher), NoiseRecords::new(&mut r, cipher))
 }

@@ -79,13 +79,7 @@ pub(crate) struct SecureLink<R, S = RawLink> {
 
 impl<R: Records, S: Link> SecureLink<R, S> {
     /// Wraps a raw link whose handshake is done; `leftover` is what was read past it.
-    pub(crate) fn new(
-        raw: S,
-        records: R,
-        leftover: BytesMut,
-        rekey: RekeyPolicy,
-        stats: Arc<Stats>,
-    ) -> Self {
+    pub(crate) fn new(raw: S, records: R, leftover: BytesMut, rekey: RekeyPolicy, stats: Arc<Stats>) -> Self {
         SecureLink {
             raw,
             records,
@@ -134,28 +128,13 @@ impl<R: Records, S: Link> SecureLink<R, S> {
             self.sealed_in.clear();
             buf.reserve(MIN_READ);
             let read = self.raw.try_read_buf_upto(buf, want);
-            let put_back = |link: &mut Self, buf: &mut BytesMut| {
-                link.sealed_in.extend_from_slice(&buf[from..]);
+            if !matches!(read, Ok(n) if n > 0) {
+                // Nothing new: the partial record goes back where it waits.
+                self.sealed_in.extend_from_slice(&buf[from..]);
                 buf.truncate(from);
-            };
-            match read {
-                Ok(0) => {
-                    put_back(self, buf);
-                    return match self.sealed_in.is_empty() {
-                        true => Ok(0),
-                        false => Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "connection closed inside a record",
-                        )),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    put_back(self, buf);
-                    // Only now is the socket known to be drained (see `try_read_buf`).
-                    self.primed = false;
-                    return Err(e);
-                }
+            }
+            if let Some(done) = self.read_ended(read) {
+                return done;
             }
             let (end, partial) = match self.records.open_within(&mut buf[..], from) {
                 Ok(at) => at,
@@ -168,6 +147,24 @@ impl<R: Records, S: Link> SecureLink<R, S> {
             buf.truncate(end);
             if end > from {
                 return Ok(end - from);
+            }
+        }
+    }
+
+    /// What a raw read of records means for the read asked of this link: `None` if bytes
+    /// came (go on), else what that read returns.
+    fn read_ended(&mut self, read: io::Result<usize>) -> Option<io::Result<usize>> {
+        match read {
+            Ok(0) if self.sealed_in.is_empty() => Some(Ok(0)),
+            Ok(0) => {
+                Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a record")))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                // Only now is the socket known to be drained: the handshake's reads may
+                // have taken its readiness along with the first records.
+                self.primed = false;
+                Some(Err(e))
             }
         }
     }
@@ -221,21 +218,9 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
                 fresh.extend_from_slice(&self.sealed_in);
                 self.sealed_in = fresh;
             }
-            match self.raw.try_read_buf_upto(&mut self.sealed_in, want) {
-                Ok(0) if self.sealed_in.is_empty() => return Ok(0),
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed inside a record",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // Only now is the socket known to be drained: the handshake's reads
-                    // may have taken its readiness along with the first records.
-                    self.primed = false;
-                    return Err(e);
-                }
+            let read = self.raw.try_read_buf_upto(&mut self.sealed_in, want);
+            if let Some(done) = self.read_ended(read) {
+                return done;
             }
         }
     }
@@ -296,5 +281,56 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.raw.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, IoSlice};
+
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+    use zs_wire::secure::NoiseCipher;
+
+    use super::{Records, RekeyPolicy, SecureLink};
+    use crate::transport::Link;
+
+    /// Reads from `link` until it says something other than `WouldBlock`.
+    async fn read(
+        link: &mut SecureLink<super::super::noise::NoiseRecords, tokio::net::TcpStream>,
+    ) -> io::Result<usize> {
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        loop {
+            std::future::poll_fn(|cx| link.poll_read_ready(cx)).await?;
+            match link.try_read_buf(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_inside_a_record_is_an_error_and_after_one_a_clean_end() {
+        for cut in [true, false] {
+            let (mut tx, rx) = super::super::fuzzing::pair(NoiseCipher::AesGcm);
+            let mut sealed = BytesMut::new();
+            tx.seal(&[IoSlice::new(b"a whole record")], usize::MAX, &mut sealed).expect("seal");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let mut writer =
+                tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+            let (reader, _) = listener.accept().await.expect("accept");
+            let mut link =
+                SecureLink::new(reader, rx, BytesMut::new(), RekeyPolicy::default(), Default::default());
+            let len = if cut { sealed.len() - 5 } else { sealed.len() };
+            writer.write_all(&sealed[..len]).await.expect("write");
+            writer.shutdown().await.expect("shutdown");
+            if cut {
+                let e = read(&mut link).await.expect_err("a cut record is no clean end");
+                assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            } else {
+                assert_eq!(read(&mut link).await.expect("the record"), 14);
+                assert_eq!(read(&mut link).await.expect("a clean end"), 0);
+            }
+        }
     }
 }
