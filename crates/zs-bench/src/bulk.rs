@@ -16,6 +16,7 @@ use crate::harness::{runtime, start_servers, Secure, Target};
 use crate::procmem;
 use crate::source::Noise;
 use crate::stats::histogram;
+use crate::Part;
 
 /// Options of the bulk scenario.
 #[derive(Debug, Clone, Copy)]
@@ -31,27 +32,7 @@ pub struct BulkOptions {
     /// How our streams are checked end to end.
     pub check: zs::StreamCheck,
     /// Run only one part (to profile it): the others report zero.
-    pub only: Option<BulkPart>,
-}
-
-/// A part of the bulk scenario, run alone to profile it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkPart {
-    /// Our streams.
-    Ours,
-    /// The fastest raw copy (every way is tried).
-    Floor,
-}
-
-impl std::str::FromStr for BulkPart {
-    type Err = String;
-    fn from_str(s: &str) -> Result<BulkPart, String> {
-        match s {
-            "ours" => Ok(BulkPart::Ours),
-            "floor" => Ok(BulkPart::Floor),
-            _ => Err(format!("`{s}` is not a part (ours, floor)")),
-        }
-    }
+    pub only: Option<Part>,
 }
 
 /// Where our server runs.
@@ -141,8 +122,8 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
     let none = || BestCopy { ways: Vec::new(), best: 0.0, best_way: "not run".into() };
     let zero = Throughput { bytes_per_s: 0.0, seconds: 0.0 };
     let (floor_tokio_256k, floors, ceiling) = match opts.only {
-        Some(BulkPart::Ours) => (zero, none(), none()),
-        Some(BulkPart::Floor) => {
+        Some(Part::Ours) => (zero, none(), none()),
+        Some(Part::Floor) => {
             (zero, load_rt.block_on(best_copy(total(opts), opts.connections, Source::Noise))?, none())
         }
         None => (
@@ -167,7 +148,7 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
     let server_before = server_pid.as_deref().map(procmem::reset_peak).transpose()?;
     let rss_before = procmem::reset_peak("self")?;
     let result = match opts.only {
-        Some(BulkPart::Floor) => Ok((zero, CallsDuring { completed: 0, p50_us: 0, p99_us: 0, max_us: 0 })),
+        Some(Part::Floor) => Ok((zero, CallsDuring { completed: 0, p50_us: 0, p99_us: 0, max_us: 0 })),
         _ => load_rt.block_on(ours_streams(target, opts)),
     };
     let peak = procmem::status_bytes("self", "VmHWM:")?;

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use zs::{Client, ClientConfig, Router, Server, ServerConfig, ServerSecurity};
 
 use crate::harness::runtime;
+use crate::Part;
 
 /// Options of the fanout scenario.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,8 @@ pub struct FanoutOptions {
     pub duration: Duration,
     /// Messages in flight (published, not yet delivered to everyone).
     pub window: u64,
+    /// Run only one part (to profile it): the others report zero, NATS is not run.
+    pub only: Option<Part>,
 }
 
 /// One entry's figures.
@@ -152,9 +155,19 @@ pub fn run(opts: FanoutOptions) -> Result<FanoutReport, String> {
     crate::raise_fd_limit();
     let server_rt = runtime("zs-bench-server")?;
     let load_rt = runtime("zs-bench-load")?;
-    let floor = load_rt.block_on(floor(&server_rt, opts))?;
-    let ours = load_rt.block_on(ours(&server_rt, opts))?;
-    let nats = nats(&load_rt, opts);
+    let zero = FanoutFigures::default;
+    let floor = match opts.only {
+        Some(Part::Ours) => zero(),
+        _ => load_rt.block_on(floor(&server_rt, opts))?,
+    };
+    let ours = match opts.only {
+        Some(Part::Floor) => zero(),
+        _ => load_rt.block_on(ours(&server_rt, opts))?,
+    };
+    let nats = match opts.only {
+        Some(_) => NatsEntry { available: false, note: "not run (--only)".into(), figures: None },
+        None => nats(&load_rt, opts),
+    };
     Ok(FanoutReport {
         scenario: "fanout",
         peers: opts.peers,

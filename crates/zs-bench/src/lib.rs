@@ -37,3 +37,23 @@ pub use stats::Figures;
 pub fn raise_fd_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
+
+/// A part of a scenario, run alone to profile it (`--only`): the others report zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Ours.
+    Ours,
+    /// The floor it is compared with.
+    Floor,
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Part, String> {
+        match s {
+            "ours" => Ok(Part::Ours),
+            "floor" => Ok(Part::Floor),
+            _ => Err(format!("`{s}` is not a part (ours, floor)")),
+        }
+    }
+}

@@ -132,7 +132,7 @@ enum Scenario {
         /// Run only `ours` or only the `floor` (every raw copy), to profile it: the rest
         /// reports zero.
         #[arg(long)]
-        only: Option<bulk::BulkPart>,
+        only: Option<zs_bench::Part>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -197,6 +197,9 @@ enum Scenario {
         /// Messages in flight (published, not yet delivered to every peer).
         #[arg(long, default_value_t = 32)]
         window: u64,
+        /// Run only `ours` or only the `floor`, to profile it (the rest report zero).
+        #[arg(long)]
+        only: Option<zs_bench::Part>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -642,13 +645,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let r = churn::run(churn::ChurnOptions { duration, concurrency, addrs, sources, secure }, &exe)?;
             print(json, &r, || churn::table(&r))
         }
-        Scenario::Fanout { peers, payload, duration, window, json } => {
+        Scenario::Fanout { peers, payload, duration, window, only, json } => {
             check("peers", peers, 8_000)?;
             check("payload", payload, 1 << 20)?;
             if duration.is_zero() || duration > Duration::from_secs(600) || window == 0 {
                 return Err("--duration must be between 0 and 600 seconds, --window at least 1".into());
             }
-            let r = fanout::run(fanout::FanoutOptions { peers, payload, duration, window })?;
+            let r = fanout::run(fanout::FanoutOptions { peers, payload, duration, window, only })?;
             print(json, &r, || fanout::table(&r))
         }
         Scenario::Resume { disconnects, messages, secure, cost_duration, cost_size, json } => {
