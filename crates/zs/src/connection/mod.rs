@@ -466,7 +466,8 @@ impl<L: Link> Connection<L> {
     fn on_outbox(&mut self) -> Step {
         let mut queue = VecDeque::new();
         self.peer.outbox().drain(&mut queue);
-        self.on_queue(queue)?;
+        self.on_queue(&mut queue)?;
+        outbox::recycle(queue);
         let room = self.config.bulk_quantum.saturating_sub(self.out.len());
         let mut chunks = 0;
         let out = &mut self.out;
@@ -482,8 +483,8 @@ impl<L: Link> Connection<L> {
         Ok(())
     }
 
-    fn on_queue(&mut self, queue: VecDeque<Out>) -> Step {
-        for out in queue {
+    fn on_queue(&mut self, queue: &mut VecDeque<Out>) -> Step {
+        for out in queue.drain(..) {
             match out {
                 Out::Frame(frame) => self.put(frame),
                 Out::Done { frame, ordered } => {

@@ -98,6 +98,9 @@ impl Outbox {
             st.bytes += b.len();
         }
         let was_empty = st.is_empty();
+        if st.queue.capacity() == 0 {
+            st.queue = RECYCLED.take();
+        }
         st.queue.push_back(out);
         if was_empty {
             self.signal();
@@ -197,6 +200,8 @@ impl Outbox {
 
     /// Moves every small frame and control message into `into` (an empty deque) and wakes
     /// producers waiting for room.
+    /// Takes everything queued in the small-frame lane; hand the emptied queue to
+    /// [`recycle`] once done with it.
     pub(crate) fn drain(&self, into: &mut VecDeque<Out>) {
         let mut st = self.lock();
         std::mem::swap(&mut st.queue, into);
@@ -246,5 +251,87 @@ impl Outbox {
     /// Whether the connection is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+}
+
+/// Hands a drained queue's room back for the next outbox that fills (see [`QueuePool`]).
+pub(crate) fn recycle(queue: VecDeque<Out>) {
+    RECYCLED.keep(queue);
+}
+
+/// Emptied queues, shared by every thread (producer and consumer threads differ).
+static RECYCLED: QueuePool = QueuePool::new();
+
+/// Emptied queues kept for outboxes that fill again. An outbox gives its queue to its
+/// consumer whole (an idle connection holds no queue), so without these every burst of
+/// frames allocated a queue and grew it by doubling on the producer's thread, and freed it
+/// on the consumer's: under broadcast, allocator lock contention (8,000 `futex` calls a
+/// second at 1,000 peers).
+struct QueuePool {
+    kept: Mutex<Vec<VecDeque<Out>>>,
+}
+
+impl QueuePool {
+    /// Most queues kept.
+    const KEEP: usize = 256;
+    /// Largest queue kept, in entries (a burst beyond it is rare, and freed).
+    const MAX_ENTRIES: usize = 256;
+
+    const fn new() -> QueuePool {
+        QueuePool { kept: Mutex::new(Vec::new()) }
+    }
+
+    /// An empty queue, with room if one was kept.
+    fn take(&self) -> VecDeque<Out> {
+        self.kept.lock_or_recover().pop().unwrap_or_default()
+    }
+
+    /// Keeps an emptied queue's room, within the bounds.
+    fn keep(&self, mut queue: VecDeque<Out>) {
+        queue.clear();
+        if queue.capacity() == 0 || queue.capacity() > Self::MAX_ENTRIES {
+            return;
+        }
+        let mut kept = self.kept.lock_or_recover();
+        if kept.len() < Self::KEEP {
+            kept.push(queue);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_kept_with_their_room_within_bounds() {
+        let pool = QueuePool::new();
+        assert_eq!(pool.take().capacity(), 0, "none kept yet");
+        let mut used = VecDeque::with_capacity(64);
+        used.push_back(Out::Shutdown);
+        pool.keep(used);
+        let again = pool.take();
+        assert!(again.is_empty() && again.capacity() >= 64, "emptied, room kept");
+        pool.keep(VecDeque::new());
+        pool.keep(VecDeque::with_capacity(QueuePool::MAX_ENTRIES * 2));
+        assert_eq!(pool.take().capacity(), 0, "no room, or too much, is not kept");
+        for _ in 0..QueuePool::KEEP + 10 {
+            pool.keep(VecDeque::with_capacity(4));
+        }
+        assert_eq!(pool.kept.lock_or_recover().len(), QueuePool::KEEP);
+    }
+
+    #[test]
+    fn an_outbox_fills_a_recycled_queue_and_hands_it_over_whole() {
+        let outbox = Outbox::new();
+        for i in 0..100u8 {
+            outbox.try_push(Bytes::from(vec![i; 10]), usize::MAX).unwrap();
+        }
+        let mut taken = VecDeque::new();
+        outbox.drain(&mut taken);
+        assert_eq!(taken.len(), 100);
+        assert!(outbox.lock().queue.capacity() == 0, "an emptied outbox holds no queue");
+        let first: Vec<u8> = taken.iter().map(|o| if let Out::Frame(b) = o { b[0] } else { 255 }).collect();
+        assert_eq!(first, (0..100).collect::<Vec<u8>>(), "in order");
     }
 }

@@ -60,8 +60,11 @@ pub(crate) fn take_read() -> BytesMut {
 }
 
 /// Keeps an emptied read buffer's room for the thread, if there is enough of it.
-pub(crate) fn keep_read(buf: BytesMut) {
+pub(crate) fn keep_read(mut buf: BytesMut) {
     debug_assert!(buf.is_empty());
+    // Every frame cut from it gone: the whole allocation is room again (asking for more
+    // than its room left reclaims the front, or does nothing while frames hold it).
+    let _ = buf.try_reclaim(buf.capacity() + 1);
     if (MIN_ROOM..=KEEP_MAX).contains(&buf.capacity()) {
         READ.with(|slot| keep_larger(slot, buf));
     }
@@ -89,6 +92,22 @@ fn keep_larger(slot: &Cell<BytesMut>, buf: BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_buffer_whose_frames_are_gone_is_handed_on_whole() {
+        let mut buf = BytesMut::with_capacity(16 << 10);
+        buf.extend_from_slice(&[7; 10 << 10]);
+        let frame = buf.split().freeze();
+        let _ = take_read();
+        keep_read(buf);
+        assert!(take_read().capacity() < 7 << 10, "a frame alive: only the room after it");
+        let mut buf = BytesMut::with_capacity(16 << 10);
+        buf.extend_from_slice(&[7; 10 << 10]);
+        drop(buf.split().freeze());
+        keep_read(buf);
+        assert!(take_read().capacity() >= 16 << 10, "every frame gone: the whole buffer");
+        assert_eq!(frame[0], 7);
+    }
 
     #[test]
     fn a_kept_read_buffer_is_handed_on_with_its_room_and_the_larger_one_stays() {
