@@ -20,24 +20,14 @@ pub struct CallBody {
 impl CallBody {
     /// Splits a call body without copying.
     pub fn parse(body: &Bytes) -> Result<CallBody, WireError> {
-        let Some(&n) = body.first() else {
-            return Err(WireError::Malformed { what: "call body", why: "empty" });
-        };
-        let n = n as usize;
-        if n == 0 {
-            return Err(WireError::Malformed { what: "call body", why: "empty command name" });
-        }
-        if body.len() < 1 + n {
-            return Err(WireError::Malformed { what: "call body", why: "name runs past the end" });
-        }
-        std::str::from_utf8(&body[1..1 + n]).map_err(|_| WireError::InvalidUtf8("command name"))?;
-        Ok(CallBody { name: body.slice(1..1 + n), payload: body.slice(1 + n..) })
+        let (name, at) = split_call(body)?;
+        Ok(CallBody { name: body.slice(1..1 + name.len()), payload: body.slice(at..) })
     }
 
     /// The command name.
     pub fn name(&self) -> &str {
-        // Validated in `parse`.
-        std::str::from_utf8(&self.name).unwrap_or_default()
+        // Checked in `parse`.
+        utf8(&self.name).unwrap_or_default()
     }
 
     /// Writes the name prefix of a call body; the caller appends the payload.
@@ -48,6 +38,33 @@ impl CallBody {
         out.put_u8(name.len() as u8);
         out.put_slice(name.as_bytes());
         Ok(())
+    }
+}
+
+/// Splits a call body into its command name (checked) and where its payload starts.
+pub fn split_call(body: &[u8]) -> Result<(&str, usize), WireError> {
+    let Some(&n) = body.first() else {
+        return Err(WireError::Malformed { what: "call body", why: "empty" });
+    };
+    let n = n as usize;
+    if n == 0 {
+        return Err(WireError::Malformed { what: "call body", why: "empty command name" });
+    }
+    let Some(name) = body.get(1..1 + n) else {
+        return Err(WireError::Malformed { what: "call body", why: "name runs past the end" });
+    };
+    let name = utf8(name).map_err(|_| WireError::InvalidUtf8("command name"))?;
+    Ok((name, 1 + n))
+}
+
+/// `bytes` as UTF-8 text, checked; ASCII (most names and payloads) is checked a word at a
+/// time, several times faster than the general check on short strings.
+pub fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes)
     }
 }
 
@@ -142,13 +159,31 @@ pub fn parse_code_message(body: &[u8]) -> Result<(u16, &str), WireError> {
         return Err(WireError::Malformed { what: "error body", why: "shorter than its 2-byte code" });
     }
     let code = u16::from_le_bytes([body[0], body[1]]);
-    let msg = std::str::from_utf8(&body[2..]).map_err(|_| WireError::InvalidUtf8("error message"))?;
+    let msg = utf8(&body[2..]).map_err(|_| WireError::InvalidUtf8("error message"))?;
     Ok((code, msg))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_checked_the_same_on_the_ascii_path_and_off_it() {
+        for ok in ["", "tick", "a longer name of ascii words!", "caf\u{e9}", "\u{1f600} and ascii after"] {
+            assert_eq!(utf8(ok.as_bytes()), Ok(ok));
+        }
+        for bad in [&[0xff][..], b"ascii then \xc3", b"\xed\xa0\x80", b"over\xf8long"] {
+            assert_eq!(utf8(bad).is_err(), std::str::from_utf8(bad).is_err());
+            assert!(utf8(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(split_call(b"\x04tickpayload"), Ok(("tick", 5)));
+        assert_eq!(split_call(b"\x02\xc3\xa9"), Ok(("\u{e9}", 3)));
+        assert_eq!(
+            split_call(b"\x02\xc3"),
+            Err(WireError::Malformed { what: "call body", why: "name runs past the end" })
+        );
+        assert_eq!(split_call(b"\x01\x80"), Err(WireError::InvalidUtf8("command name")));
+    }
 
     #[test]
     fn call_body_round_trip_and_errors() {

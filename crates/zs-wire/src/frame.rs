@@ -201,6 +201,14 @@ impl FrameDecoder {
                 let Some(head) = buf.get(..HEADER_LEN) else { return Ok(None) };
                 let head: &[u8; HEADER_LEN] = head.try_into().expect("slice of HEADER_LEN");
                 let h = Header::decode(head, &self.limits)?;
+                // The whole frame here (the usual case): one cut, and the header is
+                // stepped over in the shared bytes, where that is a pointer's move.
+                let whole = HEADER_LEN + h.len as usize;
+                if buf.len() >= whole {
+                    let mut body = buf.split_to(whole).freeze();
+                    body.advance(HEADER_LEN);
+                    return Ok(Some(Frame { header: h, body }));
+                }
                 buf.advance(HEADER_LEN);
                 h
             }

@@ -99,7 +99,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn string(&mut self, n: usize) -> Result<Value, WireError> {
-        let s = std::str::from_utf8(self.take(n)?).map_err(|_| WireError::InvalidUtf8("DataFrame string"))?;
+        let s = crate::body::utf8(self.take(n)?).map_err(|_| WireError::InvalidUtf8("DataFrame string"))?;
         Ok(Value::Str(s.to_owned()))
     }
 

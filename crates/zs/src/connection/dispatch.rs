@@ -2,12 +2,13 @@
 //! (inline handlers run here, at once; async, delayed and HPC ones are held in flight),
 //! replies and errors resolve pending calls, stream and mux frames go to their layers.
 
+use bytes::Buf;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::FutureExt;
-use zs_wire::body::{parse_code_message, CallBody};
+use zs_wire::body::{parse_code_message, split_call};
 use zs_wire::bulk::{parse_batch_clear, parse_credit, StreamEnd};
 use zs_wire::mux::MuxFrame;
 use zs_wire::{ErrorCode, Flags, Frame, GoAwayCode, Kind, WireError};
@@ -124,7 +125,9 @@ impl<L: Link> Connection<L> {
     }
 
     pub(super) fn on_command(&mut self, frame: Frame, direct: bool, from_queue: bool) -> Step {
-        let call = self.parsed(CallBody::parse(&frame.body))?;
+        // The name is read where it lies and the payload taken by moving the body past it:
+        // no shared-count traffic for either.
+        let (name, payload_at) = self.parsed(split_call(&frame.body))?;
         let request = frame.header.request;
         if direct != (request == 0) {
             let why = if direct { "a send carries a request id" } else { "a call has no request id" };
@@ -139,9 +142,9 @@ impl<L: Link> Connection<L> {
         // `Arc<Router>` gives no mutable access: the router, and the command its map owns,
         // live at least as long as `self`, which this call borrows throughout.
         let router: &crate::Router = unsafe { &*std::sync::Arc::as_ptr(&self.router) };
-        let Some(cmd) = router.get(call.name()) else {
+        let Some(cmd) = router.get(name) else {
             self.peer.shared_stats().bump(|s| &s.unknown_commands);
-            let msg = format!("unknown command: {}", call.name());
+            let msg = format!("unknown command: {name}");
             return self.refuse(request, ErrorCode::UnknownCommand, &msg);
         };
         if matches!(cmd.exec, Exec::BigStream(_) | Exec::Buffer(_)) {
@@ -170,7 +173,10 @@ impl<L: Link> Connection<L> {
             }
             return self.refuse(request, e.code, &e.message);
         }
-        let payload = match Payload::decode(cmd.form, frame.header.flags, call.payload, &self.config.limits) {
+        let flags = frame.header.flags;
+        let mut body = frame.body;
+        body.advance(payload_at);
+        let payload = match Payload::decode(cmd.form, flags, body, &self.config.limits) {
             Ok(p) => p,
             Err(why) => {
                 if let Some(m) = &cmd.meter {

@@ -13,7 +13,7 @@ pub struct Text(Bytes);
 impl Text {
     /// Wraps bytes that must be UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        zs_wire::body::utf8(&bytes)?;
         Ok(Text(bytes))
     }
 
