@@ -137,6 +137,19 @@ impl Budget {
         Ok(())
     }
 
+    /// Charges `n` more bytes only if they fit now; closes no one.
+    fn try_grow(&self, h: &Arc<Holding>, n: u64) -> bool {
+        let limit = self.limit();
+        if self.used.fetch_update(Relaxed, Relaxed, |used| (used + n <= limit).then_some(used + n)).is_err() {
+            return false;
+        }
+        if h.held.fetch_add(n, Relaxed) == 0 {
+            self.holders.lock_or_recover().insert(h.id, h.clone());
+        }
+        self.publish();
+        true
+    }
+
     /// Gives back up to `n` bytes of what `h` holds.
     fn release(&self, h: &Holding, n: u64) {
         if n == 0 {
@@ -201,6 +214,20 @@ impl Charge {
         let r = self.resize(&mut part, bytes);
         self.holding.read_buffer.store(part, Relaxed);
         r
+    }
+
+    /// Charges the connection's read buffer at `bytes` if that fits in the budget now,
+    /// closing no one (for room that is only worth having when it is free); `false`, and
+    /// it keeps what it had, if not.
+    pub(crate) fn try_set_read_buffer(&self, bytes: u64) -> bool {
+        let part = self.holding.read_buffer.load(Relaxed);
+        if bytes <= part {
+            self.shrink(part - bytes);
+        } else if !self.budget.try_grow(&self.holding, bytes - part) {
+            return false;
+        }
+        self.holding.read_buffer.store(bytes, Relaxed);
+        true
     }
 
     /// What the connection's read buffer holds charged.
@@ -293,5 +320,30 @@ mod tests {
         assert_eq!((c.held(), part), (50, 50));
         assert_eq!(stats.snapshot().memory_held, 350);
         assert_eq!(stats.snapshot().budget_refusals, 1);
+    }
+
+    #[test]
+    fn a_read_buffer_tried_is_charged_only_when_it_fits_and_closes_no_one() {
+        let stats = Arc::new(Stats::default());
+        let budget = Budget::new(1000, stats.clone());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let charge = |id| {
+            let closed = closed.clone();
+            budget.charge(id, move |_| {
+                closed.fetch_add(1, Relaxed);
+            })
+        };
+        let (a, b) = (charge(1), charge(2));
+        a.grow(700).unwrap();
+        assert!(b.try_set_read_buffer(300));
+        assert_eq!((b.read_buffer(), budget.used()), (300, 1000));
+        assert!(!b.try_set_read_buffer(301), "one byte over");
+        assert_eq!((b.read_buffer(), b.held(), budget.used()), (300, 300, 1000), "kept what it had");
+        assert_eq!(closed.load(Relaxed), 0, "no one told to close");
+        assert!(b.try_set_read_buffer(100), "smaller always fits");
+        assert_eq!((b.held(), budget.used()), (100, 800));
+        assert!(b.try_set_read_buffer(0));
+        assert_eq!(stats.snapshot().memory_held, 700);
+        assert_eq!(stats.snapshot().budget_refusals, 0);
     }
 }

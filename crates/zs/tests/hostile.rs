@@ -203,6 +203,50 @@ async fn headers_alone_reserve_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_sized_to_a_header_after_a_large_frame_is_charged_and_only_when_free() {
+    // A connection that has sent a large frame whole gets a later one's announced size as
+    // its read buffer: sockets that then stop after a header and a byte or two must not
+    // hold that room outside the budget, and taking it must close no one.
+    let budget = 4 << 20;
+    let config = ServerConfig { memory_budget: budget, ..plaintext() };
+    let server = serve_with(echo_router(), config).await;
+    let client = connect(&server).await.unwrap();
+    let mut large = b"\x04echo".to_vec();
+    large.resize(100 << 10, b'x');
+    let large = raw_frame(Kind::Call, Flags::NONE, 1, &large);
+    let mut head = raw_frame(Kind::Call, Flags::NONE, 2, b"\x04echo");
+    head[12..16].copy_from_slice(&(200u32 << 10).to_le_bytes());
+    let peers = 40u64;
+    let mut hostile = Vec::new();
+    for _ in 0..peers {
+        let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+        s.write_all(&large).await.unwrap();
+        hostile.push(s);
+    }
+    let sent = |extra: u64| peers * (large.len() as u64 + extra);
+    wait_until("the large frames read", || server.stats().bytes_in >= sent(0)).await;
+    for s in &mut hostile {
+        s.write_all(&head).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+    }
+    wait_until("the headers read", || server.stats().bytes_in >= sent(head.len() as u64 + 1)).await;
+    // The next byte finds a frame in progress: its room is sized to what the header said.
+    for s in &mut hostile {
+        s.write_all(b"x").await.unwrap();
+    }
+    wait_until("the next bytes read", || server.stats().bytes_in >= sent(head.len() as u64 + 2)).await;
+    let held = server.memory_held();
+    assert!(held >= 200 << 10, "the room taken is charged: {held} bytes");
+    assert!(held <= budget, "and only while the budget has it: {held} bytes");
+    let stats = server.stats();
+    assert_eq!((stats.budget_refusals, stats.budget_closes), (0, 0), "no one closed for it");
+    served_in(&server).await;
+    assert_eq!(client.call_console("echo", "still").await.unwrap(), "still");
+    drop(hostile);
+    wait_until("the charge given back", || server.memory_held() == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_sessions_are_capped_per_client_and_never_fill_the_server() {
     let sessions = SessionConfig { max_detached_per_client: 3, ..SessionConfig::default() };
     let config = ServerConfig { max_connections: 4, sessions: Some(sessions), ..ServerConfig::default() };

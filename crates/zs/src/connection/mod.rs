@@ -65,8 +65,11 @@ const FREE_READ: usize = 512 << 10;
 const READ_CHARGED: u32 = 1 << 31;
 /// The bit of `Connection::read_hint` that says a large frame has arrived on the connection.
 const READ_LARGE: u32 = 1 << 30;
+/// The bit of `Connection::read_hint` that says the read buffer was sized to a frame's
+/// announced length, and is charged whole (no [`FREE_READ`] allowance).
+const READ_EXACT: u32 = 1 << 29;
 /// The bits of `Connection::read_hint` that are not the hint.
-const READ_FLAGS: u32 = READ_CHARGED | READ_LARGE;
+const READ_FLAGS: u32 = READ_CHARGED | READ_LARGE | READ_EXACT;
 /// Frames this large (up to `MAX_READ`) are read to their end exactly once one has
 /// arrived: see `Connection::on_readable`.
 const LARGE_FRAME: usize = 64 << 10;
@@ -347,17 +350,22 @@ impl<L: Link> Connection<L> {
         // moved to a larger buffer (that copy was 7 % of a receiver's time). A header
         // alone does not earn its frame's size: only on a connection that has sent a large
         // frame whole, and only up to `MAX_READ` (what doubling reads reach anyway).
+        // That room is what the header announced, not what came: it is charged to the
+        // server's budget whole, and only if the budget has it free (else the reads grow
+        // as below), so sockets that stop after a header cannot hold it uncharged.
         let left = self.decoder.wanted(self.rbuf.len());
         let overshoot = self.link.read_overshoot();
-        let exact = self.read_hint & READ_LARGE != 0
+        let mut exact = self.read_hint & READ_LARGE != 0
             && self.decoder.is_mid_frame()
-            && (LARGE_FRAME..=MAX_READ).contains(&self.decoder.wanted(0))
-            && overshoot.is_some();
+            && (LARGE_FRAME..=MAX_READ).contains(&self.decoder.wanted(0));
+        // A link that opens records may pass the limit by one: room for it too.
+        let room = overshoot.map(|o| left + HEADER_LEN + o);
+        exact &= room.is_some_and(|room| self.charge_exact_read(self.rbuf.len() + room));
         let upto = if exact { left + HEADER_LEN } else { usize::MAX };
         if exact {
-            // A link that opens records may pass the limit by one: room for it too.
-            self.rbuf.reserve(upto + overshoot.unwrap_or(0));
+            self.rbuf.reserve(room.unwrap_or(0));
         } else {
+            self.read_hint &= !READ_EXACT;
             // The buffer grows as bytes arrive, never by what a header announces: a
             // partial frame at most doubles it per read.
             if self.rbuf.capacity() == 0 {
@@ -402,6 +410,7 @@ impl<L: Link> Connection<L> {
     fn going_idle(&mut self) -> Step {
         if self.rbuf.is_empty() {
             spare::keep_read(std::mem::take(&mut self.rbuf));
+            self.read_hint &= !READ_EXACT;
             self.charge_read_buffer()?;
         }
         self.out.release_if_empty();
@@ -410,10 +419,24 @@ impl<L: Link> Connection<L> {
         Ok(())
     }
 
-    /// Charges the read buffer beyond [`FREE_READ`] (a large frame in progress) to the
-    /// server's memory budget; refused, the connection closes.
+    /// Charges a read buffer of `capacity` bytes, sized to a frame announced, whole to the
+    /// server's memory budget if it has the room free now (closing no one); whether it did
+    /// (a connection outside any budget always may).
+    fn charge_exact_read(&mut self, capacity: usize) -> bool {
+        let Some(charge) = self.peer.charge() else { return true };
+        if !charge.try_set_read_buffer(capacity as u64) {
+            return false;
+        }
+        self.read_hint |= READ_EXACT | READ_CHARGED;
+        true
+    }
+
+    /// Charges the read buffer beyond [`FREE_READ`] (a large frame in progress; all of one
+    /// sized to a frame announced) to the server's memory budget; refused, the connection
+    /// closes.
     fn charge_read_buffer(&mut self) -> Step {
-        let over = self.rbuf.capacity().saturating_sub(FREE_READ) as u64;
+        let free = if self.read_hint & READ_EXACT != 0 { 0 } else { FREE_READ };
+        let over = self.rbuf.capacity().saturating_sub(free) as u64;
         if over == 0 && self.read_hint & READ_CHARGED == 0 {
             return Ok(());
         }
