@@ -39,11 +39,18 @@ fn check_frame(frame: &crate::Frame, limits: &Limits) {
     assert_eq!(again.decode(&mut out).expect("re-decodes").as_ref(), Some(frame));
     match h.kind {
         Kind::Call | Kind::Send => {
+            // The word-at-a-time check and the general one agree on every body.
+            assert_eq!(crate::body::utf8(&frame.body).ok(), std::str::from_utf8(&frame.body).ok());
+            let split = crate::body::split_call(&frame.body);
             if let Ok(call) = CallBody::parse(&frame.body) {
+                let (name, at) = split.expect("a body that parses splits");
+                assert_eq!((call.name(), &call.payload[..]), (name, &frame.body[at..]));
                 assert!(!call.name().is_empty());
                 if h.flags.contains(crate::Flags::DATAFRAME) {
                     dataframe(&call.payload);
                 }
+            } else {
+                assert!(split.is_err(), "a body that does not parse does not split");
             }
         }
         Kind::Error | Kind::GoAway => {
