@@ -290,17 +290,24 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// A budget of `limit` bytes, its stats, and a count of the connections told to close.
+    fn counting(limit: u64) -> (Arc<Stats>, Arc<Budget>, Arc<AtomicUsize>) {
+        let stats = Arc::new(Stats::default());
+        (stats.clone(), Budget::new(limit, stats), Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// A charge whose connection, told to close, counts in `closed`.
+    fn counted_charge(budget: &Arc<Budget>, id: u64, closed: &Arc<AtomicUsize>) -> Charge {
+        let closed = closed.clone();
+        budget.charge(id, move |_| {
+            closed.fetch_add(1, Relaxed);
+        })
+    }
+
     #[test]
     fn the_biggest_holders_are_closed_first_and_the_biggest_requester_refused() {
-        let stats = Arc::new(Stats::default());
-        let budget = Budget::new(1000, stats.clone());
-        let closed = Arc::new(AtomicUsize::new(0));
-        let charge = |id| {
-            let closed = closed.clone();
-            budget.charge(id, move |_| {
-                closed.fetch_add(1, Relaxed);
-            })
-        };
+        let (stats, budget, closed) = counting(1000);
+        let charge = |id| counted_charge(&budget, id, &closed);
         let (a, b, c) = (charge(1), charge(2), charge(3));
         a.grow(600).unwrap();
         b.grow(300).unwrap();
@@ -324,15 +331,8 @@ mod tests {
 
     #[test]
     fn a_read_buffer_tried_is_charged_only_when_it_fits_and_closes_no_one() {
-        let stats = Arc::new(Stats::default());
-        let budget = Budget::new(1000, stats.clone());
-        let closed = Arc::new(AtomicUsize::new(0));
-        let charge = |id| {
-            let closed = closed.clone();
-            budget.charge(id, move |_| {
-                closed.fetch_add(1, Relaxed);
-            })
-        };
+        let (stats, budget, closed) = counting(1000);
+        let charge = |id| counted_charge(&budget, id, &closed);
         let (a, b) = (charge(1), charge(2));
         a.grow(700).unwrap();
         assert!(b.try_set_read_buffer(300));

@@ -2,10 +2,10 @@
 //! (inline handlers run here, at once; async, delayed and HPC ones are held in flight),
 //! replies and errors resolve pending calls, stream and mux frames go to their layers.
 
-use bytes::Buf;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
+use bytes::Buf;
 use futures_util::stream::FuturesUnordered;
 use futures_util::FutureExt;
 use zs_wire::body::{parse_code_message, split_call};

@@ -355,12 +355,12 @@ impl<L: Link> Connection<L> {
         // as below), so sockets that stop after a header cannot hold it uncharged.
         let left = self.decoder.wanted(self.rbuf.len());
         let overshoot = self.link.read_overshoot();
-        let mut exact = self.read_hint & READ_LARGE != 0
+        let exact = self.read_hint & READ_LARGE != 0
             && self.decoder.is_mid_frame()
             && (LARGE_FRAME..=MAX_READ).contains(&self.decoder.wanted(0));
         // A link that opens records may pass the limit by one: room for it too.
         let room = overshoot.map(|o| left + HEADER_LEN + o);
-        exact &= room.is_some_and(|room| self.charge_exact_read(self.rbuf.len() + room));
+        let exact = exact && room.is_some_and(|room| self.charge_exact_read(self.rbuf.len() + room));
         let upto = if exact { left + HEADER_LEN } else { usize::MAX };
         if exact {
             self.rbuf.reserve(room.unwrap_or(0));
