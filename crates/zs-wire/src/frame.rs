@@ -191,6 +191,11 @@ impl FrameDecoder {
         }
     }
 
+    /// The body length of the frame in progress (its header taken, its body not all in).
+    pub fn pending_len(&self) -> Option<usize> {
+        self.pending.map(|h| h.len as usize)
+    }
+
     /// Takes the next whole frame off the front of `buf`, or `Ok(None)` if more bytes are
     /// needed. A header is validated as soon as its 16 bytes are in, so an oversize or
     /// malformed frame fails before its body is buffered.
@@ -293,11 +298,14 @@ mod tests {
         let mut dec = FrameDecoder::default();
         let mut buf = BytesMut::new();
         let mut frames = Vec::new();
-        for b in stream.iter() {
+        for (i, b) in stream.iter().enumerate() {
             buf.put_u8(*b);
             while let Some(f) = dec.decode(&mut buf).unwrap() {
                 frames.push(f);
             }
+            // The first frame's header is in and its body not yet: its length is known.
+            let in_body = (HEADER_LEN - 1..HEADER_LEN + 4).contains(&i);
+            assert_eq!(dec.pending_len(), in_body.then_some(5), "after byte {i}");
         }
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].header.kind, Kind::Call);

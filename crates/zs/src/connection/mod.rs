@@ -356,8 +356,7 @@ impl<L: Link> Connection<L> {
         let left = self.decoder.wanted(self.rbuf.len());
         let overshoot = self.link.read_overshoot();
         let exact = self.read_hint & READ_LARGE != 0
-            && self.decoder.is_mid_frame()
-            && (LARGE_FRAME..=MAX_READ).contains(&self.decoder.wanted(0));
+            && self.decoder.pending_len().is_some_and(|len| (LARGE_FRAME..=MAX_READ).contains(&len));
         // A link that opens records may pass the limit by one: room for it too.
         let room = overshoot.map(|o| left + HEADER_LEN + o);
         let exact = exact && room.is_some_and(|room| self.charge_exact_read(self.rbuf.len() + room));
