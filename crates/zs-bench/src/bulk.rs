@@ -15,7 +15,7 @@ use crate::best_copy::{best_copy, BestCopy, CopyWay, Source};
 use crate::harness::{runtime, start_servers, Secure, Target};
 use crate::procmem;
 use crate::source::Noise;
-use crate::stats::histogram;
+use crate::stats::{histogram, median};
 use crate::Part;
 
 /// Options of the bulk scenario.
@@ -33,6 +33,10 @@ pub struct BulkOptions {
     pub check: zs::StreamCheck,
     /// Run only one part (to profile it): the others report zero.
     pub only: Option<Part>,
+    /// Secured runs, each followed by a plaintext one, when secured (at least 1): the
+    /// ratio is the median of the pairs', so a machine that slows between two runs does
+    /// not decide it.
+    pub pairs: usize,
 }
 
 /// Where our server runs.
@@ -100,8 +104,12 @@ pub struct BulkReport {
     pub secure: Secure,
     /// With `secure` other than `none`: the same transfer to our plaintext server, same run.
     pub ours_plaintext: Option<Throughput>,
-    /// `ours.bytes_per_s / ours_plaintext.bytes_per_s`: what security costs.
+    /// What security costs: secured over plaintext bytes per second, the median of the
+    /// pairs run.
     pub secure_ratio: Option<f64>,
+    /// Bytes per second of each pair, secured and plaintext, in the order run (the first
+    /// pair is `ours` and `ours_plaintext`).
+    pub secure_pairs: Vec<[f64; 2]>,
     /// Small calls during our transfer.
     pub calls_during: CallsDuring,
     /// Resident memory of this process (both ends) before our transfer, bytes.
@@ -151,6 +159,16 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
         Some(Part::Floor) => Ok((zero, CallsDuring { completed: 0, p50_us: 0, p99_us: 0, max_us: 0 })),
         _ => load_rt.block_on(ours_streams(target, opts)),
     };
+    let mut secure_pairs: Vec<[f64; 2]> = Vec::new();
+    if let (Ok((secured, _)), Some(plaintext)) = (&result, ours_plaintext) {
+        secure_pairs.push([secured.bytes_per_s, plaintext.bytes_per_s]);
+        for _ in 1..opts.pairs {
+            let secured = load_rt.block_on(ours_streams(target, opts))?.0;
+            let plain = servers.ours_plaintext.as_ref().expect("a plaintext run was made");
+            let plaintext = load_rt.block_on(ours_streams(plain, opts))?.0;
+            secure_pairs.push([secured.bytes_per_s, plaintext.bytes_per_s]);
+        }
+    }
     let peak = procmem::status_bytes("self", "VmHWM:")?;
     let server_peak = server_pid.as_deref().map(|pid| procmem::status_bytes(pid, "VmHWM:")).transpose()?;
     drop(process);
@@ -167,7 +185,9 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
         floors,
         link_ceiling,
         check: opts.check.name(),
-        secure_ratio: ours_plaintext.map(|p| ours.bytes_per_s / p.bytes_per_s.max(1e-9)),
+        secure_ratio: (!secure_pairs.is_empty())
+            .then(|| median(secure_pairs.iter().map(|[s, p]| s / p.max(1e-9)).collect())),
+        secure_pairs,
         ours_plaintext,
         ours,
         floor,
@@ -312,11 +332,12 @@ pub fn table(r: &BulkReport) -> String {
         r.ratio_tokio_256k,
         match (r.ours_plaintext, r.secure_ratio) {
             (Some(p), Some(x)) => format!(
-                "\n{:<24}{:>10.2} GB/s  ({:.2} s)\nratio {}/plaintext: {x:.2}",
+                "\n{:<24}{:>10.2} GB/s  ({:.2} s)\nratio {}/plaintext: {x:.2}{}",
                 "ours (plaintext)",
                 gb(p.bytes_per_s),
                 p.seconds,
-                r.secure.name()
+                r.secure.name(),
+                pairs_line(&r.secure_pairs),
             ),
             _ => String::new(),
         },
@@ -330,4 +351,16 @@ pub fn table(r: &BulkReport) -> String {
             None => " (both ends)".into(),
         }
     )
+}
+
+/// The pairs of secured and plaintext runs, when there was more than one.
+fn pairs_line(pairs: &[[f64; 2]]) -> String {
+    if pairs.len() < 2 {
+        return String::new();
+    }
+    let each: Vec<String> = pairs
+        .iter()
+        .map(|[s, p]| format!("{:.2}/{:.2} ({:.2})", s / 1e9, p / 1e9, s / p.max(1e-9)))
+        .collect();
+    format!(" (median of {} pairs, secured/plaintext GB/s: {})", pairs.len(), each.join(", "))
 }

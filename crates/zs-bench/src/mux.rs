@@ -17,6 +17,7 @@ use zs::{Client, ClientConfig, Router, Server, ServerConfig, ServerSecurity, Vir
 use crate::best_copy::{best_copy, Source};
 use crate::harness::runtime;
 use crate::procmem;
+use crate::stats::median;
 
 /// Options of the mux scenario.
 #[derive(Debug, Clone, Copy)]
@@ -264,11 +265,6 @@ async fn yamux_once(size: u64) -> Result<f64, String> {
         return Err(format!("{got} of {size} bytes arrived over yamux"));
     }
     Ok(size as f64 / start.elapsed().as_secs_f64())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn bulk(size: u64) -> Result<Bulk, String> {

@@ -228,6 +228,7 @@ fn cost(opts: ResumeOptions, load_rt: &tokio::runtime::Runtime) -> Result<Sessio
         secure: opts.secure,
         check: zs::StreamCheck::default(),
         only: None,
+        pairs: 1,
     };
     let mut rpc = Vec::new();
     let mut bulk_runs = Vec::new();

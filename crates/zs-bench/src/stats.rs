@@ -21,6 +21,12 @@ pub struct Figures {
 }
 
 /// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).
+/// The middle of `v` (the upper middle of an even count); `v` must not be empty.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }

@@ -133,6 +133,10 @@ enum Scenario {
         /// reports zero.
         #[arg(long)]
         only: Option<zs_bench::Part>,
+        /// With --secure: secured and plaintext runs alternated this many times, the ratio
+        /// their median.
+        #[arg(long, default_value_t = 1)]
+        pairs: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -570,8 +574,19 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
         Scenario::Rpc { depth, common } => common.run(depth, None),
         Scenario::RpcOpen { rate, common } => common.run(1, Some(rate)),
-        Scenario::Bulk { size, streams, connections, server_process, secure, check: stream, only, json } => {
+        Scenario::Bulk {
+            size,
+            streams,
+            connections,
+            server_process,
+            secure,
+            check: stream,
+            only,
+            pairs,
+            json,
+        } => {
             check("streams", streams, 10_000)?;
+            check("pairs", pairs, 50)?;
             check("connections", connections, 1_000)?;
             if size == 0 || size.saturating_mul(streams as u64) > 1 << 40 {
                 return Err("--size times --streams must be between 1 byte and 1 TiB".into());
@@ -582,7 +597,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             } else {
                 bulk::ServerPlace::InProcess
             };
-            let opts = bulk::BulkOptions { size, streams, connections, secure, check: stream, only };
+            let opts = bulk::BulkOptions { size, streams, connections, secure, check: stream, only, pairs };
             let r = bulk::run(opts, place)?;
             print(json, &r, || bulk::table(&r))
         }

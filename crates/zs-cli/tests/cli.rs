@@ -126,6 +126,44 @@ fn bench_bulk_moves_and_verifies_streams_in_and_out_of_process() {
 }
 
 #[test]
+fn bench_bulk_secured_takes_the_median_of_alternated_pairs() {
+    let o = zs(&[
+        "bench", "bulk", "--size", "2M", "--secure", "noise", "--pairs", "3", "--only", "ours", "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pairs = r["secure_pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3, "{r}");
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .map(|p| {
+            let (s, q) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+            assert!(s > 0.0 && q > 0.0, "{r}");
+            s / q
+        })
+        .collect();
+    assert_eq!(pairs[0][0], r["ours"]["bytes_per_s"], "the first pair is the reported run");
+    ratios.sort_by(f64::total_cmp);
+    assert!((r["secure_ratio"].as_f64().unwrap() - ratios[1]).abs() < 1e-9, "{r}");
+    let o = zs(&["bench", "bulk", "--pairs", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--pairs must be between 1 and 50"), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_fanout_runs_one_part_alone() {
+    let o = zs(&["bench", "fanout", "--peers", "20", "--duration", "0.3", "--only", "ours", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(r["ours"]["deliveries"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(r["floor"]["deliveries"], 0, "{r}");
+    assert_eq!(r["nats"]["available"], false, "{r}");
+    let o = zs(&["bench", "fanout", "--only", "everything"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a part"), "{}", stderr(&o));
+}
+
+#[test]
 fn serve_has_a_sink_for_big_streams() {
     let s = serve();
     // `sink` takes big streams, not calls: the error says so.
