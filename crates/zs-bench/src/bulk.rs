@@ -160,7 +160,8 @@ pub fn run(opts: BulkOptions, place: ServerPlace) -> Result<BulkReport, String> 
         _ => load_rt.block_on(ours_streams(target, opts)),
     };
     let mut secure_pairs: Vec<[f64; 2]> = Vec::new();
-    if let (Ok((secured, _)), Some(plaintext)) = (&result, ours_plaintext) {
+    let measured = opts.only != Some(Part::Floor);
+    if let (Ok((secured, _)), Some(plaintext), true) = (&result, ours_plaintext, measured) {
         secure_pairs.push([secured.bytes_per_s, plaintext.bytes_per_s]);
         for _ in 1..opts.pairs {
             let secured = load_rt.block_on(ours_streams(target, opts))?.0;
