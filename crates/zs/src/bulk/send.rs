@@ -249,12 +249,18 @@ impl ChunkRing {
         BytesMut::with_capacity(capacity)
     }
 
-    /// Remembers a chunk just queued (forgetting the oldest beyond the ring's size).
+    /// Remembers a chunk just queued (forgetting the oldest beyond the ring's size), and
+    /// keeps at most one chunk the connection is done with: a transfer waiting for credit
+    /// holds its chunks in flight and one spare, not the ring's worth (a thousand slow
+    /// downloads would each have held two buffers more).
     fn keep(&mut self, frame: &Bytes) {
         if self.queued.len() == RING_CHUNKS {
             self.queued.pop_front();
         }
         self.queued.push_back(frame.clone());
+        while self.queued.len() > 1 && self.queued[0].is_unique() && self.queued[1].is_unique() {
+            self.queued.pop_front();
+        }
     }
 }
 
@@ -294,6 +300,12 @@ mod tests {
         }
         assert_eq!(ring.queued.len(), super::RING_CHUNKS);
         drop(queued);
+        // Written, all of them: one spare is kept for the next chunk, not four.
+        let last = ring.take(16).freeze();
+        ring.keep(&last);
+        drop(last);
+        ring.keep(&bytes::Bytes::from_static(b"held"));
+        assert!(ring.queued.iter().filter(|b| b.is_unique()).count() <= 1, "{}", ring.queued.len());
         // Buffers too small for the chunk asked for are not handed out.
         let big = ring.take(1 << 20);
         assert!(big.capacity() >= 1 << 20);
