@@ -253,7 +253,7 @@ async fn a_thousand_visitors_at_once() {
     let _agent = agent(&server, local, TOKEN);
     agents_are(&server, 1).await;
     let addr = server.public_addr("echo").unwrap();
-    let visits = (0..1000u32).map(|i| async move {
+    let visit = |i: u32| async move {
         let mut v = TcpStream::connect(addr).await.unwrap();
         let data = vec![(i % 256) as u8; 1024];
         v.write_all(&data).await.unwrap();
@@ -261,16 +261,24 @@ async fn a_thousand_visitors_at_once() {
         v.read_exact(&mut back).await.unwrap();
         assert_eq!(back, data);
         v
-    });
-    let held = within("1,000 visitors", futures_util::future::join_all(visits)).await;
+    };
+    // All held at once, connected a hundred at a time. A thousand connects at once overflow
+    // the listener's queue on a loaded machine; the kernel, then sending SYN cookies, now
+    // and then accepted connections no visitor made, after the visitors had left, which
+    // no one closes (1,001–1,010 visitors counted; 9 failures in 291 runs under load).
+    let mut held = Vec::with_capacity(1000);
+    for wave in 0..10u32 {
+        let visits = (wave * 100..(wave + 1) * 100).map(visit);
+        held.extend(within("1,000 visitors", futures_util::future::join_all(visits)).await);
+    }
     assert_eq!(server.stats()[0].visitors_now, 1000);
     drop(held);
-    within("all gone", async {
+    let gone = tokio::time::timeout(PATIENCE, async {
         while server.stats()[0].visitors_now != 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    })
-    .await;
+    });
+    assert!(gone.await.is_ok(), "all gone: not within {PATIENCE:?}: {:?}", server.stats()[0]);
     assert_eq!(server.stats()[0].visitors, 1000);
 }
 

@@ -17,6 +17,20 @@ pub(crate) const COPY_BUFFER: usize = 64 << 10;
 /// Bytes of each direction's buffer while a visitor is quiet.
 pub(crate) const SMALL_BUFFER: usize = 4 << 10;
 
+/// Has the system probe a visitor that sent nothing for `secs` seconds (0: never), three
+/// times a third of that apart, and close it if its end no longer answers.
+pub(crate) fn watch_for_a_gone_end(visitor: &tokio::net::TcpStream, secs: u64) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(visitor);
+    if secs == 0 {
+        return socket.set_keepalive(false);
+    }
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(secs))
+        .with_interval(Duration::from_secs((secs / 3).max(1)))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&probes)
+}
+
 /// When bytes last moved, for an idle timeout.
 pub(crate) struct Activity {
     start: Instant,
@@ -148,5 +162,29 @@ where
             Some(_) if n < SMALL_BUFFER => big = None,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_visitor_socket_is_probed_as_configured_or_not_at_all() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _visitor =
+            tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(!socket.keepalive().expect("read"), "off until asked");
+        super::watch_for_a_gone_end(&accepted, 30).expect("set");
+        assert!(socket.keepalive().expect("read"));
+        assert_eq!(socket.tcp_keepalive_time().expect("time"), Duration::from_secs(30));
+        assert_eq!(socket.tcp_keepalive_interval().expect("interval"), Duration::from_secs(10));
+        assert_eq!(socket.tcp_keepalive_retries().expect("retries"), 3);
+        super::watch_for_a_gone_end(&accepted, 2).expect("set");
+        assert_eq!(socket.tcp_keepalive_interval().expect("interval"), Duration::from_secs(1));
+        super::watch_for_a_gone_end(&accepted, 0).expect("off");
+        assert!(!socket.keepalive().expect("read"));
     }
 }

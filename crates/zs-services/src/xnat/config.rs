@@ -42,11 +42,24 @@ pub struct PublicService {
     /// limit; the agent's link has its own keepalive).
     #[serde(default)]
     pub idle_timeout: Option<f64>,
+    /// Seconds a TCP visitor may send nothing before the system checks that its end is
+    /// still there (default 30; 0: never). A visitor whose end is gone (a crash, a cut
+    /// route, a half-open connection) is closed after three unanswered probes a third of
+    /// this apart, instead of holding its place and its agent's connection for ever.
+    #[serde(default = "default_tcp_keepalive")]
+    pub tcp_keepalive: u64,
 }
 
 fn default_max_visitors() -> usize {
     10_000
 }
+
+fn default_tcp_keepalive() -> u64 {
+    30
+}
+
+/// The longest `tcp_keepalive` the system takes (Linux: `TCP_KEEPIDLE` ≤ 32,767 s).
+const MAX_TCP_KEEPALIVE: u64 = 32_767;
 
 /// `zs xnat server --config FILE`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -157,6 +170,11 @@ impl ServerFile {
             if s.idle_timeout.is_some_and(|t| !(t.is_finite() && t > 0.0 && t < 1e9)) {
                 return Err(format!("service `{name}`: idle_timeout is a positive number of seconds"));
             }
+            if s.tcp_keepalive > MAX_TCP_KEEPALIVE {
+                return Err(format!(
+                    "service `{name}`: tcp_keepalive is at most {MAX_TCP_KEEPALIVE} seconds"
+                ));
+            }
         }
         Ok(f)
     }
@@ -203,7 +221,7 @@ mod tests {
             "listen = \"127.0.0.1:7000\"\n[services.web]\nbind = \"127.0.0.1:8080\"\ntoken = \"a long enough token\"\n",
         )
         .unwrap();
-        assert_eq!(s.services["web"].max_visitors, 10_000);
+        assert_eq!((s.services["web"].max_visitors, s.services["web"].tcp_keepalive), (10_000, 30));
         let no_auth =
             ServerFile::parse("listen = \"127.0.0.1:7000\"\n[services.web]\nbind = \"127.0.0.1:8080\"\n");
         assert!(no_auth.unwrap_err().contains("token or agent_keys"));
@@ -218,6 +236,13 @@ mod tests {
         assert!(ServerFile::parse(&format!("{base}max_bytes_per_s = 0\n"))
             .unwrap_err()
             .contains("max_bytes_per_s"));
+        assert!(ServerFile::parse(&format!("{base}tcp_keepalive = 40000\n"))
+            .unwrap_err()
+            .contains("tcp_keepalive is at most 32767"));
+        assert_eq!(
+            ServerFile::parse(&format!("{base}tcp_keepalive = 0\n")).unwrap().services["web"].tcp_keepalive,
+            0
+        );
         assert!(ServerFile::parse(&format!("{base}max_visitors = 0\n"))
             .unwrap_err()
             .contains("max_visitors"));

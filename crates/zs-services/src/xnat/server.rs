@@ -554,6 +554,9 @@ async fn visit(service: Arc<Service>, mut visitor: TcpStream, from: SocketAddr, 
     let _ = visitor.set_nodelay(true);
     let (idle, rate) = {
         let settings = service.settings();
+        if let Err(e) = super::carry::watch_for_a_gone_end(&visitor, settings.config.tcp_keepalive) {
+            tracing::warn!(service = %service.name, %from, "xnat: no keepalive on a visitor: {e}");
+        }
         (settings.config.idle_timeout.map(Duration::from_secs_f64), settings.rate.clone())
     };
     let bounds = Bounds { idle, rate: rate.as_deref() };
