@@ -247,6 +247,29 @@ async fn broadcast_to_500_peers_and_a_filtered_set() {
         assert_eq!(text, r#"["even"]"#);
     }
     assert!(rx.try_recv().is_err(), "nothing delivered outside the filter");
+    // Peers that leave are no longer counted, one that comes is reached at once.
+    clients.truncate(200);
+    wait_until("300 gone", || server.connection_count() == 200).await;
+    assert_eq!(server.broadcast_console("news", "fewer", |_| true).unwrap(), 200);
+    let mut r = Router::new();
+    let late = tx.clone();
+    r.direct_console("news", move |_, t| late.send((500, t.to_string())).unwrap());
+    clients.push(connect_with(&server, r, ClientConfig::default()).await.unwrap());
+    wait_until("the late one connected", || server.connection_count() == 201).await;
+    assert_eq!(server.broadcast_console("news", "one more", |_| true).unwrap(), 201);
+    let (mut fewer, mut more, mut late_got) = (0, 0, false);
+    for _ in 0..401 {
+        let (i, text) = within("delivery after changes", rx.recv()).await.unwrap();
+        match text.as_str() {
+            "fewer" => fewer += 1,
+            "one more" => {
+                more += 1;
+                late_got |= i == 500;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((fewer, more, late_got), (200, 201, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

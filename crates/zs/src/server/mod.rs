@@ -443,8 +443,14 @@ impl ServerHandle {
         filter: impl Fn(&Peer) -> bool,
     ) -> Result<usize, CallError> {
         let frame = encode::call_bytes(Kind::Send, 0, name, &payload, self.shared.connection().encoding())?;
-        let sent =
-            self.peers().iter().filter(|p| filter(p)).filter(|p| p.offer(frame.clone()).is_ok()).count();
+        let sent = self
+            .shared
+            .directory
+            .snapshot()
+            .iter()
+            .filter(|p| filter(p))
+            .filter(|p| p.offer(frame.clone()).is_ok())
+            .count();
         self.shared.stats.commands_out.fetch_add(sent as u64, Ordering::Relaxed);
         Ok(sent)
     }
