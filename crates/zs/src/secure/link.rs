@@ -60,6 +60,15 @@ impl Default for RekeyPolicy {
     }
 }
 
+/// Where the shutdown of a secure link's sending side stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Open,
+    /// The closing records are queued; the raw link is shut down once they are written.
+    Pending,
+    Done,
+}
+
 /// A secure channel over the raw link `S`.
 pub(crate) struct SecureLink<R, S = RawLink> {
     raw: S,
@@ -76,6 +85,9 @@ pub(crate) struct SecureLink<R, S = RawLink> {
     /// on every read (a peer sending a record in small pieces would have made each piece
     /// cost up to two record-sized copies).
     trickling: bool,
+    /// Where the shutdown of the sending side stands: the raw link is shut down once the
+    /// records that end the channel are written (a full socket must not lose them).
+    shutdown: Shutdown,
     rekey: RekeyPolicy,
     sealed_since_rekey: u64,
     last_rekey: Instant,
@@ -92,6 +104,7 @@ impl<R: Records, S: Link> SecureLink<R, S> {
             sealed_out: BytesMut::new(),
             primed: true,
             trickling: false,
+            shutdown: Shutdown::Open,
             rekey,
             sealed_since_rekey: 0,
             last_rekey: Instant::now(),
@@ -274,11 +287,16 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
     }
 
     fn has_pending(&self) -> bool {
-        !self.sealed_out.is_empty() || self.raw.has_pending()
+        !self.sealed_out.is_empty() || self.raw.has_pending() || self.shutdown == Shutdown::Pending
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.flush_sealed()
+        self.flush_sealed()?;
+        if self.shutdown == Shutdown::Pending {
+            self.raw.shutdown_write()?;
+            self.shutdown = Shutdown::Done;
+        }
+        Ok(())
     }
 
     fn release_idle(&mut self) {
@@ -290,10 +308,18 @@ impl<R: Records, S: Link> Link for SecureLink<R, S> {
         }
     }
 
+    /// Queues the closing records and shuts the raw link down once they are written: if
+    /// the socket is full, that is left pending ([`has_pending`](Link::has_pending)) for
+    /// [`flush`](Link::flush) to finish.
     fn shutdown_write(&mut self) -> io::Result<()> {
-        self.records.close(&mut self.sealed_out);
-        self.flush_ignoring_block()?;
-        self.raw.shutdown_write()
+        if self.shutdown == Shutdown::Open {
+            self.records.close(&mut self.sealed_out);
+            self.shutdown = Shutdown::Pending;
+        }
+        match self.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            done => done,
+        }
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -385,5 +411,87 @@ mod tests {
         assert_eq!(&got[..], &plain[..], "every record opened, in order");
         // Only a piece that completed a record was read in place; the rest grew aside.
         assert!(trickled > sealed.len() / 1000 - 10, "grew aside {trickled} times");
+    }
+
+    /// Records that seal as they are and end the channel with `bye`.
+    struct Plain;
+
+    impl Records for Plain {
+        fn seal(&mut self, bufs: &[IoSlice<'_>], max: usize, out: &mut BytesMut) -> io::Result<usize> {
+            let before = out.len();
+            crate::transport::up_to(bufs, max).for_each(|b| out.extend_from_slice(b));
+            Ok(out.len() - before)
+        }
+        fn open(&mut self, _: &mut BytesMut, _: &mut BytesMut, _: &mut BytesMut) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn rekey(&mut self, _: &mut BytesMut) -> io::Result<()> {
+            Ok(())
+        }
+        fn close(&mut self, out: &mut BytesMut) {
+            out.extend_from_slice(b"bye");
+        }
+    }
+
+    /// A socket that takes `room` more bytes, then would block.
+    #[derive(Default)]
+    struct Narrow {
+        room: usize,
+        taken: Vec<u8>,
+        shut: bool,
+    }
+
+    impl Link for Narrow {
+        fn poll_read_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+        fn try_read_buf(&mut self, _: &mut BytesMut) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn poll_write_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            assert!(!self.shut, "written after the shutdown");
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.try_write(&bufs.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>())
+        }
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            self.shut = true;
+            Ok(())
+        }
+        fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+            Ok(([127, 0, 0, 1], 1).into())
+        }
+        fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+            self.peer_addr()
+        }
+    }
+
+    #[test]
+    fn a_shutdown_behind_a_full_socket_waits_for_its_closing_records() {
+        let raw = Narrow { room: 4, ..Narrow::default() };
+        let mut link =
+            SecureLink::new(raw, Plain, BytesMut::new(), RekeyPolicy::default(), Default::default());
+        assert_eq!(link.try_write(b"hello").expect("write"), 5);
+        link.shutdown_write().expect("shutdown");
+        assert!(!link.raw.shut, "not shut down with bytes still queued");
+        assert!(link.has_pending());
+        assert_eq!(link.flush().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        link.raw.room = 64;
+        link.flush().expect("flush");
+        assert_eq!(&link.raw.taken[..], b"hellobye", "the data, then the closing records");
+        assert!(link.raw.shut && !link.has_pending());
+        // Shut down again: nothing more is queued.
+        link.shutdown_write().expect("again");
+        assert_eq!(&link.raw.taken[..], b"hellobye");
     }
 }

@@ -108,6 +108,8 @@ impl<L: Link> AsyncWrite for LinkIo<L> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_flush_link(cx))?;
-        Poll::Ready(this.link.shutdown_write())
+        this.link.shutdown_write()?;
+        // A link may finish its shutdown only once what it queued for it is written.
+        this.poll_flush_link(cx)
     }
 }

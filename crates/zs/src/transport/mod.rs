@@ -55,6 +55,18 @@ pub(crate) async fn close_after_draining(link: &mut impl Link, deadline: tokio::
     if link.shutdown_write().is_err() {
         return;
     }
+    // What the shutdown queued (a TLS close_notify behind a full socket) goes out first.
+    while link.has_pending() {
+        let ready =
+            tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| link.poll_write_ready(cx))).await;
+        if !matches!(ready, Ok(Ok(()))) {
+            return;
+        }
+        match link.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+            _ => {}
+        }
+    }
     let mut sink = BytesMut::new();
     let mut discarded = 0;
     while discarded < CLOSE_DISCARD {

@@ -282,9 +282,17 @@ impl<L: Link> WsLink<L> {
                 Err(e) => return Err(e),
             }
         }
+        // A link underneath that buffers (TLS records behind a full socket) writes its
+        // own out, before a shutdown and after it.
+        if self.inner.has_pending() {
+            self.inner.flush()?;
+        }
         if self.shutdown_pending {
-            self.shutdown_pending = false;
             self.inner.shutdown_write()?;
+            self.shutdown_pending = false;
+            if self.inner.has_pending() {
+                self.inner.flush()?;
+            }
         }
         Ok(())
     }
@@ -511,7 +519,7 @@ impl<L: Link> Link for WsLink<L> {
     }
 
     fn has_pending(&self) -> bool {
-        !self.tx.is_empty() || self.shutdown_pending
+        !self.tx.is_empty() || self.shutdown_pending || self.inner.has_pending()
     }
 
     fn flush(&mut self) -> io::Result<()> {
