@@ -356,18 +356,27 @@ mod tests {
         }
     }
 
+    /// `plain` sealed into Noise records, a socket to write them to, and the secure link
+    /// reading the other end with the matching keys.
+    async fn sealed_and_linked(
+        plain: &[u8],
+    ) -> (BytesMut, tokio::net::TcpStream, SecureLink<super::super::noise::NoiseRecords, tokio::net::TcpStream>)
+    {
+        let (mut tx, rx) = super::super::fuzzing::pair(NoiseCipher::AesGcm);
+        let mut sealed = BytesMut::new();
+        tx.seal(&[IoSlice::new(plain)], usize::MAX, &mut sealed).expect("seal");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let writer =
+            tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (reader, _) = listener.accept().await.expect("accept");
+        let link = SecureLink::new(reader, rx, BytesMut::new(), RekeyPolicy::default(), Default::default());
+        (sealed, writer, link)
+    }
+
     #[tokio::test]
     async fn a_peer_that_closes_inside_a_record_is_an_error_and_after_one_a_clean_end() {
         for cut in [true, false] {
-            let (mut tx, rx) = super::super::fuzzing::pair(NoiseCipher::AesGcm);
-            let mut sealed = BytesMut::new();
-            tx.seal(&[IoSlice::new(b"a whole record")], usize::MAX, &mut sealed).expect("seal");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let mut writer =
-                tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
-            let (reader, _) = listener.accept().await.expect("accept");
-            let mut link =
-                SecureLink::new(reader, rx, BytesMut::new(), RekeyPolicy::default(), Default::default());
+            let (sealed, mut writer, mut link) = sealed_and_linked(b"a whole record").await;
             let len = if cut { sealed.len() - 5 } else { sealed.len() };
             writer.write_all(&sealed[..len]).await.expect("write");
             writer.shutdown().await.expect("shutdown");
@@ -383,16 +392,8 @@ mod tests {
 
     #[tokio::test]
     async fn records_sent_in_small_pieces_grow_aside_and_arrive_whole() {
-        let (mut tx, rx) = super::super::fuzzing::pair(NoiseCipher::AesGcm);
         let plain: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
-        let mut sealed = BytesMut::new();
-        tx.seal(&[IoSlice::new(&plain)], usize::MAX, &mut sealed).expect("seal");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut writer =
-            tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
-        let (reader, _) = listener.accept().await.expect("accept");
-        let mut link =
-            SecureLink::new(reader, rx, BytesMut::new(), RekeyPolicy::default(), Default::default());
+        let (sealed, mut writer, mut link) = sealed_and_linked(&plain).await;
         let (mut got, mut trickled) = (BytesMut::with_capacity(256 << 10), 0);
         for piece in sealed.chunks(1000) {
             writer.write_all(piece).await.expect("write");

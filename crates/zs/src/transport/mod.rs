@@ -57,14 +57,15 @@ pub(crate) async fn close_after_draining(link: &mut impl Link, deadline: tokio::
     }
     // What the shutdown queued (a TLS close_notify behind a full socket) goes out first.
     while link.has_pending() {
+        match link.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+            Ok(()) => break,
+        }
         let ready =
             tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| link.poll_write_ready(cx))).await;
         if !matches!(ready, Ok(Ok(()))) {
             return;
-        }
-        match link.flush() {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
-            _ => {}
         }
     }
     let mut sink = BytesMut::new();
