@@ -4,6 +4,13 @@ mod common;
 
 use common::*;
 
+/// Runs `zs` with `args`, which must succeed, and parses what it printed as one JSON value.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let o = zs(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
 #[test]
 fn call_prints_replies_and_exits_zero() {
     let s = serve();
@@ -53,9 +60,7 @@ fn call_errors_say_what_went_wrong_and_exit_non_zero() {
 
 #[test]
 fn bench_rpc_prints_one_json_object() {
-    let o = zs(&["bench", "rpc", "--connections", "2", "--depth", "2", "--duration", "0.3", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = json_of(&["bench", "rpc", "--connections", "2", "--depth", "2", "--duration", "0.3", "--json"]);
     assert_eq!(r["scenario"], "rpc");
     assert_eq!(r["connections"], 2);
     assert_eq!(r["depth"], 2);
@@ -77,7 +82,7 @@ fn bench_rpc_prints_one_json_object() {
 
 #[test]
 fn bench_idle_holds_connections_from_several_processes() {
-    let o = zs(&[
+    let r = json_of(&[
         "bench",
         "idle",
         "--connections",
@@ -90,8 +95,6 @@ fn bench_idle_holds_connections_from_several_processes() {
         "2",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["scenario"], "idle");
     assert_eq!(r["held"], 60, "{r}");
     assert_eq!(r["floor_held"], 60, "{r}");
@@ -127,11 +130,9 @@ fn bench_bulk_moves_and_verifies_streams_in_and_out_of_process() {
 
 #[test]
 fn bench_bulk_secured_takes_the_median_of_alternated_pairs() {
-    let o = zs(&[
+    let r = json_of(&[
         "bench", "bulk", "--size", "2M", "--secure", "noise", "--pairs", "3", "--only", "ours", "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let pairs = r["secure_pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 3, "{r}");
     let mut ratios: Vec<f64> = pairs
@@ -152,9 +153,7 @@ fn bench_bulk_secured_takes_the_median_of_alternated_pairs() {
 
 #[test]
 fn bench_fanout_runs_one_part_alone() {
-    let o = zs(&["bench", "fanout", "--peers", "20", "--duration", "0.3", "--only", "ours", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = json_of(&["bench", "fanout", "--peers", "20", "--duration", "0.3", "--only", "ours", "--json"]);
     assert!(r["ours"]["deliveries"].as_u64().unwrap() >= 20, "{r}");
     assert_eq!(r["floor"]["deliveries"], 0, "{r}");
     assert_eq!(r["nats"]["available"], false, "{r}");
@@ -298,9 +297,7 @@ fn serve_workers_share_one_port_and_stop_with_their_supervisor() {
 
 #[test]
 fn bench_churn_opens_and_closes_connections_against_the_floor() {
-    let o = zs(&["bench", "churn", "--duration", "0.3", "--concurrency", "4", "--addrs", "2", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = json_of(&["bench", "churn", "--duration", "0.3", "--concurrency", "4", "--addrs", "2", "--json"]);
     assert_eq!(r["scenario"], "churn");
     for entry in ["ours", "ours_secure", "floor"] {
         assert!(r[entry]["conns_per_s"].as_f64().unwrap() > 0.0, "{entry}: {r}");
@@ -313,9 +310,7 @@ fn bench_churn_opens_and_closes_connections_against_the_floor() {
 
 #[test]
 fn bench_fanout_delivers_every_broadcast() {
-    let o = zs(&["bench", "fanout", "--peers", "20", "--duration", "0.3", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = json_of(&["bench", "fanout", "--peers", "20", "--duration", "0.3", "--json"]);
     assert_eq!(r["scenario"], "fanout");
     for entry in ["ours", "floor"] {
         let d = r[entry]["deliveries"].as_u64().unwrap();
@@ -334,9 +329,17 @@ fn bench_fanout_delivers_every_broadcast() {
 
 #[test]
 fn bench_rpc_open_holds_the_rate_and_times_from_the_due_time() {
-    let o = zs(&["bench", "rpc-open", "--connections", "4", "--rate", "2000", "--duration", "0.5", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = json_of(&[
+        "bench",
+        "rpc-open",
+        "--connections",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
     assert_eq!(r["scenario"], "rpc-open");
     assert_eq!(r["rate"], 2000.0);
     for entry in ["ours", "floor", "ours_client", "tarpc"] {
