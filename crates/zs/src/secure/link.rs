@@ -38,6 +38,11 @@ pub(crate) trait Records: Send + Sync + 'static {
     fn open_within(&mut self, _buf: &mut [u8], _from: usize) -> io::Result<(usize, usize)> {
         Err(io::Error::other("this record layer does not open records within a buffer"))
     }
+    /// Bytes that would complete the partial record `partial` (at least one), if the layer
+    /// can tell; `usize::MAX` if not.
+    fn rest_of_record(&self, _partial: &[u8]) -> usize {
+        usize::MAX
+    }
     /// Rolls both directions to new keys, appending the records that tell the peer.
     fn rekey(&mut self, out: &mut BytesMut) -> io::Result<()>;
     /// Appends the records that end the channel cleanly, if the layer has any.
@@ -145,7 +150,10 @@ impl<R: Records, S: Link> SecureLink<R, S> {
                 return Ok(n);
             }
             if self.trickling {
-                if let Some(done) = self.read_sealed(want) {
+                // No more than completes the record (or a minimum read): what grows aside
+                // stays within a record, however large the reader's buffer.
+                let rest = self.records.rest_of_record(&self.sealed_in).max(MIN_READ);
+                if let Some(done) = self.read_sealed(want.min(rest)) {
                     return done;
                 }
                 continue;
@@ -339,7 +347,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use zs_wire::secure::NoiseCipher;
 
-    use super::{Records, RekeyPolicy, SecureLink};
+    use super::{Records, RekeyPolicy, SecureLink, MAX_RECORD, MIN_READ};
     use crate::transport::Link;
 
     /// Reads from `link` until it says something other than `WouldBlock`.
@@ -394,7 +402,7 @@ mod tests {
     async fn records_sent_in_small_pieces_grow_aside_and_arrive_whole() {
         let plain: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
         let (sealed, mut writer, mut link) = sealed_and_linked(&plain).await;
-        let (mut got, mut trickled) = (BytesMut::with_capacity(256 << 10), 0);
+        let (mut got, mut trickled, mut aside) = (BytesMut::with_capacity(256 << 10), 0, 0);
         for piece in sealed.chunks(1000) {
             writer.write_all(piece).await.expect("write");
             // Read until the piece is taken (a read takes all there is: far more than a piece).
@@ -408,10 +416,14 @@ mod tests {
                 }
             }
             trickled += usize::from(link.trickling);
+            aside = aside.max(link.sealed_in.capacity());
         }
         assert_eq!(&got[..], &plain[..], "every record opened, in order");
         // Only a piece that completed a record was read in place; the rest grew aside.
         assert!(trickled > sealed.len() / 1000 - 10, "grew aside {trickled} times");
+        // A 256 KiB reader's buffer does not size what the link holds aside: at most a
+        // read to the record's end and a record's room (was 256 KiB + a record).
+        assert!(aside <= 2 * MAX_RECORD + MIN_READ, "{aside} bytes held aside");
     }
 
     /// Records that seal as they are and end the channel with `bye`.

@@ -190,6 +190,15 @@ impl Records for NoiseRecords {
         Ok((w, r))
     }
 
+    fn rest_of_record(&self, partial: &[u8]) -> usize {
+        match partial {
+            [hi, lo, ..] => {
+                (2 + u16::from_be_bytes([*hi, *lo]) as usize).saturating_sub(partial.len()).max(1)
+            }
+            _ => 2 - partial.len(),
+        }
+    }
+
     fn rekey(&mut self, out: &mut BytesMut) -> io::Result<()> {
         self.seal_record(&[], (&mut 0, &mut 0), 0, out)?;
         self.send.rekey();
